@@ -1,0 +1,31 @@
+# Developer entry points. A fresh machine starts with scripts/run.sh or scripts/test.sh (README),
+# which install the dependencies first and then call these targets.
+BUILD ?= build
+JOBS ?= 2
+CONFIG ?= configs/default.yaml
+
+.PHONY: all deps configure build run test bench clean
+
+all: build
+
+deps:
+	bash scripts/install-deps.sh
+
+configure:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+
+build: configure
+	cmake --build $(BUILD) -j$(JOBS)
+
+# The main job: for now, train and evaluate the default experiment (LeNet-5 on Fashion-MNIST).
+run: build
+	$(BUILD)/xbar train -c $(CONFIG)
+
+test: build
+	cd $(BUILD) && ctest -j$(JOBS) --output-on-failure
+
+bench: build
+	$(BUILD)/bench/train_bench --benchmark_counters_tabular=true
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,113 @@
+// xbar train -c EXP.yaml [-o DIR] [--set key=value ...] [--resume]
+#include <cstdio>
+
+#include "commands.h"
+#include "common.h"
+#include "xbar/core/error.h"
+#include "xbar/core/fs.h"
+#include "xbar/data/dataset.h"
+#include "xbar/models/state_dict.h"
+#include "xbar/models/zoo.h"
+#include "xbar/train/trainer.h"
+
+namespace xbar::app {
+namespace {
+
+struct TrainArgs {
+  std::string config;
+  std::string out;
+  std::vector<std::string> sets;
+  bool resume = false;
+};
+
+// Settings that must agree between a checkpoint and the run resuming it.
+std::map<std::string, std::string> Fingerprint(const Config& cfg) {
+  std::map<std::string, std::string> fp;
+  for (const auto& spec : Schema()) {
+    const std::string& k = spec.key;
+    const bool relevant = k == "seed" || k.rfind("dataset.", 0) == 0 || k.rfind("model.", 0) == 0 ||
+                          (k.rfind("train.", 0) == 0 && k != "train.log_interval" && k != "train.eval_batch_size");
+    if (!relevant || k.find('*') != std::string::npos) continue;
+    switch (spec.type) {
+      case ValueType::kInt: fp[k] = std::to_string(cfg.Int(k)); break;
+      case ValueType::kFloat: fp[k] = nlohmann::json(cfg.Float(k)).dump(); break;
+      case ValueType::kBool: fp[k] = cfg.Bool(k) ? "true" : "false"; break;
+      case ValueType::kString:
+      case ValueType::kEnum: fp[k] = cfg.Str(k); break;
+      case ValueType::kFloatList: fp[k] = nlohmann::json(cfg.FloatList(k)).dump(); break;
+    }
+  }
+  return fp;
+}
+
+void RunTrain(const TrainArgs& a) {
+  RunContext ctx = Setup(a.config, a.sets, a.out, /*default_run_dir=*/true);
+  const Config& cfg = ctx.cfg;
+  const DatasetSpec data_spec = DatasetSpec::FromConfig(cfg);
+  const TrainSpec train_spec = TrainSpec::FromConfig(cfg);
+  std::fprintf(stderr, "xbar train: %s on %s, %lld epochs, %d threads, run directory %s\n",
+               cfg.Str("model.name").c_str(), data_spec.name.c_str(), static_cast<long long>(train_spec.epochs),
+               ctx.threads, ctx.run_dir.c_str());
+
+  DataBundle data = LoadData(data_spec, ctx.seed);
+  ModelSpec mspec = ModelSpec::FromConfig(cfg);
+  mspec.in_channels = data.channels;
+  mspec.height = data.height;
+  mspec.width_px = data.width;
+  mspec.num_classes = data.num_classes;
+  std::shared_ptr<Model> model = CreateModel(mspec);
+  int64_t params = 0;
+  for (const auto& p : model->parameters()) params += p.numel();
+  std::fprintf(stderr, "data: %lld train / %lld val / %lld test images of %lldx%lldx%lld, %lld classes; "
+               "model: %lld parameters\n",
+               static_cast<long long>(data.train.size()), static_cast<long long>(data.val.size()),
+               static_cast<long long>(data.test.size()), static_cast<long long>(data.channels),
+               static_cast<long long>(data.height), static_cast<long long>(data.width),
+               static_cast<long long>(data.num_classes), static_cast<long long>(params));
+
+  TrainOptions opt;
+  opt.run_dir = ctx.run_dir;
+  opt.resume = a.resume;
+  opt.seed = ctx.seed;
+  opt.device = ctx.device;
+  opt.fingerprint = Fingerprint(cfg);
+  TrainResult r = Train(*model, data, train_spec, opt);
+
+  const std::string model_path = JoinPath(ctx.run_dir, "model.safetensors");
+  SaveModel(model_path, *model, ModelMetadata(mspec, data.name, data.norm.mean, data.norm.std));
+
+  nlohmann::ordered_json j = {
+      {"schema_version", 1},
+      {"model", mspec.name},
+      {"dataset", data.name},
+      {"epochs", train_spec.epochs},
+      {"test_accuracy", r.test.accuracy},
+      {"test_loss", r.test.loss},
+      {"test_images", r.test.count},
+      {"val_accuracy", r.history.empty() ? 0.0 : r.history.back().val_accuracy},
+      {"seconds", r.seconds},
+      {"parameters", params},
+      {"seed", ctx.seed},
+      {"threads", ctx.threads},
+      {"resumed_from_epoch", r.resumed_from_epoch},
+      {"weights", "model.safetensors"},
+      {"history", HistoryToJson(r.history)},
+  };
+  WriteJson(JoinPath(ctx.run_dir, "train.json"), j);
+  std::printf("test accuracy %.2f%% (loss %.4f) on %lld images after %lld epochs, %.1f s; wrote %s\n",
+              100.0 * r.test.accuracy, r.test.loss, static_cast<long long>(r.test.count),
+              static_cast<long long>(train_spec.epochs), r.seconds, model_path.c_str());
+}
+
+}  // namespace
+
+void RegisterTrain(CLI::App& app) {
+  auto args = std::make_shared<TrainArgs>();
+  CLI::App* cmd = app.add_subcommand("train", "train a model on the configured dataset");
+  AddConfigOptions(cmd, &args->config, &args->sets);
+  cmd->add_option("-o,--out", args->out, "run directory (default runs/<name>)");
+  cmd->add_flag("--resume", args->resume, "continue from the run directory's last completed epoch");
+  cmd->callback([args]() { RunTrain(*args); });
+}
+
+}  // namespace xbar::app

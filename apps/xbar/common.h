@@ -1,0 +1,35 @@
+// Shared plumbing of the xbar subcommands: config loading, run directory, threads, device, JSON.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "xbar/config/config.h"
+
+namespace xbar::app {
+
+struct RunContext {
+  Config cfg;
+  std::string run_dir;  // "" when the command writes nothing
+  torch::Device device = torch::kCPU;
+  uint64_t seed = 0;
+  int threads = 1;
+};
+
+// Loads the experiment, applies --set overrides, resolves automatic values (threads), sets
+// LibTorch's thread count, seeds torch's generator and parses the device. When `out_dir` is
+// non-empty or `default_run_dir` is set, creates the run directory and writes config.resolved.yaml.
+RunContext Setup(const std::string& config_path, const std::vector<std::string>& sets, const std::string& out_dir,
+                 bool default_run_dir);
+
+// Adds the options every experiment command shares: -c/--config (required) and repeatable --set.
+void AddConfigOptions(CLI::App* cmd, std::string* config, std::vector<std::string>* sets);
+
+// Pretty-printed JSON, written atomically.
+void WriteJson(const std::string& path, const nlohmann::ordered_json& j);
+
+}  // namespace xbar::app

@@ -1,0 +1,28 @@
+// xbar/core/platform.h — facts about the machine and process that commands report or act on.
+//
+//   if (auto w = SlowBlasWarning()) std::fprintf(stderr, "%s\n", w->c_str());
+//   InstallInterruptHandlers();  ...  if (InterruptRequested()) throw InterruptedError(...);
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace xbar {
+
+// Real path of the BLAS library loaded into this process ("" when none is loaded).
+std::string LoadedBlasLibrary();
+
+// A one-line warning when the loaded BLAS is Debian's reference implementation, which runs
+// LibTorch's GEMMs ~30x slower than OpenBLAS; nullopt when the BLAS is a fast one or none.
+std::optional<std::string> SlowBlasWarning();
+
+// Number of online CPU cores.
+int HardwareThreads();
+
+// SIGINT/SIGTERM set a flag instead of killing the process, so long stages can stop at a safe
+// point, leave their last checkpoint intact and exit with code 4. A second signal kills at once.
+void InstallInterruptHandlers();
+bool InterruptRequested();
+void ClearInterruptForTesting();
+
+}  // namespace xbar

@@ -1,0 +1,72 @@
+// xbar/train/trainer.h — the training loop, evaluation and resumable checkpoints.
+//
+// One epoch visits the training split in the order EpochOrder(seed, epoch) draws, applies the
+// configured augmentation from a (seed, epoch) stream, and steps the optimiser per mini-batch.
+// After every epoch the model and optimiser state are written atomically to
+// <run_dir>/checkpoint.safetensors, so a run killed at any moment (even SIGKILL) resumes with
+// `resume = true` from its last completed epoch and ends with the same weights as an
+// uninterrupted run with the same seed and thread count.
+//
+//   TrainOptions opt; opt.run_dir = "runs/lenet5"; opt.seed = 0;
+//   TrainResult r = Train(*model, data, TrainSpec::FromConfig(cfg), opt);
+//   std::cout << r.test.accuracy;
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "xbar/data/dataset.h"
+#include "xbar/models/model.h"
+#include "xbar/train/optimizer.h"
+
+namespace xbar {
+
+struct EvalResult {
+  double loss = 0.0;      // mean cross-entropy
+  double accuracy = 0.0;  // top-1, in [0, 1]
+  int64_t count = 0;
+};
+
+struct EpochStats {
+  int64_t epoch = 0;  // 1-based
+  double lr = 0.0;
+  double train_loss = 0.0, train_accuracy = 0.0;
+  double val_loss = 0.0, val_accuracy = 0.0;  // 0 when there is no validation split
+  double seconds = 0.0;
+};
+
+struct TrainOptions {
+  std::string run_dir;  // where checkpoint.safetensors lives ("" = no checkpoints)
+  bool resume = false;
+  uint64_t seed = 0;
+  torch::Device device = torch::kCPU;
+  // Settings that must match for a checkpoint to be resumed (key -> value text).
+  std::map<std::string, std::string> fingerprint;
+};
+
+struct TrainResult {
+  std::vector<EpochStats> history;
+  EvalResult test;
+  double seconds = 0.0;           // training time over all sessions of this run
+  int64_t resumed_from_epoch = 0;  // completed epochs found in the checkpoint (0 = fresh start)
+};
+
+// Top-1 accuracy and mean loss over `data` in eval mode, without gradients.
+EvalResult Evaluate(Model& model, const Dataset& data, int64_t batch_size, torch::Device device);
+
+// Trains `model` in place and evaluates it on the test split. Throws InterruptedError when a
+// SIGINT/SIGTERM arrives (InstallInterruptHandlers), ConfigError when a checkpoint to resume was
+// made with a different configuration.
+TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, const TrainOptions& options);
+
+// Per-epoch statistics as a JSON array (train.json "history", checkpoint metadata) and back.
+nlohmann::json HistoryToJson(const std::vector<EpochStats>& history);
+std::vector<EpochStats> HistoryFromJson(const nlohmann::json& j);
+
+inline constexpr const char* kCheckpointFile = "checkpoint.safetensors";
+
+}  // namespace xbar

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs every build and run dependency of xbar from Debian 12 packages.
+# Idempotent: packages already present are skipped, so a second run costs seconds.
+# Uses sudo only when not run as root.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential make cmake ccache pkg-config
+  libtorch-dev            # LibTorch 1.13.1 (CPU)
+  libopenblas0-openmp     # fast BLAS for LibTorch's GEMMs (reference BLAS is ~30x slower)
+  dataset-fashion-mnist   # default data: /usr/share/datasets/fashion-mnist
+  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  python3-torch           # tests only: checks that PyTorch loads our state dicts and we load its
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+else
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# LibTorch links against the generic libblas.so.3; make sure the alternative points at OpenBLAS.
+blas_alt=$(update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null | awk '/^Value:/{print $2}')
+case "$blas_alt" in
+  *openblas*) ;;
+  *)
+    cand=$(update-alternatives --list libblas.so.3-x86_64-linux-gnu 2>/dev/null | grep openblas | head -n1 || true)
+    if [ -n "$cand" ]; then
+      SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+      $SUDO update-alternatives --set libblas.so.3-x86_64-linux-gnu "$cand"
+      echo "install-deps: libblas.so.3 -> $cand"
+    fi
+    ;;
+esac

@@ -1,0 +1,405 @@
+#include "xbar/config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <functional>
+#include <sstream>
+
+#include "xbar/core/error.h"
+#include "xbar/core/fs.h"
+
+namespace xbar {
+namespace {
+
+std::vector<std::string> SplitKey(const std::string& key) {
+  std::vector<std::string> parts;
+  std::stringstream ss(key);
+  std::string part;
+  while (std::getline(ss, part, '.')) parts.push_back(part);
+  return parts;
+}
+
+bool SegmentsMatch(const std::vector<std::string>& pattern, const std::vector<std::string>& key, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (pattern[i] != "*" && pattern[i] != key[i]) return false;
+  }
+  return true;
+}
+
+// True when `prefix` names a section (a proper prefix of some schema key).
+bool IsSection(const std::string& prefix) {
+  auto p = SplitKey(prefix);
+  for (const auto& spec : Schema()) {
+    auto s = SplitKey(spec.key);
+    if (s.size() > p.size() && SegmentsMatch(s, p, p.size())) return true;
+  }
+  return false;
+}
+
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string UnknownKeyMessage(const std::string& where, const std::string& key) {
+  std::string best;
+  size_t best_d = std::string::npos;
+  for (const auto& spec : Schema()) {
+    size_t d = EditDistance(key, spec.key);
+    if (d < best_d) {
+      best_d = d;
+      best = spec.key;
+    }
+  }
+  std::string hint = best_d <= std::max<size_t>(2, key.size() / 4) ? StrCat(" (did you mean '", best, "'?)") : "";
+  return StrCat(where, ": unknown key '", key, "'", hint, "; see docs/USER_GUIDE.md for the valid keys");
+}
+
+std::string FormatNumber(double v) {
+  char buf[64];
+  auto res = std::to_chars(buf, buf + sizeof(buf), v);
+  std::string s(buf, res.ptr);
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // keep floats visibly floats
+  return s;
+}
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+bool ParseInt(const std::string& text, int64_t* out) {
+  const char* b = text.data();
+  const char* e = b + text.size();
+  if (b != e && *b == '+') ++b;
+  auto res = std::from_chars(b, e, *out);
+  return res.ec == std::errc() && res.ptr == e && b != e;
+}
+
+bool ParseFloat(const std::string& text, double* out) {
+  const char* b = text.data();
+  const char* e = b + text.size();
+  if (b != e && *b == '+') ++b;
+  auto res = std::from_chars(b, e, *out);
+  return res.ec == std::errc() && res.ptr == e && b != e && std::isfinite(*out);
+}
+
+bool InRange(const KeySpec& spec, double v) {
+  if (spec.min_exclusive ? !(v > spec.min) : !(v >= spec.min)) return false;
+  if (spec.max_exclusive ? !(v < spec.max) : !(v <= spec.max)) return false;
+  return true;
+}
+
+std::string NodeText(const YAML::Node& node) {
+  if (node.IsScalar()) return node.Scalar();
+  YAML::Emitter em;
+  em << YAML::Flow << node;
+  return em.c_str();
+}
+
+Config::Value ParseValue(const KeySpec& spec, const YAML::Node& node, const std::string& key,
+                         const std::string& where) {
+  Config::Value v;
+  v.type = spec.type;
+  v.where = where;
+  v.s = NodeText(node);
+  auto fail = [&]() {
+    return ConfigError(StrCat(where, ": ", key, ": expected ", DescribeExpected(spec), ", got '", v.s, "'"));
+  };
+  if (spec.type == ValueType::kFloatList) {
+    std::vector<YAML::Node> items;
+    if (node.IsSequence()) {
+      for (const auto& item : node) items.push_back(item);
+    } else if (node.IsScalar()) {
+      items.push_back(node);
+    } else {
+      throw fail();
+    }
+    for (const auto& item : items) {
+      double x = 0;
+      if (!item.IsScalar() || !ParseFloat(item.Scalar(), &x) || !InRange(spec, x)) throw fail();
+      v.list.push_back(x);
+    }
+    return v;
+  }
+  if (!node.IsScalar()) throw fail();
+  const std::string& text = node.Scalar();
+  switch (spec.type) {
+    case ValueType::kInt: {
+      if (!ParseInt(text, &v.i) || !InRange(spec, static_cast<double>(v.i))) throw fail();
+      break;
+    }
+    case ValueType::kFloat: {
+      if (!ParseFloat(text, &v.f) || !InRange(spec, v.f)) throw fail();
+      break;
+    }
+    case ValueType::kBool: {
+      std::string t = Lower(text);
+      if (t == "true" || t == "yes" || t == "on") {
+        v.b = true;
+      } else if (t == "false" || t == "no" || t == "off") {
+        v.b = false;
+      } else {
+        throw fail();
+      }
+      break;
+    }
+    case ValueType::kEnum:
+      if (std::find(spec.choices.begin(), spec.choices.end(), text) == spec.choices.end()) throw fail();
+      v.s = text;
+      break;
+    case ValueType::kString:
+      v.s = text;
+      break;
+    case ValueType::kFloatList:
+      break;
+  }
+  return v;
+}
+
+std::string MarkOf(const std::string& source, const YAML::Node& node) {
+  const YAML::Mark m = node.Mark();
+  if (m.line < 0) return source;
+  return StrCat(source, ":", m.line + 1);
+}
+
+}  // namespace
+
+const KeySpec* FindKeySpec(const std::string& key) {
+  auto k = SplitKey(key);
+  for (const auto& spec : Schema()) {
+    auto s = SplitKey(spec.key);
+    if (s.size() == k.size() && SegmentsMatch(s, k, k.size())) return &spec;
+  }
+  return nullptr;
+}
+
+std::string DescribeExpected(const KeySpec& spec) {
+  auto range = [&]() -> std::string {
+    bool lo = spec.min > -1e300, hi = spec.max < 1e300;
+    auto num = [&](double x) {
+      return spec.type == ValueType::kInt ? StrCat(static_cast<long long>(x)) : FormatNumber(x);
+    };
+    if (lo && hi) {
+      return StrCat(" in ", spec.min_exclusive ? "(" : "[", num(spec.min), ", ", num(spec.max),
+                    spec.max_exclusive ? ")" : "]");
+    }
+    if (lo) return StrCat(spec.min_exclusive ? " > " : " >= ", num(spec.min));
+    if (hi) return StrCat(spec.max_exclusive ? " < " : " <= ", num(spec.max));
+    return "";
+  };
+  switch (spec.type) {
+    case ValueType::kInt:
+      return "an integer" + range();
+    case ValueType::kFloat:
+      return "a number" + range();
+    case ValueType::kBool:
+      return "true or false";
+    case ValueType::kString:
+      return "a string";
+    case ValueType::kEnum: {
+      std::string s = "one of ";
+      for (size_t i = 0; i < spec.choices.size(); ++i) s += (i ? ", " : "") + spec.choices[i];
+      return s;
+    }
+    case ValueType::kFloatList:
+      return "a list of numbers" + range();
+  }
+  return "?";
+}
+
+Config::Config() {
+  for (const auto& spec : Schema()) {
+    if (spec.key.find('*') != std::string::npos) continue;  // pattern keys have no default entry
+    values_[spec.key] = ParseValue(spec, YAML::Load(spec.default_value.empty() ? "''" : spec.default_value),
+                                   spec.key, "default");
+  }
+}
+
+Config Config::Load(const std::string& path, const std::vector<std::string>& overrides) {
+  std::string text;
+  try {
+    text = ReadFile(path);
+  } catch (const InputError& e) {
+    throw ConfigError(e.what());  // an unreadable config is a usage error (exit 2)
+  }
+  Config cfg = Parse(text, path, overrides);
+  if (!cfg.IsSet("name")) cfg.values_["name"].s = FileStem(path);
+  return cfg;
+}
+
+Config Config::Parse(const std::string& yaml_text, const std::string& source,
+                     const std::vector<std::string>& overrides) {
+  Config cfg;
+  cfg.source_ = source;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(StrCat(source, ":", e.mark.line + 1, ": YAML syntax error: ", e.msg));
+  }
+  if (root.IsNull()) {
+    // An empty file: every key keeps its default.
+  } else if (!root.IsMap()) {
+    throw ConfigError(StrCat(MarkOf(source, root), ": expected a mapping of sections and keys at the top level"));
+  } else {
+    std::function<void(const YAML::Node&, const std::string&)> walk = [&](const YAML::Node& map,
+                                                                          const std::string& prefix) {
+      std::vector<std::string> seen;
+      for (auto it = map.begin(); it != map.end(); ++it) {
+        const std::string name = it->first.IsScalar() ? it->first.Scalar() : NodeText(it->first);
+        const std::string key = prefix.empty() ? name : prefix + "." + name;
+        const std::string where = MarkOf(source, it->first);
+        if (std::find(seen.begin(), seen.end(), name) != seen.end()) {
+          throw ConfigError(StrCat(where, ": duplicate key '", key, "'"));
+        }
+        seen.push_back(name);
+        if (const KeySpec* spec = FindKeySpec(key)) {
+          Value v = ParseValue(*spec, it->second, key, where);
+          cfg.values_[key] = std::move(v);
+        } else if (IsSection(key)) {
+          if (it->second.IsNull()) continue;  // "train:" with nothing under it
+          if (!it->second.IsMap()) {
+            throw ConfigError(StrCat(where, ": '", key, "' is a section; expected a mapping of keys under it"));
+          }
+          walk(it->second, key);
+        } else {
+          throw ConfigError(UnknownKeyMessage(where, key));
+        }
+      }
+    };
+    walk(root, "");
+  }
+  for (const auto& o : overrides) cfg.ApplyOverride(o);
+  return cfg;
+}
+
+void Config::ApplyOverride(const std::string& assignment) {
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw ConfigError(StrCat("--set ", assignment, ": expected section.key=value"));
+  }
+  Set(assignment.substr(0, eq), assignment.substr(eq + 1), StrCat("--set ", assignment));
+}
+
+void Config::Set(const std::string& key, const std::string& yaml_value, const std::string& where) {
+  const KeySpec* spec = FindKeySpec(key);
+  if (spec == nullptr) throw ConfigError(UnknownKeyMessage(where, key));
+  YAML::Node node;
+  try {
+    node = YAML::Load(yaml_value.empty() ? "''" : yaml_value);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(StrCat(where, ": ", key, ": value is not valid YAML: ", e.msg));
+  }
+  values_[key] = ParseValue(*spec, node, key, where);
+}
+
+const Config::Value& Config::Get(const std::string& key, ValueType type) const {
+  auto it = values_.find(key);
+  XBAR_CHECK(it != values_.end(), "config key '", key, "' is not in the schema or has no value");
+  XBAR_CHECK(it->second.type == type, "config key '", key, "' read with the wrong type");
+  return it->second;
+}
+
+int64_t Config::Int(const std::string& key) const { return Get(key, ValueType::kInt).i; }
+double Config::Float(const std::string& key) const { return Get(key, ValueType::kFloat).f; }
+bool Config::Bool(const std::string& key) const { return Get(key, ValueType::kBool).b; }
+const std::vector<double>& Config::FloatList(const std::string& key) const {
+  return Get(key, ValueType::kFloatList).list;
+}
+const std::string& Config::Str(const std::string& key) const {
+  auto it = values_.find(key);
+  XBAR_CHECK(it != values_.end(), "config key '", key, "' is not in the schema");
+  XBAR_CHECK(it->second.type == ValueType::kString || it->second.type == ValueType::kEnum, "config key '", key,
+             "' is not a string");
+  return it->second.s;
+}
+
+bool Config::IsSet(const std::string& key) const {
+  auto it = values_.find(key);
+  return it != values_.end() && it->second.where != "default";
+}
+
+std::string Config::Where(const std::string& key) const {
+  auto it = values_.find(key);
+  return it == values_.end() ? source_ : it->second.where;
+}
+
+std::vector<std::string> Config::KeysWithPrefix(const std::string& prefix) const {
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : values_) {
+    if (k.compare(0, prefix.size(), prefix) == 0) keys.push_back(k);
+  }
+  return keys;
+}
+
+std::string Config::ToYaml() const {
+  // Keys in schema order, then concrete per-layer keys; nested by their dotted path.
+  std::vector<std::string> order;
+  for (const auto& spec : Schema()) {
+    if (spec.key.find('*') == std::string::npos) {
+      order.push_back(spec.key);
+    } else {
+      for (const auto& [k, v] : values_) {
+        if (FindKeySpec(k) == &spec) order.push_back(k);
+      }
+    }
+  }
+  YAML::Emitter em;
+  em << YAML::BeginMap;
+  std::vector<std::string> open;  // currently open section path
+  for (const auto& key : order) {
+    auto parts = SplitKey(key);
+    size_t common = 0;
+    while (common < open.size() && common + 1 < parts.size() && open[common] == parts[common]) ++common;
+    while (open.size() > common) {
+      em << YAML::EndMap;
+      open.pop_back();
+    }
+    for (size_t i = common; i + 1 < parts.size(); ++i) {
+      em << YAML::Key << parts[i] << YAML::Value << YAML::BeginMap;
+      open.push_back(parts[i]);
+    }
+    const Value& v = values_.at(key);
+    em << YAML::Key << parts.back() << YAML::Value;
+    switch (v.type) {
+      case ValueType::kInt:
+        em << v.i;
+        break;
+      case ValueType::kFloat:
+        em << FormatNumber(v.f);
+        break;
+      case ValueType::kBool:
+        em << (v.b ? "true" : "false");
+        break;
+      case ValueType::kString:
+      case ValueType::kEnum:
+        em << YAML::DoubleQuoted << v.s;
+        break;
+      case ValueType::kFloatList:
+        em << YAML::Flow << YAML::BeginSeq;
+        for (double x : v.list) em << FormatNumber(x);
+        em << YAML::EndSeq;
+        break;
+    }
+  }
+  while (!open.empty()) {
+    em << YAML::EndMap;
+    open.pop_back();
+  }
+  em << YAML::EndMap;
+  return std::string(em.c_str()) + "\n";
+}
+
+}  // namespace xbar

@@ -1,0 +1,74 @@
+#include "xbar/core/platform.h"
+
+#include <link.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "xbar/core/error.h"
+
+namespace xbar {
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+
+void OnSignal(int sig) {
+  if (g_interrupted.exchange(true)) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+  }
+}
+
+int FindBlas(struct dl_phdr_info* info, size_t /*size*/, void* data) {
+  const char* name = info->dlpi_name;
+  if (name != nullptr && std::strstr(name, "libblas.so") != nullptr) {
+    *static_cast<std::string*>(data) = name;
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string LoadedBlasLibrary() {
+  std::string path;
+  dl_iterate_phdr(FindBlas, &path);
+  if (path.empty()) return "";
+  char* real = ::realpath(path.c_str(), nullptr);
+  if (real == nullptr) return path;
+  std::string out(real);
+  std::free(real);
+  return out;
+}
+
+std::optional<std::string> SlowBlasWarning() {
+  const std::string blas = LoadedBlasLibrary();
+  // Debian's reference BLAS lives in .../blas/libblas.so.3; OpenBLAS, BLIS and MKL elsewhere.
+  if (blas.find("/blas/libblas.so") == std::string::npos) return std::nullopt;
+  return StrCat("warning: LibTorch is using the reference BLAS (", blas,
+                "), about 30x slower than OpenBLAS; run scripts/install-deps.sh or "
+                "'update-alternatives --config libblas.so.3-x86_64-linux-gnu'");
+}
+
+int HardwareThreads() {
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+void InstallInterruptHandlers() {
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+bool InterruptRequested() { return g_interrupted.load(std::memory_order_relaxed); }
+
+void ClearInterruptForTesting() { g_interrupted = false; }
+
+}  // namespace xbar

@@ -1,0 +1,222 @@
+#include "xbar/data/dataset.h"
+
+#include <cmath>
+
+#include "xbar/core/error.h"
+#include "xbar/core/fs.h"
+#include "xbar/data/idx.h"
+
+namespace xbar {
+namespace {
+
+const std::vector<std::string> kFashionClasses = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                  "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+const std::vector<std::string> kCifar10Classes = {"airplane", "automobile", "bird",  "cat",  "deer",
+                                                  "dog",      "frog",       "horse", "ship", "truck"};
+
+// `configured` if set, else the standard name with .gz if that exists, else without.
+std::string ResolveIdxFile(const std::string& dir, const std::string& configured, const std::string& standard,
+                           const std::string& key) {
+  if (!configured.empty()) {
+    std::string p = JoinPath(dir, configured);
+    if (!FileExists(p)) throw InputError(StrCat(p, ": file not found (", key, ")"));
+    return p;
+  }
+  for (const std::string& candidate : {standard + ".gz", standard}) {
+    std::string p = JoinPath(dir, candidate);
+    if (FileExists(p)) return p;
+  }
+  throw InputError(StrCat(JoinPath(dir, standard), "[.gz]: file not found (set dataset.path or ", key, ")"));
+}
+
+// Finds the folder holding `marker`, accepting the folder itself or its usual sub-folder.
+std::string ResolveCifarDir(const std::string& dir, const std::string& sub, const std::string& marker) {
+  if (FileExists(JoinPath(dir, marker))) return dir;
+  if (FileExists(JoinPath(JoinPath(dir, sub), marker))) return JoinPath(dir, sub);
+  throw InputError(StrCat(JoinPath(dir, marker), ": file not found (dataset.path should hold the CIFAR binary "
+                          "files or their folder ", sub, ")"));
+}
+
+torch::Tensor PixelsToTensor(const ImageSet& s) {
+  auto t = torch::from_blob(const_cast<uint8_t*>(s.pixels.data()), {s.count, s.channels, s.height, s.width},
+                            torch::kUInt8);
+  return t.to(torch::kFloat32).div_(255.0f);
+}
+
+torch::Tensor LabelsToTensor(const ImageSet& s) {
+  return torch::from_blob(const_cast<int64_t*>(s.labels.data()), {s.count}, torch::kInt64).clone();
+}
+
+Normalization ComputeNormalization(const torch::Tensor& x) {
+  // Sums in double precision without a double copy of the whole set: var = E[x^2] - E[x]^2.
+  Normalization n;
+  for (int64_t c = 0; c < x.size(1); ++c) {
+    auto ch = x.select(1, c);
+    const double count = static_cast<double>(ch.numel());
+    const double mean = ch.sum(torch::kFloat64).item<double>() / count;
+    const double sq = ch.square().sum(torch::kFloat64).item<double>() / count;
+    n.mean.push_back(mean);
+    n.std.push_back(std::sqrt(std::max(0.0, sq - mean * mean)));
+  }
+  return n;
+}
+
+void Normalize(torch::Tensor& x, const Normalization& n) {
+  for (int64_t c = 0; c < x.size(1); ++c) {
+    const double sd = n.std[static_cast<size_t>(c)] > 0 ? n.std[static_cast<size_t>(c)] : 1.0;
+    x.select(1, c).sub_(n.mean[static_cast<size_t>(c)]).div_(sd);
+  }
+}
+
+}  // namespace
+
+DatasetSpec DatasetSpec::FromConfig(const Config& cfg) {
+  DatasetSpec s;
+  s.name = cfg.Str("dataset.name");
+  s.path = cfg.Str("dataset.path");
+  s.train_images = cfg.Str("dataset.train_images");
+  s.train_labels = cfg.Str("dataset.train_labels");
+  s.test_images = cfg.Str("dataset.test_images");
+  s.test_labels = cfg.Str("dataset.test_labels");
+  s.validation_split = cfg.Float("dataset.validation_split");
+  s.train_subset = cfg.Int("dataset.train_subset");
+  s.test_subset = cfg.Int("dataset.test_subset");
+  s.augment = cfg.Str("dataset.augment");
+  s.normalize = cfg.Bool("dataset.normalize");
+  if (s.path.empty() && s.name != "fashion-mnist") {
+    throw ConfigError(StrCat(cfg.Where("dataset.name"), ": dataset.path: required for dataset '", s.name,
+                             "' (only fashion-mnist has a default location)"));
+  }
+  return s;
+}
+
+DataBundle LoadData(const DatasetSpec& spec, uint64_t seed, const LoadOptions& options) {
+  const std::string dir = spec.path.empty() ? kFashionMnistPath : spec.path;
+  ImageSet train_set, test_set;
+  DataBundle b;
+  b.name = spec.name;
+  b.augment = spec.augment;
+  const bool need_train = options.train || options.norm == nullptr;
+  if (spec.name == "cifar10" || spec.name == "cifar100") {
+    const bool c10 = spec.name == "cifar10";
+    const std::string d = c10 ? ResolveCifarDir(dir, "cifar-10-batches-bin", "test_batch.bin")
+                              : ResolveCifarDir(dir, "cifar-100-binary", "test.bin");
+    const CifarKind kind = c10 ? CifarKind::kCifar10 : CifarKind::kCifar100;
+    if (need_train) {
+      std::vector<std::string> files;
+      if (c10) {
+        for (int i = 1; i <= 5; ++i) files.push_back(JoinPath(d, StrCat("data_batch_", i, ".bin")));
+      } else {
+        files.push_back(JoinPath(d, "train.bin"));
+      }
+      train_set = ReadCifarBinary(files, kind);
+    }
+    test_set = ReadCifarBinary({JoinPath(d, c10 ? "test_batch.bin" : "test.bin")}, kind);
+    b.num_classes = c10 ? 10 : 100;
+    if (c10) b.class_names = kCifar10Classes;
+  } else {
+    const int64_t max_classes = 256;
+    // Resolved one after the other so the first missing file is the one reported.
+    if (need_train) {
+      const std::string images = ResolveIdxFile(dir, spec.train_images, "train-images-idx3-ubyte", "dataset.train_images");
+      const std::string labels = ResolveIdxFile(dir, spec.train_labels, "train-labels-idx1-ubyte", "dataset.train_labels");
+      train_set = ReadIdxImageSet(images, labels, max_classes);
+    }
+    const std::string images = ResolveIdxFile(dir, spec.test_images, "t10k-images-idx3-ubyte", "dataset.test_images");
+    const std::string labels = ResolveIdxFile(dir, spec.test_labels, "t10k-labels-idx1-ubyte", "dataset.test_labels");
+    test_set = ReadIdxImageSet(images, labels, max_classes);
+    int64_t max_label = 0;
+    for (int64_t l : need_train ? train_set.labels : test_set.labels) max_label = std::max(max_label, l);
+    b.num_classes = (spec.name == "idx") ? max_label + 1 : 10;
+    if (spec.name == "fashion-mnist") b.class_names = kFashionClasses;
+    if (spec.name != "idx" && max_label >= 10) {
+      throw InputError(StrCat(dir, ": labels go up to ", max_label, " but ", spec.name,
+                              " has 10 classes (use dataset.name: idx for other IDX data)"));
+    }
+  }
+  if (need_train && (train_set.channels != test_set.channels || train_set.height != test_set.height ||
+                     train_set.width != test_set.width)) {
+    throw InputError(StrCat(dir, ": training images are ", train_set.channels, "x", train_set.height, "x",
+                            train_set.width, " but test images are ", test_set.channels, "x", test_set.height, "x",
+                            test_set.width));
+  }
+  b.channels = test_set.channels;
+  b.height = test_set.height;
+  b.width = test_set.width;
+
+  torch::Tensor test_x = PixelsToTensor(test_set);
+  torch::Tensor test_y = LabelsToTensor(test_set);
+  torch::Tensor train_x, train_y;
+  if (need_train) {
+    train_x = PixelsToTensor(train_set);
+    train_y = LabelsToTensor(train_set);
+  }
+  if (options.norm != nullptr) {
+    b.norm = *options.norm;
+    XBAR_CHECK(static_cast<int64_t>(b.norm.mean.size()) == b.channels, "normalisation has ", b.norm.mean.size(),
+               " channels, data has ", b.channels);
+  } else if (spec.normalize) {
+    b.norm = ComputeNormalization(train_x);
+  } else {
+    b.norm.mean.assign(static_cast<size_t>(b.channels), 0.0);
+    b.norm.std.assign(static_cast<size_t>(b.channels), 1.0);
+  }
+  Normalize(test_x, b.norm);
+  if (spec.test_subset > 0 && spec.test_subset < test_x.size(0)) {
+    test_x = test_x.slice(0, 0, spec.test_subset).clone();
+    test_y = test_y.slice(0, 0, spec.test_subset).clone();
+  }
+  b.test = {test_x, test_y};
+  if (!options.train) return b;
+
+  Normalize(train_x, b.norm);
+  // A seeded permutation decides both the subset and the validation split.
+  Rng rng(DeriveSeed(seed, "data.split"));
+  std::vector<int64_t> perm = rng.Permutation(train_x.size(0));
+  int64_t n = static_cast<int64_t>(perm.size());
+  if (spec.train_subset > 0 && spec.train_subset < n) n = spec.train_subset;
+  const auto n_val = static_cast<int64_t>(std::floor(spec.validation_split * static_cast<double>(n)));
+  auto idx = torch::from_blob(perm.data(), {static_cast<int64_t>(perm.size())}, torch::kInt64);
+  auto train_idx = idx.slice(0, 0, n - n_val);
+  auto val_idx = idx.slice(0, n - n_val, n);
+  b.train = {train_x.index_select(0, train_idx), train_y.index_select(0, train_idx)};
+  if (n_val > 0) b.val = {train_x.index_select(0, val_idx), train_y.index_select(0, val_idx)};
+  if (b.train.size() == 0) {
+    throw ConfigError("dataset.validation_split: leaves no training images; lower it or raise dataset.train_subset");
+  }
+  return b;
+}
+
+std::vector<int64_t> EpochOrder(int64_t n, uint64_t seed, int64_t epoch) {
+  Rng rng(DeriveSeed(seed, "data.shuffle", static_cast<uint64_t>(epoch)));
+  return rng.Permutation(n);
+}
+
+std::pair<torch::Tensor, torch::Tensor> GetBatch(const Dataset& data, const std::vector<int64_t>& order,
+                                                 int64_t start, int64_t count) {
+  XBAR_CHECK(start >= 0 && start + count <= static_cast<int64_t>(order.size()), "batch out of range");
+  auto idx = torch::from_blob(const_cast<int64_t*>(order.data()) + start, {count}, torch::kInt64);
+  return {data.images.index_select(0, idx), data.labels.index_select(0, idx)};
+}
+
+torch::Tensor Augment(const torch::Tensor& batch, const std::string& mode, Rng& rng) {
+  if (mode == "none") return batch;
+  const bool crop = mode == "crop" || mode == "crop-flip";
+  const bool flip = mode == "flip" || mode == "crop-flip";
+  XBAR_CHECK(crop || flip, "unknown augmentation '", mode, "'");
+  const int64_t b = batch.size(0), h = batch.size(2), w = batch.size(3);
+  constexpr int64_t kPad = 4;
+  torch::Tensor out = crop ? torch::empty_like(batch) : batch.clone();
+  torch::Tensor padded = crop ? torch::constant_pad_nd(batch, {kPad, kPad, kPad, kPad}, 0) : torch::Tensor();
+  for (int64_t i = 0; i < b; ++i) {
+    if (crop) {
+      const auto dy = static_cast<int64_t>(rng.UniformInt(2 * kPad + 1));
+      const auto dx = static_cast<int64_t>(rng.UniformInt(2 * kPad + 1));
+      out[i].copy_(padded[i].slice(1, dy, dy + h).slice(2, dx, dx + w));
+    }
+    if (flip && rng.UniformInt(2) == 1) out[i] = out[i].flip({2});
+  }
+  return out;
+}
+
+}  // namespace xbar

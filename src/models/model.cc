@@ -1,0 +1,69 @@
+#include "xbar/models/model.h"
+
+#include "xbar/core/error.h"
+
+namespace xbar {
+
+const LayerInfo* Model::FindLayer(const std::string& name) const {
+  for (const auto& l : layers_) {
+    if (l.name == name) return &l;
+  }
+  return nullptr;
+}
+
+torch::Tensor Model::LayerWeight(const std::string& name) {
+  auto* p = named_parameters().find(name + ".weight");
+  XBAR_CHECK(p != nullptr, "model ", arch_, " has no layer '", name, "'");
+  return *p;
+}
+
+void Model::FinalizeLayers() {
+  layers_.clear();
+  index_.clear();
+  for (const auto& item : named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
+    LayerInfo info;
+    info.name = item.key();
+    const torch::nn::Module* ptr = item.value().get();
+    if (const auto* c = dynamic_cast<const torch::nn::Conv2dImpl*>(ptr)) {
+      const auto& o = c->options;
+      info.kind = LayerKind::kConv2d;
+      info.in_channels = o.in_channels();
+      info.out_channels = o.out_channels();
+      info.kernel_h = (*o.kernel_size())[0];
+      info.kernel_w = (*o.kernel_size())[1];
+      info.stride = (*o.stride())[0];
+      XBAR_CHECK((*o.stride())[0] == (*o.stride())[1], "non-square strides are not supported");
+      const auto* pad = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
+      XBAR_CHECK(pad != nullptr && (**pad)[0] == (**pad)[1], "only explicit square padding is supported");
+      info.padding = (**pad)[0];
+      info.groups = o.groups();
+      info.bias = o.bias();
+    } else if (const auto* l = dynamic_cast<const torch::nn::LinearImpl*>(ptr)) {
+      info.kind = LayerKind::kLinear;
+      info.in_channels = l->options.in_features();
+      info.out_channels = l->options.out_features();
+      info.bias = l->options.bias();
+    } else {
+      continue;
+    }
+    index_[ptr] = layers_.size();
+    layers_.push_back(std::move(info));
+  }
+}
+
+torch::Tensor Model::Run(const torch::nn::Module* m, const torch::Tensor& x, const LayerFn& ideal) {
+  if (!override_) return ideal(x);
+  auto it = index_.find(m);
+  XBAR_CHECK(it != index_.end(), "layer of ", arch_, " not registered; call FinalizeLayers()");
+  return override_(layers_[it->second], x, ideal);
+}
+
+torch::Tensor Model::RunConv(torch::nn::Conv2dImpl& m, const torch::Tensor& x) {
+  return Run(&m, x, [&m](const torch::Tensor& in) { return m.forward(in); });
+}
+
+torch::Tensor Model::RunLinear(torch::nn::LinearImpl& m, const torch::Tensor& x) {
+  return Run(&m, x, [&m](const torch::Tensor& in) { return m.forward(in); });
+}
+
+}  // namespace xbar

@@ -1,0 +1,176 @@
+#include "xbar/models/state_dict.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+#include <set>
+
+#include "xbar/core/error.h"
+
+namespace xbar {
+namespace {
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+DType ToDType(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat64: return DType::kF64;
+    case torch::kFloat32: return DType::kF32;
+    case torch::kFloat16: return DType::kF16;
+    case torch::kBFloat16: return DType::kBF16;
+    case torch::kInt64: return DType::kI64;
+    case torch::kInt32: return DType::kI32;
+    case torch::kInt16: return DType::kI16;
+    case torch::kInt8: return DType::kI8;
+    case torch::kUInt8: return DType::kU8;
+    case torch::kBool: return DType::kBool;
+    default: XBAR_CHECK(false, "unsupported tensor dtype ", t); return DType::kF32;
+  }
+}
+
+torch::ScalarType ToScalarType(DType d) {
+  switch (d) {
+    case DType::kF64: return torch::kFloat64;
+    case DType::kF32: return torch::kFloat32;
+    case DType::kF16: return torch::kFloat16;
+    case DType::kBF16: return torch::kBFloat16;
+    case DType::kI64: return torch::kInt64;
+    case DType::kI32: return torch::kInt32;
+    case DType::kI16: return torch::kInt16;
+    case DType::kI8: return torch::kInt8;
+    case DType::kU8: return torch::kUInt8;
+    case DType::kBool: return torch::kBool;
+  }
+  return torch::kFloat32;
+}
+
+std::string Get(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& source) {
+  auto it = meta.find(key);
+  if (it == meta.end()) throw InputError(StrCat(source, ": metadata lacks '", key, "'"));
+  return it->second;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, torch::Tensor>> StateDict(torch::nn::Module& module) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : module.named_parameters()) out.emplace_back(p.key(), p.value());
+  for (const auto& b : module.named_buffers()) out.emplace_back(b.key(), b.value());
+  return out;
+}
+
+RawTensor ToRaw(const torch::Tensor& t) {
+  torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
+  RawTensor r;
+  r.dtype = ToDType(c.scalar_type());
+  r.shape.assign(c.sizes().begin(), c.sizes().end());
+  const auto* p = static_cast<const uint8_t*>(c.data_ptr());
+  r.bytes.assign(p, p + c.numel() * static_cast<int64_t>(c.element_size()));
+  return r;
+}
+
+torch::Tensor FromRaw(const RawTensor& r) {
+  auto t = torch::empty(r.shape, torch::TensorOptions().dtype(ToScalarType(r.dtype)));
+  if (!r.bytes.empty()) std::memcpy(t.data_ptr(), r.bytes.data(), r.bytes.size());
+  return t;
+}
+
+std::map<std::string, std::string> ModelMetadata(const ModelSpec& spec, const std::string& dataset,
+                                                 const std::vector<double>& norm_mean,
+                                                 const std::vector<double>& norm_std) {
+  return {
+      {"format", "pt"},  // the convention of Hugging Face's loaders for PyTorch state dicts
+      {"architecture", spec.name},
+      {"dataset", dataset},
+      {"num_classes", std::to_string(spec.num_classes)},
+      {"input_shape", nlohmann::json({spec.in_channels, spec.height, spec.width_px}).dump()},
+      {"width", nlohmann::json(spec.width).dump()},
+      {"batch_norm", spec.batch_norm ? "true" : "false"},
+      {"normalize_mean", nlohmann::json(norm_mean).dump()},
+      {"normalize_std", nlohmann::json(norm_std).dump()},
+      {"producer", "xbar " XBAR_VERSION},
+  };
+}
+
+ModelSpec ModelSpecFromMetadata(const std::map<std::string, std::string>& meta, const std::string& source) {
+  ModelSpec s;
+  try {
+    s.name = Get(meta, "architecture", source);
+    s.num_classes = std::stoll(Get(meta, "num_classes", source));
+    auto shape = nlohmann::json::parse(Get(meta, "input_shape", source)).get<std::vector<int64_t>>();
+    if (shape.size() != 3) throw InputError(StrCat(source, ": metadata input_shape must be [C, H, W]"));
+    s.in_channels = shape[0];
+    s.height = shape[1];
+    s.width_px = shape[2];
+    if (meta.count("width")) s.width = nlohmann::json::parse(meta.at("width")).get<double>();
+    if (meta.count("batch_norm")) s.batch_norm = meta.at("batch_norm") == "true";
+  } catch (const InputError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw InputError(StrCat(source, ": malformed model metadata (", e.what(), ")"));
+  }
+  return s;
+}
+
+bool NormalizationFromMetadata(const std::map<std::string, std::string>& meta, std::vector<double>* mean,
+                               std::vector<double>* std) {
+  auto m = meta.find("normalize_mean"), s = meta.find("normalize_std");
+  if (m == meta.end() || s == meta.end()) return false;
+  try {
+    *mean = nlohmann::json::parse(m->second).get<std::vector<double>>();
+    *std = nlohmann::json::parse(s->second).get<std::vector<double>>();
+  } catch (const std::exception&) {
+    return false;
+  }
+  return mean->size() == std->size() && !mean->empty();
+}
+
+SafeTensors ModelToSafeTensors(torch::nn::Module& model, const std::map<std::string, std::string>& metadata) {
+  SafeTensors st;
+  st.metadata = metadata;
+  for (const auto& [name, t] : StateDict(model)) st.tensors[name] = ToRaw(t);
+  return st;
+}
+
+void SaveModel(const std::string& path, torch::nn::Module& model, const std::map<std::string, std::string>& metadata) {
+  WriteSafeTensors(path, ModelToSafeTensors(model, metadata));
+}
+
+void LoadStateDict(torch::nn::Module& model, const SafeTensors& st, const std::string& source,
+                   const std::string& prefix) {
+  torch::NoGradGuard no_grad;
+  const auto state = StateDict(model);
+  for (const auto& [name, t] : state) {
+    auto it = st.tensors.find(prefix + name);
+    if (it == st.tensors.end()) {
+      throw InputError(StrCat(source, ": missing tensor '", prefix + name, "' (shape ", ShapeText(t.sizes().vec()),
+                              ") that the model needs"));
+    }
+    const RawTensor& r = it->second;
+    if (r.shape != t.sizes().vec()) {
+      throw InputError(StrCat(source, ": tensor '", prefix + name, "' has shape ", ShapeText(r.shape),
+                              " but the model expects ", ShapeText(t.sizes().vec())));
+    }
+    const bool want_float = t.is_floating_point();
+    const bool have_float = r.dtype == DType::kF64 || r.dtype == DType::kF32 || r.dtype == DType::kF16 ||
+                            r.dtype == DType::kBF16;
+    if (want_float != have_float) {
+      throw InputError(StrCat(source, ": tensor '", prefix + name, "' has dtype ", DTypeName(r.dtype),
+                              ", expected a ", want_float ? "floating-point" : "integer", " type"));
+    }
+    t.copy_(FromRaw(r).to(t.scalar_type()));
+  }
+  std::set<std::string> known;
+  for (const auto& [name, t] : state) known.insert(prefix + name);
+  for (const auto& [name, r] : st.tensors) {
+    if (name.compare(0, prefix.size(), prefix) == 0 && known.count(name) == 0) {
+      throw InputError(StrCat(source, ": unexpected tensor '", name, "' that the model does not have"));
+    }
+  }
+}
+
+}  // namespace xbar

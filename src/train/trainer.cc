@@ -1,0 +1,210 @@
+#include "xbar/train/trainer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+
+#include "xbar/core/error.h"
+#include "xbar/core/fs.h"
+#include "xbar/core/platform.h"
+#include "xbar/core/progress.h"
+#include "xbar/models/state_dict.h"
+
+namespace xbar {
+namespace {
+
+constexpr const char* kModelPrefix = "model.";
+constexpr const char* kOptimPrefix = "optim.";
+
+}  // namespace
+
+nlohmann::json HistoryToJson(const std::vector<EpochStats>& h) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& e : h) {
+    j.push_back({{"epoch", e.epoch}, {"lr", e.lr}, {"train_loss", e.train_loss},
+                 {"train_accuracy", e.train_accuracy}, {"val_loss", e.val_loss},
+                 {"val_accuracy", e.val_accuracy}, {"seconds", e.seconds}});
+  }
+  return j;
+}
+
+std::vector<EpochStats> HistoryFromJson(const nlohmann::json& j) {
+  std::vector<EpochStats> h;
+  for (const auto& e : j) {
+    EpochStats s;
+    s.epoch = e.at("epoch").get<int64_t>();
+    s.lr = e.at("lr").get<double>();
+    s.train_loss = e.at("train_loss").get<double>();
+    s.train_accuracy = e.at("train_accuracy").get<double>();
+    s.val_loss = e.at("val_loss").get<double>();
+    s.val_accuracy = e.at("val_accuracy").get<double>();
+    s.seconds = e.at("seconds").get<double>();
+    h.push_back(s);
+  }
+  return h;
+}
+
+namespace {
+
+void SaveCheckpoint(const std::string& path, Model& model, const Optimizer& opt, const std::vector<EpochStats>& history,
+                    double seconds, const std::map<std::string, std::string>& fingerprint) {
+  SafeTensors st;
+  for (const auto& [name, t] : StateDict(model)) st.tensors[kModelPrefix + name] = ToRaw(t);
+  for (const auto& [name, t] : opt.State()) st.tensors[kOptimPrefix + name] = ToRaw(t);
+  st.metadata["epochs_done"] = std::to_string(history.size());
+  st.metadata["history"] = HistoryToJson(history).dump();
+  st.metadata["seconds"] = nlohmann::json(seconds).dump();
+  st.metadata["fingerprint"] = nlohmann::json(fingerprint).dump();
+  st.metadata["architecture"] = model.arch();
+  WriteSafeTensors(path, st);
+}
+
+// Loads the checkpoint into model and optimiser; returns the history it holds.
+std::vector<EpochStats> LoadCheckpoint(const std::string& path, Model& model, Optimizer& opt, double* seconds,
+                                       const std::map<std::string, std::string>& fingerprint) {
+  SafeTensors st = ReadSafeTensors(path);
+  std::map<std::string, std::string> saved;
+  std::vector<EpochStats> history;
+  try {
+    saved = nlohmann::json::parse(st.metadata.at("fingerprint")).get<std::map<std::string, std::string>>();
+    history = HistoryFromJson(nlohmann::json::parse(st.metadata.at("history")));
+    *seconds = nlohmann::json::parse(st.metadata.at("seconds")).get<double>();
+  } catch (const std::exception& e) {
+    throw InputError(StrCat(path, ": not an xbar training checkpoint (", e.what(), ")"));
+  }
+  for (const auto& [key, value] : fingerprint) {
+    auto it = saved.find(key);
+    if (it == saved.end() || it->second != value) {
+      throw ConfigError(StrCat(path, ": checkpoint was made with ", key, " = ",
+                               it == saved.end() ? "<unset>" : it->second, ", this run has ", value,
+                               "; use another run directory (-o) or drop --resume"));
+    }
+  }
+  LoadStateDict(model, st, path, kModelPrefix);
+  opt.LoadState(st, kOptimPrefix, path);
+  return history;
+}
+
+std::string Percent(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f%%", 100.0 * x);
+  return buf;
+}
+
+std::string Fixed(double x, int digits) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, x);
+  return buf;
+}
+
+}  // namespace
+
+EvalResult Evaluate(Model& model, const Dataset& data, int64_t batch_size, torch::Device device) {
+  EvalResult r;
+  if (data.size() == 0) return r;
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  double loss_sum = 0.0;
+  int64_t correct = 0;
+  for (int64_t start = 0; start < data.size(); start += batch_size) {
+    const int64_t n = std::min(batch_size, data.size() - start);
+    torch::Tensor x = data.images.slice(0, start, start + n).to(device);
+    torch::Tensor y = data.labels.slice(0, start, start + n).to(device);
+    torch::Tensor out = model.forward(x);
+    loss_sum += torch::nn::functional::cross_entropy(
+                    out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+    correct += out.argmax(1).eq(y).sum().item<int64_t>();
+  }
+  model.train(was_training);
+  r.count = data.size();
+  r.loss = loss_sum / static_cast<double>(r.count);
+  r.accuracy = static_cast<double>(correct) / static_cast<double>(r.count);
+  return r;
+}
+
+TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, const TrainOptions& options) {
+  model.to(options.device);
+  std::unique_ptr<Optimizer> opt = MakeOptimizer(TrainableParameters(model), spec);
+  const std::string ckpt = options.run_dir.empty() ? "" : JoinPath(options.run_dir, kCheckpointFile);
+
+  TrainResult result;
+  double seconds_before = 0.0;
+  if (options.resume && !ckpt.empty() && FileExists(ckpt)) {
+    result.history = LoadCheckpoint(ckpt, model, *opt, &seconds_before, options.fingerprint);
+    result.resumed_from_epoch = static_cast<int64_t>(result.history.size());
+    std::fprintf(stderr, "resuming from %s: %lld of %lld epochs done\n", ckpt.c_str(),
+                 static_cast<long long>(result.resumed_from_epoch), static_cast<long long>(spec.epochs));
+  } else if (options.resume) {
+    std::fprintf(stderr, "no checkpoint in %s; starting from scratch\n", options.run_dir.c_str());
+  }
+
+  const int64_t n = data.train.size();
+  const auto t_start = std::chrono::steady_clock::now();
+  for (int64_t epoch = result.resumed_from_epoch; epoch < spec.epochs; ++epoch) {
+    const auto t_epoch = std::chrono::steady_clock::now();
+    const double lr = LearningRate(spec, epoch);
+    opt->SetLr(lr);
+    model.train();
+    const std::vector<int64_t> order = EpochOrder(n, options.seed, epoch);
+    Rng aug_rng(DeriveSeed(options.seed, "data.augment", static_cast<uint64_t>(epoch)));
+    // A trailing batch of one sample is skipped: batch norm cannot train on it.
+    const int64_t batches = (n + spec.batch_size - 1) / spec.batch_size - (n % spec.batch_size == 1 && n > 1 ? 1 : 0);
+    Progress bar(StrCat("epoch ", epoch + 1, "/", spec.epochs), batches, stderr, -1, spec.log_interval_s);
+    torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(options.device));
+    torch::Tensor correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(options.device));
+    int64_t seen = 0;
+    for (int64_t b = 0; b < batches; ++b) {
+      if (InterruptRequested()) {
+        throw InterruptedError(StrCat("interrupted during epoch ", epoch + 1, "; ", epoch, " completed epoch(s) are in ",
+                                      ckpt.empty() ? "<no checkpoint>" : ckpt, "; continue with --resume"));
+      }
+      const int64_t start = b * spec.batch_size;
+      const int64_t count = std::min(spec.batch_size, n - start);
+      auto [x, y] = GetBatch(data.train, order, start, count);
+      x = Augment(x, data.augment, aug_rng).to(options.device);
+      y = y.to(options.device);
+      opt->ZeroGrad();
+      torch::Tensor out = model.forward(x);
+      torch::Tensor loss = torch::nn::functional::cross_entropy(out, y);
+      loss.backward();
+      opt->Step();
+      {
+        torch::NoGradGuard no_grad;
+        loss_sum.add_(loss.detach().to(torch::kFloat64) * count);
+        correct.add_(out.argmax(1).eq(y).sum());
+      }
+      seen += count;
+      if (bar.Due()) {
+        bar.Update(b + 1, StrCat("loss ", Fixed(loss_sum.item<double>() / static_cast<double>(seen), 4), " acc ",
+                                 Percent(static_cast<double>(correct.item<int64_t>()) / static_cast<double>(seen))));
+      }
+    }
+    EpochStats s;
+    s.epoch = epoch + 1;
+    s.lr = lr;
+    s.train_loss = loss_sum.item<double>() / static_cast<double>(seen);
+    s.train_accuracy = static_cast<double>(correct.item<int64_t>()) / static_cast<double>(seen);
+    std::string status = StrCat("lr ", lr, " | train loss ", Fixed(s.train_loss, 4), " acc ", Percent(s.train_accuracy));
+    if (data.val.size() > 0) {
+      EvalResult v = Evaluate(model, data.val, spec.eval_batch_size, options.device);
+      s.val_loss = v.loss;
+      s.val_accuracy = v.accuracy;
+      status += StrCat(" | val loss ", Fixed(v.loss, 4), " acc ", Percent(v.accuracy));
+    }
+    s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
+    result.history.push_back(s);
+    bar.Finish(status);
+    if (!ckpt.empty()) {
+      const double total = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      SaveCheckpoint(ckpt, model, *opt, result.history, total, options.fingerprint);
+    }
+  }
+  result.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  result.test = Evaluate(model, data.test, spec.eval_batch_size, options.device);
+  return result;
+}
+
+}  // namespace xbar

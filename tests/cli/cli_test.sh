@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# End-to-end tests of the xbar command line: files, exit codes, one-line errors, SIGINT and
+# SIGKILL + --resume. Usage: cli_test.sh PATH/TO/xbar PROJECT_ROOT
+set -u
+XBAR=$1
+ROOT=$2
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+PY=/usr/bin/python3
+FAILS=0
+PASSES=0
+ok() { PASSES=$((PASSES + 1)); echo "ok: $1"; }
+bad() { FAILS=$((FAILS + 1)); echo "FAIL: $1"; }
+json() { "$PY" -c "import json,sys; d=json.load(open('$1')); print($2)"; }
+
+# expect CODE "description" command... : exit code and a single-line stderr for errors.
+expect() {
+  local code=$1 what=$2
+  shift 2
+  "$@" >"$T/out" 2>"$T/err"
+  local rc=$?
+  if [ "$rc" -ne "$code" ]; then
+    bad "$what: exit $rc, expected $code; stderr: $(cat "$T/err")"
+    return
+  fi
+  if [ "$code" -ne 0 ]; then
+    local lines
+    lines=$(grep -c '^xbar: ' "$T/err")
+    if [ "$lines" -ne 1 ] || grep -q -e 'terminate called' -e 'Exception raised from' "$T/err"; then
+      bad "$what: error is not one 'xbar:' line: $(cat "$T/err")"
+      return
+    fi
+  fi
+  ok "$what"
+}
+# contains FILE TEXT "description"
+contains() { if grep -qF -- "$2" "$1"; then ok "$3"; else bad "$3: '$2' not in $(cat "$1")"; fi; }
+
+SMALL=(--set threads=1 --set dataset.train_subset=2000 --set dataset.test_subset=1000 --set train.epochs=2)
+CFG="$ROOT/configs/default.yaml"
+
+# ---- usage and config errors: exit 2 -------------------------------------------------------
+expect 0 "--version" "$XBAR" --version
+contains "$T/out" "xbar " "--version prints the version"
+expect 2 "no subcommand" "$XBAR"
+expect 2 "train without -c" "$XBAR" train
+expect 2 "missing config file" "$XBAR" train -c "$T/nope.yaml"
+contains "$T/err" "nope.yaml: cannot open" "missing config names the file"
+printf 'model:\n  name: lenet5\ntrain:\n  epoch: 3\n' >"$T/typo.yaml"
+expect 2 "unknown key" "$XBAR" train -c "$T/typo.yaml" -o "$T/typo"
+contains "$T/err" "typo.yaml:4: unknown key 'train.epoch' (did you mean 'train.epochs'?)" "unknown key names file:line"
+printf 'train:\n  lr: fast\n' >"$T/type.yaml"
+expect 2 "wrong type" "$XBAR" train -c "$T/type.yaml" -o "$T/type"
+contains "$T/err" "type.yaml:2: train.lr: expected a number in (0.0, 10.0], got 'fast'" "wrong type names the range"
+expect 2 "bad --set" "$XBAR" train -c "$CFG" -o "$T/set" --set train.batch_size=0
+contains "$T/err" "--set train.batch_size=0: train.batch_size: expected an integer in [1, 65536]" "--set error"
+expect 2 "bad torch_device" "$XBAR" train -c "$CFG" -o "$T/dev" --set torch_device=tpu
+expect 2 "dataset.path required" "$XBAR" train -c "$CFG" -o "$T/p" --set dataset.name=cifar10
+
+# ---- docs/USER_GUIDE.md embeds `xbar keys` verbatim ------------------------------------------
+expect 0 "keys" "$XBAR" keys
+sed -n '/<!-- keys:begin -->/,/<!-- keys:end -->/p' "$ROOT/docs/USER_GUIDE.md" | sed '1d;$d' >"$T/guide_keys"
+if cmp -s "$T/out" "$T/guide_keys"; then ok "USER_GUIDE key table matches the schema"; else
+  bad "docs/USER_GUIDE.md key table is stale; regenerate it from 'xbar keys'"; fi
+
+# ---- data errors: exit 3 --------------------------------------------------------------------
+expect 3 "missing data files" "$XBAR" train -c "$CFG" -o "$T/nodata" --set dataset.name=mnist --set dataset.path="$T"
+contains "$T/err" "train-images-idx3-ubyte[.gz]: file not found" "missing data names the file"
+
+# ---- train, eval, inspect -------------------------------------------------------------------
+expect 0 "train" "$XBAR" train -c "$CFG" -o "$T/a" "${SMALL[@]}"
+for f in model.safetensors train.json config.resolved.yaml checkpoint.safetensors; do
+  if [ -f "$T/a/$f" ]; then ok "train wrote $f"; else bad "train did not write $f"; fi
+done
+if ls "$T/a" | grep -q '\.tmp\.'; then bad "temporary files left behind"; else ok "no temporary files left"; fi
+ACC=$(json "$T/a/train.json" "d['test_accuracy']")
+if [ "$(json "$T/a/train.json" "int(d['schema_version']==1 and d['model']=='lenet5' and d['epochs']==2 and d['test_accuracy']>0.6)")" = 1 ]; then
+  ok "train.json fields (accuracy $ACC)"
+else
+  bad "train.json: $(cat "$T/a/train.json")"
+fi
+contains "$T/a/config.resolved.yaml" "  train_subset: 2000" "resolved config records overrides"
+contains "$T/a/config.resolved.yaml" "threads: 1" "resolved config records threads"
+
+expect 0 "eval" "$XBAR" eval -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/e" --set dataset.test_subset=1000
+if [ "$(json "$T/e/eval.json" "d['test_accuracy']")" = "$ACC" ]; then ok "eval reproduces train's test accuracy"; else
+  bad "eval accuracy $(json "$T/e/eval.json" "d['test_accuracy']") != train $ACC"; fi
+
+expect 0 "inspect --json" "$XBAR" inspect "$T/a/model.safetensors" --json
+cp "$T/out" "$T/inspect.json"
+if [ "$(json "$T/inspect.json" "(len(d['layers']), d['crossbars'], d['weights'], d['metadata']['architecture'])")" = "(5, 9, 61470, 'lenet5')" ]; then
+  ok "inspect counts 5 layers, 9 tiles of 128x128, 61470 weights"
+else
+  bad "inspect: $(json "$T/inspect.json" "(len(d['layers']), d['crossbars'], d['weights'])")"
+fi
+expect 0 "inspect 32x32" "$XBAR" inspect "$T/a/model.safetensors" --crossbar 32x32 --json
+if [ "$(json "$T/out" "[l['crossbars'] for l in d['layers']]")" = "[1, 5, 52, 12, 3]" ]; then ok "inspect 32x32 tiles per layer"; else
+  bad "inspect 32x32: $(json "$T/out" "[l['crossbars'] for l in d['layers']]")"; fi
+expect 0 "inspect text" "$XBAR" inspect "$T/a/model.safetensors"
+contains "$T/out" "fc1" "inspect table lists fc1"
+expect 2 "inspect bad --crossbar" "$XBAR" inspect "$T/a/model.safetensors" --crossbar 0x128
+
+# ---- model-file errors: exit 3 --------------------------------------------------------------
+expect 3 "missing weights" "$XBAR" eval -c "$CFG" --weights "$T/none.safetensors"
+head -c 1000 "$T/a/model.safetensors" >"$T/trunc.safetensors"
+expect 3 "truncated weights" "$XBAR" eval -c "$CFG" --weights "$T/trunc.safetensors"
+contains "$T/err" "trunc.safetensors: not a valid safetensors file" "truncated weights named"
+expect 3 "inspect truncated" "$XBAR" inspect "$T/trunc.safetensors"
+printf 'model:\n  name: vgg8\n' >"$T/vgg.yaml"
+expect 3 "architecture mismatch" "$XBAR" eval -c "$T/vgg.yaml" --weights "$T/a/model.safetensors"
+contains "$T/err" "holds a 'lenet5' model but" "architecture mismatch explained"
+
+# ---- SIGINT: exit 4, resumable ---------------------------------------------------------------
+LONG=(--set threads=1 --set dataset.train_subset=12000 --set dataset.test_subset=500 --set train.epochs=4)
+wait_for_checkpoint() {  # DIR PID: until the first epoch's checkpoint exists (or the process ends)
+  for _ in $(seq 1 3000); do
+    [ -f "$1/checkpoint.safetensors" ] && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.01
+  done
+  return 1
+}
+"$XBAR" train -c "$CFG" -o "$T/int" "${LONG[@]}" >"$T/int.out" 2>"$T/int.err" &
+PID=$!
+wait_for_checkpoint "$T/int" $PID
+kill -INT $PID
+wait $PID
+RC=$?
+if [ $RC -eq 4 ] && grep -q "continue with --resume" "$T/int.err"; then ok "SIGINT exits 4 with a resume hint"; else
+  bad "SIGINT: exit $RC, $(tail -2 "$T/int.err")"; fi
+expect 0 "resume after SIGINT" "$XBAR" train -c "$CFG" -o "$T/int" "${LONG[@]}" --resume
+expect 2 "resume with another config is refused" "$XBAR" train -c "$CFG" -o "$T/int" "${LONG[@]}" --set train.lr=0.01 --resume
+
+# ---- SIGKILL + --resume gives the same weights as an uninterrupted run -----------------------
+expect 0 "uninterrupted reference run" "$XBAR" train -c "$CFG" -o "$T/ref" "${LONG[@]}"
+"$XBAR" train -c "$CFG" -o "$T/kill" "${LONG[@]}" >/dev/null 2>&1 &
+PID=$!
+wait_for_checkpoint "$T/kill" $PID
+kill -KILL $PID
+wait $PID 2>/dev/null
+expect 0 "resume after SIGKILL" "$XBAR" train -c "$CFG" -o "$T/kill" "${LONG[@]}" --resume
+FROM=$(json "$T/kill/train.json" "d['resumed_from_epoch']")
+if [ "$FROM" -ge 1 ] && [ "$FROM" -lt 4 ]; then ok "resumed from epoch $FROM of 4"; else bad "kill landed outside the run (resumed_from_epoch=$FROM)"; fi
+if cmp -s "$T/ref/model.safetensors" "$T/kill/model.safetensors"; then ok "killed + resumed weights are byte-identical"; else
+  bad "killed + resumed weights differ from the uninterrupted run"; fi
+
+echo "$PASSES passed, $FAILS failed"
+[ "$FAILS" -eq 0 ]

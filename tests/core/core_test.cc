@@ -1,0 +1,124 @@
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <set>
+
+#include "xbar/core/error.h"
+#include "xbar/core/fs.h"
+#include "xbar/core/progress.h"
+#include "xbar/core/rng.h"
+
+namespace xbar {
+namespace {
+
+TEST(Rng, SameSeedSameStreamDifferentSeedsDiffer) {
+  Rng a(42), b(42), c(43);
+  std::vector<uint64_t> va, vb, vc;
+  for (int i = 0; i < 16; ++i) {
+    va.push_back(a.NextU64());
+    vb.push_back(b.NextU64());
+    vc.push_back(c.NextU64());
+  }
+  EXPECT_EQ(va, vb);
+  EXPECT_NE(va, vc);
+  EXPECT_NE(DeriveSeed(0, "shuffle", 1), DeriveSeed(0, "shuffle", 2));
+  EXPECT_NE(DeriveSeed(0, "shuffle", 1), DeriveSeed(0, "augment", 1));
+  EXPECT_EQ(DeriveSeed(7, "x", 3), DeriveSeed(7, "x", 3));
+}
+
+TEST(Rng, KnownValuesPinThePortableAlgorithm) {
+  // xoshiro256** seeded by SplitMix64(0): the first output is fixed by the algorithm, on every
+  // platform and standard library. A change here changes every seeded result xbar produces.
+  Rng r(0);
+  EXPECT_EQ(r.NextU64(), 0x99ec5f36cb75f2b4ULL);
+}
+
+TEST(Rng, PermutationIsAPermutationAndUniformIntIsInRange) {
+  Rng r(1);
+  auto p = r.Permutation(1000);
+  std::set<int64_t> s(p.begin(), p.end());
+  EXPECT_EQ(s.size(), 1000u);
+  EXPECT_EQ(*s.begin(), 0);
+  EXPECT_EQ(*s.rbegin(), 999);
+  // Chi-square-style sanity check of UniformInt over 10 buckets.
+  std::vector<int> counts(10, 0);
+  for (int i = 0; i < 100000; ++i) ++counts[r.UniformInt(10)];
+  for (int c : counts) EXPECT_NEAR(c, 10000, 500);
+  double sum = 0, sq = 0;
+  for (int i = 0; i < 100000; ++i) {
+    double x = r.Normal();
+    sum += x;
+    sq += x * x;
+  }
+  EXPECT_NEAR(sum / 100000, 0.0, 0.02);
+  EXPECT_NEAR(sq / 100000, 1.0, 0.02);
+}
+
+TEST(Fs, AtomicWriteReplacesWholeFileAndAbandonedWriteLeavesOldOne) {
+  const std::string path = ::testing::TempDir() + "/atomic.txt";
+  WriteFileAtomic(path, "first");
+  EXPECT_EQ(ReadFile(path), "first");
+  {
+    AtomicFile f(path);
+    f.Write("half-written");
+    // destroyed without Commit(): simulates a crash before the rename
+  }
+  EXPECT_EQ(ReadFile(path), "first");
+  WriteFileAtomic(path, "second");
+  EXPECT_EQ(ReadFile(path), "second");
+  EXPECT_FALSE(FileExists(path + ".tmp." + std::to_string(::getpid())));
+}
+
+TEST(Fs, PathsAndDirectories) {
+  EXPECT_EQ(JoinPath("a/b", "c.json"), "a/b/c.json");
+  EXPECT_EQ(JoinPath("a/b/", "c.json"), "a/b/c.json");
+  EXPECT_EQ(JoinPath("a", "/abs"), "/abs");
+  EXPECT_EQ(FileStem("configs/lenet5.yaml"), "lenet5");
+  EXPECT_EQ(FileStem("x.tar.gz"), "x.tar");
+  const std::string dir = ::testing::TempDir() + "/mk/a/b";
+  MakeDirs(dir);
+  MakeDirs(dir);  // idempotent
+  EXPECT_TRUE(FileExists(dir));
+  WriteFileAtomic(dir + "/f", "x");
+  EXPECT_THROW(MakeDirs(dir + "/f"), ConfigError);
+  EXPECT_THROW(ReadFile(dir + "/none"), InputError);
+}
+
+TEST(Error, CheckThrowsInternalErrorWithLocationAndExitCodes) {
+  try {
+    XBAR_CHECK(1 + 1 == 3, "math is ", "broken");
+    FAIL();
+  } catch (const InternalError& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("tests/core/core_test.cc:"), std::string::npos) << m;
+    EXPECT_NE(m.find("math is broken"), std::string::npos) << m;
+    EXPECT_EQ(e.exit_code(), 1);
+  }
+  EXPECT_EQ(ConfigError("x").exit_code(), 2);
+  EXPECT_EQ(InputError("x").exit_code(), 3);
+  EXPECT_EQ(InterruptedError("x").exit_code(), 4);
+}
+
+TEST(Progress, PlainLinesWhenNotATerminal) {
+  std::FILE* f = std::tmpfile();
+  {
+    Progress p("epoch 1/2", 10, f, /*tty=*/0, /*interval_s=*/0.0);
+    p.Update(5, "loss 1.0");
+    p.Finish("done");
+  }
+  std::rewind(f);
+  char buf[512] = {};
+  size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  std::string out(buf, n);
+  EXPECT_NE(out.find("epoch 1/2 5/10"), std::string::npos) << out;
+  EXPECT_NE(out.find("epoch 1/2 10/10"), std::string::npos) << out;
+  EXPECT_NE(out.find("done\n"), std::string::npos) << out;
+  EXPECT_EQ(out.find('\r'), std::string::npos) << "no carriage returns in logs";
+  EXPECT_EQ(FormatDuration(42), "42s");
+  EXPECT_EQ(FormatDuration(187), "3m07s");
+  EXPECT_EQ(FormatDuration(3720), "1h02m");
+}
+
+}  // namespace
+}  // namespace xbar

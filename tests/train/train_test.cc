@@ -1,0 +1,222 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <csignal>
+
+#include "xbar/core/error.h"
+#include "xbar/core/fs.h"
+#include "xbar/core/platform.h"
+#include "xbar/data/dataset.h"
+#include "xbar/models/state_dict.h"
+#include "xbar/models/zoo.h"
+#include "xbar/train/optimizer.h"
+#include "xbar/train/trainer.h"
+
+namespace xbar {
+namespace {
+
+// A tiny regression problem; returns parameters after `steps` updates by `step`.
+template <typename StepFn>
+std::vector<torch::Tensor> RunSteps(int steps, StepFn&& step, std::vector<torch::Tensor>& params) {
+  torch::manual_seed(3);
+  auto x = torch::randn({16, 5}), y = torch::randn({16, 2});
+  for (int i = 0; i < steps; ++i) {
+    for (auto& p : params) {
+      if (p.grad().defined()) p.mutable_grad().zero_();
+    }
+    auto loss = (torch::mm(x, params[0]) + params[1] - y).pow(2).mean();
+    loss.backward();
+    step();
+  }
+  std::vector<torch::Tensor> out;
+  for (auto& p : params) out.push_back(p.detach().clone());
+  return out;
+}
+
+std::vector<torch::Tensor> Fresh() {
+  torch::manual_seed(4);
+  return {torch::randn({5, 2}).requires_grad_(), torch::randn({2}).requires_grad_()};
+}
+
+void ExpectSameAsTorchOptim(const TrainSpec& spec, torch::optim::Optimizer&& reference, std::vector<torch::Tensor>& ref_params) {
+  auto mine = Fresh();
+  auto opt = MakeOptimizer({{"w", mine[0]}, {"b", mine[1]}}, spec);
+  auto a = RunSteps(7, [&] { opt->Step(); }, mine);
+  auto b = RunSteps(7, [&] { reference.step(); }, ref_params);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::allclose(a[i], b[i], 1e-6, 1e-7)) << a[i] << b[i];
+}
+
+TEST(Optimizer, SgdMatchesTorchOptim) {
+  for (bool nesterov : {false, true}) {
+    TrainSpec s;
+    s.optimizer = "sgd";
+    s.lr = 0.05;
+    s.momentum = 0.9;
+    s.nesterov = nesterov;
+    s.weight_decay = 1e-3;
+    auto ref = Fresh();
+    ExpectSameAsTorchOptim(
+        s, torch::optim::SGD(ref, torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(nesterov).weight_decay(1e-3)),
+        ref);
+  }
+  TrainSpec plain;
+  plain.optimizer = "sgd";
+  plain.lr = 0.1;
+  plain.momentum = 0.0;
+  auto ref = Fresh();
+  ExpectSameAsTorchOptim(plain, torch::optim::SGD(ref, torch::optim::SGDOptions(0.1)), ref);
+}
+
+TEST(Optimizer, AdamMatchesTorchOptim) {
+  TrainSpec s;
+  s.optimizer = "adam";
+  s.lr = 0.01;
+  s.weight_decay = 1e-2;
+  auto ref = Fresh();
+  ExpectSameAsTorchOptim(s, torch::optim::Adam(ref, torch::optim::AdamOptions(0.01).weight_decay(1e-2)), ref);
+}
+
+TEST(Optimizer, StateRoundTripContinuesIdentically) {
+  for (const std::string name : {"sgd", "adam"}) {
+    TrainSpec s;
+    s.optimizer = name;
+    s.lr = 0.01;
+    auto p1 = Fresh();
+    auto o1 = MakeOptimizer({{"w", p1[0]}, {"b", p1[1]}}, s);
+    RunSteps(3, [&] { o1->Step(); }, p1);
+    // Snapshot parameters and optimiser state, as a checkpoint does.
+    SafeTensors st;
+    for (const auto& [n, t] : o1->State()) st.tensors["optim." + n] = ToRaw(t);
+    auto p2 = std::vector<torch::Tensor>{p1[0].detach().clone().requires_grad_(), p1[1].detach().clone().requires_grad_()};
+    auto o2 = MakeOptimizer({{"w", p2[0]}, {"b", p2[1]}}, s);
+    o2->LoadState(st, "optim.", "ckpt");
+    auto a = RunSteps(4, [&] { o1->Step(); }, p1);
+    auto b = RunSteps(4, [&] { o2->Step(); }, p2);
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << name;
+  }
+}
+
+TEST(Schedule, ConstantStepCosineAndWarmup) {
+  TrainSpec s;
+  s.lr = 0.1;
+  s.epochs = 10;
+  s.schedule = "constant";
+  EXPECT_DOUBLE_EQ(LearningRate(s, 9), 0.1);
+  s.schedule = "step";
+  s.step_epochs = 3;
+  s.gamma = 0.5;
+  EXPECT_DOUBLE_EQ(LearningRate(s, 2), 0.1);
+  EXPECT_DOUBLE_EQ(LearningRate(s, 3), 0.05);
+  EXPECT_DOUBLE_EQ(LearningRate(s, 9), 0.0125);
+  s.schedule = "cosine";
+  EXPECT_DOUBLE_EQ(LearningRate(s, 0), 0.1);
+  EXPECT_NEAR(LearningRate(s, 5), 0.05, 1e-12);
+  s.warmup_epochs = 2;
+  EXPECT_NEAR(LearningRate(s, 0), 0.1 / 3, 1e-12);
+  EXPECT_NEAR(LearningRate(s, 1), 0.2 / 3, 1e-12);
+  EXPECT_DOUBLE_EQ(LearningRate(s, 2), 0.1);
+}
+
+class FashionTraining : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!FileExists(std::string(kFashionMnistPath) + "/train-images-idx3-ubyte.gz")) {
+      GTEST_SKIP() << "dataset-fashion-mnist is not installed (scripts/install-deps.sh installs it)";
+    }
+    at::set_num_threads(1);
+    DatasetSpec d;
+    d.train_subset = 3000;
+    d.test_subset = 2000;
+    d.validation_split = 0.1;
+    data_ = LoadData(d, 0);
+    spec_.epochs = 2;
+    spec_.batch_size = 32;
+  }
+
+  std::shared_ptr<Model> Lenet() {
+    torch::manual_seed(0);
+    ModelSpec m;
+    return CreateModel(m);
+  }
+
+  DataBundle data_;
+  TrainSpec spec_;
+};
+
+TEST_F(FashionTraining, ShortSeededRunClearlyBeatsChance) {
+  auto m = Lenet();
+  EvalResult before = Evaluate(*m, data_.test, 500, torch::kCPU);
+  TrainOptions o;
+  TrainResult r = Train(*m, data_, spec_, o);
+  ASSERT_EQ(r.history.size(), 2u);
+  EXPECT_GT(r.test.accuracy, 0.65) << "chance is 0.10";
+  EXPECT_GT(r.test.accuracy, before.accuracy + 0.4);
+  EXPECT_LT(r.history[1].train_loss, r.history[0].train_loss);
+  EXPECT_GT(r.history[1].val_accuracy, 0.6);
+  EXPECT_EQ(r.test.count, 2000);
+  // Evaluate agrees with a direct computation.
+  torch::NoGradGuard g;
+  m->eval();
+  auto pred = m->forward(data_.test.images).argmax(1);
+  EXPECT_NEAR(pred.eq(data_.test.labels).to(torch::kFloat64).mean().item<double>(), r.test.accuracy, 1e-12);
+}
+
+TEST_F(FashionTraining, SameSeedSameWeights) {
+  auto a = Lenet(), b = Lenet();
+  spec_.epochs = 1;
+  Train(*a, data_, spec_, {});
+  Train(*b, data_, spec_, {});
+  auto sa = StateDict(*a), sb = StateDict(*b);
+  for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(torch::equal(sa[i].second, sb[i].second)) << sa[i].first;
+}
+
+TEST_F(FashionTraining, ResumeContinuesBitForBitAndRefusesAnotherConfig) {
+  spec_.epochs = 2;
+  const std::string dir_a = ::testing::TempDir() + "/resume_a", dir_b = ::testing::TempDir() + "/resume_b";
+  MakeDirs(dir_a);
+  MakeDirs(dir_b);
+  TrainOptions o;
+  o.fingerprint = {{"train.lr", "0.001"}};
+  // Uninterrupted: two epochs.
+  auto full = Lenet();
+  o.run_dir = dir_a;
+  Train(*full, data_, spec_, o);
+  // A 1-epoch run leaves exactly the checkpoint the 2-epoch run writes after its first epoch (the
+  // cosine lr of epoch 0 is the base lr either way): what a run killed during epoch 2 leaves.
+  TrainSpec one = spec_;
+  one.epochs = 1;
+  auto part = Lenet();
+  o.run_dir = dir_b;
+  Train(*part, data_, one, o);
+  SafeTensors ck = ReadSafeTensors(dir_b + "/" + kCheckpointFile);
+  EXPECT_EQ(ck.metadata.at("epochs_done"), "1");
+  auto resumed = Lenet();
+  o.resume = true;
+  TrainResult r = Train(*resumed, data_, spec_, o);
+  EXPECT_EQ(r.resumed_from_epoch, 1);
+  ASSERT_EQ(r.history.size(), 2u);
+  auto sf = StateDict(*full), sr = StateDict(*resumed);
+  for (size_t i = 0; i < sf.size(); ++i) EXPECT_TRUE(torch::equal(sf[i].second, sr[i].second)) << sf[i].first;
+
+  o.fingerprint = {{"train.lr", "0.01"}};
+  auto other = Lenet();
+  try {
+    Train(*other, data_, spec_, o);
+    FAIL() << "a checkpoint from another configuration must be refused";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("checkpoint was made with train.lr = 0.001, this run has 0.01"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST_F(FashionTraining, InterruptStopsWithResumableError) {
+  auto m = Lenet();
+  InstallInterruptHandlers();  // SIGINT now sets a flag instead of killing the process
+  std::raise(SIGINT);
+  EXPECT_THROW(Train(*m, data_, spec_, {}), InterruptedError);
+  ClearInterruptForTesting();
+}
+
+}  // namespace
+}  // namespace xbar
