@@ -45,8 +45,9 @@ std::string LoadedBlasLibrary() {
   return out;
 }
 
-std::optional<std::string> SlowBlasWarning() {
-  const std::string blas = LoadedBlasLibrary();
+std::optional<std::string> SlowBlasWarning() { return SlowBlasWarningFor(LoadedBlasLibrary()); }
+
+std::optional<std::string> SlowBlasWarningFor(const std::string& blas) {
   // Debian's reference BLAS lives in .../blas/libblas.so.3; OpenBLAS, BLIS and MKL elsewhere.
   if (blas.find("/blas/libblas.so") == std::string::npos) return std::nullopt;
   return StrCat("warning: LibTorch is using the reference BLAS (", blas,

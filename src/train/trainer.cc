@@ -173,7 +173,7 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
       opt->Step();
       {
         torch::NoGradGuard no_grad;
-        loss_sum.add_(loss.detach().to(torch::kFloat64) * count);
+        loss_sum.add_(loss.detach(), static_cast<double>(count));
         correct.add_(out.argmax(1).eq(y).sum());
       }
       seen += count;

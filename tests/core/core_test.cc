@@ -5,6 +5,7 @@
 
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
+#include "xbar/core/platform.h"
 #include "xbar/core/progress.h"
 #include "xbar/core/rng.h"
 
@@ -97,6 +98,35 @@ TEST(Error, CheckThrowsInternalErrorWithLocationAndExitCodes) {
   EXPECT_EQ(ConfigError("x").exit_code(), 2);
   EXPECT_EQ(InputError("x").exit_code(), 3);
   EXPECT_EQ(InterruptedError("x").exit_code(), 4);
+}
+
+TEST(Platform, ReferenceBlasIsDetected) {
+  auto w = SlowBlasWarningFor("/usr/lib/x86_64-linux-gnu/blas/libblas.so.3");
+  ASSERT_TRUE(w.has_value());
+  EXPECT_NE(w->find("30x slower"), std::string::npos);
+  EXPECT_NE(w->find("install-deps.sh"), std::string::npos);
+  EXPECT_FALSE(SlowBlasWarningFor("/usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3").has_value());
+  EXPECT_FALSE(SlowBlasWarningFor("").has_value());
+  EXPECT_GE(HardwareThreads(), 1);
+}
+
+TEST(Progress, RedrawnBarWithEtaOnATerminal) {
+  std::FILE* f = std::tmpfile();
+  {
+    Progress p("epoch 2/5", 8, f, /*tty=*/1);
+    p.Update(4, "loss 0.5 acc 80.00%");
+    p.Finish("final");
+  }
+  std::rewind(f);
+  char buf[512] = {};
+  size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  std::string out(buf, n);
+  EXPECT_NE(out.find("\r\033[Kepoch 2/5 [############............] 4/8"), std::string::npos) << out;
+  EXPECT_NE(out.find("ETA"), std::string::npos) << out;
+  EXPECT_NE(out.find("loss 0.5 acc 80.00%"), std::string::npos) << out;
+  EXPECT_NE(out.find("8/8"), std::string::npos) << out;
+  EXPECT_EQ(out.back(), '\n');
 }
 
 TEST(Progress, PlainLinesWhenNotATerminal) {

@@ -210,6 +210,13 @@ TEST_F(FashionTraining, ResumeContinuesBitForBitAndRefusesAnotherConfig) {
   }
 }
 
+TEST(Platform, LibTorchRunsOnAFastBlas) {
+  // scripts/install-deps.sh selects OpenBLAS; LibTorch loads libblas.so.3 with this binary.
+  const std::string blas = LoadedBlasLibrary();
+  EXPECT_NE(blas, "") << "libblas.so.3 should be loaded by LibTorch";
+  EXPECT_FALSE(SlowBlasWarning().has_value()) << blas;
+}
+
 TEST_F(FashionTraining, InterruptStopsWithResumableError) {
   auto m = Lenet();
   InstallInterruptHandlers();  // SIGINT now sets a flag instead of killing the process

@@ -15,6 +15,8 @@ std::string LoadedBlasLibrary();
 // A one-line warning when the loaded BLAS is Debian's reference implementation, which runs
 // LibTorch's GEMMs ~30x slower than OpenBLAS; nullopt when the BLAS is a fast one or none.
 std::optional<std::string> SlowBlasWarning();
+// The same decision for a given library path.
+std::optional<std::string> SlowBlasWarningFor(const std::string& blas_path);
 
 // Number of online CPU cores.
 int HardwareThreads();
