@@ -1,0 +1,680 @@
+// Projections onto crossbar constraint sets. Plain C++ on float buffers (no LibTorch): these run
+// once per ADMM round on every layer, and on 4096×4096 matrices within the 50 ms budget of
+// docs/BENCHMARKS.md.
+#include "xbar/compress/projection.h"
+
+#include <algorithm>
+#include <cstring>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <utility>
+
+#include "xbar/core/error.h"
+
+namespace xbar {
+namespace {
+
+constexpr int64_t kExactSelectLimit = 1 << 20;    // below this, top-k selects on a full copy
+constexpr int64_t kScaleSample = 65536;           // magnitudes used to choose a quantisation scale
+constexpr int64_t kExactSweepEvents = 1 << 18;   // scale search: exact sweep up to this many events
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Indices of the `keep` largest scores, ties towards the lower index; returns a keep-flag vector.
+std::vector<char> TopGroups(const std::vector<double>& score, int64_t keep) {
+  const auto g = static_cast<int64_t>(score.size());
+  std::vector<char> kept(static_cast<size_t>(g), 0);
+  if (keep >= g) {
+    std::fill(kept.begin(), kept.end(), 1);
+    return kept;
+  }
+  std::vector<int64_t> idx(static_cast<size_t>(g));
+  std::iota(idx.begin(), idx.end(), 0);
+  auto better = [&](int64_t a, int64_t b) {
+    return score[static_cast<size_t>(a)] != score[static_cast<size_t>(b)] ? score[static_cast<size_t>(a)] > score[static_cast<size_t>(b)] : a < b;
+  };
+  if (keep > 0) std::nth_element(idx.begin(), idx.begin() + (keep - 1), idx.end(), better);
+  for (int64_t i = 0; i < keep; ++i) kept[static_cast<size_t>(idx[static_cast<size_t>(i)])] = 1;
+  return kept;
+}
+
+// Structures whose groups are runs of rows inside one column ("segments"): calls
+// f(col, r0, r1, group) for each run. Returns false for the row-wise structures (kColumn,
+// kCrossbarRow), whose group of element (r, col) is RowGroupBase(col) + r.
+template <typename F>
+bool ForEachSegment(const CrossbarMatrix& m, const LayerConstraints& c, F&& f) {
+  const int64_t K = m.rows, N = m.cols, R = c.tile.rows, C = c.tile.cols;
+  const int64_t tile_cols = CeilDiv(N, C);
+  switch (c.structure) {
+    case Structure::kFilter:
+      for (int64_t col = 0; col < N; ++col) f(col, int64_t{0}, K, col);
+      return true;
+    case Structure::kChannel:
+      for (int64_t col = 0; col < N; ++col) {
+        for (int64_t r0 = 0, g = 0; r0 < K; r0 += c.kernel_area, ++g) f(col, r0, std::min(K, r0 + c.kernel_area), g);
+      }
+      return true;
+    case Structure::kCrossbarColumn:
+      for (int64_t col = 0; col < N; ++col) {
+        for (int64_t r0 = 0, i = 0; r0 < K; r0 += R, ++i) f(col, r0, std::min(K, r0 + R), i * N + col);
+      }
+      return true;
+    case Structure::kCrossbarTile:
+      for (int64_t col = 0; col < N; ++col) {
+        for (int64_t r0 = 0, i = 0; r0 < K; r0 += R, ++i) f(col, r0, std::min(K, r0 + R), i * tile_cols + col / C);
+      }
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Row-wise structures: the group of (r, col) is RowGroupBase(col) + r.
+int64_t RowGroupBase(const CrossbarMatrix& m, const LayerConstraints& c, int64_t col) {
+  return c.structure == Structure::kCrossbarRow ? (col / c.tile.cols) * m.rows : 0;
+}
+
+// Squared L2 norm of every group of a (non-block) structure.
+std::vector<double> GroupNorms(const CrossbarMatrix& m, const LayerConstraints& c, int64_t groups) {
+  std::vector<double> norm(static_cast<size_t>(groups), 0.0);
+  const bool segments = ForEachSegment(m, c, [&](int64_t col, int64_t r0, int64_t r1, int64_t g) {
+    const float* w = m.data + col * m.rows;
+    float acc = 0.0f;
+    for (int64_t r = r0; r < r1; ++r) acc += w[r] * w[r];
+    norm[static_cast<size_t>(g)] += acc;
+  });
+  if (!segments) {
+    std::vector<float> acc(static_cast<size_t>(groups), 0.0f);
+    for (int64_t col = 0; col < m.cols; ++col) {
+      const float* w = m.data + col * m.rows;
+      float* a = acc.data() + RowGroupBase(m, c, col);
+      for (int64_t r = 0; r < m.rows; ++r) a[r] += w[r] * w[r];
+    }
+    norm.assign(acc.begin(), acc.end());
+  }
+  return norm;
+}
+
+// Zeroes every group whose flag in `kept` is 0.
+void ZeroGroups(CrossbarMatrix m, const LayerConstraints& c, const std::vector<char>& kept) {
+  const bool segments = ForEachSegment(m, c, [&](int64_t col, int64_t r0, int64_t r1, int64_t g) {
+    if (!kept[static_cast<size_t>(g)]) std::fill(m.data + col * m.rows + r0, m.data + col * m.rows + r1, 0.0f);
+  });
+  if (!segments) {
+    std::vector<float> scale(kept.begin(), kept.end());
+    for (int64_t col = 0; col < m.cols; ++col) {
+      float* w = m.data + col * m.rows;
+      const float* k = scale.data() + RowGroupBase(m, c, col);
+      for (int64_t r = 0; r < m.rows; ++r) w[r] *= k[r];
+    }
+  }
+}
+
+// Flags of the groups holding a non-zero.
+std::vector<char> NonzeroGroups(const CrossbarMatrix& m, const LayerConstraints& c, int64_t groups) {
+  std::vector<char> nz(static_cast<size_t>(groups), 0);
+  const bool segments = ForEachSegment(m, c, [&](int64_t col, int64_t r0, int64_t r1, int64_t g) {
+    const float* w = m.data + col * m.rows;
+    for (int64_t r = r0; r < r1 && !nz[static_cast<size_t>(g)]; ++r) nz[static_cast<size_t>(g)] = w[r] != 0.0f;
+  });
+  if (!segments) {
+    for (int64_t col = 0; col < m.cols; ++col) {
+      const float* w = m.data + col * m.rows;
+      char* z = nz.data() + RowGroupBase(m, c, col);
+      for (int64_t r = 0; r < m.rows; ++r) z[r] = static_cast<char>(z[r] | (w[r] != 0.0f));
+    }
+  }
+  return nz;
+}
+
+// Keeps the `keep` largest magnitudes of w[0, n) given the keep-th largest magnitude t: entries
+// above t stay, entries equal to t stay lowest index first, the rest become 0.
+void KeepAboveThreshold(float* w, int64_t n, int64_t keep, float t) {
+  int64_t above = 0, equal = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = std::fabs(w[i]);
+    above += a > t ? 1 : 0;
+    equal += a == t ? 1 : 0;
+  }
+  if (above + equal <= keep) {  // the common case: no tie to break
+    for (int64_t i = 0; i < n; ++i) w[i] = std::fabs(w[i]) >= t ? w[i] : 0.0f;
+    return;
+  }
+  int64_t ties_left = keep - above;
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = std::fabs(w[i]);
+    if (a > t) continue;
+    if (a == t && ties_left > 0) {
+      --ties_left;
+      continue;
+    }
+    w[i] = 0.0f;
+  }
+}
+
+// E(s) = sum (a - q(s) s)^2 with q(s) = min(n, round(a / s)).
+double ScaleError(const std::vector<float>& a, int64_t n, double s) {
+  const auto sf = static_cast<float>(s), inv = static_cast<float>(1.0 / s), top = static_cast<float>(n);
+  double e = 0.0;
+  constexpr size_t kChunk = 1024;  // float partial sums, double across chunks
+  for (size_t c0 = 0; c0 < a.size(); c0 += kChunk) {
+    float part = 0.0f;
+    for (size_t i = c0; i < std::min(a.size(), c0 + kChunk); ++i) {
+      const float q = std::min(top, std::floor(a[i] * inv + 0.5f));
+      const float d = a[i] - q * sf;
+      part += d * d;
+    }
+    e += part;
+  }
+  return e;
+}
+
+// Exact minimisation of E(s) over s in [lo, hi] (hi may be +inf) for sorted magnitudes `a`.
+// Between consecutive events (s where some q_i drops by one) the assignment is fixed and
+// E(s) = C - 2 s A + s^2 B is a parabola minimised at A / B, clamped into the interval.
+std::pair<double, double> ExactSweep(const std::vector<float>& a, int64_t n, double lo, double hi) {
+  struct Event {
+    double s;
+    float a;
+    int64_t q;  // q_i drops from q to q-1 when s passes this point
+  };
+  std::vector<Event> events;
+  double A = 0, B = 0, Csum = 0;
+  for (float x : a) {
+    Csum += static_cast<double>(x) * x;
+    const int64_t q0 = lo > 0 ? std::min<int64_t>(n, static_cast<int64_t>(std::floor(x / lo + 0.5))) : n;
+    A += static_cast<double>(x) * static_cast<double>(q0);
+    B += static_cast<double>(q0) * static_cast<double>(q0);
+    for (int64_t q = q0; q >= 1; --q) {
+      const double s = x / (static_cast<double>(q) - 0.5);
+      if (s > hi) break;
+      if (s > lo) events.push_back({s, x, q});
+    }
+  }
+  std::sort(events.begin(), events.end(), [](const Event& e1, const Event& e2) { return e1.s < e2.s; });
+  double best_s = 0, best_e = Csum;  // s -> infinity: everything rounds to zero
+  double prev = lo;
+  auto consider = [&](double left, double right) {
+    if (B <= 0) return;
+    const double s = std::clamp(A / B, left, right);
+    if (s <= 0) return;
+    const double e = Csum - 2 * s * A + s * s * B;
+    if (e < best_e) {
+      best_e = e;
+      best_s = s;
+    }
+  };
+  for (const Event& ev : events) {
+    consider(prev, ev.s);
+    A -= ev.a;
+    B -= static_cast<double>(2 * ev.q - 1);
+    prev = ev.s;
+  }
+  consider(prev, hi);
+  return {best_s, best_e};
+}
+
+}  // namespace
+
+const std::vector<std::string>& StructureNames() {
+  static const std::vector<std::string> names = {"unstructured",    "filter",          "column",
+                                                 "channel",         "crossbar-row",    "crossbar-column",
+                                                 "crossbar-block",  "crossbar-tile"};
+  return names;
+}
+
+const char* StructureName(Structure s) { return StructureNames()[static_cast<size_t>(s)].c_str(); }
+
+bool ParseStructure(const std::string& name, Structure* out) {
+  const auto& names = StructureNames();
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == name) {
+      *out = static_cast<Structure>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<std::string> LayerConstraints::Names() const {
+  std::vector<std::string> out;
+  if (prunes()) out.push_back(StrCat("sparsity:", StructureName(structure), ":", sparsity));
+  if (polarize_fragment > 0) out.push_back(StrCat("polarize:", polarize_fragment));
+  if (column_budget > 0) out.push_back(StrCat("budget:", column_budget));
+  if (quantize_bits > 0) out.push_back(StrCat("quantize:", quantize_bits));
+  return out;
+}
+
+void ProjectTopK(CrossbarMatrix m, int64_t keep) {
+  const int64_t n = m.size();
+  if (keep >= n) return;
+  if (keep <= 0) {
+    std::fill(m.data, m.data + n, 0.0f);
+    return;
+  }
+  // t = the keep-th largest magnitude.
+  float t = 0;
+  bool found = false;
+  if (n > kExactSelectLimit) {
+    // Bracket t with quantiles of an evenly strided sample, then select exactly among the
+    // entries inside the bracket (one pass); a full selection follows if the bracket missed.
+    // The sample is 256 evenly spaced runs of 256 entries (cache-friendly, unlike single strides).
+    constexpr int64_t kRun = 256;
+    const int64_t run_stride = CeilDiv(n, kScaleSample / kRun);
+    std::vector<float> sample;
+    sample.reserve(static_cast<size_t>(kScaleSample));
+    for (int64_t r0 = 0; r0 < n; r0 += run_stride) {
+      for (int64_t i = r0; i < std::min(n, r0 + kRun); ++i) sample.push_back(std::fabs(m.data[i]));
+    }
+    std::sort(sample.begin(), sample.end(), std::greater<float>());
+    const double p = static_cast<double>(keep) / static_cast<double>(n);
+    // Six standard deviations of a sample quantile, plus slack for ties and the runs' correlation.
+    const double margin = 6.0 * std::sqrt(p * (1 - p) / static_cast<double>(sample.size()) * 4) + 2e-4;
+    auto quantile = [&](double q) {  // q = share of the sample above the returned value
+      auto i = static_cast<int64_t>(std::clamp(q, 0.0, 1.0) * static_cast<double>(sample.size() - 1));
+      return sample[static_cast<size_t>(i)];
+    };
+    const float hi = p - margin <= 0 ? std::numeric_limits<float>::infinity() : quantile(p - margin);
+    const float lo = p + margin >= 1 ? 0.0f : quantile(p + margin);
+    // One pass: count entries above the bracket, compact the ones inside it (branch-free, by chunks).
+    std::vector<float> inside;
+    int64_t above = 0;
+    constexpr int64_t kChunk = 4096;
+    float chunk[kChunk];
+    for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+      const int64_t end = std::min(n, c0 + kChunk);
+      int64_t k = 0;
+      for (int64_t i = c0; i < end; ++i) {
+        const float a = std::fabs(m.data[i]);
+        above += a > hi ? 1 : 0;
+        chunk[k] = a;
+        k += (a <= hi && a >= lo) ? 1 : 0;
+      }
+      inside.insert(inside.end(), chunk, chunk + k);
+    }
+    const int64_t need = keep - above;
+    if (need >= 1 && need <= static_cast<int64_t>(inside.size())) {
+      std::nth_element(inside.begin(), inside.begin() + (need - 1), inside.end(), std::greater<float>());
+      t = inside[static_cast<size_t>(need - 1)];
+      found = true;
+      // Every entry equal to t is inside the bracket, so the counts need no further pass.
+      int64_t above_t = above, equal_t = 0;
+      for (float a : inside) {
+        above_t += a > t ? 1 : 0;
+        equal_t += a == t ? 1 : 0;
+      }
+      if (above_t + equal_t <= keep) {
+        for (int64_t i = 0; i < n; ++i) m.data[i] = std::fabs(m.data[i]) >= t ? m.data[i] : 0.0f;
+        return;
+      }
+    }
+  }
+  if (!found) {
+    std::vector<float> mags(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) mags[static_cast<size_t>(i)] = std::fabs(m.data[i]);
+    std::nth_element(mags.begin(), mags.begin() + (keep - 1), mags.end(), std::greater<float>());
+    t = mags[static_cast<size_t>(keep - 1)];
+  }
+  KeepAboveThreshold(m.data, n, keep, t);
+}
+
+int64_t GroupCount(const CrossbarMatrix& m, const LayerConstraints& c) {
+  const int64_t K = m.rows, N = m.cols, R = c.tile.rows, C = c.tile.cols;
+  switch (c.structure) {
+    case Structure::kUnstructured: return K * N;
+    case Structure::kFilter: return N;
+    case Structure::kColumn: return K;
+    case Structure::kChannel: return CeilDiv(K, c.kernel_area);
+    case Structure::kCrossbarRow: return K * CeilDiv(N, C);
+    case Structure::kCrossbarColumn: return CeilDiv(K, R) * N;
+    case Structure::kCrossbarBlock: return K * CeilDiv(N, C) + CeilDiv(K, R) * N;
+    case Structure::kCrossbarTile: return CeilDiv(K, R) * CeilDiv(N, C);
+  }
+  return 0;
+}
+
+int64_t KeepCount(int64_t groups, double sparsity) {
+  if (groups <= 0) return 0;
+  const auto removed = static_cast<int64_t>(std::llround(sparsity * static_cast<double>(groups)));
+  return std::max<int64_t>(1, groups - removed);
+}
+
+void ProjectGroups(CrossbarMatrix m, const LayerConstraints& c, int64_t keep) {
+  XBAR_CHECK(c.structure != Structure::kUnstructured && c.structure != Structure::kCrossbarBlock,
+             "ProjectGroups needs a group structure");
+  const int64_t groups = GroupCount(m, c);
+  if (keep >= groups) return;
+  ZeroGroups(m, c, TopGroups(GroupNorms(m, c, groups), keep));
+}
+
+void ProjectCrossbarBlock(CrossbarMatrix m, const Tiling& t, int64_t keep_rows, int64_t keep_cols) {
+  LayerConstraints rows_c, cols_c;
+  rows_c.structure = Structure::kCrossbarRow;
+  cols_c.structure = Structure::kCrossbarColumn;
+  rows_c.tile = cols_c.tile = t;
+  const int64_t K = m.rows, N = m.cols;
+  const int64_t n_rows = GroupCount(m, rows_c), n_cols = GroupCount(m, cols_c);
+  // Alternate exact projections: row segments given the kept column segments, then column
+  // segments given the kept row segments, until neither changes (a few rounds in practice).
+  std::vector<char> row_kept(static_cast<size_t>(n_rows), 1), col_kept(static_cast<size_t>(n_cols), 1);
+  for (int iter = 0; iter < 10; ++iter) {
+    std::vector<double> rnorm(static_cast<size_t>(n_rows), 0.0), cnorm(static_cast<size_t>(n_cols), 0.0);
+    std::vector<float> racc(static_cast<size_t>(n_rows), 0.0f);
+    for (int64_t c = 0; c < N; ++c) {
+      const float* w = m.data + c * K;
+      float* acc = racc.data() + (c / t.cols) * K;
+      for (int64_t r0 = 0, i = 0; r0 < K; r0 += t.rows, ++i) {
+        if (!col_kept[static_cast<size_t>(i * N + c)]) continue;
+        for (int64_t r = r0; r < std::min(K, r0 + t.rows); ++r) acc[r] += w[r] * w[r];
+      }
+    }
+    rnorm.assign(racc.begin(), racc.end());
+    std::vector<char> new_rows = TopGroups(rnorm, keep_rows);
+    const std::vector<float> rmask(new_rows.begin(), new_rows.end());
+    for (int64_t c = 0; c < N; ++c) {
+      const float* w = m.data + c * K;
+      const float* mask = rmask.data() + (c / t.cols) * K;
+      for (int64_t r0 = 0, i = 0; r0 < K; r0 += t.rows, ++i) {
+        float acc = 0.0f;
+        for (int64_t r = r0; r < std::min(K, r0 + t.rows); ++r) acc += w[r] * w[r] * mask[r];
+        cnorm[static_cast<size_t>(i * N + c)] = acc;
+      }
+    }
+    std::vector<char> new_cols = TopGroups(cnorm, keep_cols);
+    const bool stable = new_rows == row_kept && new_cols == col_kept;
+    row_kept.swap(new_rows);
+    col_kept.swap(new_cols);
+    if (stable) break;
+  }
+  ZeroGroups(m, rows_c, row_kept);
+  ZeroGroups(m, cols_c, col_kept);
+}
+
+void ProjectPolarize(CrossbarMatrix m, int64_t fragment, int64_t tile_rows) {
+  XBAR_CHECK(fragment >= 1 && tile_rows >= 1, "fragment and tile rows must be positive");
+  for (int64_t c = 0; c < m.cols; ++c) {
+    float* col = m.data + c * m.rows;
+    for (int64_t tile = 0; tile < m.rows; tile += tile_rows) {
+      const int64_t tile_end = std::min(m.rows, tile + tile_rows);
+      for (int64_t f = tile; f < tile_end; f += fragment) {
+        const int64_t end = std::min(tile_end, f + fragment);
+        float pos = 0, neg = 0;
+        for (int64_t r = f; r < end; ++r) {
+          const float p = std::max(col[r], 0.0f), q = std::min(col[r], 0.0f);
+          pos += p * p;
+          neg += q * q;
+        }
+        if (pos >= neg) {
+          for (int64_t r = f; r < end; ++r) col[r] = std::max(col[r], 0.0f);
+        } else {
+          for (int64_t r = f; r < end; ++r) col[r] = std::min(col[r], 0.0f);
+        }
+      }
+    }
+  }
+}
+
+void ProjectColumnBudget(CrossbarMatrix m, int64_t budget, int64_t tile_rows) {
+  XBAR_CHECK(budget >= 1 && tile_rows >= 1, "budget and tile rows must be positive");
+  // Segments of 16 neighbouring columns are processed together: their magnitudes' bit patterns are
+  // transposed into rows of 16 lanes, and one binary search over the patterns (non-negative floats
+  // order like their bits) finds every lane's budget-th largest magnitude at once.
+  constexpr int64_t kLanes = 16;
+  std::vector<int32_t> buf(static_cast<size_t>(tile_rows * kLanes));
+  for (int64_t start = 0; start < m.rows; start += tile_rows) {
+    const int64_t len = std::min(m.rows, start + tile_rows) - start;
+    if (len <= budget) continue;
+    for (int64_t c0 = 0; c0 < m.cols; c0 += kLanes) {
+      const int64_t lanes = std::min(kLanes, m.cols - c0);
+      int32_t any = 0;
+      int64_t nnz[kLanes] = {};
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const float* seg = m.data + (c0 + std::min(l, lanes - 1)) * m.rows + start;
+        for (int64_t r = 0; r < len; ++r) {
+          int32_t u;
+          std::memcpy(&u, seg + r, 4);
+          u &= 0x7fffffff;
+          buf[static_cast<size_t>(r * kLanes + l)] = u;
+          any |= u;
+          nnz[l] += u != 0 ? 1 : 0;
+        }
+      }
+      int32_t t[kLanes] = {};
+      for (int bit = any == 0 ? -1 : 31 - __builtin_clz(static_cast<uint32_t>(any)); bit >= 0; --bit) {
+        int32_t cand[kLanes], count[kLanes] = {};
+        for (int64_t l = 0; l < kLanes; ++l) cand[l] = t[l] | (int32_t{1} << bit);
+        for (int64_t r = 0; r < len; ++r) {
+          const int32_t* row = buf.data() + r * kLanes;
+          for (int64_t l = 0; l < kLanes; ++l) count[l] += row[l] >= cand[l] ? 1 : 0;
+        }
+        for (int64_t l = 0; l < kLanes; ++l) t[l] = count[l] >= budget ? cand[l] : t[l];
+      }
+      for (int64_t l = 0; l < lanes; ++l) {
+        if (nnz[l] <= budget) continue;
+        float thr;
+        std::memcpy(&thr, &t[l], 4);
+        KeepAboveThreshold(m.data + (c0 + l) * m.rows + start, len, budget, thr);
+      }
+    }
+  }
+}
+
+double OptimalScale(std::vector<float> mags, int64_t n) {
+  if (mags.empty()) return 0.0;
+  std::sort(mags.begin(), mags.end());
+  const double amax = mags.back();
+  if (static_cast<double>(mags.size()) * static_cast<double>(n) <= kExactSweepEvents) {
+    return ExactSweep(mags, n, 0.0, std::numeric_limits<double>::infinity()).first;
+  }
+  // Many levels on many values: scan a log grid from well below amax/n (clipping outliers) to
+  // 2·amax (everything rounds to zero), scan the best cell's neighbourhood finer, then sweep
+  // exactly inside the best fine cell.
+  double lo = std::max(mags[mags.size() / 10], 1e-30f) / (static_cast<double>(n) + 0.5);
+  double hi = 2.0 * amax;
+  double best_s = lo, best_e = std::numeric_limits<double>::infinity();
+  for (int level = 0; level < 2; ++level) {
+    constexpr int kGrid = 48;
+    const double ratio = std::pow(hi / lo, 1.0 / (kGrid - 1));
+    int best = 0;
+    for (int i = 0; i < kGrid; ++i) {
+      const double s = lo * std::pow(ratio, i);
+      const double e = ScaleError(mags, n, s);
+      if (e < best_e) {
+        best_e = e;
+        best_s = s;
+        best = i;
+      }
+    }
+    const double new_lo = lo * std::pow(ratio, std::max(0, best - 1));
+    hi = lo * std::pow(ratio, std::min(kGrid - 1, best + 1));
+    lo = new_lo;
+  }
+  auto [s, e] = ExactSweep(mags, n, lo, hi);
+  return e <= best_e ? s : best_s;
+}
+
+void QuantizeWithScale(CrossbarMatrix m, int bits, double scale) {
+  const int64_t n = (int64_t{1} << (bits - 1)) - 1;
+  const int64_t size = m.size();
+  if (scale <= 0) {
+    std::fill(m.data, m.data + size, 0.0f);
+    return;
+  }
+  // Every weight on level q becomes the same float q·s_f (s_f = s rounded to float once).
+  const auto s_f = static_cast<float>(scale);
+  const float inv = static_cast<float>(1.0 / scale);
+  const float top = static_cast<float>(n);
+  for (int64_t i = 0; i < size; ++i) {
+    const float w = m.data[i];
+    const float l = std::min(top, std::floor(std::fabs(w) * inv + 0.5f)) * s_f;
+    m.data[i] = std::copysign(l, w);
+  }
+}
+
+double ProjectQuantize(CrossbarMatrix m, int bits) {
+  XBAR_CHECK(bits >= 2 && bits <= 32, "quantisation needs 2..32 bits, got ", bits);
+  const int64_t n = (int64_t{1} << (bits - 1)) - 1;
+  const int64_t size = m.size();
+  // Magnitudes of the non-zeros: all of them up to kScaleSample entries, else every stride-th
+  // entry's (one pass); a sample left too small by sparsity is redone over the non-zeros alone.
+  int64_t stride = std::max<int64_t>(1, CeilDiv(size, kScaleSample));
+  std::vector<float> sample;
+  auto gather = [&](bool nonzeros_only_stride) {
+    sample.clear();
+    if (!nonzeros_only_stride) {
+      for (int64_t i = 0; i < size; i += stride) {
+        if (m.data[i] != 0.0f) sample.push_back(std::fabs(m.data[i]));
+      }
+      return;
+    }
+    int64_t countdown = 0;
+    for (int64_t i = 0; i < size; ++i) {
+      if (m.data[i] == 0.0f) continue;
+      if (countdown-- == 0) {
+        sample.push_back(std::fabs(m.data[i]));
+        countdown = stride - 1;
+      }
+    }
+  };
+  gather(false);
+  if (stride > 1 && static_cast<int64_t>(sample.size()) < kScaleSample / 4) {
+    int64_t nnz = 0;
+    for (int64_t i = 0; i < size; ++i) nnz += m.data[i] != 0.0f ? 1 : 0;
+    stride = std::max<int64_t>(1, CeilDiv(nnz, kScaleSample));
+    gather(true);
+  }
+  double s = OptimalScale(sample, n);
+  if (stride > 1 && s > 0) {
+    // The scale came from a sample: one Lloyd step on all entries (s = sum a·q / sum q^2 for the
+    // current rounding) moves it towards the full data's local optimum and never increases the error.
+    const float inv = static_cast<float>(1.0 / s);
+    const float top = static_cast<float>(n);
+    double A = 0, B = 0;
+    constexpr int64_t kChunk = 4096;  // float partial sums, double across chunks
+    for (int64_t c0 = 0; c0 < size; c0 += kChunk) {
+      float a_sum = 0, b_sum = 0;
+      for (int64_t i = c0; i < std::min(size, c0 + kChunk); ++i) {
+        const float a = std::fabs(m.data[i]);
+        const float q = std::min(top, std::floor(a * inv + 0.5f));
+        a_sum += a * q;
+        b_sum += q * q;
+      }
+      A += a_sum;
+      B += b_sum;
+    }
+    if (B > 0) s = A / B;
+  }
+  QuantizeWithScale(m, bits, s);
+  return s;
+}
+
+ProjectionResult Project(CrossbarMatrix m, const LayerConstraints& c) {
+  ProjectionResult r;
+  if (c.prunes()) {
+    if (c.structure == Structure::kUnstructured) {
+      ProjectTopK(m, KeepCount(m.size(), c.sparsity));
+    } else if (c.structure == Structure::kCrossbarBlock) {
+      // Remove the same share of row and of column segments: (1 - s_r)(1 - s_c) = 1 - sparsity.
+      const double each = 1.0 - std::sqrt(1.0 - c.sparsity);
+      const int64_t rows = m.rows * CeilDiv(m.cols, c.tile.cols), cols = CeilDiv(m.rows, c.tile.rows) * m.cols;
+      ProjectCrossbarBlock(m, c.tile, KeepCount(rows, each), KeepCount(cols, each));
+    } else {
+      ProjectGroups(m, c, KeepCount(GroupCount(m, c), c.sparsity));
+    }
+  }
+  if (c.polarize_fragment > 0) ProjectPolarize(m, c.polarize_fragment, c.tile.rows);
+  if (c.column_budget > 0) ProjectColumnBudget(m, c.column_budget, c.tile.rows);
+  if (c.quantize_bits > 0) r.scale = ProjectQuantize(m, c.quantize_bits);
+  return r;
+}
+
+ConstraintReport CheckConstraints(const CrossbarMatrix& m, const LayerConstraints& c, double scale) {
+  ConstraintReport rep;
+  const int64_t K = m.rows, N = m.cols, R = c.tile.rows;
+  for (int64_t i = 0; i < m.size(); ++i) rep.nonzero += m.data[i] != 0.0f ? 1 : 0;
+  auto fail = [&](const std::string& name, int64_t count) {
+    if (count > 0) {
+      rep.violations += count;
+      rep.failed.push_back(name);
+    }
+  };
+  if (c.prunes()) {
+    if (c.structure == Structure::kUnstructured) {
+      rep.groups_nonzero = rep.nonzero;
+      rep.groups_allowed = KeepCount(m.size(), c.sparsity);
+    } else if (c.structure == Structure::kCrossbarBlock) {
+      const double each = 1.0 - std::sqrt(1.0 - c.sparsity);
+      int64_t excess = 0;
+      for (Structure s : {Structure::kCrossbarRow, Structure::kCrossbarColumn}) {
+        LayerConstraints part = c;
+        part.structure = s;
+        const std::vector<char> nz = NonzeroGroups(m, part, GroupCount(m, part));
+        const int64_t used = std::count(nz.begin(), nz.end(), 1);
+        const int64_t allowed = KeepCount(GroupCount(m, part), each);
+        rep.groups_nonzero += used;
+        rep.groups_allowed += allowed;
+        excess += std::max<int64_t>(0, used - allowed);
+      }
+      fail("sparsity", excess);
+    } else {
+      const std::vector<char> nz = NonzeroGroups(m, c, GroupCount(m, c));
+      rep.groups_nonzero = std::count(nz.begin(), nz.end(), 1);
+      rep.groups_allowed = KeepCount(GroupCount(m, c), c.sparsity);
+    }
+    if (c.structure != Structure::kCrossbarBlock) {
+      fail("sparsity", std::max<int64_t>(0, rep.groups_nonzero - rep.groups_allowed));
+    }
+  }
+  if (c.polarize_fragment > 0) {
+    int64_t mixed = 0;
+    for (int64_t col = 0; col < N; ++col) {
+      for (int64_t tile = 0; tile < K; tile += R) {
+        const int64_t tile_end = std::min(K, tile + R);
+        for (int64_t f = tile; f < tile_end; f += c.polarize_fragment) {
+          bool pos = false, neg = false;
+          for (int64_t r = f; r < std::min(tile_end, f + c.polarize_fragment); ++r) {
+            pos = pos || m.at(r, col) > 0;
+            neg = neg || m.at(r, col) < 0;
+          }
+          mixed += pos && neg ? 1 : 0;
+        }
+      }
+    }
+    fail(StrCat("polarize:", c.polarize_fragment), mixed);
+  }
+  if (c.column_budget > 0) {
+    int64_t over = 0;
+    for (int64_t col = 0; col < N; ++col) {
+      for (int64_t start = 0; start < K; start += R) {
+        int64_t nnz = 0;
+        for (int64_t r = start; r < std::min(K, start + R); ++r) nnz += m.at(r, col) != 0.0f ? 1 : 0;
+        over += nnz > c.column_budget ? 1 : 0;
+      }
+    }
+    fail(StrCat("budget:", c.column_budget), over);
+  }
+  std::vector<float> values(m.data, m.data + m.size());
+  std::sort(values.begin(), values.end());
+  rep.distinct_levels = std::unique(values.begin(), values.end()) - values.begin();
+  if (c.quantize_bits > 0) {
+    const int64_t n = (int64_t{1} << (c.quantize_bits - 1)) - 1;
+    int64_t off = 0;
+    for (int64_t i = 0; i < m.size(); ++i) {
+      const double w = m.data[i];
+      if (w == 0.0) continue;
+      if (scale <= 0) {
+        ++off;
+        continue;
+      }
+      const double q = std::round(std::fabs(w) / scale);
+      // On a level: within float rounding of q·s, and |q| within the range.
+      off += (q < 1 || q > static_cast<double>(n) || std::fabs(std::fabs(w) - q * scale) > 1e-6 * q * scale) ? 1 : 0;
+    }
+    fail(StrCat("quantize:", c.quantize_bits), off);
+  }
+  return rep;
+}
+
+}  // namespace xbar
