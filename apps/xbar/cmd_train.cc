@@ -20,26 +20,6 @@ struct TrainArgs {
   bool resume = false;
 };
 
-// Settings that must agree between a checkpoint and the run resuming it.
-std::map<std::string, std::string> Fingerprint(const Config& cfg) {
-  std::map<std::string, std::string> fp;
-  for (const auto& spec : Schema()) {
-    const std::string& k = spec.key;
-    const bool relevant = k == "seed" || k.rfind("dataset.", 0) == 0 || k.rfind("model.", 0) == 0 ||
-                          (k.rfind("train.", 0) == 0 && k != "train.log_interval" && k != "train.eval_batch_size");
-    if (!relevant || k.find('*') != std::string::npos) continue;
-    switch (spec.type) {
-      case ValueType::kInt: fp[k] = std::to_string(cfg.Int(k)); break;
-      case ValueType::kFloat: fp[k] = nlohmann::json(cfg.Float(k)).dump(); break;
-      case ValueType::kBool: fp[k] = cfg.Bool(k) ? "true" : "false"; break;
-      case ValueType::kString:
-      case ValueType::kEnum: fp[k] = cfg.Str(k); break;
-      case ValueType::kFloatList: fp[k] = nlohmann::json(cfg.FloatList(k)).dump(); break;
-    }
-  }
-  return fp;
-}
-
 void RunTrain(const TrainArgs& a) {
   RunContext ctx = Setup(a.config, a.sets, a.out, /*default_run_dir=*/true);
   const Config& cfg = ctx.cfg;
@@ -70,7 +50,7 @@ void RunTrain(const TrainArgs& a) {
   opt.resume = a.resume;
   opt.seed = ctx.seed;
   opt.device = ctx.device;
-  opt.fingerprint = Fingerprint(cfg);
+  opt.fingerprint = Fingerprint(cfg, {"dataset", "model", "train"});
   TrainResult r = Train(*model, data, train_spec, opt);
 
   const std::string model_path = JoinPath(ctx.run_dir, "model.safetensors");

@@ -10,5 +10,6 @@ void RegisterTrain(CLI::App& app);
 void RegisterEval(CLI::App& app);
 void RegisterInspect(CLI::App& app);
 void RegisterKeys(CLI::App& app);
+void RegisterCompress(CLI::App& app);
 
 }  // namespace xbar::app

@@ -48,6 +48,17 @@ void AddConfigOptions(CLI::App* cmd, std::string* config, std::vector<std::strin
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
 }
 
+std::map<std::string, std::string> Fingerprint(const Config& cfg, const std::vector<std::string>& sections) {
+  std::map<std::string, std::string> fp;
+  fp["seed"] = cfg.Text("seed");
+  for (const auto& section : sections) {
+    for (const auto& key : cfg.KeysWithPrefix(section + ".")) {
+      if (key != "train.log_interval" && key != "train.eval_batch_size") fp[key] = cfg.Text(key);
+    }
+  }
+  return fp;
+}
+
 void WriteJson(const std::string& path, const nlohmann::ordered_json& j) { WriteFileAtomic(path, j.dump(2) + "\n"); }
 
 }  // namespace xbar::app

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,10 @@ RunContext Setup(const std::string& config_path, const std::vector<std::string>&
 
 // Adds the options every experiment command shares: -c/--config (required) and repeatable --set.
 void AddConfigOptions(CLI::App* cmd, std::string* config, std::vector<std::string>* sets);
+
+// The settings a resumed run must share with the run that wrote its checkpoint: every key of
+// the given sections (and the seed), except those that cannot change results (threads, logging).
+std::map<std::string, std::string> Fingerprint(const Config& cfg, const std::vector<std::string>& sections);
 
 // Pretty-printed JSON, written atomically.
 void WriteJson(const std::string& path, const nlohmann::ordered_json& j);

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   xbar::app::RegisterTrain(app);
   xbar::app::RegisterEval(app);
   xbar::app::RegisterInspect(app);
+  xbar::app::RegisterCompress(app);
   xbar::app::RegisterKeys(app);
 
   xbar::InstallInterruptHandlers();

@@ -22,19 +22,30 @@ std::vector<std::string> SplitKey(const std::string& key) {
   return parts;
 }
 
-bool SegmentsMatch(const std::vector<std::string>& pattern, const std::vector<std::string>& key, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    if (pattern[i] != "*" && pattern[i] != key[i]) return false;
-  }
-  return true;
+// A '*' segment of a pattern matches one or more key segments (layer names contain dots:
+// "compress.layers.features.0.sparsity" matches "compress.layers.*.sparsity").
+bool KeyMatches(const std::vector<std::string>& pattern, const std::vector<std::string>& key) {
+  const auto star = std::find(pattern.begin(), pattern.end(), "*");
+  if (star == pattern.end()) return pattern == key;
+  const auto before = static_cast<size_t>(star - pattern.begin());
+  const size_t after = pattern.size() - before - 1;
+  if (key.size() < before + 1 + after) return false;
+  return std::equal(pattern.begin(), star, key.begin()) && std::equal(star + 1, pattern.end(), key.end() - static_cast<std::ptrdiff_t>(after));
 }
 
-// True when `prefix` names a section (a proper prefix of some schema key).
+// True when `prefix` names a section: the beginning of some schema key.
 bool IsSection(const std::string& prefix) {
   auto p = SplitKey(prefix);
   for (const auto& spec : Schema()) {
     auto s = SplitKey(spec.key);
-    if (s.size() > p.size() && SegmentsMatch(s, p, p.size())) return true;
+    const auto star = std::find(s.begin(), s.end(), "*");
+    const auto fixed = static_cast<size_t>(star - s.begin());  // segments before any '*'
+    if (star == s.end()) {
+      if (p.size() < s.size() && std::equal(p.begin(), p.end(), s.begin())) return true;
+    } else if (p.size() <= fixed ? std::equal(p.begin(), p.end(), s.begin())
+                                 : std::equal(s.begin(), star, p.begin())) {
+      return true;  // the '*' absorbs whatever follows
+    }
   }
   return false;
 }
@@ -179,8 +190,7 @@ std::string MarkOf(const std::string& source, const YAML::Node& node) {
 const KeySpec* FindKeySpec(const std::string& key) {
   auto k = SplitKey(key);
   for (const auto& spec : Schema()) {
-    auto s = SplitKey(spec.key);
-    if (s.size() == k.size() && SegmentsMatch(s, k, k.size())) return &spec;
+    if (KeyMatches(SplitKey(spec.key), k)) return &spec;
   }
   return nullptr;
 }
@@ -336,6 +346,23 @@ std::string Config::Where(const std::string& key) const {
   return it == values_.end() ? source_ : it->second.where;
 }
 
+std::string Config::Text(const std::string& key) const {
+  auto it = values_.find(key);
+  XBAR_CHECK(it != values_.end(), "config key '", key, "' has no value");
+  const Value& v = it->second;
+  switch (v.type) {
+    case ValueType::kInt: return std::to_string(v.i);
+    case ValueType::kFloat: return FormatNumber(v.f);
+    case ValueType::kBool: return v.b ? "true" : "false";
+    case ValueType::kFloatList: {
+      std::string s = "[";
+      for (size_t i = 0; i < v.list.size(); ++i) s += (i ? ", " : "") + FormatNumber(v.list[i]);
+      return s + "]";
+    }
+    default: return v.s;
+  }
+}
+
 std::vector<std::string> Config::KeysWithPrefix(const std::string& prefix) const {
   std::vector<std::string> keys;
   for (const auto& [k, v] : values_) {
@@ -375,13 +402,9 @@ std::string Config::ToYaml() const {
     em << YAML::Key << parts.back() << YAML::Value;
     switch (v.type) {
       case ValueType::kInt:
-        em << v.i;
-        break;
       case ValueType::kFloat:
-        em << FormatNumber(v.f);
-        break;
       case ValueType::kBool:
-        em << (v.b ? "true" : "false");
+        em << Text(key);
         break;
       case ValueType::kString:
       case ValueType::kEnum:

@@ -18,13 +18,18 @@ uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 }  // namespace
 
-uint64_t DeriveSeed(uint64_t seed, std::string_view stream, uint64_t index) {
-  // FNV-1a over the stream name, then SplitMix64 rounds over (seed, name hash, index).
+uint64_t HashBytes(std::string_view bytes) {
   uint64_t h = 0xcbf29ce484222325ULL;
-  for (char c : stream) {
+  for (char c : bytes) {
     h ^= static_cast<uint8_t>(c);
     h *= 0x100000001b3ULL;
   }
+  return h;
+}
+
+uint64_t DeriveSeed(uint64_t seed, std::string_view stream, uint64_t index) {
+  // FNV-1a over the stream name, then SplitMix64 rounds over (seed, name hash, index).
+  const uint64_t h = HashBytes(stream);
   uint64_t state = seed;
   uint64_t a = SplitMix64(&state);
   state ^= h;

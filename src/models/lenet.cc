@@ -11,6 +11,7 @@ LeNet5::LeNet5(const ModelSpec& s) : Model("lenet5") {
   CheckSpatial(s, h, w);
   conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(s.in_channels, 6, 5).padding(pad)));
   conv2 = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(6, 16, 5)));
+  flat_hw_ = h * w;
   fc1 = register_module("fc1", torch::nn::Linear(16 * h * w, 120));
   fc2 = register_module("fc2", torch::nn::Linear(120, 84));
   fc3 = register_module("fc3", torch::nn::Linear(84, s.num_classes));
@@ -24,6 +25,15 @@ torch::Tensor LeNet5::forward(torch::Tensor x) {
   x = torch::relu(RunLinear(*fc1, x));
   x = torch::relu(RunLinear(*fc2, x));
   return RunLinear(*fc3, x);
+}
+
+std::vector<ChannelSpace> LeNet5::ChannelSpaces() const {
+  return {
+      {"conv1", 6, {{"conv1", ""}}, {{"conv2", 25}}, {}},
+      {"conv2", 16, {{"conv2", ""}}, {{"fc1", flat_hw_}}, {}},
+      {"fc1", 120, {{"fc1", ""}}, {{"fc2", 1}}, {}},
+      {"fc2", 84, {{"fc2", ""}}, {{"fc3", 1}}, {}},
+  };
 }
 
 }  // namespace xbar

@@ -46,6 +46,8 @@ ResNet::ResNet(const ModelSpec& s, const std::vector<int64_t>& planes, int64_t b
       auto block = BasicBlock(in, out, stride, conv_shortcut);
       layer->push_back(block);
       blocks_.push_back(block);
+      block_names_.push_back(StrCat("layer", stage + 1, ".", b));
+      block_stage_.push_back(static_cast<int64_t>(stage));
       in = out;
     }
     register_module(StrCat("layer", stage + 1), layer);
@@ -70,6 +72,42 @@ torch::Tensor ResNet::Block(BasicBlockImpl& b, const torch::Tensor& x) {
     sc = torch::constant_pad_nd(sc, {0, 0, 0, 0, b.pad_lo, b.pad_hi}, 0);
   }
   return torch::relu(out + sc);
+}
+
+std::vector<ChannelSpace> ResNet::ChannelSpaces() const {
+  // One space per stage stream (identity shortcuts tie its blocks' outputs channel by channel),
+  // then one per block for the conv1 -> conv2 activation.
+  const auto stages = static_cast<size_t>(block_stage_.back() + 1);
+  std::vector<ChannelSpace> spaces(stages);
+  spaces[0].writers.push_back({"conv1", "bn1"});
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const BasicBlockImpl& b = *blocks_[i];
+    const std::string& n = block_names_[i];
+    const auto stage = static_cast<size_t>(block_stage_[i]);
+    ChannelSpace& out = spaces[stage];
+    out.name = StrCat("layer", stage + 1);
+    out.channels = b.conv2->options.out_channels();
+    out.writers.push_back({n + ".conv2", n + ".bn2"});
+    // The block reads the stream it starts from: its own stage's, or the previous one's when it
+    // opens a stage.
+    ChannelSpace& in = spaces[b.identity ? stage : stage - 1];
+    in.readers.push_back({n + ".conv1", 9});
+    if (!b.identity) {
+      if (b.sc_conv) {
+        in.readers.push_back({n + ".shortcut.0", 1});
+        out.writers.push_back({n + ".shortcut.0", n + ".shortcut.1"});
+      } else {
+        in.passes.push_back({static_cast<int>(stage), b.pad_lo});
+      }
+    }
+  }
+  spaces.back().readers.push_back({"linear", 1});
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const std::string& n = block_names_[i];
+    spaces.push_back({n + ".conv1", blocks_[i]->conv1->options.out_channels(), {{n + ".conv1", n + ".bn1"}},
+                      {{n + ".conv2", 9}}, {}});
+  }
+  return spaces;
 }
 
 torch::Tensor ResNet::forward(torch::Tensor x) {

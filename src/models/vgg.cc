@@ -35,6 +35,7 @@ Vgg::Vgg(const ModelSpec& s, const std::vector<int64_t>& cfg, int64_t hidden_fc)
   }
   CheckSpatial(s, h, w);
   register_module("features", features);
+  flat_hw_ = h * w;
   const int64_t flat = in * h * w;
   if (hidden_fc > 0) {
     const int64_t hidden = Scaled(hidden_fc, s.width);
@@ -71,6 +72,32 @@ torch::Tensor Vgg::forward(torch::Tensor x) {
   x = x.flatten(1);
   if (fc_hidden_) x = torch::relu(RunLinear(*fc_hidden_, x));
   return RunLinear(*fc_, x);
+}
+
+std::vector<ChannelSpace> Vgg::ChannelSpaces() const {
+  // Module indices inside `features` follow the push order: conv, [bn], relu, or pool.
+  std::vector<ChannelSpace> spaces;
+  int64_t index = 0;
+  for (const Step& step : steps_) {
+    if (step.op == Op::kConv) {
+      ChannelSpace s;
+      s.name = StrCat("features.", index);
+      s.channels = convs_[step.index]->options.out_channels();
+      s.writers.push_back({s.name, ""});
+      spaces.push_back(s);
+    } else if (step.op == Op::kBatchNorm) {
+      spaces.back().writers.back().bn = StrCat("features.", index);
+    }
+    ++index;
+  }
+  for (size_t i = 0; i + 1 < spaces.size(); ++i) spaces[i].readers.push_back({spaces[i + 1].name, 9});
+  if (fc_hidden_) {
+    spaces.back().readers.push_back({"classifier.0", flat_hw_});
+    spaces.push_back({"classifier.0", fc_hidden_->options.out_features(), {{"classifier.0", ""}}, {{"classifier.2", 1}}, {}});
+  } else {
+    spaces.back().readers.push_back({"classifier", flat_hw_});
+  }
+  return spaces;
 }
 
 }  // namespace xbar

@@ -19,16 +19,19 @@ class LeNet5 : public Model {
  public:
   explicit LeNet5(const ModelSpec& s);
   torch::Tensor forward(torch::Tensor x) override;
+  std::vector<ChannelSpace> ChannelSpaces() const override;
 
  private:
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   torch::nn::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
+  int64_t flat_hw_ = 25;  // spatial positions per channel entering fc1
 };
 
 class Vgg : public Model {
  public:
   Vgg(const ModelSpec& s, const std::vector<int64_t>& cfg, int64_t hidden_fc);
   torch::Tensor forward(torch::Tensor x) override;
+  std::vector<ChannelSpace> ChannelSpaces() const override;
 
  private:
   enum class Op { kConv, kBatchNorm, kRelu, kPool };
@@ -43,6 +46,7 @@ class Vgg : public Model {
   std::vector<torch::nn::MaxPool2d> pools_;
   // classifier: one Linear (vgg11/16) or Linear-ReLU-Linear (vgg8, hidden_fc > 0).
   torch::nn::Linear fc_{nullptr}, fc_hidden_{nullptr};
+  int64_t flat_hw_ = 1;  // spatial positions per channel entering the classifier
 };
 
 struct BasicBlockImpl : torch::nn::Module {
@@ -62,12 +66,15 @@ class ResNet : public Model {
  public:
   ResNet(const ModelSpec& s, const std::vector<int64_t>& planes, int64_t blocks_per_stage, bool conv_shortcut);
   torch::Tensor forward(torch::Tensor x) override;
+  std::vector<ChannelSpace> ChannelSpaces() const override;
 
  private:
   torch::Tensor Block(BasicBlockImpl& b, const torch::Tensor& x);
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
   std::vector<BasicBlock> blocks_;
+  std::vector<std::string> block_names_;  // "layer2.0", in forward order
+  std::vector<int64_t> block_stage_;      // stage index of each block
   torch::nn::Linear linear{nullptr};
 };
 

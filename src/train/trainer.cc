@@ -16,6 +16,7 @@ namespace {
 
 constexpr const char* kModelPrefix = "model.";
 constexpr const char* kOptimPrefix = "optim.";
+constexpr const char* kExtraPrefix = "extra.";
 
 }  // namespace
 
@@ -48,10 +49,14 @@ std::vector<EpochStats> HistoryFromJson(const nlohmann::json& j) {
 namespace {
 
 void SaveCheckpoint(const std::string& path, Model& model, const Optimizer& opt, const std::vector<EpochStats>& history,
-                    double seconds, const std::map<std::string, std::string>& fingerprint) {
+                    double seconds, const TrainOptions& options) {
+  const auto& fingerprint = options.fingerprint;
   SafeTensors st;
   for (const auto& [name, t] : StateDict(model)) st.tensors[kModelPrefix + name] = ToRaw(t);
   for (const auto& [name, t] : opt.State()) st.tensors[kOptimPrefix + name] = ToRaw(t);
+  if (options.extra_state) {
+    for (const auto& [name, t] : options.extra_state()) st.tensors[kExtraPrefix + name] = ToRaw(t);
+  }
   st.metadata["epochs_done"] = std::to_string(history.size());
   st.metadata["history"] = HistoryToJson(history).dump();
   st.metadata["seconds"] = nlohmann::json(seconds).dump();
@@ -62,7 +67,8 @@ void SaveCheckpoint(const std::string& path, Model& model, const Optimizer& opt,
 
 // Loads the checkpoint into model and optimiser; returns the history it holds.
 std::vector<EpochStats> LoadCheckpoint(const std::string& path, Model& model, Optimizer& opt, double* seconds,
-                                       const std::map<std::string, std::string>& fingerprint) {
+                                       const TrainOptions& options) {
+  const auto& fingerprint = options.fingerprint;
   SafeTensors st = ReadSafeTensors(path);
   std::map<std::string, std::string> saved;
   std::vector<EpochStats> history;
@@ -73,16 +79,10 @@ std::vector<EpochStats> LoadCheckpoint(const std::string& path, Model& model, Op
   } catch (const std::exception& e) {
     throw InputError(StrCat(path, ": not an xbar training checkpoint (", e.what(), ")"));
   }
-  for (const auto& [key, value] : fingerprint) {
-    auto it = saved.find(key);
-    if (it == saved.end() || it->second != value) {
-      throw ConfigError(StrCat(path, ": checkpoint was made with ", key, " = ",
-                               it == saved.end() ? "<unset>" : it->second, ", this run has ", value,
-                               "; use another run directory (-o) or drop --resume"));
-    }
-  }
-  LoadStateDict(model, st, path, kModelPrefix);
+  CheckFingerprint(saved, fingerprint, path);
+  LoadStateDict(model, st, path, kModelPrefix);  // only "model.*" names are checked
   opt.LoadState(st, kOptimPrefix, path);
+  if (options.load_extra_state) options.load_extra_state(st, kExtraPrefix, path);
   return history;
 }
 
@@ -99,6 +99,18 @@ std::string Fixed(double x, int digits) {
 }
 
 }  // namespace
+
+void CheckFingerprint(const std::map<std::string, std::string>& saved,
+                      const std::map<std::string, std::string>& current, const std::string& path) {
+  for (const auto& [key, value] : current) {
+    auto it = saved.find(key);
+    if (it == saved.end() || it->second != value) {
+      throw ConfigError(StrCat(path, ": checkpoint was made with ", key, " = ",
+                               it == saved.end() ? "<unset>" : it->second, ", this run has ", value,
+                               "; use another run directory (-o) or drop --resume"));
+    }
+  }
+}
 
 EvalResult Evaluate(Model& model, const Dataset& data, int64_t batch_size, torch::Device device) {
   EvalResult r;
@@ -133,7 +145,7 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
   TrainResult result;
   double seconds_before = 0.0;
   if (options.resume && !ckpt.empty() && FileExists(ckpt)) {
-    result.history = LoadCheckpoint(ckpt, model, *opt, &seconds_before, options.fingerprint);
+    result.history = LoadCheckpoint(ckpt, model, *opt, &seconds_before, options);
     result.resumed_from_epoch = static_cast<int64_t>(result.history.size());
     std::fprintf(stderr, "resuming from %s: %lld of %lld epochs done\n", ckpt.c_str(),
                  static_cast<long long>(result.resumed_from_epoch), static_cast<long long>(spec.epochs));
@@ -170,7 +182,9 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
       torch::Tensor out = model.forward(x);
       torch::Tensor loss = torch::nn::functional::cross_entropy(out, y);
       loss.backward();
+      if (options.after_backward) options.after_backward();
       opt->Step();
+      if (options.after_step) options.after_step();
       {
         torch::NoGradGuard no_grad;
         loss_sum.add_(loss.detach(), static_cast<double>(count));
@@ -197,13 +211,14 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
     s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
     result.history.push_back(s);
     bar.Finish(status);
+    if (options.on_epoch_end) options.on_epoch_end(epoch + 1);
     if (!ckpt.empty()) {
       const double total = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-      SaveCheckpoint(ckpt, model, *opt, result.history, total, options.fingerprint);
+      SaveCheckpoint(ckpt, model, *opt, result.history, total, options);
     }
   }
   result.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  result.test = Evaluate(model, data.test, spec.eval_batch_size, options.device);
+  if (options.evaluate_test) result.test = Evaluate(model, data.test, spec.eval_batch_size, options.device);
   return result;
 }
 

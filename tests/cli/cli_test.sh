@@ -144,5 +144,46 @@ if [ "$FROM" -ge 1 ] && [ "$FROM" -lt 4 ]; then ok "resumed from epoch $FROM of 
 if cmp -s "$T/ref/model.safetensors" "$T/kill/model.safetensors"; then ok "killed + resumed weights are byte-identical"; else
   bad "killed + resumed weights differ from the uninterrupted run"; fi
 
+# ---- compress --------------------------------------------------------------------------------
+COMP=(--set threads=1 --set dataset.train_subset=3000 --set dataset.test_subset=1000 --set compress.sparsity=0.8
+      --set compress.quantize_bits=4 --set compress.polarize_fragment=8 --set compress.admm_rounds=3
+      --set compress.epochs_per_round=1 --set compress.retrain_epochs=2 --set compress.rho=0.05)
+expect 2 "compress: 1-bit quantisation refused" "$XBAR" compress -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/cq" --set compress.quantize_bits=1
+contains "$T/err" "compress.quantize_bits: expected 0 (float) or 2..16 bits" "1-bit error names the key"
+expect 2 "compress: fragment larger than the tile" "$XBAR" compress -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/cq" --set compress.polarize_fragment=200
+expect 2 "compress: unknown layer" "$XBAR" compress -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/cq" --set compress.layers.conv7.sparsity=0.5
+contains "$T/err" "model lenet5 has no layer 'conv7'" "unknown layer listed"
+expect 2 "compress: sparsity 1 refused" "$XBAR" compress -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/cq" --set compress.sparsity=1
+if [ -e "$T/cq/admm" ]; then bad "config errors must stop compress before training"; else ok "no training before config errors"; fi
+
+expect 0 "compress" "$XBAR" compress -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/c" "${COMP[@]}"
+if [ "$(json "$T/c/compress.json" "int(d['schema_version']==1 and d['constraint_violations']==0 and all(l['constraint_violations']==0 for l in d['layers']) and d['weights_nonzero'] <= 0.21*d['weights_total'] and d['crossbars_compressed'] <= d['crossbars_dense'] and d['accuracy_compressed'] > 0.5)")" = 1 ]; then
+  ok "compress.json: constraints hold, 80% pruned ($(json "$T/c/compress.json" "d['accuracy_compressed']"))"
+else
+  bad "compress.json: $(json "$T/c/compress.json" "{k: v for k, v in d.items() if k != 'layers'}")"
+fi
+"$XBAR" inspect "$T/c/model.safetensors" --json >"$T/ci.json"
+if [ "$(json "$T/ci.json" "d['weights_nonzero']")" = "$(json "$T/c/compress.json" "d['weights_nonzero']")" ]; then
+  ok "inspect agrees with compress.json on non-zeros"; else bad "inspect and compress.json disagree"; fi
+expect 0 "eval compressed" "$XBAR" eval -c "$CFG" --weights "$T/c/model.safetensors" -o "$T/ce" --set dataset.test_subset=1000
+if [ "$(json "$T/ce/eval.json" "d['test_accuracy']")" = "$(json "$T/c/compress.json" "d['accuracy_compressed']")" ]; then
+  ok "eval reproduces the compressed accuracy"; else bad "eval of compressed model differs from compress.json"; fi
+cp "$T/c/model.safetensors" "$T/c_first.safetensors"
+expect 0 "compress --resume of a finished run" "$XBAR" compress -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/c" "${COMP[@]}" --resume
+if cmp -s "$T/c/model.safetensors" "$T/c_first.safetensors"; then ok "resumed finished compress gives the same weights"; else bad "resumed compress differs"; fi
+"$XBAR" compress -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/ck" "${COMP[@]}" >/dev/null 2>&1 &
+PID=$!
+for _ in $(seq 1 3000); do
+  [ -f "$T/ck/admm/checkpoint.safetensors" ] && break
+  kill -0 $PID 2>/dev/null || break
+  sleep 0.01
+done
+kill -KILL $PID
+wait $PID 2>/dev/null
+expect 0 "compress resume after SIGKILL" "$XBAR" compress -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/ck" "${COMP[@]}" --resume
+if cmp -s "$T/ck/model.safetensors" "$T/c_first.safetensors"; then ok "killed + resumed compress gives byte-identical weights"; else
+  bad "killed + resumed compress differs from the uninterrupted run"; fi
+expect 2 "compress resume with other settings refused" "$XBAR" compress -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/ck" "${COMP[@]}" --set compress.retrain_epochs=3 --resume
+
 echo "$PASSES passed, $FAILS failed"
 [ "$FAILS" -eq 0 ]

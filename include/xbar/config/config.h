@@ -74,6 +74,8 @@ class Config {
   bool IsSet(const std::string& key) const;
   // "file.yaml:12" / "--set" / "default": where the value came from, for error messages.
   std::string Where(const std::string& key) const;
+  // The value as canonical text (what ToYaml writes), for fingerprints and messages.
+  std::string Text(const std::string& key) const;
   // Concrete keys present under a prefix, e.g. all "compress.layers.<name>.<key>" entries.
   std::vector<std::string> KeysWithPrefix(const std::string& prefix) const;
 

@@ -15,6 +15,9 @@
 
 namespace xbar {
 
+// 64-bit FNV-1a hash of bytes: stable across platforms and builds (fingerprints of files).
+uint64_t HashBytes(std::string_view bytes);
+
 // Mixes a seed with a purpose name and an index into an independent stream seed.
 uint64_t DeriveSeed(uint64_t seed, std::string_view stream, uint64_t index = 0);
 

@@ -39,6 +39,33 @@ struct LayerInfo {
   std::string weight_name() const { return name + ".weight"; }
 };
 
+// Channel bookkeeping for unused-path removal (compress/postprocess.h). A channel space is one
+// activation tensor's channels after its ReLU; layers write and read its channels:
+//   writer: a conv/linear whose output channel c (GEMM column c) lands in channel c, optionally
+//           through a batch norm ("bn", a module path);
+//   reader: a conv/linear whose GEMM rows [c·rows_per_channel, (c+1)·rows_per_channel) read channel c
+//           (kh·kw for a conv, the flattened h·w for a linear after a flatten, 1 otherwise);
+//   pass:   a parameter-free shortcut copying channel c into channel c + offset of space `to`.
+// A residual stage (identity shortcuts) is one space with several writers.
+struct ChannelSpace {
+  struct Writer {
+    std::string layer, bn;
+  };
+  struct Reader {
+    std::string layer;
+    int64_t rows_per_channel = 1;
+  };
+  struct Pass {
+    int to = 0;
+    int64_t offset = 0;
+  };
+  std::string name;
+  int64_t channels = 0;
+  std::vector<Writer> writers;
+  std::vector<Reader> readers;
+  std::vector<Pass> passes;
+};
+
 using LayerFn = std::function<torch::Tensor(const torch::Tensor&)>;
 // (layer, input, the layer's own float computation) -> output.
 using LayerOverride = std::function<torch::Tensor(const LayerInfo&, const torch::Tensor&, const LayerFn&)>;
@@ -57,6 +84,9 @@ class Model : public torch::nn::Module {
 
   // Replaces every conv/linear computation (nullptr restores the float layers).
   void SetLayerOverride(LayerOverride fn) { override_ = std::move(fn); }
+
+  // The channel spaces between layers (see ChannelSpace), in forward order.
+  virtual std::vector<ChannelSpace> ChannelSpaces() const = 0;
 
  protected:
   torch::Tensor RunConv(torch::nn::Conv2dImpl& m, const torch::Tensor& x);

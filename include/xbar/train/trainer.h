@@ -14,6 +14,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -46,6 +47,15 @@ struct TrainOptions {
   torch::Device device = torch::kCPU;
   // Settings that must match for a checkpoint to be resumed (key -> value text).
   std::map<std::string, std::string> fingerprint;
+
+  // Hooks for training variants (ADMM, masked retraining); all optional.
+  std::function<void()> after_backward;          // gradients computed, optimiser not yet stepped
+  std::function<void()> after_step;              // optimiser stepped
+  std::function<void(int64_t epoch)> on_epoch_end;  // 1-based epoch done, before its checkpoint
+  // Extra state saved in every checkpoint under "extra." and restored on resume.
+  std::function<NamedTensors()> extra_state;
+  std::function<void(const SafeTensors& st, const std::string& prefix, const std::string& source)> load_extra_state;
+  bool evaluate_test = true;  // evaluate on the test split at the end
 };
 
 struct TrainResult {
@@ -66,6 +76,11 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
 // Per-epoch statistics as a JSON array (train.json "history", checkpoint metadata) and back.
 nlohmann::json HistoryToJson(const std::vector<EpochStats>& history);
 std::vector<EpochStats> HistoryFromJson(const nlohmann::json& j);
+
+// Throws ConfigError naming the first setting of `current` that `saved` (from the file `path`)
+// lacks or holds with another value: a checkpoint is only resumed by the run that wrote it.
+void CheckFingerprint(const std::map<std::string, std::string>& saved,
+                      const std::map<std::string, std::string>& current, const std::string& path);
 
 inline constexpr const char* kCheckpointFile = "checkpoint.safetensors";
 

@@ -1,0 +1,108 @@
+// xbar compress -c EXP.yaml --weights IN.safetensors [-o DIR] [--set key=value ...] [--resume]
+#include <cstdio>
+
+#include "commands.h"
+#include "common.h"
+#include "xbar/compress/compress.h"
+#include "xbar/core/error.h"
+#include "xbar/core/fs.h"
+#include "xbar/core/rng.h"
+#include "xbar/data/dataset.h"
+#include "xbar/models/state_dict.h"
+#include "xbar/models/zoo.h"
+
+namespace xbar::app {
+namespace {
+
+struct CompressArgs {
+  std::string config, weights, out;
+  std::vector<std::string> sets;
+  bool resume = false;
+};
+
+void RunCompress(const CompressArgs& a) {
+  // Compressed weights go to runs/<name>/compress by default, beside (not over) the trained ones.
+  std::string out = a.out;
+  if (out.empty()) out = JoinPath(JoinPath("runs", Config::Load(a.config, a.sets).Str("name")), "compress");
+  RunContext ctx = Setup(a.config, a.sets, out, true);
+  const Config& cfg = ctx.cfg;
+  const std::string weights_bytes = ReadFile(a.weights);
+  SafeTensors st = ParseSafeTensors(weights_bytes, a.weights);
+
+  DatasetSpec data_spec = DatasetSpec::FromConfig(cfg);
+  Normalization norm;
+  LoadOptions lo;
+  ModelSpec mspec = ModelSpec::FromConfig(cfg);
+  const bool has_meta = st.metadata.count("architecture") > 0;
+  if (has_meta) {
+    ModelSpec from_file = ModelSpecFromMetadata(st.metadata, a.weights);
+    if (cfg.IsSet("model.name") && from_file.name != mspec.name) {
+      throw InputError(StrCat(a.weights, ": holds a '", from_file.name, "' model but ", cfg.Where("model.name"),
+                              " sets model.name: ", mspec.name));
+    }
+    mspec = from_file;
+    if (NormalizationFromMetadata(st.metadata, &norm.mean, &norm.std)) lo.norm = &norm;
+  }
+  DataBundle data = LoadData(data_spec, ctx.seed, lo);
+  if (!has_meta) {
+    mspec.in_channels = data.channels;
+    mspec.height = data.height;
+    mspec.width_px = data.width;
+    mspec.num_classes = data.num_classes;
+  }
+  std::shared_ptr<Model> model = CreateModel(mspec);
+  LoadStateDict(*model, st, a.weights);
+  const CompressSpec spec = CompressSpec::FromConfig(cfg, *model);  // all checks before training
+  std::fprintf(stderr, "xbar compress: %s, %zu of %zu layers constrained, run directory %s\n", mspec.name.c_str(),
+               spec.layers.size(), model->layers().size(), ctx.run_dir.c_str());
+
+  CompressOptions o;
+  o.run_dir = ctx.run_dir;
+  o.resume = a.resume;
+  o.seed = ctx.seed;
+  o.device = ctx.device;
+  o.fingerprint = Fingerprint(cfg, {"dataset", "model", "train", "compress", "mapping"});
+  o.fingerprint["input weights (FNV-1a)"] = std::to_string(HashBytes(weights_bytes));
+  CompressResult r = Compress(*model, data, spec, o);
+
+  nlohmann::ordered_json j = CompressJson(r);
+  std::map<std::string, std::string> meta = ModelMetadata(mspec, data.name, data.norm.mean, data.norm.std);
+  nlohmann::json quant = nlohmann::json::object();
+  for (const auto& l : r.layers) {
+    if (l.scale > 0) quant[l.name] = {{"bits", l.bits}, {"scale", l.scale}};
+  }
+  meta["quantization"] = quant.dump();
+  meta["compression"] = nlohmann::json({{"weights_nonzero", j["weights_nonzero"]},
+                                        {"compression_ratio", j["compression_ratio"]},
+                                        {"accuracy_compressed", j["accuracy_compressed"]}}).dump();
+  const std::string model_path = JoinPath(ctx.run_dir, "model.safetensors");
+  SaveModel(model_path, *model, meta);
+  j["weights"] = "model.safetensors";
+  j["input_weights"] = a.weights;
+  WriteJson(JoinPath(ctx.run_dir, "compress.json"), j);
+  std::printf("compressed %s: %lld of %lld weights non-zero (%.1fx), %.1fx fewer storage bits, crossbars %lld -> %lld, "
+              "accuracy %.2f%% -> %.2f%%, constraint violations %lld; wrote %s\n",
+              mspec.name.c_str(), static_cast<long long>(j["weights_nonzero"].get<int64_t>()),
+              static_cast<long long>(j["weights_total"].get<int64_t>()), j["compression_ratio"].get<double>(),
+              j["storage_ratio"].get<double>(), static_cast<long long>(j["crossbars_dense"].get<int64_t>()),
+              static_cast<long long>(j["crossbars_compressed"].get<int64_t>()), 100 * j["accuracy_dense"].get<double>(),
+              100 * j["accuracy_compressed"].get<double>(),
+              static_cast<long long>(j["constraint_violations"].get<int64_t>()), model_path.c_str());
+  if (j["constraint_violations"].get<int64_t>() != 0) {
+    throw InternalError("compressed weights violate their constraints; see compress.json");
+  }
+}
+
+}  // namespace
+
+void RegisterCompress(CLI::App& app) {
+  auto args = std::make_shared<CompressArgs>();
+  CLI::App* cmd = app.add_subcommand("compress", "ADMM compression under crossbar constraints");
+  AddConfigOptions(cmd, &args->config, &args->sets);
+  cmd->add_option("--weights", args->weights, "trained model .safetensors")->required();
+  cmd->add_option("-o,--out", args->out, "run directory (default runs/<name>/compress)");
+  cmd->add_flag("--resume", args->resume, "continue from the phase checkpoints in the run directory");
+  cmd->callback([args]() { RunCompress(*args); });
+}
+
+}  // namespace xbar::app

@@ -1,0 +1,506 @@
+// The compression pipeline: ADMM, hard projection, post-processing, masked retraining, report.
+#include "xbar/compress/compress.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "xbar/compress/postprocess.h"
+#include "xbar/core/error.h"
+#include "xbar/core/fs.h"
+#include "xbar/models/state_dict.h"
+#include "xbar/train/trainer.h"
+
+namespace xbar {
+namespace {
+
+// Crossbar view of a CPU float tensor [out, ...] (contiguous).
+CrossbarMatrix View(torch::Tensor& t) {
+  XBAR_CHECK(t.is_contiguous() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32, "need a CPU float tensor");
+  return {t.data_ptr<float>(), t.numel() / t.size(0), t.size(0)};
+}
+
+torch::Tensor CpuCopy(const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kFloat32).contiguous().clone(); }
+
+// Project(t) as a new tensor on t's device; *scale receives the quantisation step.
+torch::Tensor ProjectTensor(const torch::Tensor& t, const LayerConstraints& c, double* scale) {
+  torch::Tensor cpu = CpuCopy(t);
+  const ProjectionResult r = Project(View(cpu), c);
+  if (scale != nullptr) *scale = r.scale;
+  return cpu.to(t.device());
+}
+
+// The same rounding as QuantizeWithScale, as tensor ops (any device).
+torch::Tensor QuantizeTensor(const torch::Tensor& w, int bits, double scale) {
+  const double n = static_cast<double>((int64_t{1} << (bits - 1)) - 1);
+  const auto s_f = static_cast<float>(scale), inv = static_cast<float>(1.0 / scale);
+  torch::Tensor q = torch::clamp_max(torch::floor(w.abs() * inv + 0.5f), n) * s_f;
+  return torch::copysign(q, w);
+}
+
+std::string Percent(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f%%", 100.0 * x);
+  return buf;
+}
+
+// ADMM state of every compressed layer: Z (projection), U (scaled dual), rho.
+class Admm {
+ public:
+  Admm(Model& model, const CompressSpec& spec) : spec_(spec) {
+    for (const auto& [name, c] : spec.layers) layers_.push_back({name, c, model.LayerWeight(name), {}, {}, spec.rho});
+  }
+
+  void Start() {
+    torch::NoGradGuard no_grad;
+    for (auto& l : layers_) {
+      l.z = ProjectTensor(l.w, l.c, nullptr);
+      l.u = torch::zeros_like(l.w);
+      l.rho = spec_.rho;
+    }
+  }
+
+  // d/dW of rho/2 ||W - Z + U||^2.
+  void AddPenaltyGradients() {
+    torch::NoGradGuard no_grad;
+    for (auto& l : layers_) {
+      if (l.w.grad().defined()) l.w.mutable_grad().add_(l.w - l.z + l.u, l.rho);
+    }
+  }
+
+  // Z-step, U-step, rho growth. Returns the relative primal residual ||W - Z|| / ||W|| before it.
+  double Round() {
+    torch::NoGradGuard no_grad;
+    double diff = 0, norm = 0;
+    for (auto& l : layers_) {
+      l.z = ProjectTensor(l.w + l.u, l.c, nullptr);
+      l.u.add_(l.w - l.z);
+      diff += (l.w - l.z).square().sum().item<double>();
+      norm += l.w.square().sum().item<double>();
+      l.rho = std::min(l.rho * spec_.rho_growth, spec_.rho_max);
+    }
+    return norm > 0 ? std::sqrt(diff / norm) : 0.0;
+  }
+
+  NamedTensors State() const {
+    NamedTensors out;
+    for (const auto& l : layers_) {
+      out.emplace_back("admm." + l.name + ".z", l.z);
+      out.emplace_back("admm." + l.name + ".u", l.u);
+      out.emplace_back("admm." + l.name + ".rho", torch::tensor(l.rho, torch::kFloat64));
+    }
+    return out;
+  }
+
+  void Load(const SafeTensors& st, const std::string& prefix, const std::string& source) {
+    for (auto& l : layers_) {
+      for (const char* part : {".z", ".u", ".rho"}) {
+        const std::string key = prefix + "admm." + l.name + part;
+        if (!st.tensors.count(key)) throw InputError(StrCat(source, ": checkpoint lacks ADMM state '", key, "'"));
+      }
+      l.z = FromRaw(st.tensors.at(prefix + "admm." + l.name + ".z")).to(l.w.device());
+      l.u = FromRaw(st.tensors.at(prefix + "admm." + l.name + ".u")).to(l.w.device());
+      l.rho = FromRaw(st.tensors.at(prefix + "admm." + l.name + ".rho")).item<double>();
+    }
+  }
+
+ private:
+  struct Layer {
+    std::string name;
+    LayerConstraints c;
+    torch::Tensor w, z, u;
+    double rho;
+  };
+  const CompressSpec& spec_;
+  std::vector<Layer> layers_;
+};
+
+// Keeps every constraint during retraining: pruned weights stay zero, signs stay, quantised
+// weights stay on their fixed-scale levels (the optimiser updates a float master copy).
+class MaskedTraining {
+ public:
+  MaskedTraining(Model& model, const CompressSpec& spec, const std::map<std::string, double>& scales) {
+    torch::NoGradGuard no_grad;
+    for (const auto& l : model.layers()) {
+      Layer x;
+      x.name = l.name;
+      x.w = model.LayerWeight(l.name);
+      x.mask = x.w.ne(0).to(x.w.scalar_type());
+      auto it = spec.layers.find(l.name);
+      if (it != spec.layers.end()) {
+        x.keep_sign = it->second.polarize_fragment > 0;
+        x.bits = it->second.quantize_bits;
+        x.scale = scales.count(l.name) ? scales.at(l.name) : 0.0;
+      }
+      x.sign = x.w.sign();
+      if (x.bits > 0) x.master = x.w.detach().clone();
+      x.needed = x.keep_sign || x.bits > 0 || x.mask.lt(1).any().item<bool>();
+      if (x.needed) layers_.push_back(std::move(x));
+    }
+  }
+
+  void AfterBackward() {  // the optimiser steps the float masters, with gradients taken at the levels
+    torch::NoGradGuard no_grad;
+    for (auto& l : layers_) {
+      if (l.bits > 0) l.w.copy_(l.master);
+    }
+  }
+
+  void AfterStep() {
+    torch::NoGradGuard no_grad;
+    for (auto& l : layers_) {
+      torch::Tensor m = l.w * l.mask;
+      if (l.keep_sign) m = l.sign * torch::relu(l.sign * m);
+      if (l.bits > 0) {
+        l.master.copy_(m);
+        l.w.copy_(QuantizeTensor(m, l.bits, l.scale));
+      } else {
+        l.w.copy_(m);
+      }
+    }
+  }
+
+  NamedTensors State() const {
+    NamedTensors out;
+    for (const auto& l : layers_) {
+      if (l.bits > 0) out.emplace_back("master." + l.name, l.master);
+    }
+    return out;
+  }
+
+  void Load(const SafeTensors& st, const std::string& prefix, const std::string& source) {
+    for (auto& l : layers_) {
+      if (l.bits == 0) continue;
+      const std::string key = prefix + "master." + l.name;
+      if (!st.tensors.count(key)) throw InputError(StrCat(source, ": checkpoint lacks '", key, "'"));
+      l.master = FromRaw(st.tensors.at(key)).to(l.w.device());
+    }
+  }
+
+ private:
+  struct Layer {
+    std::string name;
+    torch::Tensor w, mask, sign, master;
+    bool keep_sign = false, needed = false;
+    int bits = 0;
+    double scale = 0.0;
+  };
+  std::vector<Layer> layers_;
+};
+
+std::vector<std::string> LayerNames(const CompressSpec& spec) {
+  std::vector<std::string> names;
+  for (const auto& [name, c] : spec.layers) names.push_back(name);
+  return names;
+}
+
+// Hard projection of every compressed layer; returns the quantisation scales.
+std::map<std::string, double> HardProject(Model& model, const CompressSpec& spec) {
+  torch::NoGradGuard no_grad;
+  std::map<std::string, double> scales;
+  for (const auto& [name, c] : spec.layers) {
+    torch::Tensor w = model.LayerWeight(name);
+    double s = 0;
+    w.copy_(ProjectTensor(w, c, &s));
+    if (c.quantize_bits > 0) scales[name] = s;
+  }
+  return scales;
+}
+
+TrainOptions PhaseOptions(const CompressOptions& o, const std::string& phase) {
+  TrainOptions t;
+  t.run_dir = o.run_dir.empty() ? "" : JoinPath(o.run_dir, phase);
+  if (!t.run_dir.empty()) MakeDirs(t.run_dir);
+  t.resume = o.resume;
+  t.seed = DeriveSeed(o.seed, "compress." + phase);
+  t.device = o.device;
+  t.fingerprint = o.fingerprint;
+  t.evaluate_test = false;
+  return t;
+}
+
+double TestAccuracy(Model& model, const DataBundle& data, const CompressSpec& spec, torch::Device device) {
+  return Evaluate(model, data.test, spec.train.eval_batch_size, device).accuracy;
+}
+
+// Masked retraining for `epochs` at `lr` (cosine); resumable through `phase`'s checkpoint.
+void Retrain(Model& model, const DataBundle& data, const CompressSpec& spec, const std::map<std::string, double>& scales,
+             int64_t epochs, double lr, const CompressOptions& o, const std::string& phase) {
+  if (epochs <= 0) return;
+  MaskedTraining masked(model, spec, scales);
+  TrainSpec ts = spec.train;
+  ts.epochs = epochs;
+  ts.lr = lr;
+  ts.schedule = "cosine";
+  ts.warmup_epochs = 0;
+  TrainOptions t = PhaseOptions(o, phase);
+  t.after_backward = [&] { masked.AfterBackward(); };
+  t.after_step = [&] { masked.AfterStep(); };
+  t.extra_state = [&] { return masked.State(); };
+  t.load_extra_state = [&](const SafeTensors& st, const std::string& prefix, const std::string& source) {
+    masked.Load(st, prefix, source);
+  };
+  Train(model, data, ts, t);
+}
+
+// The sparsity search (issue 3 item 4): for each candidate ratio, hard-project the dense model
+// with that sparsity on the searched layers, retrain masked for a few epochs and measure the
+// validation accuracy; keep the largest ratio within the loss budget, then bisect towards the
+// next larger candidate.
+double SearchSparsity(Model& model, const DataBundle& data, CompressSpec& spec, const CompressOptions& o,
+                      double dense_val, nlohmann::json* trace) {
+  const auto dense_state = StateDict(model);
+  std::vector<torch::Tensor> saved;
+  for (const auto& [n, t] : dense_state) saved.push_back(t.detach().clone());
+  auto restore = [&] {
+    torch::NoGradGuard g;
+    for (size_t i = 0; i < saved.size(); ++i) dense_state[i].second.copy_(saved[i]);
+  };
+  const Dataset& eval_set = data.val.size() > 0 ? data.val : data.test;
+  int step = 0;
+  auto try_ratio = [&](double ratio) {
+    CompressSpec s = spec;
+    for (const auto& name : spec.search_layers) s.layers[name].sparsity = ratio;
+    auto scales = HardProject(model, s);
+    CompressOptions no_ckpt = o;
+    no_ckpt.run_dir = "";
+    Retrain(model, data, s, scales, spec.search_epochs, spec.retrain_lr, no_ckpt, StrCat("search", step++));
+    const double acc = Evaluate(model, eval_set, spec.train.eval_batch_size, o.device).accuracy;
+    restore();
+    trace->push_back({{"sparsity", ratio}, {"accuracy", acc}, {"loss", dense_val - acc}});
+    std::fprintf(stderr, "search: sparsity %.4f -> %s (dense %s)\n", ratio, Percent(acc).c_str(), Percent(dense_val).c_str());
+    return dense_val - acc <= spec.search_max_loss;
+  };
+  double best = 0.0, fail = -1.0;
+  for (double r : spec.search_ratios) {
+    if (!try_ratio(r)) {
+      fail = r;
+      break;
+    }
+    best = r;
+  }
+  if (fail > 0) {
+    double lo = best, hi = fail;
+    for (int64_t i = 0; i < spec.search_refine_steps; ++i) {
+      const double mid = 0.5 * (lo + hi);
+      (try_ratio(mid) ? lo : hi) = mid;
+    }
+    best = lo;
+  }
+  for (const auto& name : spec.search_layers) spec.layers[name].sparsity = best;
+  return best;
+}
+
+}  // namespace
+
+double CompressResult::accuracy(const std::string& phase) const {
+  for (const auto& p : phases) {
+    if (p.phase == phase) return p.accuracy;
+  }
+  return 0.0;
+}
+
+int64_t DenseCrossbars(int64_t rows, int64_t cols, const Tiling& t) {
+  return ((rows + t.rows - 1) / t.rows) * ((cols + t.cols - 1) / t.cols);
+}
+
+int64_t CompactedCrossbars(const CrossbarMatrix& m, const Tiling& t) {
+  // Columns first: keep non-zero columns, group them by C, count rows non-zero in each group.
+  auto columns_first = [&](bool transpose) {
+    const int64_t outer = transpose ? m.rows : m.cols, inner = transpose ? m.cols : m.rows;
+    const int64_t group = transpose ? t.rows : t.cols, pack = transpose ? t.cols : t.rows;
+    auto at = [&](int64_t o, int64_t i) { return transpose ? m.at(o, i) : m.at(i, o); };
+    std::vector<int64_t> live;
+    for (int64_t o = 0; o < outer; ++o) {
+      for (int64_t i = 0; i < inner; ++i) {
+        if (at(o, i) != 0.0f) {
+          live.push_back(o);
+          break;
+        }
+      }
+    }
+    int64_t tiles = 0;
+    for (size_t g0 = 0; g0 < live.size(); g0 += static_cast<size_t>(group)) {
+      int64_t used = 0;
+      for (int64_t i = 0; i < inner; ++i) {
+        for (size_t g = g0; g < std::min(live.size(), g0 + static_cast<size_t>(group)); ++g) {
+          if (at(live[g], i) != 0.0f) {
+            ++used;
+            break;
+          }
+        }
+      }
+      tiles += (used + pack - 1) / pack;
+    }
+    return tiles;
+  };
+  return std::min(columns_first(false), columns_first(true));
+}
+
+std::vector<LayerReport> ReportLayers(Model& model, const CompressSpec& spec, const std::map<std::string, double>& scales) {
+  std::vector<LayerReport> out;
+  for (const auto& l : model.layers()) {
+    LayerReport r;
+    r.name = l.name;
+    torch::Tensor w = CpuCopy(model.LayerWeight(l.name));
+    CrossbarMatrix m = View(w);
+    r.rows = m.rows;
+    r.cols = m.cols;
+    r.total = m.size();
+    auto it = spec.layers.find(l.name);
+    LayerConstraints c = it != spec.layers.end() ? it->second : LayerConstraints{};
+    c.tile = spec.tile;
+    r.scale = scales.count(l.name) ? scales.at(l.name) : 0.0;
+    const ConstraintReport check = CheckConstraints(m, c, r.scale);
+    r.nonzero = check.nonzero;
+    r.constraints = it != spec.layers.end() ? c.Names() : std::vector<std::string>{};
+    r.violations = check.violations;
+    r.distinct_levels = check.distinct_levels;
+    r.bits = c.quantize_bits > 0 ? c.quantize_bits : 32;
+    r.crossbars_dense = DenseCrossbars(m.rows, m.cols, spec.tile);
+    r.crossbars = CompactedCrossbars(m, spec.tile);
+    out.push_back(r);
+  }
+  return out;
+}
+
+nlohmann::ordered_json CompressJson(const CompressResult& r) {
+  int64_t total = 0, nonzero = 0, bits_dense = 0, bits = 0, xb_dense = 0, xb = 0, violations = 0;
+  nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+  for (const auto& l : r.layers) {
+    total += l.total;
+    nonzero += l.nonzero;
+    bits_dense += l.total * 32;
+    bits += l.nonzero * l.bits;
+    xb_dense += l.crossbars_dense;
+    xb += l.crossbars;
+    violations += l.violations;
+    layers.push_back({{"name", l.name},
+                      {"rows", l.rows},
+                      {"cols", l.cols},
+                      {"total", l.total},
+                      {"nonzero", l.nonzero},
+                      {"constraints", l.constraints},
+                      {"constraint_violations", l.violations},
+                      {"distinct_levels", l.distinct_levels},
+                      {"bits", l.bits},
+                      {"scale", l.scale},
+                      {"crossbars_dense", l.crossbars_dense},
+                      {"crossbars", l.crossbars}});
+  }
+  nlohmann::ordered_json phases = nlohmann::ordered_json::object();
+  for (const auto& p : r.phases) phases[p.phase] = p.accuracy;
+  return {{"schema_version", 1},
+          {"accuracy_dense", r.accuracy("dense")},
+          {"accuracy_compressed", r.phases.empty() ? 0.0 : r.phases.back().accuracy},
+          {"accuracy_phases", phases},
+          {"weights_total", total},
+          {"weights_nonzero", nonzero},
+          {"compression_ratio", nonzero > 0 ? static_cast<double>(total) / static_cast<double>(nonzero) : 0.0},
+          {"storage_bits_dense", bits_dense},
+          {"storage_bits_compressed", bits},
+          {"storage_ratio", bits > 0 ? static_cast<double>(bits_dense) / static_cast<double>(bits) : 0.0},
+          {"crossbars_dense", xb_dense},
+          {"crossbars_compressed", xb},
+          {"constraint_violations", violations},
+          {"seconds", r.seconds},
+          {"search", r.search},
+          {"postprocess", r.postprocess},
+          {"layers", layers}};
+}
+
+CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec& spec_in, const CompressOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  CompressSpec spec = spec_in;
+  model.to(o.device);
+  CompressResult result;
+  auto phase = [&](const std::string& name) {
+    const double acc = TestAccuracy(model, data, spec, o.device);
+    result.phases.push_back({name, acc});
+    std::fprintf(stderr, "compress: %-14s test accuracy %s\n", name.c_str(), Percent(acc).c_str());
+  };
+  phase("dense");
+
+  const std::string admm_file = o.run_dir.empty() ? "" : JoinPath(o.run_dir, "admm.safetensors");
+  const std::string search_file = o.run_dir.empty() ? "" : JoinPath(o.run_dir, "search.json");
+  if (spec.search && o.resume && !search_file.empty() && FileExists(search_file)) {
+    // A finished search is not repeated on --resume (same settings, same answer).
+    nlohmann::json saved = nlohmann::json::parse(ReadFile(search_file));
+    CheckFingerprint(saved.at("fingerprint").get<std::map<std::string, std::string>>(), o.fingerprint, search_file);
+    result.search = saved.at("search");
+    for (const auto& name : spec.search_layers) spec.layers[name].sparsity = result.search.at("chosen_sparsity");
+  } else if (spec.search) {
+    const Dataset& eval_set = data.val.size() > 0 ? data.val : data.test;
+    const double dense_val = Evaluate(model, eval_set, spec.train.eval_batch_size, o.device).accuracy;
+    result.search = nlohmann::json::array();
+    const double best = SearchSparsity(model, data, spec, o, dense_val, &result.search);
+    std::fprintf(stderr, "search: chose sparsity %.4f\n", best);
+    result.search = {{"chosen_sparsity", best}, {"max_loss", spec.search_max_loss}, {"dense_accuracy", dense_val},
+                     {"candidates", result.search}};
+    if (!search_file.empty()) {
+      WriteFileAtomic(search_file, nlohmann::json({{"search", result.search}, {"fingerprint", o.fingerprint}}).dump(2));
+    }
+  }
+
+  if (o.resume && !admm_file.empty() && FileExists(admm_file)) {
+    SafeTensors st = ReadSafeTensors(admm_file);
+    std::map<std::string, std::string> saved;
+    if (st.metadata.count("fingerprint")) {
+      saved = nlohmann::json::parse(st.metadata.at("fingerprint")).get<std::map<std::string, std::string>>();
+    }
+    CheckFingerprint(saved, o.fingerprint, admm_file);
+    LoadStateDict(model, st, admm_file);
+    std::fprintf(stderr, "compress: ADMM phase already done (%s)\n", admm_file.c_str());
+  } else if (spec.admm_rounds > 0 && !spec.layers.empty()) {
+    Admm admm(model, spec);
+    admm.Start();
+    TrainSpec ts = spec.train;
+    ts.epochs = spec.admm_rounds * spec.epochs_per_round;
+    ts.lr = spec.lr;
+    ts.schedule = "constant";
+    ts.warmup_epochs = 0;
+    TrainOptions t = PhaseOptions(o, "admm");
+    t.after_backward = [&] { admm.AddPenaltyGradients(); };
+    t.on_epoch_end = [&](int64_t epoch) {
+      if (epoch % spec.epochs_per_round != 0) return;
+      const double residual = admm.Round();
+      std::fprintf(stderr, "admm: round %lld/%lld, ||W - Z|| / ||W|| = %.4g\n",
+                   static_cast<long long>(epoch / spec.epochs_per_round), static_cast<long long>(spec.admm_rounds),
+                   residual);
+    };
+    t.extra_state = [&] { return admm.State(); };
+    t.load_extra_state = [&](const SafeTensors& st, const std::string& prefix, const std::string& source) {
+      admm.Load(st, prefix, source);
+    };
+    Train(model, data, ts, t);
+    if (!admm_file.empty()) {
+      SaveModel(admm_file, model, {{"phase", "admm"}, {"fingerprint", nlohmann::json(o.fingerprint).dump()}});
+    }
+  }
+  if (spec.admm_rounds > 0) phase("admm");
+
+  std::map<std::string, double> scales = HardProject(model, spec);
+  phase("projected");
+
+  result.postprocess = nlohmann::json::object();
+  if (spec.purify_threshold > 0 || spec.remove_unused_paths) {
+    const int64_t purified = Purify(model, LayerNames(spec), spec.purify_threshold);
+    PathReport paths;
+    if (spec.remove_unused_paths) paths = RemoveUnusedPaths(model);
+    result.postprocess = {{"purified_groups", purified},
+                          {"dead_channels", paths.dead_channels},
+                          {"unused_channels", paths.unused_channels},
+                          {"weights_zeroed", paths.weights_zeroed}};
+    if (purified > 0 || paths.weights_zeroed > 0) phase("postprocessed");
+  }
+
+  if (spec.retrain_epochs > 0) {
+    Retrain(model, data, spec, scales, spec.retrain_epochs, spec.retrain_lr, o, "retrain");
+    phase("retrained");
+  }
+  result.layers = ReportLayers(model, spec, scales);
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return result;
+}
+
+}  // namespace xbar

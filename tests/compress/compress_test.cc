@@ -1,0 +1,212 @@
+// Compression pipeline pieces: masked-mapping crossbar counts, unused-path removal (exact on every
+// architecture), config validation, and a short end-to-end run whose constraints must hold.
+#include <gtest/gtest.h>
+
+#include "xbar/compress/compress.h"
+#include "xbar/compress/postprocess.h"
+#include "xbar/core/error.h"
+#include "xbar/core/fs.h"
+#include "xbar/models/state_dict.h"
+#include "xbar/models/zoo.h"
+
+namespace xbar {
+namespace {
+
+ModelSpec Spec(const std::string& name, int64_t c, int64_t hw, double width) {
+  ModelSpec s;
+  s.name = name;
+  s.in_channels = c;
+  s.height = s.width_px = hw;
+  s.width = width;
+  return s;
+}
+
+TEST(Crossbars, DenseAndMaskedMappingCounts) {
+  std::vector<float> w(300 * 200, 1.0f);
+  CrossbarMatrix m{w.data(), 300, 200};
+  const Tiling t{128, 128};
+  EXPECT_EQ(DenseCrossbars(300, 200, t), 6);
+  EXPECT_EQ(CompactedCrossbars(m, t), 6);
+  // Zero outputs 100..199: 100 live columns in one group x 300 rows = 3 tiles.
+  for (int64_t c = 100; c < 200; ++c) {
+    for (int64_t r = 0; r < 300; ++r) m.at(r, c) = 0;
+  }
+  EXPECT_EQ(CompactedCrossbars(m, t), 3);
+  // And rows 0..199 of the remaining columns: 100 rows x 100 columns = 1 tile.
+  for (int64_t c = 0; c < 100; ++c) {
+    for (int64_t r = 0; r < 200; ++r) m.at(r, c) = 0;
+  }
+  EXPECT_EQ(CompactedCrossbars(m, t), 1);
+  // Crossbar-row pruning: different rows emptied in different column groups still compact.
+  std::vector<float> v(256 * 256, 1.0f);
+  CrossbarMatrix n{v.data(), 256, 256};
+  for (int64_t c = 0; c < 256; ++c) {
+    for (int64_t r = (c < 128 ? 0 : 128); r < (c < 128 ? 128 : 256); ++r) n.at(r, c) = 0;
+  }
+  EXPECT_EQ(DenseCrossbars(256, 256, t), 4);
+  EXPECT_EQ(CompactedCrossbars(n, t), 2);
+  std::fill(v.begin(), v.end(), 0.0f);
+  EXPECT_EQ(CompactedCrossbars(n, t), 0);
+}
+
+class PathRemoval : public ::testing::TestWithParam<std::tuple<std::string, int64_t, int64_t, double>> {};
+
+TEST_P(PathRemoval, ZeroesOnlyWeightsThatCannotMatter) {
+  const auto& [name, c, hw, width] = GetParam();
+  torch::manual_seed(5);
+  auto m = CreateModel(Spec(name, c, hw, width));
+  torch::NoGradGuard g;
+  m->train();
+  m->forward(torch::randn({16, c, hw, hw}));  // batch-norm statistics
+  m->eval();
+  auto spaces = m->ChannelSpaces();
+  ASSERT_FALSE(spaces.empty());
+  auto params = m->named_parameters();
+  // Channel 0 of every space: nobody reads it any more -> its writers are useless.
+  for (const auto& s : spaces) {
+    for (const auto& r : s.readers) {
+      auto w = m->LayerWeight(r.layer);
+      w.view({w.size(0), -1}).narrow(1, 0, r.rows_per_channel).zero_();
+    }
+  }
+  // Channel 1 of the first space: its writers' filters are zero and the constant they emit is
+  // negative -> after the ReLU it is always zero, so its readers' rows cannot matter.
+  const auto& first = spaces[0];
+  for (const auto& w : first.writers) {
+    m->LayerWeight(w.layer)[1].zero_();
+    if (auto* b = params.find(w.layer + ".bias")) (*b)[1].fill_(-1.0);
+    if (!w.bn.empty()) params[w.bn + ".bias"][1].fill_(-5.0);
+  }
+  auto x = torch::randn({4, c, hw, hw});
+  auto before = m->forward(x);
+  int64_t nz_before = 0;
+  for (const auto& l : m->layers()) nz_before += m->LayerWeight(l.name).ne(0).sum().item<int64_t>();
+  PathReport r = RemoveUnusedPaths(*m);
+  auto after = m->forward(x);
+  EXPECT_TRUE(torch::allclose(before, after, 1e-5, 1e-5)) << (before - after).abs().max();
+  EXPECT_GT(r.unused_channels, 0);
+  EXPECT_GT(r.dead_channels, 0);
+  int64_t nz_after = 0;
+  for (const auto& l : m->layers()) nz_after += m->LayerWeight(l.name).ne(0).sum().item<int64_t>();
+  EXPECT_EQ(nz_before - nz_after, r.weights_zeroed);
+  EXPECT_GT(r.weights_zeroed, 0);
+  // A fixed point: a second pass finds nothing.
+  PathReport again = RemoveUnusedPaths(*m);
+  EXPECT_EQ(again.weights_zeroed, 0);
+  EXPECT_EQ(again.dead_channels + again.unused_channels, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Zoo, PathRemoval,
+                         ::testing::Values(std::make_tuple("lenet5", 1, 28, 1.0), std::make_tuple("vgg8", 1, 28, 0.25),
+                                           std::make_tuple("vgg11", 3, 32, 0.125),
+                                           std::make_tuple("resnet20", 3, 32, 0.5),
+                                           std::make_tuple("resnet18", 1, 28, 0.125)),
+                         [](const auto& info) { return std::get<0>(info.param); });
+
+TEST(PathRemoval, ResidualStreamsAreNotCutWhileTheShortcutCarriesAChannel) {
+  // Zeroing one block's conv2 filter does not kill the stream channel: the shortcut still carries it.
+  torch::manual_seed(6);
+  auto m = CreateModel(Spec("resnet20", 3, 32, 0.5));
+  torch::NoGradGuard g;
+  m->eval();
+  m->LayerWeight("layer1.1.conv2")[3].zero_();
+  auto params = m->named_parameters();
+  params["layer1.1.bn2.bias"][3].fill_(-1.0);
+  PathReport r = RemoveUnusedPaths(*m);
+  EXPECT_EQ(r.dead_channels, 0);
+  EXPECT_TRUE(m->LayerWeight("layer1.2.conv1").view({8, -1}).narrow(1, 3 * 9, 9).ne(0).any().item<bool>());
+}
+
+TEST(Purify, RemovesNearlyEmptyFiltersAndRows) {
+  torch::manual_seed(7);
+  auto m = CreateModel(Spec("lenet5", 1, 28, 1.0));
+  torch::NoGradGuard g;
+  m->LayerWeight("fc2")[5].mul_(1e-4);  // a nearly empty filter
+  EXPECT_EQ(Purify(*m, {"fc2"}, 0.0), 0);
+  EXPECT_GE(Purify(*m, {"fc2"}, 0.01), 1);
+  EXPECT_FALSE(m->LayerWeight("fc2")[5].ne(0).any().item<bool>());
+  EXPECT_TRUE(m->LayerWeight("fc2")[4].ne(0).all().item<bool>());
+}
+
+std::string SpecError(const std::string& yaml, const std::string& model = "lenet5") {
+  auto m = CreateModel(Spec(model, 1, 28, 0.25));
+  try {
+    CompressSpec::FromConfig(Config::Parse(yaml, "c.yaml"), *m);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(CompressSpec, ImpossibleConstraintsAreConfigErrorsNamingTheKey) {
+  EXPECT_EQ(SpecError("compress:\n  sparsity: 0.5\n"), "");
+  EXPECT_NE(SpecError("compress:\n  sparsity: 1\n").find("c.yaml:2: compress.sparsity: expected a number in [0.0, 1.0)"),
+            std::string::npos);
+  EXPECT_NE(SpecError("compress:\n  quantize_bits: 1\n").find("c.yaml:2: compress.quantize_bits: expected 0 (float) or 2..16"),
+            std::string::npos);
+  EXPECT_NE(SpecError("compress:\n  quantize_bits: 9\n").find("9 bits exceed mapping.weight_bits (8)"), std::string::npos);
+  EXPECT_NE(SpecError("compress:\n  polarize_fragment: 256\n")
+                .find("c.yaml:2: compress.polarize_fragment: fragment of 256 rows is larger than the tile's 128 rows"),
+            std::string::npos);
+  EXPECT_NE(SpecError("mapping:\n  crossbar_rows: 64\ncompress:\n  column_budget: 65\n").find("exceeds the 64 cells"),
+            std::string::npos);
+  EXPECT_NE(SpecError("compress:\n  layers:\n    conv9:\n      sparsity: 0.5\n")
+                .find("c.yaml:4: compress.layers.conv9.sparsity: model lenet5 has no layer 'conv9'; its layers are conv1, "
+                      "conv2, fc1, fc2, fc3"),
+            std::string::npos);
+  EXPECT_NE(SpecError("compress:\n  layers:\n    features.0:\n      quantize_bits: 1\n", "vgg8").find("compress.layers.features.0.quantize_bits"),
+            std::string::npos);
+}
+
+TEST(CompressSpec, PerLayerOverridesAndSkips) {
+  auto m = CreateModel(Spec("vgg8", 1, 28, 0.25));
+  Config cfg = Config::Parse(
+      "compress:\n  sparsity: 0.8\n  structure: filter\n  layers:\n    features.0:\n      skip: true\n"
+      "    classifier.2:\n      sparsity: 0.3\n      structure: unstructured\n      quantize_bits: 4\n",
+      "c.yaml", {"compress.layers.features.3.polarize_fragment=8"});
+  CompressSpec s = CompressSpec::FromConfig(cfg, *m);
+  EXPECT_EQ(s.layers.count("features.0"), 0u);
+  EXPECT_EQ(s.layers.at("features.3").sparsity, 0.8);
+  EXPECT_EQ(s.layers.at("features.3").polarize_fragment, 8);
+  EXPECT_EQ(s.layers.at("features.3").kernel_area, 9);
+  EXPECT_EQ(s.layers.at("classifier.2").sparsity, 0.3);
+  EXPECT_EQ(s.layers.at("classifier.2").structure, Structure::kUnstructured);
+  EXPECT_EQ(s.layers.at("classifier.2").quantize_bits, 4);
+  EXPECT_EQ(s.layers.at("classifier.0").structure, Structure::kFilter);
+  EXPECT_EQ(s.layers.size(), 7u);
+  // The resolved config keeps the per-layer keys and parses back to the same spec.
+  Config back = Config::Parse(cfg.ToYaml(), "resolved.yaml");
+  EXPECT_EQ(CompressSpec::FromConfig(back, *m).layers.at("features.3").polarize_fragment, 8);
+  EXPECT_EQ(CompressSpec::FromConfig(back, *m).layers.count("features.0"), 0u);
+}
+
+TEST(Compress, ShortRunSatisfiesEveryConstraintAfterRetraining) {
+  if (!FileExists(std::string(kFashionMnistPath) + "/train-images-idx3-ubyte.gz")) GTEST_SKIP();
+  at::set_num_threads(1);
+  DatasetSpec d;
+  d.train_subset = 1500;
+  d.test_subset = 500;
+  DataBundle data = LoadData(d, 0);
+  torch::manual_seed(0);
+  auto m = CreateModel(ModelSpec{});
+  Config cfg = Config::Parse(
+      "train:\n  epochs: 1\ncompress:\n  sparsity: 0.6\n  structure: crossbar-row\n  polarize_fragment: 4\n"
+      "  column_budget: 8\n  quantize_bits: 3\n  admm_rounds: 2\n  epochs_per_round: 1\n  retrain_epochs: 2\n"
+      "  rho: 0.05\nmapping:\n  crossbar_rows: 32\n  crossbar_cols: 16\n",
+      "c.yaml");
+  CompressSpec spec = CompressSpec::FromConfig(cfg, *m);
+  CompressOptions o;
+  CompressResult r = Compress(*m, data, spec, o);
+  ASSERT_EQ(r.layers.size(), 5u);
+  for (const auto& l : r.layers) {
+    EXPECT_EQ(l.violations, 0) << l.name;
+    EXPECT_LE(l.distinct_levels, 7) << l.name;  // 3 bits: 0, ±1..±3 steps
+    EXPECT_GT(l.scale, 0) << l.name;
+    EXPECT_LE(l.crossbars, l.crossbars_dense) << l.name;
+  }
+  EXPECT_GT(r.accuracy("retrained"), 0.3) << "still far above chance after 2 retraining epochs";
+  EXPECT_EQ(CompressJson(r)["constraint_violations"], 0);
+}
+
+}  // namespace
+}  // namespace xbar
