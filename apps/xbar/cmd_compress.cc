@@ -26,32 +26,10 @@ void RunCompress(const CompressArgs& a) {
   if (out.empty()) out = JoinPath(JoinPath("runs", Config::Load(a.config, a.sets).Str("name")), "compress");
   RunContext ctx = Setup(a.config, a.sets, out, true);
   const Config& cfg = ctx.cfg;
-  const std::string weights_bytes = ReadFile(a.weights);
-  SafeTensors st = ParseSafeTensors(weights_bytes, a.weights);
-
-  DatasetSpec data_spec = DatasetSpec::FromConfig(cfg);
-  Normalization norm;
-  LoadOptions lo;
-  ModelSpec mspec = ModelSpec::FromConfig(cfg);
-  const bool has_meta = st.metadata.count("architecture") > 0;
-  if (has_meta) {
-    ModelSpec from_file = ModelSpecFromMetadata(st.metadata, a.weights);
-    if (cfg.IsSet("model.name") && from_file.name != mspec.name) {
-      throw InputError(StrCat(a.weights, ": holds a '", from_file.name, "' model but ", cfg.Where("model.name"),
-                              " sets model.name: ", mspec.name));
-    }
-    mspec = from_file;
-    if (NormalizationFromMetadata(st.metadata, &norm.mean, &norm.std)) lo.norm = &norm;
-  }
-  DataBundle data = LoadData(data_spec, ctx.seed, lo);
-  if (!has_meta) {
-    mspec.in_channels = data.channels;
-    mspec.height = data.height;
-    mspec.width_px = data.width;
-    mspec.num_classes = data.num_classes;
-  }
-  std::shared_ptr<Model> model = CreateModel(mspec);
-  LoadStateDict(*model, st, a.weights);
+  LoadedModel loaded = LoadModelAndData(ctx, a.weights, /*train_split=*/true);
+  const ModelSpec& mspec = loaded.spec;
+  const DataBundle& data = loaded.data;
+  Model* model = loaded.model.get();
   const CompressSpec spec = CompressSpec::FromConfig(cfg, *model);  // all checks before training
   std::fprintf(stderr, "xbar compress: %s, %zu of %zu layers constrained, run directory %s\n", mspec.name.c_str(),
                spec.layers.size(), model->layers().size(), ctx.run_dir.c_str());
@@ -62,7 +40,7 @@ void RunCompress(const CompressArgs& a) {
   o.seed = ctx.seed;
   o.device = ctx.device;
   o.fingerprint = Fingerprint(cfg, {"dataset", "model", "train", "compress", "mapping"});
-  o.fingerprint["input weights (FNV-1a)"] = std::to_string(HashBytes(weights_bytes));
+  o.fingerprint["input weights (FNV-1a)"] = std::to_string(HashBytes(loaded.bytes));
   CompressResult r = Compress(*model, data, spec, o);
 
   nlohmann::ordered_json j = CompressJson(r);

@@ -3,6 +3,8 @@
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
 #include "xbar/core/platform.h"
+#include "xbar/core/safetensors.h"
+#include "xbar/models/state_dict.h"
 
 namespace xbar::app {
 
@@ -39,6 +41,48 @@ RunContext Setup(const std::string& config_path, const std::vector<std::string>&
     WriteFileAtomic(JoinPath(ctx.run_dir, "config.resolved.yaml"), cfg.ToYaml());
   }
   return ctx;
+}
+
+LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights, bool train_split) {
+  const Config& cfg = ctx.cfg;
+  LoadedModel out;
+  out.bytes = ReadFile(weights);
+  const SafeTensors st = ParseSafeTensors(out.bytes, weights);
+  out.spec = ModelSpec::FromConfig(cfg);
+  const bool has_meta = st.metadata.count("architecture") > 0;
+  if (has_meta) {
+    ModelSpec from_file = ModelSpecFromMetadata(st.metadata, weights);
+    if (cfg.IsSet("model.name") && from_file.name != out.spec.name) {
+      throw InputError(StrCat(weights, ": holds a '", from_file.name, "' model but ", cfg.Where("model.name"),
+                              " sets model.name: ", out.spec.name));
+    }
+    out.spec = from_file;
+  }
+  const DatasetSpec data_spec = DatasetSpec::FromConfig(cfg);
+  if (has_meta && st.metadata.count("dataset") && st.metadata.at("dataset") != data_spec.name) {
+    std::fprintf(stderr, "xbar: note: %s was trained on %s, used here with %s\n", weights.c_str(),
+                 st.metadata.at("dataset").c_str(), data_spec.name.c_str());
+  }
+  Normalization norm;
+  LoadOptions lo;
+  lo.train = train_split;
+  if (NormalizationFromMetadata(st.metadata, &norm.mean, &norm.std)) lo.norm = &norm;
+  out.data = LoadData(data_spec, ctx.seed, lo);
+  const DataBundle& d = out.data;
+  if (!has_meta) {
+    out.spec.in_channels = d.channels;
+    out.spec.height = d.height;
+    out.spec.width_px = d.width;
+    out.spec.num_classes = d.num_classes;
+  } else if (out.spec.in_channels != d.channels || out.spec.height != d.height || out.spec.width_px != d.width) {
+    throw InputError(StrCat(weights, ": model expects ", out.spec.in_channels, "x", out.spec.height, "x",
+                            out.spec.width_px, " inputs but ", data_spec.name, " has ", d.channels, "x", d.height, "x",
+                            d.width));
+  }
+  out.model = CreateModel(out.spec);
+  LoadStateDict(*out.model, st, weights);
+  out.model->to(ctx.device);
+  return out;
 }
 
 void AddConfigOptions(CLI::App* cmd, std::string* config, std::vector<std::string>* sets) {

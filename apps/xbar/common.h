@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "xbar/config/config.h"
+#include "xbar/data/dataset.h"
+#include "xbar/models/zoo.h"
 
 namespace xbar::app {
 
@@ -26,6 +28,20 @@ struct RunContext {
 // non-empty or `default_run_dir` is set, creates the run directory and writes config.resolved.yaml.
 RunContext Setup(const std::string& config_path, const std::vector<std::string>& sets, const std::string& out_dir,
                  bool default_run_dir);
+
+// A weights file with the model it describes and the dataset it is evaluated on.
+struct LoadedModel {
+  std::string bytes;  // the file's content (fingerprints)
+  std::shared_ptr<Model> model;
+  ModelSpec spec;
+  DataBundle data;
+};
+
+// Reads a weights file, builds its model and loads the configured dataset normalised as the model
+// was trained. The architecture comes from the file's metadata when it has one (files written by
+// xbar do; a model.name set in the config must agree); a PyTorch export without metadata is built
+// from the config and the data's shape. `train_split` also loads the training data.
+LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights, bool train_split);
 
 // Adds the options every experiment command shares: -c/--config (required) and repeatable --set.
 void AddConfigOptions(CLI::App* cmd, std::string* config, std::vector<std::string>* sets);

@@ -129,28 +129,25 @@ std::vector<char> NonzeroGroups(const CrossbarMatrix& m, const LayerConstraints&
   return nz;
 }
 
-// Keeps the `keep` largest magnitudes of w[0, n) given the keep-th largest magnitude t: entries
-// above t stay, entries equal to t stay lowest index first, the rest become 0.
-void KeepAboveThreshold(float* w, int64_t n, int64_t keep, float t) {
-  int64_t above = 0, equal = 0;
+// Keeps the `keep` largest magnitudes of w[0, n) given the keep-th largest magnitude t and how
+// many entries lie strictly above it (`above`, < 0 = count them here): entries above t stay,
+// entries equal to t stay lowest index first, the rest become 0. The main pass is branch-free;
+// only when more entries tie at t than may stay does a second, predictable pass drop the excess.
+void KeepLargest(float* w, int64_t n, int64_t keep, float t, int64_t above = -1) {
+  if (above < 0) {
+    above = 0;
+    for (int64_t i = 0; i < n; ++i) above += std::fabs(w[i]) > t ? 1 : 0;
+  }
+  int64_t equal = 0;
   for (int64_t i = 0; i < n; ++i) {
     const float a = std::fabs(w[i]);
-    above += a > t ? 1 : 0;
     equal += a == t ? 1 : 0;
-  }
-  if (above + equal <= keep) {  // the common case: no tie to break
-    for (int64_t i = 0; i < n; ++i) w[i] = std::fabs(w[i]) >= t ? w[i] : 0.0f;
-    return;
+    w[i] = a >= t ? w[i] : 0.0f;
   }
   int64_t ties_left = keep - above;
+  if (equal <= ties_left) return;
   for (int64_t i = 0; i < n; ++i) {
-    const float a = std::fabs(w[i]);
-    if (a > t) continue;
-    if (a == t && ties_left > 0) {
-      --ties_left;
-      continue;
-    }
-    w[i] = 0.0f;
+    if (std::fabs(w[i]) == t && ties_left-- <= 0) w[i] = 0.0f;
   }
 }
 
@@ -216,6 +213,27 @@ std::pair<double, double> ExactSweep(const std::vector<float>& a, int64_t n, dou
   return {best_s, best_e};
 }
 
+// One pass over w[0, n): returns how many magnitudes exceed hi and appends those in [lo, hi] to
+// `inside` (branch-free compaction by chunks; bounds passed by value so they stay in registers).
+int64_t Bracket(const float* w, int64_t n, float lo, float hi, std::vector<float>* inside) {
+  constexpr int64_t kChunk = 4096;
+  std::vector<float> chunk(kChunk);
+  float* out = chunk.data();
+  int64_t above = 0;
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t end = std::min(n, c0 + kChunk);
+    int64_t k = 0;
+    for (int64_t i = c0; i < end; ++i) {
+      const float a = std::fabs(w[i]);
+      above += a > hi ? 1 : 0;
+      out[k] = a;
+      k += static_cast<int64_t>(a <= hi) & static_cast<int64_t>(a >= lo);  // no branch: a && would be one
+    }
+    inside->insert(inside->end(), out, out + k);
+  }
+  return above;
+}
+
 }  // namespace
 
 const std::vector<std::string>& StructureNames() {
@@ -271,44 +289,25 @@ void ProjectTopK(CrossbarMatrix m, int64_t keep) {
     std::sort(sample.begin(), sample.end(), std::greater<float>());
     const double p = static_cast<double>(keep) / static_cast<double>(n);
     // Six standard deviations of a sample quantile, plus slack for ties and the runs' correlation.
-    const double margin = 6.0 * std::sqrt(p * (1 - p) / static_cast<double>(sample.size()) * 4) + 2e-4;
+    const double margin = 6.0 * std::sqrt(p * (1 - p) / static_cast<double>(sample.size()) * 2) + 2e-4;
     auto quantile = [&](double q) {  // q = share of the sample above the returned value
       auto i = static_cast<int64_t>(std::clamp(q, 0.0, 1.0) * static_cast<double>(sample.size() - 1));
       return sample[static_cast<size_t>(i)];
     };
     const float hi = p - margin <= 0 ? std::numeric_limits<float>::infinity() : quantile(p - margin);
     const float lo = p + margin >= 1 ? 0.0f : quantile(p + margin);
-    // One pass: count entries above the bracket, compact the ones inside it (branch-free, by chunks).
     std::vector<float> inside;
-    int64_t above = 0;
-    constexpr int64_t kChunk = 4096;
-    float chunk[kChunk];
-    for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
-      const int64_t end = std::min(n, c0 + kChunk);
-      int64_t k = 0;
-      for (int64_t i = c0; i < end; ++i) {
-        const float a = std::fabs(m.data[i]);
-        above += a > hi ? 1 : 0;
-        chunk[k] = a;
-        k += (a <= hi && a >= lo) ? 1 : 0;
-      }
-      inside.insert(inside.end(), chunk, chunk + k);
-    }
+    const int64_t above = Bracket(m.data, n, lo, hi, &inside);
     const int64_t need = keep - above;
     if (need >= 1 && need <= static_cast<int64_t>(inside.size())) {
       std::nth_element(inside.begin(), inside.begin() + (need - 1), inside.end(), std::greater<float>());
       t = inside[static_cast<size_t>(need - 1)];
       found = true;
-      // Every entry equal to t is inside the bracket, so the counts need no further pass.
-      int64_t above_t = above, equal_t = 0;
-      for (float a : inside) {
-        above_t += a > t ? 1 : 0;
-        equal_t += a == t ? 1 : 0;
-      }
-      if (above_t + equal_t <= keep) {
-        for (int64_t i = 0; i < n; ++i) m.data[i] = std::fabs(m.data[i]) >= t ? m.data[i] : 0.0f;
-        return;
-      }
+      // Every entry equal to t is inside the bracket, so counting above t needs no full pass.
+      int64_t above_t = above;
+      for (float a : inside) above_t += a > t ? 1 : 0;
+      KeepLargest(m.data, n, keep, t, above_t);
+      return;
     }
   }
   if (!found) {
@@ -317,7 +316,7 @@ void ProjectTopK(CrossbarMatrix m, int64_t keep) {
     std::nth_element(mags.begin(), mags.begin() + (keep - 1), mags.end(), std::greater<float>());
     t = mags[static_cast<size_t>(keep - 1)];
   }
-  KeepAboveThreshold(m.data, n, keep, t);
+  KeepLargest(m.data, n, keep, t);
 }
 
 int64_t GroupCount(const CrossbarMatrix& m, const LayerConstraints& c) {
@@ -423,11 +422,12 @@ void ProjectColumnBudget(CrossbarMatrix m, int64_t budget, int64_t tile_rows) {
   // order like their bits) finds every lane's budget-th largest magnitude at once.
   constexpr int64_t kLanes = 16;
   std::vector<int32_t> buf(static_cast<size_t>(tile_rows * kLanes));
-  for (int64_t start = 0; start < m.rows; start += tile_rows) {
-    const int64_t len = std::min(m.rows, start + tile_rows) - start;
-    if (len <= budget) continue;
-    for (int64_t c0 = 0; c0 < m.cols; c0 += kLanes) {
-      const int64_t lanes = std::min(kLanes, m.cols - c0);
+  // Column blocks outside, row blocks inside: each of the 16 columns is then read front to back.
+  for (int64_t c0 = 0; c0 < m.cols; c0 += kLanes) {
+    const int64_t lanes = std::min(kLanes, m.cols - c0);
+    for (int64_t start = 0; start < m.rows; start += tile_rows) {
+      const int64_t len = std::min(m.rows, start + tile_rows) - start;
+      if (len <= budget) continue;
       int32_t any = 0;
       int64_t nnz[kLanes] = {};
       for (int64_t l = 0; l < kLanes; ++l) {
@@ -441,21 +441,26 @@ void ProjectColumnBudget(CrossbarMatrix m, int64_t budget, int64_t tile_rows) {
           nnz[l] += u != 0 ? 1 : 0;
         }
       }
-      int32_t t[kLanes] = {};
+      // GCC/Clang vector extension: 16 int32 lanes in registers (one AVX-512 register), so the
+      // counts carry no dependency through memory from row to row.
+      using Lanes = int32_t __attribute__((vector_size(4 * kLanes)));
+      Lanes t = {};
+      const auto budget_lanes = static_cast<int32_t>(budget);
       for (int bit = any == 0 ? -1 : 31 - __builtin_clz(static_cast<uint32_t>(any)); bit >= 0; --bit) {
-        int32_t cand[kLanes], count[kLanes] = {};
-        for (int64_t l = 0; l < kLanes; ++l) cand[l] = t[l] | (int32_t{1} << bit);
+        const Lanes cand = t | (int32_t{1} << bit);
+        Lanes count = {};
         for (int64_t r = 0; r < len; ++r) {
-          const int32_t* row = buf.data() + r * kLanes;
-          for (int64_t l = 0; l < kLanes; ++l) count[l] += row[l] >= cand[l] ? 1 : 0;
+          Lanes row;
+          std::memcpy(&row, buf.data() + r * kLanes, sizeof(row));
+          count -= (row >= cand);  // a true comparison is -1 in every lane
         }
-        for (int64_t l = 0; l < kLanes; ++l) t[l] = count[l] >= budget ? cand[l] : t[l];
+        t = (count >= budget_lanes) ? cand : t;
       }
       for (int64_t l = 0; l < lanes; ++l) {
         if (nnz[l] <= budget) continue;
         float thr;
         std::memcpy(&thr, &t[l], 4);
-        KeepAboveThreshold(m.data + (c0 + l) * m.rows + start, len, budget, thr);
+        KeepLargest(m.data + (c0 + l) * m.rows + start, len, budget, thr);
       }
     }
   }
