@@ -11,5 +11,6 @@ void RegisterEval(CLI::App& app);
 void RegisterInspect(CLI::App& app);
 void RegisterKeys(CLI::App& app);
 void RegisterCompress(CLI::App& app);
+void RegisterSimulate(CLI::App& app);
 
 }  // namespace xbar::app

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   xbar::app::RegisterEval(app);
   xbar::app::RegisterInspect(app);
   xbar::app::RegisterCompress(app);
+  xbar::app::RegisterSimulate(app);
   xbar::app::RegisterKeys(app);
 
   xbar::InstallInterruptHandlers();

@@ -114,7 +114,40 @@ std::vector<KeySpec> BuildSchema() {
       // ---- mapping ---------------------------------------------------------------------------
       Int("mapping.crossbar_rows", "128", 1, 65536, "crossbar rows R (word lines, inputs) per tile"),
       Int("mapping.crossbar_cols", "128", 1, 65536, "crossbar columns C (bit lines, outputs) per tile"),
-      Int("mapping.weight_bits", "8", 2, 32, "weight bits including sign stored on the crossbars"),
+      Int("mapping.weight_bits", "8", 2, 16, "weight bits including sign stored on the crossbars"),
+      Enum("mapping.scheme", "two-column", {"two-column", "two-crossbar", "offset", "polarized", "complementary"},
+           "signed-weight scheme (SPEC §3)"),
+      Int("mapping.cell_bits", "2", 1, 8, "bits per cell c: levels 0 .. 2^c - 1 between G_min and G_max"),
+      Int("mapping.input_bits", "8", 1, 16, "input bits b_in (two's complement where inputs can be negative)"),
+      Int("mapping.dac_bits", "1", 1, 8, "DAC bits v: input bits applied per cycle"),
+      Int("mapping.adc_bits", "0", 0, 32, "ADC bits per column read; 0 = lossless for every read"),
+      Enum("mapping.adc_range", "worst-case", {"worst-case", "calibrated"},
+           "ADC full scale: the largest possible column current, or the largest seen on calibration batches"),
+      Enum("mapping.subtract", "digital", {"digital", "analog"},
+           "column pairs (two-column, complementary): subtract after two ADC reads, or currents before one"),
+      Int("mapping.fragment_rows", "8", 1, 65536,
+          "rows per fragment: polarized sign groups and ADC reads, and the zero-skipping statistics"),
+      Int("mapping.column_budget", "0", 0, 65536,
+          "TinyADC: size the ADCs for this many non-zero cells per column segment (the layers must respect it); "
+          "0 = all rows"),
+      Bool("mapping.compact", "true", "masked mapping: allocate no crossbar rows, columns or tiles that pruning emptied"),
+      Int("mapping.calibration_batches", "2", 1, 1000, "training batches used to calibrate input and ADC ranges"),
+      // ---- device ----------------------------------------------------------------------------
+      Float("device.on_off_ratio", "10", 1, 1e9, true, false, "G_max / G_min"),
+      Float("device.variation_sigma", "0", 0, 10, false, false,
+            "lognormal device-to-device variation sigma, G' = G exp(N(0, sigma^2)), at programming"),
+      Float("device.read_noise_sigma", "0", 0, 10, false, false, "Gaussian read noise per read, relative to each cell's G"),
+      Float("device.drift_nu", "0", 0, 1, false, false, "conductance drift exponent: G(t) = G0 (t/t0)^-nu"),
+      Float("device.drift_time", "1", 1, 1e12, false, false, "t / t0 at inference, for drift"),
+      // ---- faults ----------------------------------------------------------------------------
+      Float("faults.rate", "0", 0, 1, false, false, "total stuck-at probability per physical cell"),
+      KeySpec{"faults.sa0_to_sa1", ValueType::kFloatList, "[1, 5.2]", 0, 1e9, false, false, {},
+              "stuck-off : stuck-on ratio splitting faults.rate (seed 000: 1 : 5.2)"},
+      Float("faults.sa0_rate", "0", 0, 1, false, false, "stuck-off (G_min) rate, instead of rate + ratio"),
+      Float("faults.sa1_rate", "0", 0, 1, false, false, "stuck-on (G_max) rate, instead of rate + ratio"),
+      Str("faults.map", "", "measured fault map, CSV lines crossbar,row,col,type (type SA0 or SA1); replaces the rates"),
+      // ---- simulate --------------------------------------------------------------------------
+      Int("simulate.batch_size", "200", 1, 65536, "images per simulated batch"),
   };
 }
 

@@ -185,5 +185,28 @@ if cmp -s "$T/ck/model.safetensors" "$T/c_first.safetensors"; then ok "killed + 
   bad "killed + resumed compress differs from the uninterrupted run"; fi
 expect 2 "compress resume with other settings refused" "$XBAR" compress -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/ck" "${COMP[@]}" --set compress.retrain_epochs=3 --resume
 
+# ---- simulate --------------------------------------------------------------------------------
+SIM=(--set threads=1 --set dataset.train_subset=400 --set dataset.test_subset=200 --set simulate.batch_size=100)
+expect 0 "simulate lossless" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/s" "${SIM[@]}"
+if [ "$(json "$T/s/simulate.json" "int(d['schema_version']==1 and d['accuracy']==d['accuracy_quantized'] and all(l['lossless'] and l['tiles']>0 and l['adc_conversions']>0 for l in d['layers']))")" = 1 ]; then
+  ok "lossless simulation equals the ideal crossbar ($(json "$T/s/simulate.json" "d['accuracy']"))"; else bad "simulate.json: $(cat "$T/s/simulate.json" | head -c 600)"; fi
+expect 0 "simulate polarized on the polarised model" "$XBAR" simulate -c "$CFG" --weights "$T/c/model.safetensors" -o "$T/sp" "${SIM[@]}" --set mapping.scheme=polarized
+if [ "$(json "$T/sp/simulate.json" "int(d['scheme']=='polarized' and d['accuracy']==d['accuracy_quantized'])")" = 1 ]; then
+  ok "polarized scheme exact on a polarised model"; else bad "polarized simulate: $(json "$T/sp/simulate.json" "(d['accuracy'], d['accuracy_quantized'])")"; fi
+expect 3 "polarized scheme on a dense model" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sx" "${SIM[@]}" --set mapping.scheme=polarized
+contains "$T/err" "is not polarised" "non-polarised layer explained"
+expect 2 "unknown scheme" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sx" --set mapping.scheme=three-column
+contains "$T/err" "expected one of two-column, two-crossbar, offset, polarized, complementary" "valid schemes listed"
+expect 2 "ADC bits out of range" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sx" --set mapping.adc_bits=33
+expect 2 "fault rate out of range" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sx" --set faults.rate=1.5
+expect 2 "tile of zero rows" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sx" --set mapping.crossbar_rows=0
+expect 2 "absurd tile" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sx" --set mapping.crossbar_cols=100000000
+printf 'crossbar,row,col,type\n0,1,2,SA3\n' >"$T/fm.csv"
+expect 3 "bad fault map" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sx" "${SIM[@]}" --set faults.map="$T/fm.csv"
+contains "$T/err" "fm.csv:2: unknown fault type 'SA3'" "fault map line named"
+expect 0 "simulate with faults" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sf" "${SIM[@]}" --set faults.rate=0.01
+if [ "$(json "$T/sf/simulate.json" "int(d['stuck_on_cells'] > 4*d['stuck_off_cells'] > 0 and d['accuracy'] < d['accuracy_quantized'])")" = 1 ]; then
+  ok "1% stuck-at faults at 1:5.2 degrade two-column"; else bad "faults: $(json "$T/sf/simulate.json" "(d['stuck_off_cells'], d['stuck_on_cells'], d['accuracy'])")"; fi
+
 echo "$PASSES passed, $FAILS failed"
 [ "$FAILS" -eq 0 ]

@@ -1,0 +1,113 @@
+// xbar/crossbar/layer.h — one conv/linear layer mapped onto crossbars, and its bit-accurate MVM.
+//
+// Mapping (SPEC §1, §3): the weight, in crossbar orientation K × N (rows = inputs, columns =
+// outputs), is quantised to b_w-bit integers q (scale s_w), optionally compacted (masked mapping:
+// all-zero columns dropped, then per group of logical columns the all-zero rows), and cut into
+// tiles. A scheme encodes each q into cell levels 0..L (L = 2^c - 1) over S slices and one or two
+// components; each tile is one physical crossbar (two for two-crossbar) of R rows and C columns.
+//
+// MVM: integer inputs are applied bit-serially (v-bit DAC planes; a negative input's sign bit is a
+// separate plane with weight -2^(b_in - 1), ISAAC's shift-and-subtract). For every plane, tile and
+// read (a slice of a component, a pair difference, or the offset scheme's unit column) the column
+// sums over an ADC group (the tile, or a FORMS fragment) are converted by a b_adc-bit ADC and
+// recombined digitally (shift-and-add, sign, bias). With a lossless ADC, no faults and an ideal
+// device the result equals the integer GEMM Reference() exactly.
+//
+//   CrossbarLayer layer("conv1", w2d, 0.0, map, dev);   // w2d: [N, K] float weights
+//   layer.Program(faults, &injector);                    // weight-side: faults, variation, drift
+//   torch::Tensor y = layer.Forward(xq, signed_inputs);  // [M, N] float64, units of s_w·s_x
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "xbar/crossbar/spec.h"
+
+namespace xbar {
+
+class FaultInjector;
+
+struct ReadStats {
+  int64_t adc_conversions = 0;     // column reads converted
+  int64_t input_cycles = 0;        // bit-serial cycles applied (planes x rows of inputs x fragments)
+  int64_t input_cycles_needed = 0; // cycles left when all-zero leading planes of a fragment are skipped
+};
+
+class CrossbarLayer {
+ public:
+  // w2d: [N, K] float weights (a PyTorch conv/linear weight viewed as [out, -1]).
+  // weight_scale: quantisation step s_w; 0 = max|w| / (2^(b_w-1) - 1).
+  CrossbarLayer(std::string name, const torch::Tensor& w2d, double weight_scale, const MappingSpec& map,
+                const DeviceSpec& device);
+
+  // Weight-side non-idealities, applied once: stuck-at faults (from `faults`, may be null),
+  // lognormal variation and drift (device). Cells are numbered for fault maps starting at
+  // `first_crossbar` (see docs/USER_GUIDE.md). Resets any earlier programming.
+  void Program(FaultInjector* faults, uint64_t seed, int64_t first_crossbar);
+
+  // Exact integer GEMM of integer-valued inputs xq [M, K] with the quantised weights: [M, N] float64.
+  torch::Tensor Reference(const torch::Tensor& xq) const;
+  // The crossbar MVM of integer-valued inputs xq [M, K]; `noise` seeds read noise (if any).
+  torch::Tensor Forward(const torch::Tensor& xq, bool signed_inputs, uint64_t noise_seed, ReadStats* stats);
+  // Adds the ADC conversions and zero-skipping cycles Forward(xq) makes, without computing it.
+  void CountReads(const torch::Tensor& xq, bool signed_inputs, ReadStats* stats) const;
+  // Largest |partial sum| per read seen in Forward since the last call (for calibrated ADC ranges).
+  void StartCalibration();
+  void FinishCalibration();
+
+  const std::string& name() const { return name_; }
+  double weight_scale() const { return scale_; }
+  int64_t rows() const { return K_; }
+  int64_t cols() const { return N_; }
+  int64_t tiles() const { return static_cast<int64_t>(tiles_.size()); }
+  int64_t crossbars() const;       // physical arrays (two per tile for two-crossbar)
+  int64_t cells() const;           // physical cells holding weights (allocated rows x used columns)
+  int adc_bits() const;            // bits of the widest ADC read (configured, or lossless need)
+  int64_t stuck_cells() const { return stuck_; }
+  int64_t sa0_cells() const { return sa0_; }
+  int64_t sa1_cells() const { return sa1_; }
+  // True when Forward provably equals Reference (lossless ADC, no faults, ideal device).
+  bool lossless() const;
+
+ private:
+  struct Read {
+    int component = 0;       // component array; analog pair reads use 0 minus 1
+    int slice = 0;           // -1: the offset scheme's unit column
+    bool difference = false; // analog subtraction of the pair
+    double coef = 1.0;       // digital weight of the read: ±2^(c·slice), or -bias for the unit column
+  };
+  struct Tile {
+    std::vector<int64_t> rows, cols;   // GEMM rows (inputs) and columns (outputs) on this crossbar
+    torch::Tensor ideal;               // [A, R_t, C_t * S] programmed levels (float)
+    torch::Tensor unit;                // [R_t] offset scheme's unit column (levels), else undefined
+    torch::Tensor sign;                // polarized: [groups, C_t] fragment signs (+1/-1/0)
+    torch::Tensor reads;               // [groups, g, NR] effective read matrix (after programming)
+    torch::Tensor noise_var;           // [groups, g, NR] squared read-noise scale per cell, or undefined
+    torch::Tensor step, top;           // [NR] ADC LSB (level units) and top code per read column
+    torch::Tensor calib;               // [NR] max |partial sum| seen while calibrating
+    int64_t groups = 1, group_rows = 0;
+  };
+
+  int64_t Planes(bool signed_inputs) const;
+  bool BudgetApplies() const;
+  void Encode(Tile& t) const;
+  void BuildReads(Tile& t, const torch::Tensor& effective, const torch::Tensor& unit) const;
+  void SetAdc(Tile& t, const torch::Tensor& full_scale) const;
+
+  std::string name_;
+  MappingSpec map_;
+  DeviceSpec device_;
+  int64_t K_ = 0, N_ = 0;
+  double scale_ = 0.0;
+  torch::Tensor q_;  // [N, K] quantised weights (float holding integers)
+  int slices_ = 1, components_ = 1;
+  std::vector<Read> reads_;
+  std::vector<Tile> tiles_;
+  int64_t stuck_ = 0, sa0_ = 0, sa1_ = 0;
+  bool calibrating_ = false, faulty_ = false;
+};
+
+}  // namespace xbar

@@ -1,0 +1,91 @@
+// xbar/crossbar/simulator.h — a whole network on crossbars (issue 4, SPEC §1-§4).
+//
+// Every conv/linear layer runs through its CrossbarLayer (inputs lowered with im2col, quantised to
+// b_in bits with a per-layer scale calibrated on training batches, the layer's integer output
+// rescaled by s_w·s_x plus the digital bias); ReLU, pooling and batch norm (the digital per-channel
+// scale) stay in LibTorch. The same inputs also run through the float layer, so each layer reports
+// the NMSE of its crossbar output.
+//
+//   NetworkSimulator sim(*model, map, device, scales);
+//   sim.Calibrate(data.train);              // input ranges (and ADC ranges if calibrated)
+//   sim.Program(faults, /*sample=*/0);      // stuck-at faults, variation, drift
+//   EvalResult r = sim.Evaluate(data.test, SimMode::kCrossbar);
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "xbar/crossbar/faults.h"
+#include "xbar/crossbar/layer.h"
+#include "xbar/data/dataset.h"
+#include "xbar/models/model.h"
+#include "xbar/train/trainer.h"
+
+namespace xbar {
+
+enum class SimMode {
+  kFloat,      // the model as trained (no quantisation)
+  kReference,  // quantised weights and inputs, exact integer GEMMs (the ideal crossbar)
+  kCrossbar,   // the bit-accurate crossbar engine with every configured non-ideality
+};
+
+struct LayerSimReport {
+  std::string name;
+  int64_t rows = 0, cols = 0, groups = 1;
+  int64_t tiles = 0, crossbars = 0, cells = 0, first_crossbar = 0;
+  int adc_bits = 0;
+  int64_t adc_conversions = 0;
+  double output_nmse = 0.0;            // crossbar output vs the float layer on the same inputs
+  double output_nmse_reference = 0.0;  // crossbar output vs the exact integer GEMM
+  int64_t input_cycles = 0;            // bit-serial cycles per input vector (planes)
+  double input_cycles_skipped = 0.0;   // share of fragment cycles zero-skipping saves
+  bool signed_inputs = false;
+  double weight_scale = 0.0, input_scale = 0.0;
+  int64_t sa0 = 0, sa1 = 0;
+  bool lossless = false;
+};
+
+class NetworkSimulator {
+ public:
+  // `weight_scales`: per layer quantisation steps to keep (e.g. from compression); others are
+  // max|w| / (2^(b_w-1) - 1).
+  NetworkSimulator(Model& model, const MappingSpec& map, const DeviceSpec& device,
+                   const std::map<std::string, double>& weight_scales = {});
+  ~NetworkSimulator();
+
+  // Input ranges (per layer, from the float model) and, with mapping.adc_range: calibrated, the
+  // ADC ranges, from the first `mapping.calibration_batches` batches of `data`.
+  void Calibrate(const Dataset& data, int64_t batch_size, torch::Device device);
+  // Weight-side programming of every layer: faults (one stream per crossbar), variation, drift.
+  void Program(const FaultSpec& faults, uint64_t seed);
+
+  EvalResult Evaluate(const Dataset& data, SimMode mode, int64_t batch_size, torch::Device device);
+  // Per-layer statistics of the last kCrossbar Evaluate.
+  std::vector<LayerSimReport> Report() const;
+  int64_t crossbars() const;
+
+ private:
+  struct LayerState;
+  torch::Tensor RunLayer(LayerState& s, const LayerInfo& info, const torch::Tensor& x, const LayerFn& ideal,
+                         SimMode mode);
+
+  Model& model_;
+  MappingSpec map_;
+  DeviceSpec device_;
+  std::vector<std::unique_ptr<LayerState>> layers_;
+  uint64_t seed_ = 0;
+  int64_t batch_index_ = 0;
+  bool collect_ = false;
+};
+
+// simulate.json (docs/INTERFACE.md): accuracy on the crossbars, accuracy_reference of the float
+// model, accuracy_quantized of the ideal crossbar (quantised, exact integer GEMMs).
+nlohmann::ordered_json SimulateJson(const std::string& scheme, double accuracy, double accuracy_reference,
+                                    double accuracy_quantized, const std::vector<LayerSimReport>& layers);
+
+}  // namespace xbar

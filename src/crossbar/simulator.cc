@@ -1,0 +1,295 @@
+#include "xbar/crossbar/simulator.h"
+
+#include <cmath>
+
+#include "xbar/core/error.h"
+#include "xbar/core/rng.h"
+
+namespace xbar {
+
+struct NetworkSimulator::LayerState {
+  LayerInfo info;
+  std::vector<std::unique_ptr<CrossbarLayer>> groups;  // one per convolution group
+  torch::Tensor bias;
+  double input_scale = 1.0;
+  bool signed_inputs = false;
+  double input_max = 0.0, input_min = 0.0;
+  // Statistics of the last crossbar evaluation.
+  ReadStats reads;
+  double err2 = 0, err2_ref = 0, ref2 = 0, float2 = 0;
+};
+
+NetworkSimulator::NetworkSimulator(Model& model, const MappingSpec& map, const DeviceSpec& device,
+                                   const std::map<std::string, double>& weight_scales)
+    : model_(model), map_(map), device_(device) {
+  torch::NoGradGuard no_grad;
+  auto params = model.named_parameters();
+  for (const LayerInfo& l : model.layers()) {
+    auto s = std::make_unique<LayerState>();
+    s->info = l;
+    torch::Tensor w = model.LayerWeight(l.name).detach().cpu();
+    const int64_t G = l.groups, n_per = l.out_channels / G;
+    torch::Tensor w2d = w.reshape({l.out_channels, -1});
+    // One quantisation step for the whole layer, so groups share it.
+    const double qmax = static_cast<double>((int64_t{1} << (map.weight_bits - 1)) - 1);
+    double scale = weight_scales.count(l.name) ? weight_scales.at(l.name) : w2d.abs().max().item<double>() / qmax;
+    if (weight_scales.count(l.name) && (w2d / scale).abs().max().item<double>() > qmax + 0.5) {
+      // The stored levels need more bits than the crossbar holds: requantise.
+      scale = w2d.abs().max().item<double>() / qmax;
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      s->groups.push_back(std::make_unique<CrossbarLayer>(G == 1 ? l.name : StrCat(l.name, "#", g),
+                                                          w2d.narrow(0, g * n_per, n_per), scale, map, device));
+    }
+    if (auto* b = params.find(l.name + ".bias")) s->bias = b->detach().cpu().to(torch::kFloat64);
+    layers_.push_back(std::move(s));
+  }
+}
+
+NetworkSimulator::~NetworkSimulator() { model_.SetLayerOverride(nullptr); }
+
+int64_t NetworkSimulator::crossbars() const {
+  int64_t n = 0;
+  for (const auto& s : layers_) {
+    for (const auto& g : s->groups) n += g->crossbars();
+  }
+  return n;
+}
+
+torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, const torch::Tensor& x,
+                                         const LayerFn& ideal, SimMode mode) {
+  torch::NoGradGuard no_grad;
+  const torch::Device dev = x.device();
+  torch::Tensor xin = x.to(torch::kCPU, torch::kFloat32);
+  const int64_t B = xin.size(0);
+  const int64_t G = l.groups;
+  // Lowering: conv -> im2col rows [B*L, in/G*kh*kw] per group; linear -> [B, in].
+  std::vector<torch::Tensor> cols(static_cast<size_t>(G));
+  int64_t out_h = 1, out_w = 1;
+  if (l.kind == LayerKind::kConv2d) {
+    out_h = (xin.size(2) + 2 * l.padding - l.kernel_h) / l.stride + 1;
+    out_w = (xin.size(3) + 2 * l.padding - l.kernel_w) / l.stride + 1;
+    const int64_t cin = l.in_channels / G;
+    for (int64_t g = 0; g < G; ++g) {
+      torch::Tensor u = torch::nn::functional::unfold(
+          xin.narrow(1, g * cin, cin),
+          torch::nn::functional::UnfoldFuncOptions({l.kernel_h, l.kernel_w}).padding(l.padding).stride(l.stride));
+      cols[static_cast<size_t>(g)] = u.transpose(1, 2).reshape({-1, u.size(1)});
+    }
+  } else {
+    cols[0] = xin;
+  }
+  const double qmax = s.signed_inputs ? std::ldexp(1.0, map_.input_bits - 1) - 1 : std::ldexp(1.0, map_.input_bits) - 1;
+  const double qmin = s.signed_inputs ? -qmax - 1 : 0.0;
+  std::vector<torch::Tensor> outs;
+  for (int64_t g = 0; g < G; ++g) {
+    CrossbarLayer& layer = *s.groups[static_cast<size_t>(g)];
+    torch::Tensor xq = torch::clamp(torch::round(cols[static_cast<size_t>(g)] / s.input_scale), qmin, qmax);
+    torch::Tensor yi;
+    if (mode == SimMode::kReference || layer.lossless()) {
+      yi = layer.Reference(xq);  // provably what the crossbar computes: the fast path
+      if (collect_) layer.CountReads(xq, s.signed_inputs, &s.reads);
+    } else {
+      yi = layer.Forward(xq, s.signed_inputs, DeriveSeed(seed_, "batch", static_cast<uint64_t>(batch_index_)),
+                         collect_ ? &s.reads : nullptr);
+    }
+    if (collect_ && mode == SimMode::kCrossbar) {
+      torch::Tensor ref = layer.Reference(xq);
+      s.err2_ref += (yi - ref).square().sum().item<double>();
+      s.ref2 += ref.square().sum().item<double>();
+    }
+    outs.push_back(yi * (layer.weight_scale() * s.input_scale));
+  }
+  torch::Tensor y = outs.size() == 1 ? outs[0] : torch::cat(outs, 1);  // [rows, out]
+  if (s.bias.defined()) y = y + s.bias;
+  if (l.kind == LayerKind::kConv2d) {
+    y = y.view({B, out_h * out_w, l.out_channels}).transpose(1, 2).reshape({B, l.out_channels, out_h, out_w});
+  }
+  y = y.to(torch::kFloat32).to(dev);
+  if (collect_ && mode == SimMode::kCrossbar) {
+    torch::Tensor f = ideal(x).detach();
+    s.err2 += (y - f).square().sum().item<double>();
+    s.float2 += f.square().sum().item<double>();
+  }
+  return y;
+}
+
+void NetworkSimulator::Calibrate(const Dataset& data, int64_t batch_size, torch::Device device) {
+  torch::NoGradGuard no_grad;
+  model_.eval();
+  model_.to(device);
+  std::map<std::string, LayerState*> by_name;
+  for (auto& s : layers_) {
+    by_name[s->info.name] = s.get();
+    s->input_max = 0;
+    s->input_min = 0;
+  }
+  const int64_t n = std::min(data.size(), batch_size * map_.calibration_batches);
+  // Input ranges from the float model.
+  model_.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
+    LayerState* s = by_name.at(l.name);
+    s->input_max = std::max(s->input_max, x.abs().max().item<double>());
+    s->input_min = std::min(s->input_min, x.min().item<double>());
+    return ideal(x);
+  });
+  for (int64_t start = 0; start < n; start += batch_size) {
+    model_.forward(data.images.slice(0, start, std::min(n, start + batch_size)).to(device));
+  }
+  for (auto& s : layers_) {
+    s->signed_inputs = s->input_min < 0;
+    const double top = s->signed_inputs ? std::ldexp(1.0, map_.input_bits - 1) - 1 : std::ldexp(1.0, map_.input_bits) - 1;
+    s->input_scale = s->input_max > 0 ? s->input_max / top : 1.0;
+  }
+  // ADC ranges from what the crossbars see.
+  if (map_.adc_calibrated) {
+    for (auto& s : layers_) {
+      for (auto& g : s->groups) g->StartCalibration();
+    }
+    model_.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
+      LayerState* s = by_name.at(l.name);
+      torch::Tensor y = RunLayer(*s, l, x, ideal, SimMode::kCrossbar);
+      return y;
+    });
+    for (int64_t start = 0; start < n; start += batch_size) {
+      model_.forward(data.images.slice(0, start, std::min(n, start + batch_size)).to(device));
+    }
+    for (auto& s : layers_) {
+      for (auto& g : s->groups) g->FinishCalibration();
+    }
+  }
+  model_.SetLayerOverride(nullptr);
+}
+
+void NetworkSimulator::Program(const FaultSpec& faults, uint64_t seed) {
+  seed_ = seed;
+  FaultInjector injector(faults);
+  int64_t crossbar = 0;
+  for (auto& s : layers_) {
+    for (auto& g : s->groups) {
+      g->Program(&injector, DeriveSeed(seed, "program"), crossbar);
+      crossbar += g->crossbars();
+    }
+  }
+}
+
+EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t batch_size, torch::Device device) {
+  model_.eval();
+  model_.to(device);
+  if (mode == SimMode::kFloat) return xbar::Evaluate(model_, data, batch_size, device);
+  std::map<std::string, LayerState*> by_name;
+  for (auto& s : layers_) {
+    by_name[s->info.name] = s.get();
+    if (mode == SimMode::kCrossbar) {
+      s->reads = {};
+      s->err2 = s->err2_ref = s->ref2 = s->float2 = 0;
+    }
+  }
+  collect_ = mode == SimMode::kCrossbar;
+  batch_index_ = 0;
+  model_.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
+    return RunLayer(*by_name.at(l.name), l, x, ideal, mode);
+  });
+  // Evaluate batch by batch so each batch's read noise has its own stream.
+  EvalResult total;
+  double loss = 0;
+  int64_t correct = 0;
+  {
+    torch::NoGradGuard no_grad;
+    for (int64_t start = 0; start < data.size(); start += batch_size, ++batch_index_) {
+      const int64_t n = std::min(batch_size, data.size() - start);
+      torch::Tensor out = model_.forward(data.images.slice(0, start, start + n).to(device));
+      torch::Tensor y = data.labels.slice(0, start, start + n).to(device);
+      loss += torch::nn::functional::cross_entropy(out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                  .item<double>();
+      correct += out.argmax(1).eq(y).sum().item<int64_t>();
+    }
+  }
+  model_.SetLayerOverride(nullptr);
+  collect_ = false;
+  total.count = data.size();
+  total.loss = total.count > 0 ? loss / static_cast<double>(total.count) : 0;
+  total.accuracy = total.count > 0 ? static_cast<double>(correct) / static_cast<double>(total.count) : 0;
+  return total;
+}
+
+std::vector<LayerSimReport> NetworkSimulator::Report() const {
+  std::vector<LayerSimReport> out;
+  int64_t crossbar = 0;
+  for (const auto& s : layers_) {
+    LayerSimReport r;
+    r.name = s->info.name;
+    r.groups = s->info.groups;
+    r.first_crossbar = crossbar;
+    r.lossless = true;
+    for (const auto& g : s->groups) {
+      r.rows = g->rows();
+      r.cols += g->cols();
+      r.tiles += g->tiles();
+      r.crossbars += g->crossbars();
+      r.cells += g->cells();
+      r.adc_bits = std::max(r.adc_bits, g->adc_bits());
+      r.sa0 += g->sa0_cells();
+      r.sa1 += g->sa1_cells();
+      r.lossless = r.lossless && g->lossless();
+      r.weight_scale = g->weight_scale();
+    }
+    crossbar += r.crossbars;
+    r.adc_conversions = s->reads.adc_conversions;
+    r.output_nmse = s->float2 > 0 ? s->err2 / s->float2 : 0.0;
+    r.output_nmse_reference = s->ref2 > 0 ? s->err2_ref / s->ref2 : 0.0;
+    const int low = s->signed_inputs ? map_.input_bits - 1 : map_.input_bits;
+    r.input_cycles = (low + map_.dac_bits - 1) / map_.dac_bits + (s->signed_inputs ? 1 : 0);
+    r.input_cycles_skipped = s->reads.input_cycles > 0
+                                 ? 1.0 - static_cast<double>(s->reads.input_cycles_needed) /
+                                             static_cast<double>(s->reads.input_cycles)
+                                 : 0.0;
+    r.signed_inputs = s->signed_inputs;
+    r.input_scale = s->input_scale;
+    out.push_back(r);
+  }
+  return out;
+}
+
+nlohmann::ordered_json SimulateJson(const std::string& scheme, double accuracy, double accuracy_reference,
+                                    double accuracy_quantized, const std::vector<LayerSimReport>& layers) {
+  nlohmann::ordered_json ls = nlohmann::ordered_json::array();
+  int64_t crossbars = 0, conversions = 0, sa0 = 0, sa1 = 0;
+  for (const auto& r : layers) {
+    crossbars += r.crossbars;
+    conversions += r.adc_conversions;
+    sa0 += r.sa0;
+    sa1 += r.sa1;
+    ls.push_back({{"name", r.name},
+                  {"rows", r.rows},
+                  {"cols", r.cols},
+                  {"groups", r.groups},
+                  {"tiles", r.tiles},
+                  {"crossbars", r.crossbars},
+                  {"first_crossbar", r.first_crossbar},
+                  {"cells", r.cells},
+                  {"adc_bits", r.adc_bits},
+                  {"adc_conversions", r.adc_conversions},
+                  {"output_nmse", r.output_nmse},
+                  {"output_nmse_reference", r.output_nmse_reference},
+                  {"input_cycles", r.input_cycles},
+                  {"input_cycles_skipped", r.input_cycles_skipped},
+                  {"signed_inputs", r.signed_inputs},
+                  {"weight_scale", r.weight_scale},
+                  {"input_scale", r.input_scale},
+                  {"stuck_off_cells", r.sa0},
+                  {"stuck_on_cells", r.sa1},
+                  {"lossless", r.lossless}});
+  }
+  return {{"schema_version", 1},
+          {"scheme", scheme},
+          {"accuracy", accuracy},
+          {"accuracy_reference", accuracy_reference},
+          {"accuracy_quantized", accuracy_quantized},
+          {"crossbars", crossbars},
+          {"adc_conversions", conversions},
+          {"stuck_off_cells", sa0},
+          {"stuck_on_cells", sa1},
+          {"layers", ls}};
+}
+
+}  // namespace xbar
