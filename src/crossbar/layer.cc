@@ -1,5 +1,7 @@
 #include "xbar/crossbar/layer.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -88,6 +90,8 @@ CrossbarLayer::CrossbarLayer(std::string name, const torch::Tensor& w2d, double 
       tiles_.push_back(std::move(t));
     }
   }
+  // Tiles with the same rows next to each other, so Forward lowers each row set once.
+  std::stable_sort(tiles_.begin(), tiles_.end(), [](const Tile& a, const Tile& b) { return a.rows < b.rows; });
   Program(nullptr, 0, 0);
 }
 
@@ -390,53 +394,91 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
   }
   const auto P = static_cast<int64_t>(planes.size());
   XBAR_CHECK(P == Planes(signed_inputs), "plane count");
-  torch::Tensor X = torch::stack(planes, 0);  // [P, M, K]
-  torch::Tensor plane_w = torch::tensor(weight, kF64).view({P, 1, 1});
+  torch::Tensor X_all = torch::stack(planes, 0);  // [P, M, K]
+  const int64_t M_all = M;
   torch::Tensor out = torch::zeros({M, N_}, kF64);
   torch::Generator gen;
   if (device_.read_noise_sigma > 0) {
     gen = at::detail::createCPUGenerator(DeriveSeed(noise_seed, "read-noise." + name_));
   }
+  // Tiles sharing their rows (one column group after another) share the lowered input planes.
+  // Positions go in chunks small enough for each crossbar's partial sums to stay in cache.
+  constexpr int64_t kChunk = 256;
+  for (int64_t m_begin = 0; m_begin < M_all; m_begin += kChunk) {
+  const int64_t M = std::min(kChunk, M_all - m_begin);
+  torch::Tensor X = X_all.narrow(1, m_begin, M);
+  const std::vector<int64_t>* cached_rows = nullptr;
+  torch::Tensor xg;
+  double* out_p = out.data_ptr<double>() + m_begin * N_;
   for (Tile& t : tiles_) {
     const int64_t R = static_cast<int64_t>(t.rows.size()), C = static_cast<int64_t>(t.cols.size());
     const int64_t G = t.groups, g = t.group_rows, NR = t.reads.size(2);
-    torch::Tensor xt = X.index_select(2, Index(t.rows));  // [P, M, R]
-    if (G * g != R) xt = torch::constant_pad_nd(xt, {0, G * g - R}, 0);
-    torch::Tensor xg = xt.reshape({P * M, G, g}).permute({1, 0, 2}).contiguous();  // [G, P*M, g]
-    torch::Tensor sums = torch::bmm(xg, t.reads);                                   // [G, P*M, NR]
+    if (cached_rows == nullptr || *cached_rows != t.rows || xg.size(2) != g) {
+      torch::Tensor xt = X.index_select(2, Index(t.rows));  // [P, M, R]
+      if (G * g != R) xt = torch::constant_pad_nd(xt, {0, G * g - R}, 0);
+      xg = xt.reshape({P * M, G, g}).permute({1, 0, 2}).contiguous();  // [G, P*M, g]
+      cached_rows = &t.rows;
+    }
+    torch::Tensor sums = torch::bmm(xg, t.reads);  // [G, P*M, NR]: every read of every cycle
     if (t.noise_var.defined()) {
       torch::Tensor sd = torch::bmm(xg.square(), t.noise_var).clamp_min(0).sqrt();
       sums = sums + sd * at::normal(torch::zeros_like(sd), 1.0, gen);
     }
     if (calibrating_) t.calib = torch::maximum(t.calib, sums.abs().amax({0, 1}));
-    // ADC: uniform quantisation with a power-of-two LSB, clipped to its codes (signed reads: both signs).
-    torch::Tensor codes = torch::round(sums / t.step);
-    torch::Tensor low = torch::zeros({NR}, kF32);
-    int64_t col = 0;
-    for (const Read& r : reads_) {
-      const int64_t width = r.slice < 0 ? 1 : C;
-      if (r.difference) low.narrow(0, col, width).copy_(-(t.top.narrow(0, col, width) + 1));
-      col += width;
+    sums = sums.contiguous();
+    // Per read column: ADC 1/LSB, code range and the digital weight of a code (LSB x slice shift x
+    // pair sign or bias), times the fragment sign for polarized crossbars: [G, NR].
+    std::vector<float> inv(static_cast<size_t>(NR)), lo(static_cast<size_t>(NR)), hi(static_cast<size_t>(NR));
+    std::vector<double> scale(static_cast<size_t>(G * NR));
+    const int64_t weight_cols = (NR / C) * C;  // the offset scheme's unit column comes last
+    {
+      auto st = t.step.accessor<float, 1>();
+      auto tp = t.top.accessor<float, 1>();
+      int64_t col = 0;
+      for (const Read& r : reads_) {
+        const int64_t width = r.slice < 0 ? 1 : C;
+        for (int64_t j = 0; j < width; ++j, ++col) {
+          const auto cs = static_cast<size_t>(col);
+          inv[cs] = 1.0f / st[col];  // a power of two: exact
+          hi[cs] = tp[col];
+          lo[cs] = r.difference ? -(tp[col] + 1) : 0.0f;
+          for (int64_t gi = 0; gi < G; ++gi) {
+            const double sg = t.sign.defined() && r.slice >= 0 ? t.sign[gi][j].item<float>() : 1.0;
+            scale[static_cast<size_t>(gi * NR + col)] = static_cast<double>(st[col]) * r.coef * sg;
+          }
+        }
+      }
     }
-    codes = torch::clamp(codes, low, t.top) * t.step;
-    // Digital recombination in float64 (exact for integer partial sums).
-    torch::Tensor coef = torch::empty({NR}, kF64);
-    col = 0;
-    for (const Read& r : reads_) {
-      const int64_t width = r.slice < 0 ? 1 : C;
-      coef.narrow(0, col, width).fill_(r.coef);
-      col += width;
-    }
-    torch::Tensor z = codes.to(torch::kFloat64) * coef;  // [G, P*M, NR]
-    if (t.sign.defined()) {
-      torch::Tensor sg = t.sign.to(torch::kFloat64).repeat({1, NR / C}).view({G, 1, NR});
-      z = z * sg;
-    }
-    z = z.sum(0).view({P, M, NR});
-    z = (z * plane_w).sum(0);  // [M, NR]
-    torch::Tensor y = z.narrow(1, 0, (NR / C) * C).view({M, NR / C, C}).sum(1);
-    if (NR % C != 0) y = y + z.narrow(1, (NR / C) * C, NR % C).sum(1, true);  // the unit column
-    out.index_add_(1, Index(t.cols), y);
+    const float* sp = sums.data_ptr<float>();
+    std::vector<int64_t> out_col(t.cols);
+    // ADC, shift-and-add and scatter in one pass; positions are independent, so the result does not
+    // depend on the number of threads.
+    at::parallel_for(0, M, 64, [&](int64_t m0, int64_t m1) {
+      std::vector<double> acc(static_cast<size_t>(C));
+      std::vector<float> code(static_cast<size_t>(NR));
+      for (int64_t m = m0; m < m1; ++m) {
+        std::fill(acc.begin(), acc.end(), 0.0);
+        double unit = 0.0;
+        for (int64_t gi = 0; gi < G; ++gi) {
+          const double* sc = scale.data() + gi * NR;
+          for (int64_t p = 0; p < P; ++p) {
+            const float* row = sp + (gi * P * M + p * M + m) * NR;
+            const double pw = weight[static_cast<size_t>(p)];
+            for (int64_t c = 0; c < NR; ++c) {
+              code[static_cast<size_t>(c)] = std::min(hi[static_cast<size_t>(c)],
+                                                      std::max(lo[static_cast<size_t>(c)], std::nearbyint(row[c] * inv[static_cast<size_t>(c)])));
+            }
+            for (int64_t c0 = 0; c0 < weight_cols; c0 += C) {
+              for (int64_t j = 0; j < C; ++j) acc[static_cast<size_t>(j)] += pw * (code[static_cast<size_t>(c0 + j)] * sc[c0 + j]);
+            }
+            for (int64_t c = weight_cols; c < NR; ++c) unit += pw * (code[static_cast<size_t>(c)] * sc[c]);
+          }
+        }
+        double* o = out_p + m * N_;
+        for (int64_t j = 0; j < C; ++j) o[out_col[static_cast<size_t>(j)]] += acc[static_cast<size_t>(j)] + unit;
+      }
+    });
+  }
   }
   if (stats != nullptr) CountReads(xq, signed_inputs, stats);
   return out;

@@ -11,6 +11,7 @@ struct NetworkSimulator::LayerState {
   LayerInfo info;
   std::vector<std::unique_ptr<CrossbarLayer>> groups;  // one per convolution group
   torch::Tensor bias;
+  torch::Tensor fast_weight;  // quantised weights in the layer's own shape, for the exact fast path
   double input_scale = 1.0;
   bool signed_inputs = false;
   double input_max = 0.0, input_min = 0.0;
@@ -42,6 +43,9 @@ NetworkSimulator::NetworkSimulator(Model& model, const MappingSpec& map, const D
                                                           w2d.narrow(0, g * n_per, n_per), scale, map, device));
     }
     if (auto* b = params.find(l.name + ".bias")) s->bias = b->detach().cpu().to(torch::kFloat64);
+    std::vector<torch::Tensor> q;
+    for (const auto& g : s->groups) q.push_back(g->quantized());
+    s->fast_weight = torch::cat(q, 0).view(w.sizes()).to(torch::kFloat32);
     layers_.push_back(std::move(s));
   }
 }
@@ -56,9 +60,48 @@ int64_t NetworkSimulator::crossbars() const {
   return n;
 }
 
+// Exact integer result of a conv/linear on integer-valued float tensors. A float32 sum of integers
+// is exact while every partial sum stays below 2^24: when max|x|·max|w|·K could exceed that, the
+// inputs are split into x = 16·high + low (low in 0..15) and the two exact results combined in
+// float64. (oneDNN and BLAS compute convolutions as sums of products, never Winograd, on the CPU.)
+torch::Tensor ExactLayer(const LayerInfo& l, const torch::Tensor& xq, const torch::Tensor& w, double max_x) {
+  const double max_w = w.abs().max().item<double>();
+  const double K = static_cast<double>(l.gemm_rows());
+  auto apply = [&](const torch::Tensor& in) {
+    return l.kind == LayerKind::kConv2d
+               ? torch::conv2d(in, w, {}, l.stride, l.padding, 1, l.groups)
+               : torch::mm(in, w.t());
+  };
+  if (max_x * max_w * K < 16777216.0) return apply(xq).to(torch::kFloat64);
+  XBAR_CHECK(15.0 * max_w * K < 16777216.0 && std::ceil(max_x / 16.0) * max_w * K < 16777216.0,
+             "layer ", l.name, " too large for the exact float path");
+  torch::Tensor high = torch::floor(xq / 16.0);
+  torch::Tensor low = xq - high * 16.0;
+  return apply(high).to(torch::kFloat64) * 16.0 + apply(low).to(torch::kFloat64);
+}
+
 torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, const torch::Tensor& x,
                                          const LayerFn& ideal, SimMode mode) {
   torch::NoGradGuard no_grad;
+  bool exact = mode == SimMode::kReference;
+  if (!exact) {
+    exact = true;
+    for (const auto& g : s.groups) exact = exact && g->lossless();
+  }
+  if (exact && !collect_) {
+    // The fast path: what a lossless, fault-free crossbar computes, as one exact float GEMM/conv.
+    const double qmax = s.signed_inputs ? std::ldexp(1.0, map_.input_bits - 1) - 1 : std::ldexp(1.0, map_.input_bits) - 1;
+    const double qmin = s.signed_inputs ? -qmax - 1 : 0.0;
+    torch::Tensor xq = torch::clamp(torch::round(x / s.input_scale), qmin, qmax);
+    torch::Tensor w = s.fast_weight.to(x.device());
+    torch::Tensor y = ExactLayer(l, xq, w, std::max(std::fabs(qmin), qmax)) *
+                      (s.groups[0]->weight_scale() * s.input_scale);
+    if (s.bias.defined()) {
+      torch::Tensor b = s.bias.to(x.device());
+      y = l.kind == LayerKind::kConv2d ? y + b.view({1, -1, 1, 1}) : y + b;
+    }
+    return y.to(torch::kFloat32);
+  }
   const torch::Device dev = x.device();
   torch::Tensor xin = x.to(torch::kCPU, torch::kFloat32);
   const int64_t B = xin.size(0);
@@ -184,7 +227,7 @@ EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t
       s->err2 = s->err2_ref = s->ref2 = s->float2 = 0;
     }
   }
-  collect_ = mode == SimMode::kCrossbar;
+  collect_ = mode == SimMode::kCrossbar && stats_;
   batch_index_ = 0;
   model_.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
     return RunLayer(*by_name.at(l.name), l, x, ideal, mode);

@@ -296,5 +296,26 @@ TEST(Network, LosslessCrossbarsGiveTheReferenceAccuracyExactly) {
   }
 }
 
+TEST(Network, ExactFastPathEqualsTheIntegerReferenceOnLargeLayers) {
+  // VGG-8's classifier.0 has K = 2048 inputs: 255 * 127 * 2048 > 2^24, so the float32 fast path must
+  // split its inputs to stay exact. Lossless crossbars with statistics on compute each layer with
+  // the float64 integer Reference (which the Lossless tests prove equal to the bit-serial engine);
+  // kReference runs the fast path. Same logits, so the same loss.
+  at::set_num_threads(1);
+  torch::manual_seed(3);
+  ModelSpec spec;
+  spec.name = "vgg8";
+  spec.width = 0.25;
+  auto m = CreateModel(spec);
+  Dataset data{torch::randn({24, 1, 28, 28}), torch::randint(0, 10, {24}, torch::kInt64)};
+  NetworkSimulator sim(*m, Map(Scheme::kTwoColumn, 128, 128, 2, 1), DeviceSpec{});
+  sim.Calibrate(data, 8, torch::kCPU);
+  sim.Program(FaultSpec{}, 0);
+  EvalResult fast = sim.Evaluate(data, SimMode::kReference, 8, torch::kCPU);
+  EvalResult engine = sim.Evaluate(data, SimMode::kCrossbar, 8, torch::kCPU);
+  EXPECT_EQ(fast.loss, engine.loss);
+  for (const auto& r : sim.Report()) EXPECT_EQ(r.output_nmse_reference, 0.0) << r.name;
+}
+
 }  // namespace
 }  // namespace xbar

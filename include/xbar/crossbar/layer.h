@@ -58,6 +58,9 @@ class CrossbarLayer {
   void StartCalibration();
   void FinishCalibration();
 
+  // The quantised weights [N, K] (float tensor holding integers).
+  const torch::Tensor& quantized() const { return q_; }
+  int weight_bits() const { return map_.weight_bits; }
   const std::string& name() const { return name_; }
   double weight_scale() const { return scale_; }
   int64_t rows() const { return K_; }

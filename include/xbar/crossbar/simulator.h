@@ -65,6 +65,9 @@ class NetworkSimulator {
   void Program(const FaultSpec& faults, uint64_t seed);
 
   EvalResult Evaluate(const Dataset& data, SimMode mode, int64_t batch_size, torch::Device device);
+  // Statistics (NMSE against float and exact layers, ADC conversions, zero-skipping) cost extra
+  // work per layer; on by default.
+  void SetCollectStats(bool on) { stats_ = on; }
   // Per-layer statistics of the last kCrossbar Evaluate.
   std::vector<LayerSimReport> Report() const;
   int64_t crossbars() const;
@@ -81,6 +84,7 @@ class NetworkSimulator {
   uint64_t seed_ = 0;
   int64_t batch_index_ = 0;
   bool collect_ = false;
+  bool stats_ = true;
 };
 
 // simulate.json (docs/INTERFACE.md): accuracy on the crossbars, accuracy_reference of the float
