@@ -30,13 +30,24 @@ std::vector<char> TopGroups(const std::vector<double>& score, int64_t keep) {
     std::fill(kept.begin(), kept.end(), 1);
     return kept;
   }
-  std::vector<int64_t> idx(static_cast<size_t>(g));
-  std::iota(idx.begin(), idx.end(), 0);
-  auto better = [&](int64_t a, int64_t b) {
-    return score[static_cast<size_t>(a)] != score[static_cast<size_t>(b)] ? score[static_cast<size_t>(a)] > score[static_cast<size_t>(b)] : a < b;
-  };
-  if (keep > 0) std::nth_element(idx.begin(), idx.begin() + (keep - 1), idx.end(), better);
-  for (int64_t i = 0; i < keep; ++i) kept[static_cast<size_t>(idx[static_cast<size_t>(i)])] = 1;
+  if (keep <= 0) return kept;
+  // Keep the `keep` largest scores, ties broken towards the lower index: select the threshold on
+  // a contiguous copy of the scores, keep everything above it, then the first indices equal to it.
+  std::vector<double> copy(score);
+  std::nth_element(copy.begin(), copy.begin() + (keep - 1), copy.end(), std::greater<double>());
+  const double threshold = copy[static_cast<size_t>(keep - 1)];
+  int64_t above = 0;
+  for (int64_t i = 0; i < g; ++i) {
+    const bool a = score[static_cast<size_t>(i)] > threshold;
+    kept[static_cast<size_t>(i)] = a;
+    above += a;
+  }
+  for (int64_t i = 0, left = keep - above; i < g && left > 0; ++i) {
+    if (score[static_cast<size_t>(i)] == threshold) {
+      kept[static_cast<size_t>(i)] = 1;
+      --left;
+    }
+  }
   return kept;
 }
 
@@ -348,47 +359,166 @@ void ProjectGroups(CrossbarMatrix m, const LayerConstraints& c, int64_t keep) {
   ZeroGroups(m, c, TopGroups(GroupNorms(m, c, groups), keep));
 }
 
+// TopGroups for non-negative float scores (same order: larger first, ties to the lower index),
+// by a two-digit radix selection on the scores' bits, which order like the values.
+std::vector<char> TopGroupsRadix(const std::vector<float>& score, int64_t keep) {
+  const auto g = static_cast<int64_t>(score.size());
+  std::vector<char> kept(static_cast<size_t>(g), 0);
+  if (keep >= g) {
+    std::fill(kept.begin(), kept.end(), 1);
+    return kept;
+  }
+  if (keep <= 0) return kept;
+  std::vector<uint32_t> key(static_cast<size_t>(g));
+  for (int64_t i = 0; i < g; ++i) {
+    const float v = std::max(score[static_cast<size_t>(i)], 0.0f);  // rounding may leave -1e-12
+    std::memcpy(&key[static_cast<size_t>(i)], &v, 4);
+  }
+  std::vector<uint32_t> hist(65536);
+  uint32_t prefix = 0;
+  int64_t rank = keep;  // 1-based rank, from the top, of the threshold within the current prefix
+  for (int digit = 1; digit >= 0; --digit) {
+    std::fill(hist.begin(), hist.end(), 0u);
+    const int shift = 16 * digit;
+    for (uint32_t k : key)
+      if (digit == 1 || (k >> 16) == prefix) ++hist[(k >> shift) & 0xffffu];
+    int64_t b = 65535;
+    for (; b > 0 && rank > static_cast<int64_t>(hist[static_cast<size_t>(b)]); --b) rank -= hist[static_cast<size_t>(b)];
+    prefix = digit == 1 ? static_cast<uint32_t>(b) : (prefix << 16) | static_cast<uint32_t>(b);
+  }
+  const uint32_t threshold = prefix;
+  int64_t above = 0;
+  for (int64_t i = 0; i < g; ++i) {
+    const bool a = key[static_cast<size_t>(i)] > threshold;
+    kept[static_cast<size_t>(i)] = a;
+    above += a;
+  }
+  for (int64_t i = 0, left = keep - above; i < g && left > 0; ++i) {
+    if (key[static_cast<size_t>(i)] == threshold) {
+      kept[static_cast<size_t>(i)] = 1;
+      --left;
+    }
+  }
+  return kept;
+}
+
 void ProjectCrossbarBlock(CrossbarMatrix m, const Tiling& t, int64_t keep_rows, int64_t keep_cols) {
   LayerConstraints rows_c, cols_c;
   rows_c.structure = Structure::kCrossbarRow;
   cols_c.structure = Structure::kCrossbarColumn;
   rows_c.tile = cols_c.tile = t;
-  const int64_t K = m.rows, N = m.cols;
+  const int64_t K = m.rows, N = m.cols, R = t.rows, C = t.cols;
   const int64_t n_rows = GroupCount(m, rows_c), n_cols = GroupCount(m, cols_c);
+  const int64_t tiles_r = CeilDiv(K, R), tiles_c = CeilDiv(N, C);
   // Alternate exact projections: row segments given the kept column segments, then column
-  // segments given the kept row segments, until neither changes (a few rounds in practice).
+  // segments given the kept row segments, until neither changes. Every segment lies inside one
+  // tile, so after the first round only the tiles in which the other kind of segment changed need
+  // new norms (few do).
   std::vector<char> row_kept(static_cast<size_t>(n_rows), 1), col_kept(static_cast<size_t>(n_cols), 1);
+  std::vector<float> rnorm(static_cast<size_t>(n_rows), 0.0f), cnorm(static_cast<size_t>(n_cols), 0.0f);
+  std::vector<float> racc(static_cast<size_t>(R));
+  // Row segment (r, block j) has index j*K + r; column segment (c, block i) has index i*N + c.
+  auto row_norms = [&](int64_t i, int64_t j) {
+    const int64_t r0 = i * R, r1 = std::min(K, r0 + R), len = r1 - r0;
+    std::fill(racc.begin(), racc.begin() + len, 0.0f);
+    for (int64_t c = j * C; c < std::min(N, (j + 1) * C); ++c) {
+      if (!col_kept[static_cast<size_t>(i * N + c)]) continue;
+      const float* w = m.data + c * K + r0;
+      for (int64_t r = 0; r < len; ++r) racc[static_cast<size_t>(r)] += w[r] * w[r];
+    }
+    for (int64_t r = 0; r < len; ++r) rnorm[static_cast<size_t>(j * K + r0 + r)] = racc[static_cast<size_t>(r)];
+  };
+  std::vector<float> rmask(static_cast<size_t>(R));
+  auto col_norms = [&](int64_t i, int64_t j) {
+    const int64_t r0 = i * R, r1 = std::min(K, r0 + R), len = r1 - r0;
+    for (int64_t r = 0; r < len; ++r) rmask[static_cast<size_t>(r)] = row_kept[static_cast<size_t>(j * K + r0 + r)];
+    for (int64_t c = j * C; c < std::min(N, (j + 1) * C); ++c) {
+      const float* w = m.data + c * K + r0;
+      // Sixteen interleaved partial sums, so that the reduction vectorises (a fixed order).
+      float lane[16] = {};
+      int64_t r = 0;
+      for (; r + 16 <= len; r += 16)
+        for (int64_t l = 0; l < 16; ++l) lane[l] += w[r + l] * w[r + l] * rmask[static_cast<size_t>(r + l)];
+      for (; r < len; ++r) lane[r % 16] += w[r] * w[r] * rmask[static_cast<size_t>(r)];
+      for (int64_t width = 8; width > 0; width /= 2)
+        for (int64_t l = 0; l < width; ++l) lane[l] += lane[l + width];
+      cnorm[static_cast<size_t>(i * N + c)] = lane[0];
+    }
+  };
+  // A tile with few changed segments is updated by adding or subtracting their squares instead:
+  // column segments are contiguous (cheap up to about half a tile), row segments are strided.
+  std::vector<int64_t> changes(static_cast<size_t>(tiles_r * tiles_c), 0);
+  auto row_delta = [&](int64_t g) {  // column segment g = i*N + c changed
+    const int64_t i = g / N, c = g % N, j = c / C, r0 = i * R, len = std::min(K, r0 + R) - r0;
+    const float sign = col_kept[static_cast<size_t>(g)] ? 1.0f : -1.0f;
+    const float* w = m.data + c * K + r0;
+    float* out = rnorm.data() + j * K + r0;
+    for (int64_t r = 0; r < len; ++r) out[r] += sign * w[r] * w[r];
+  };
+  auto col_delta = [&](int64_t g) {  // row segment g = j*K + r changed
+    const int64_t j = g / K, r = g % K, i = r / R;
+    const float sign = row_kept[static_cast<size_t>(g)] ? 1.0f : -1.0f;
+    for (int64_t c = j * C; c < std::min(N, (j + 1) * C); ++c) {
+      const float x = m.data[c * K + r];
+      cnorm[static_cast<size_t>(i * N + c)] += sign * x * x;
+    }
+  };
+  std::vector<int64_t> changed_rows, changed_cols;
+  for (int64_t j = 0; j < tiles_c; ++j)
+    for (int64_t i = 0; i < tiles_r; ++i) row_norms(i, j);
   for (int iter = 0; iter < 10; ++iter) {
-    std::vector<double> rnorm(static_cast<size_t>(n_rows), 0.0), cnorm(static_cast<size_t>(n_cols), 0.0);
-    std::vector<float> racc(static_cast<size_t>(n_rows), 0.0f);
-    for (int64_t c = 0; c < N; ++c) {
-      const float* w = m.data + c * K;
-      float* acc = racc.data() + (c / t.cols) * K;
-      for (int64_t r0 = 0, i = 0; r0 < K; r0 += t.rows, ++i) {
-        if (!col_kept[static_cast<size_t>(i * N + c)]) continue;
-        for (int64_t r = r0; r < std::min(K, r0 + t.rows); ++r) acc[r] += w[r] * w[r];
+    std::vector<char> new_rows = TopGroupsRadix(rnorm, keep_rows);
+    changed_rows.clear();
+    std::fill(changes.begin(), changes.end(), 0);
+    for (int64_t g = 0; g < n_rows; ++g) {
+      if (new_rows[static_cast<size_t>(g)] != row_kept[static_cast<size_t>(g)]) {
+        changed_rows.push_back(g);
+        ++changes[static_cast<size_t>((g % K) / R * tiles_c + g / K)];
       }
     }
-    rnorm.assign(racc.begin(), racc.end());
-    std::vector<char> new_rows = TopGroups(rnorm, keep_rows);
-    const std::vector<float> rmask(new_rows.begin(), new_rows.end());
-    for (int64_t c = 0; c < N; ++c) {
-      const float* w = m.data + c * K;
-      const float* mask = rmask.data() + (c / t.cols) * K;
-      for (int64_t r0 = 0, i = 0; r0 < K; r0 += t.rows, ++i) {
-        float acc = 0.0f;
-        for (int64_t r = r0; r < std::min(K, r0 + t.rows); ++r) acc += w[r] * w[r] * mask[r];
-        cnorm[static_cast<size_t>(i * N + c)] = acc;
-      }
-    }
-    std::vector<char> new_cols = TopGroups(cnorm, keep_cols);
-    const bool stable = new_rows == row_kept && new_cols == col_kept;
     row_kept.swap(new_rows);
+    if (iter == 0) {
+      for (int64_t j = 0; j < tiles_c; ++j)
+        for (int64_t i = 0; i < tiles_r; ++i) col_norms(i, j);
+    } else {
+      for (int64_t g : changed_rows)
+        if (changes[static_cast<size_t>((g % K) / R * tiles_c + g / K)] * 16 <= R) col_delta(g);
+      for (int64_t j = 0; j < tiles_c; ++j)
+        for (int64_t i = 0; i < tiles_r; ++i)
+          if (changes[static_cast<size_t>(i * tiles_c + j)] * 16 > R) col_norms(i, j);
+    }
+    std::vector<char> new_cols = TopGroupsRadix(cnorm, keep_cols);
+    changed_cols.clear();
+    std::fill(changes.begin(), changes.end(), 0);
+    for (int64_t g = 0; g < n_cols; ++g) {
+      if (new_cols[static_cast<size_t>(g)] != col_kept[static_cast<size_t>(g)]) {
+        changed_cols.push_back(g);
+        ++changes[static_cast<size_t>(g / N * tiles_c + (g % N) / C)];
+      }
+    }
     col_kept.swap(new_cols);
-    if (stable) break;
+    // Rows only change in response to columns: with the columns fixed, the next row step repeats.
+    if (changed_cols.empty()) break;
+    for (int64_t g : changed_cols)
+      if (changes[static_cast<size_t>(g / N * tiles_c + (g % N) / C)] * 2 <= C) row_delta(g);
+    for (int64_t j = 0; j < tiles_c; ++j)
+      for (int64_t i = 0; i < tiles_r; ++i)
+        if (changes[static_cast<size_t>(i * tiles_c + j)] * 2 > C) row_norms(i, j);
   }
-  ZeroGroups(m, rows_c, row_kept);
-  ZeroGroups(m, cols_c, col_kept);
+  // Zero the removed segments in one pass: dropped column segments whole, dropped rows by mask.
+  const std::vector<float> row_scale(row_kept.begin(), row_kept.end());
+  for (int64_t c = 0; c < N; ++c) {
+    float* w = m.data + c * K;
+    const float* scale = row_scale.data() + (c / C) * K;
+    for (int64_t i = 0; i < tiles_r; ++i) {
+      const int64_t r0 = i * R, r1 = std::min(K, r0 + R);
+      if (!col_kept[static_cast<size_t>(i * N + c)]) {
+        std::fill(w + r0, w + r1, 0.0f);
+      } else {
+        for (int64_t r = r0; r < r1; ++r) w[r] *= scale[r];
+      }
+    }
+  }
 }
 
 void ProjectPolarize(CrossbarMatrix m, int64_t fragment, int64_t tile_rows) {
