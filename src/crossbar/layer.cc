@@ -3,7 +3,9 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstring>
 
 #include "xbar/core/error.h"
 #include "xbar/core/rng.h"
@@ -20,6 +22,52 @@ torch::Tensor Index(const std::vector<int64_t>& v) {
 }
 
 bool PairInOneArray(Scheme s) { return s == Scheme::kTwoColumn || s == Scheme::kComplementary; }
+
+// Bit k of eight byte digits (element i in byte i of u) gathered into bits 0..7: the multiplier
+// moves byte i's bit to bit 56 + i without carries between the partial products.
+inline uint64_t PackByteBits(uint64_t u, int k) {
+  return (((u >> k) & 0x0101010101010101ULL) * 0x0102040810204080ULL) >> 56;
+}
+
+// Bit k of the digits d[0, n) as words of 64 (digit r in bit r % 64 of word r / 64), zero-padded.
+void PackDigits(const uint8_t* d, int64_t n, int k, uint64_t* out, int64_t words) {
+  for (int64_t w = 0; w < words; ++w) {
+    uint64_t word = 0;
+    for (int64_t b = 0; b < 8; ++b) {
+      const int64_t r0 = w * 64 + b * 8;
+      uint64_t u = 0;
+      if (r0 + 8 <= n) {
+        std::memcpy(&u, d + r0, 8);
+      } else {
+        for (int64_t r = r0; r < n; ++r) u |= static_cast<uint64_t>(d[r]) << (8 * (r - r0));
+      }
+      word |= PackByteBits(u, k) << (8 * b);
+    }
+    out[w] = word;
+  }
+}
+
+// Input digit planes [G, rows, g] (integers 0..2^v - 1) as packed words [G * rows][v][words].
+std::vector<uint64_t> PackInputs(const torch::Tensor& xg, int v) {
+  const int64_t GR = xg.size(0) * xg.size(1), g = xg.size(2), W = (g + 63) / 64;
+  torch::Tensor digits = xg.to(torch::kUInt8).contiguous();
+  const uint8_t* dp = digits.data_ptr<uint8_t>();
+  std::vector<uint64_t> out(static_cast<size_t>(GR * v * W));
+  at::parallel_for(0, GR, 256, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      for (int k = 0; k < v; ++k) PackDigits(dp + i * g, g, k, out.data() + (i * v + k) * W, W);
+    }
+  });
+  return out;
+}
+
+// acc[c] += popcount(x & col[c]) << shift over n columns (vectorises to vpopcntq on AVX-512).
+inline void PopcountAdd(uint64_t x, const uint64_t* col, int64_t n, int shift, int64_t* acc) {
+  for (int64_t c = 0; c < n; ++c) acc[c] += static_cast<int64_t>(__builtin_popcountll(x & col[c])) << shift;
+}
+inline void PopcountSub(uint64_t x, const uint64_t* col, int64_t n, int shift, int64_t* acc) {
+  for (int64_t c = 0; c < n; ++c) acc[c] -= static_cast<int64_t>(__builtin_popcountll(x & col[c])) << shift;
+}
 
 }  // namespace
 
@@ -191,12 +239,13 @@ void CrossbarLayer::SetAdc(Tile& t, const torch::Tensor& full_scale) const {
   const int64_t NR = t.reads.size(2);
   const int64_t C = static_cast<int64_t>(t.cols.size());
   std::vector<float> step(static_cast<size_t>(NR)), top(static_cast<size_t>(NR));
-  auto fs = full_scale.to(torch::kFloat64).contiguous();
+  torch::Tensor fs = full_scale.to(torch::kFloat64).contiguous();
+  const double* fsp = fs.data_ptr<double>();
   int64_t col = 0;
   for (const Read& r : reads_) {
     const int64_t width = r.slice < 0 ? 1 : C;
     double read_fs = 0;
-    for (int64_t j = 0; j < width; ++j) read_fs = std::max(read_fs, fs[col + j].item<double>());
+    for (int64_t j = 0; j < width; ++j) read_fs = std::max(read_fs, fsp[col + j]);
     const int need = BitsFor(read_fs);
     const int bits = map_.adc_bits > 0 ? map_.adc_bits - (r.difference ? 1 : 0) : need;
     const double lsb = std::ldexp(1.0, std::max(0, need - std::max(bits, 0)));
@@ -209,6 +258,27 @@ void CrossbarLayer::SetAdc(Tile& t, const torch::Tensor& full_scale) const {
   }
   t.step = torch::tensor(step);
   t.top = torch::tensor(top);
+  // Per read column: ADC 1/LSB, code range and the digital weight of a code (LSB x slice shift x
+  // pair sign or bias), times the fragment sign for polarized crossbars: [G, NR].
+  t.adc_inv.assign(static_cast<size_t>(NR), 0.0f);
+  t.adc_lo.assign(static_cast<size_t>(NR), 0.0f);
+  t.adc_hi.assign(static_cast<size_t>(NR), 0.0f);
+  t.adc_scale.assign(static_cast<size_t>(t.groups * NR), 0.0);
+  torch::Tensor sign = t.sign.defined() ? t.sign.contiguous() : torch::Tensor();
+  col = 0;
+  for (const Read& r : reads_) {
+    const int64_t width = r.slice < 0 ? 1 : C;
+    for (int64_t j = 0; j < width; ++j, ++col) {
+      const auto cs = static_cast<size_t>(col);
+      t.adc_inv[cs] = 1.0f / step[cs];  // a power of two: exact
+      t.adc_hi[cs] = top[cs];
+      t.adc_lo[cs] = r.difference ? -(top[cs] + 1) : 0.0f;
+      for (int64_t gi = 0; gi < t.groups; ++gi) {
+        const double sg = sign.defined() && r.slice >= 0 ? sign.data_ptr<float>()[gi * C + j] : 1.0;
+        t.adc_scale[static_cast<size_t>(gi * NR + col)] = static_cast<double>(step[cs]) * r.coef * sg;
+      }
+    }
+  }
 }
 
 void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_crossbar) {
@@ -290,9 +360,102 @@ void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_
     torch::Tensor fs = torch::full({t.reads.size(2)}, static_cast<double>(active) * L * digit, kF64);
     if (t.unit.defined()) fs[fs.size(0) - 1] = static_cast<double>(rows) * digit;  // unit cells sit at level 1
     SetAdc(t, fs);
+    PackReads(t);
     crossbar += map_.scheme == Scheme::kTwoCrossbar ? 2 : 1;
   }
   stuck_ = sa0_ + sa1_;
+}
+
+void CrossbarLayer::PackReads(Tile& t) const {
+  t.packed.clear();
+  t.plane_shift.clear();
+  t.plane_negative.clear();
+  t.words = 0;
+  t.kernel = 0;
+  // Only integer cells (no variation or drift) without read noise have exact bit planes.
+  if (t.noise_var.defined() || map_.dac_bits > 8 || !t.reads.eq(t.reads.round()).all().item<bool>()) return;
+  const double pos = t.reads.max().item<double>(), neg = -t.reads.min().item<double>();
+  if (std::max(pos, neg) >= 65536) return;
+  for (int b = 0; b < BitsFor(std::max(pos, 0.0)); ++b) {
+    t.plane_shift.push_back(b);
+    t.plane_negative.push_back(0);
+  }
+  for (int b = 0; b < BitsFor(std::max(neg, 0.0)); ++b) {
+    t.plane_shift.push_back(b);
+    t.plane_negative.push_back(1);
+  }
+  const int64_t G = t.groups, g = t.group_rows, NR = t.reads.size(2), W = (g + 63) / 64;
+  const auto NP = static_cast<int64_t>(t.plane_shift.size());
+  t.words = W;
+  t.packed.assign(static_cast<size_t>(G * NP * W * NR), 0);
+  torch::Tensor ri = t.reads.to(torch::kInt32).permute({0, 2, 1}).contiguous();  // [G, NR, g]
+  const int32_t* rp = ri.data_ptr<int32_t>();
+  std::vector<uint8_t> d(static_cast<size_t>(g));
+  std::vector<uint64_t> words(static_cast<size_t>(W));
+  for (int64_t gi = 0; gi < G; ++gi) {
+    for (int64_t p = 0; p < NP; ++p) {
+      const int shift = t.plane_shift[static_cast<size_t>(p)];
+      const bool negative = t.plane_negative[static_cast<size_t>(p)] != 0;
+      for (int64_t c = 0; c < NR; ++c) {
+        const int32_t* col = rp + (gi * NR + c) * g;
+        for (int64_t r = 0; r < g; ++r) {
+          const int32_t part = negative ? std::max(-col[r], 0) : std::max(col[r], 0);
+          d[static_cast<size_t>(r)] = static_cast<uint8_t>((part >> shift) & 1);
+        }
+        PackDigits(d.data(), g, 0, words.data(), W);
+        for (int64_t w = 0; w < W; ++w) t.packed[static_cast<size_t>(((gi * NP + p) * W + w) * NR + c)] = words[static_cast<size_t>(w)];
+      }
+    }
+  }
+}
+
+void CrossbarLayer::PackedRow(const Tile& t, int64_t group, const uint64_t* x, int64_t* acc) const {
+  const int64_t NR = t.reads.size(2), W = t.words, v = map_.dac_bits;
+  const auto NP = static_cast<int64_t>(t.plane_shift.size());
+  std::fill(acc, acc + NR, 0);
+  for (int64_t p = 0; p < NP; ++p) {
+    const uint64_t* wp = t.packed.data() + (group * NP + p) * W * NR;
+    for (int64_t k = 0; k < v; ++k) {
+      const int shift = t.plane_shift[static_cast<size_t>(p)] + static_cast<int>(k);
+      for (int64_t w = 0; w < W; ++w) {
+        const uint64_t xw = x[k * W + w];
+        if (xw == 0) continue;
+        if (t.plane_negative[static_cast<size_t>(p)]) {
+          PopcountSub(xw, wp + w * NR, NR, shift, acc);
+        } else {
+          PopcountAdd(xw, wp + w * NR, NR, shift, acc);
+        }
+      }
+    }
+  }
+}
+
+torch::Tensor CrossbarLayer::PackedSums(const Tile& t, const std::vector<uint64_t>& inputs, int64_t rows) const {
+  const int64_t G = t.groups, NR = t.reads.size(2), W = t.words, v = map_.dac_bits;
+  torch::Tensor out = torch::empty({G, rows, NR}, kF32);
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, G * rows, 32, [&](int64_t i0, int64_t i1) {
+    std::vector<int64_t> acc(static_cast<size_t>(NR));
+    for (int64_t i = i0; i < i1; ++i) {
+      PackedRow(t, i / rows, inputs.data() + i * v * W, acc.data());
+      for (int64_t c = 0; c < NR; ++c) op[i * NR + c] = static_cast<float>(acc[static_cast<size_t>(c)]);
+    }
+  });
+  return out;
+}
+
+void CrossbarLayer::SetSumKernel(SumKernel k) {
+  kernel_ = k;
+  for (Tile& t : tiles_) t.kernel = 0;
+}
+
+int64_t CrossbarLayer::packed_tiles() const {
+  int64_t n = 0;
+  for (const Tile& t : tiles_) {
+    const bool packable = t.words > 0;
+    n += packable && (kernel_ == SumKernel::kPacked || (kernel_ == SumKernel::kAuto && t.kernel == 2)) ? 1 : 0;
+  }
+  return n;
 }
 
 torch::Tensor CrossbarLayer::Reference(const torch::Tensor& xq) const {
@@ -377,38 +540,62 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
   torch::Tensor xq = xq_in.to(torch::kCPU, torch::kFloat32).contiguous();
   const int64_t M = xq.size(0);
   XBAR_CHECK(xq.size(1) == K_, "layer ", name_, " expects ", K_, " inputs, got ", xq.size(1));
-  // Input bit-planes and their digital weights.
+  // Input bit-planes and their digital weights: plane p holds bits shift[p] .. shift[p] + width of
+  // the two's-complement code u (u = x + 2^b for a negative x).
   const int v = map_.dac_bits, b = map_.input_bits;
-  std::vector<torch::Tensor> planes;
+  std::vector<int> shifts;
+  std::vector<int64_t> masks;
   std::vector<double> weight;
   const int low_bits = signed_inputs ? b - 1 : b;
-  torch::Tensor u = signed_inputs ? torch::where(xq.lt(0), xq + std::ldexp(1.0, b), xq) : xq;
   for (int shift = 0; shift < low_bits; shift += v) {
-    const int width = std::min(v, low_bits - shift);
-    planes.push_back(torch::fmod(torch::floor(u / std::ldexp(1.0, shift)), std::ldexp(1.0, width)));
+    shifts.push_back(shift);
+    masks.push_back((int64_t{1} << std::min(v, low_bits - shift)) - 1);
     weight.push_back(std::ldexp(1.0, shift));
   }
   if (signed_inputs) {  // the two's-complement sign bit, shifted and subtracted
-    planes.push_back(torch::floor(u / std::ldexp(1.0, b - 1)));
+    shifts.push_back(b - 1);
+    masks.push_back(-1);  // u >> (b - 1) is the sign bit for every input in range
     weight.push_back(-std::ldexp(1.0, b - 1));
   }
-  const auto P = static_cast<int64_t>(planes.size());
+  const auto P = static_cast<int64_t>(shifts.size());
   XBAR_CHECK(P == Planes(signed_inputs), "plane count");
-  torch::Tensor X_all = torch::stack(planes, 0);  // [P, M, K]
+  torch::Tensor X_all = torch::empty({P, M, K_}, kF32);  // [P, M, K]
+  {
+    const float* xp = xq.data_ptr<float>();
+    float* dst = X_all.data_ptr<float>();
+    const int64_t MK = M * K_;
+    const int64_t wrap = int64_t{1} << b;
+    at::parallel_for(0, MK, 16384, [&](int64_t i0, int64_t i1) {
+      for (int64_t p = 0; p < P; ++p) {
+        const int shift = shifts[static_cast<size_t>(p)];
+        const int64_t mask = masks[static_cast<size_t>(p)];
+        float* out = dst + p * MK;
+        for (int64_t i = i0; i < i1; ++i) {
+          const auto x = static_cast<int64_t>(xp[i]);
+          const int64_t u = signed_inputs && x < 0 ? x + wrap : x;
+          out[i] = static_cast<float>((u >> shift) & mask);
+        }
+      }
+    });
+  }
   const int64_t M_all = M;
   torch::Tensor out = torch::zeros({M, N_}, kF64);
+  // Positions go in chunks small enough for each crossbar's partial sums to stay in cache; chunks
+  // are independent (disjoint output rows, read noise seeded per chunk), so they run in parallel and
+  // the result does not depend on the number of threads. Within a chunk, tiles sharing their rows
+  // (one column group after another) share the lowered input planes.
+  constexpr int64_t kChunk = 256;
+  auto run_chunk = [&](int64_t chunk) {
+  const int64_t m_begin = chunk * kChunk;
+  const int64_t M = std::min(kChunk, M_all - m_begin);
   torch::Generator gen;
   if (device_.read_noise_sigma > 0) {
-    gen = at::detail::createCPUGenerator(DeriveSeed(noise_seed, "read-noise." + name_));
+    gen = at::detail::createCPUGenerator(DeriveSeed(noise_seed, StrCat("read-noise.", name_, ".", chunk)));
   }
-  // Tiles sharing their rows (one column group after another) share the lowered input planes.
-  // Positions go in chunks small enough for each crossbar's partial sums to stay in cache.
-  constexpr int64_t kChunk = 256;
-  for (int64_t m_begin = 0; m_begin < M_all; m_begin += kChunk) {
-  const int64_t M = std::min(kChunk, M_all - m_begin);
   torch::Tensor X = X_all.narrow(1, m_begin, M);
   const std::vector<int64_t>* cached_rows = nullptr;
   torch::Tensor xg;
+  std::vector<uint64_t> xbits;
   double* out_p = out.data_ptr<double>() + m_begin * N_;
   for (Tile& t : tiles_) {
     const int64_t R = static_cast<int64_t>(t.rows.size()), C = static_cast<int64_t>(t.cols.size());
@@ -418,56 +605,70 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       if (G * g != R) xt = torch::constant_pad_nd(xt, {0, G * g - R}, 0);
       xg = xt.reshape({P * M, G, g}).permute({1, 0, 2}).contiguous();  // [G, P*M, g]
       cached_rows = &t.rows;
+      xbits.clear();
     }
-    torch::Tensor sums = torch::bmm(xg, t.reads);  // [G, P*M, NR]: every read of every cycle
-    if (t.noise_var.defined()) {
-      torch::Tensor sd = torch::bmm(xg.square(), t.noise_var).clamp_min(0).sqrt();
-      sums = sums + sd * at::normal(torch::zeros_like(sd), 1.0, gen);
+    // Column sums of every read in every cycle, [G, P*M, NR]: a float GEMM, or bit-packed; both
+    // are exact. Once a crossbar runs bit-packed, its sums are computed row by row inside the ADC
+    // loop below and never stored.
+    const bool can_pack = t.words > 0;
+    const bool fused = can_pack && !calibrating_ &&
+                 (kernel_ == SumKernel::kPacked || (kernel_ == SumKernel::kAuto && t.kernel == 2));
+    torch::Tensor sums;
+    if (fused) {
+      if (xbits.empty()) xbits = PackInputs(xg, v);
+    } else if (!can_pack || kernel_ == SumKernel::kFloat || t.kernel == 1) {
+      sums = torch::bmm(xg, t.reads);
+    } else if (kernel_ == SumKernel::kPacked || t.kernel == 2) {
+      if (xbits.empty()) xbits = PackInputs(xg, v);
+      sums = PackedSums(t, xbits, P * M);
+    } else {  // undecided: time both on these positions and keep the faster
+      using Clock = std::chrono::steady_clock;
+      const auto t0 = Clock::now();
+      sums = torch::bmm(xg, t.reads);
+      const auto t1 = Clock::now();
+      if (xbits.empty()) xbits = PackInputs(xg, v);
+      torch::Tensor alt = PackedSums(t, xbits, P * M);
+      const auto t2 = Clock::now();
+      t.kernel = (t2 - t1) < (t1 - t0) ? 2 : 1;
     }
-    if (calibrating_) t.calib = torch::maximum(t.calib, sums.abs().amax({0, 1}));
-    sums = sums.contiguous();
-    // Per read column: ADC 1/LSB, code range and the digital weight of a code (LSB x slice shift x
-    // pair sign or bias), times the fragment sign for polarized crossbars: [G, NR].
-    std::vector<float> inv(static_cast<size_t>(NR)), lo(static_cast<size_t>(NR)), hi(static_cast<size_t>(NR));
-    std::vector<double> scale(static_cast<size_t>(G * NR));
-    const int64_t weight_cols = (NR / C) * C;  // the offset scheme's unit column comes last
-    {
-      auto st = t.step.accessor<float, 1>();
-      auto tp = t.top.accessor<float, 1>();
-      int64_t col = 0;
-      for (const Read& r : reads_) {
-        const int64_t width = r.slice < 0 ? 1 : C;
-        for (int64_t j = 0; j < width; ++j, ++col) {
-          const auto cs = static_cast<size_t>(col);
-          inv[cs] = 1.0f / st[col];  // a power of two: exact
-          hi[cs] = tp[col];
-          lo[cs] = r.difference ? -(tp[col] + 1) : 0.0f;
-          for (int64_t gi = 0; gi < G; ++gi) {
-            const double sg = t.sign.defined() && r.slice >= 0 ? t.sign[gi][j].item<float>() : 1.0;
-            scale[static_cast<size_t>(gi * NR + col)] = static_cast<double>(st[col]) * r.coef * sg;
-          }
-        }
+    if (sums.defined()) {
+      if (t.noise_var.defined()) {
+        torch::Tensor sd = torch::bmm(xg.square(), t.noise_var).clamp_min(0).sqrt();
+        sums = sums + sd * at::normal(torch::zeros_like(sd), 1.0, gen);
       }
+      if (calibrating_) t.calib = torch::maximum(t.calib, sums.abs().amax({0, 1}));
+      sums = sums.contiguous();
     }
-    const float* sp = sums.data_ptr<float>();
-    std::vector<int64_t> out_col(t.cols);
+    const float* sp = sums.defined() ? sums.data_ptr<float>() : nullptr;
+    const float* inv = t.adc_inv.data();
+    const float* lo = t.adc_lo.data();
+    const float* hi = t.adc_hi.data();
+    const int64_t weight_cols = (NR / C) * C;  // the offset scheme's unit column comes last
+    const int64_t W = t.words;
+    const std::vector<int64_t>& out_col = t.cols;
     // ADC, shift-and-add and scatter in one pass; positions are independent, so the result does not
     // depend on the number of threads.
-    at::parallel_for(0, M, 64, [&](int64_t m0, int64_t m1) {
+    at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
       std::vector<double> acc(static_cast<size_t>(C));
-      std::vector<float> code(static_cast<size_t>(NR));
+      std::vector<float> code(static_cast<size_t>(NR)), row_buf(static_cast<size_t>(fused ? NR : 0));
+      std::vector<int64_t> counts(static_cast<size_t>(fused ? NR : 0));
       for (int64_t m = m0; m < m1; ++m) {
         std::fill(acc.begin(), acc.end(), 0.0);
         double unit = 0.0;
         for (int64_t gi = 0; gi < G; ++gi) {
-          const double* sc = scale.data() + gi * NR;
+          const double* sc = t.adc_scale.data() + gi * NR;
           for (int64_t p = 0; p < P; ++p) {
-            const float* row = sp + (gi * P * M + p * M + m) * NR;
-            const double pw = weight[static_cast<size_t>(p)];
-            for (int64_t c = 0; c < NR; ++c) {
-              code[static_cast<size_t>(c)] = std::min(hi[static_cast<size_t>(c)],
-                                                      std::max(lo[static_cast<size_t>(c)], std::nearbyint(row[c] * inv[static_cast<size_t>(c)])));
+            const int64_t i = gi * P * M + p * M + m;
+            const float* row;
+            if (fused) {
+              PackedRow(t, gi, xbits.data() + i * v * W, counts.data());
+              for (int64_t c = 0; c < NR; ++c) row_buf[static_cast<size_t>(c)] = static_cast<float>(counts[static_cast<size_t>(c)]);
+              row = row_buf.data();
+            } else {
+              row = sp + i * NR;
             }
+            const double pw = weight[static_cast<size_t>(p)];
+            for (int64_t c = 0; c < NR; ++c) code[static_cast<size_t>(c)] = std::min(hi[c], std::max(lo[c], std::nearbyint(row[c] * inv[c])));
             for (int64_t c0 = 0; c0 < weight_cols; c0 += C) {
               for (int64_t j = 0; j < C; ++j) acc[static_cast<size_t>(j)] += pw * (code[static_cast<size_t>(c0 + j)] * sc[c0 + j]);
             }
@@ -479,6 +680,20 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       }
     });
   }
+  };
+  const int64_t chunks = (M_all + kChunk - 1) / kChunk;
+  int64_t first = 0;
+  // Calibration updates shared ranges, and kAuto decides every crossbar's kernel on the first chunk:
+  // those run one chunk at a time (each chunk still parallel over its positions).
+  bool undecided = false;
+  for (const Tile& t : tiles_) undecided |= kernel_ == SumKernel::kAuto && t.words > 0 && t.kernel == 0;
+  if (undecided && chunks > 0) run_chunk(first++);
+  if (calibrating_ || chunks - first <= 1) {
+    for (int64_t c = first; c < chunks; ++c) run_chunk(c);
+  } else {
+    at::parallel_for(first, chunks, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) run_chunk(c);
+    });
   }
   if (stats != nullptr) CountReads(xq, signed_inputs, stats);
   return out;

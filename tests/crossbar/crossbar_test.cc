@@ -72,14 +72,20 @@ TEST_P(Lossless, EverySchemeReproducesTheIntegerGemmBitExactly) {
         CrossbarLayer layer("l", w, 0.0, map, ideal);
         ASSERT_TRUE(layer.lossless());
         torch::Tensor x = Inputs(33, k, map.input_bits, signed_inputs, 99 + i);
-        ReadStats st;
-        torch::Tensor got = layer.Forward(x, signed_inputs, 0, &st);
         torch::Tensor want = layer.Reference(x);
-        ASSERT_TRUE(torch::equal(got, want)) << SchemeName(c.scheme) << " analog " << c.analog << " shape " << n << "x"
-                                             << k << " prune " << prune << " signed " << signed_inputs
-                                             << " max diff " << (got - want).abs().max().item<double>();
-        EXPECT_EQ(st.adc_conversions > 0, layer.tiles() > 0);
-        EXPECT_LE(st.input_cycles_needed, st.input_cycles);
+        for (SumKernel kernel : {SumKernel::kFloat, SumKernel::kPacked, SumKernel::kAuto}) {
+          layer.SetSumKernel(kernel);
+          ReadStats st;
+          torch::Tensor got = layer.Forward(x, signed_inputs, 0, &st);
+          ASSERT_TRUE(torch::equal(got, want)) << SchemeName(c.scheme) << " analog " << c.analog << " shape " << n
+                                               << "x" << k << " prune " << prune << " signed " << signed_inputs
+                                               << " kernel " << static_cast<int>(kernel) << " max diff "
+                                               << (got - want).abs().max().item<double>();
+          EXPECT_EQ(layer.packed_tiles(), kernel == SumKernel::kPacked ? layer.tiles()
+                                          : kernel == SumKernel::kFloat ? 0 : layer.packed_tiles());
+          EXPECT_EQ(st.adc_conversions > 0, layer.tiles() > 0);
+          EXPECT_LE(st.input_cycles_needed, st.input_cycles);
+        }
       }
     }
   }
@@ -99,6 +105,39 @@ INSTANTIATE_TEST_SUITE_P(
       return StrCat(n, info.param.analog ? "_analog" : "_digital", "_c", info.param.cell_bits, "_v",
                     info.param.dac_bits);
     });
+
+// The bit-packed kernel computes the same column sums as the float one wherever cells are integers:
+// lossy ADCs, stuck-at faults, every scheme; with device variation it is not used.
+TEST(Kernels, PackedEqualsFloatUnderFaultsAndLossyAdc) {
+  for (Case c : {Case{Scheme::kTwoColumn, false, 1, 1}, Case{Scheme::kTwoColumn, true, 2, 2},
+                 Case{Scheme::kOffset, false, 2, 1}, Case{Scheme::kComplementary, true, 2, 1},
+                 Case{Scheme::kTwoCrossbar, false, 4, 3}}) {
+    MappingSpec map = Map(c.scheme, 128, 64, c.cell_bits, c.dac_bits, c.analog);
+    map.adc_bits = 4;
+    FaultSpec fs;
+    fs.sa0_rate = 0.01;
+    fs.sa1_rate = 0.01;
+    fs.seed = 7;
+    FaultInjector inj(fs);
+    CrossbarLayer layer("l", Weights(50, 200, 3, true), 0.0, map, DeviceSpec{});
+    layer.Program(&inj, 5, 0);
+    ASSERT_GT(layer.stuck_cells(), 0);
+    torch::Tensor x = Inputs(70, 200, 8, true, 4);
+    layer.SetSumKernel(SumKernel::kFloat);
+    torch::Tensor a = layer.Forward(x, true, 0, nullptr);
+    layer.SetSumKernel(SumKernel::kPacked);
+    torch::Tensor b = layer.Forward(x, true, 0, nullptr);
+    EXPECT_EQ(layer.packed_tiles(), layer.tiles());
+    EXPECT_TRUE(torch::equal(a, b)) << SchemeName(c.scheme);
+  }
+  DeviceSpec varied;
+  varied.variation_sigma = 0.05;
+  CrossbarLayer layer("l", Weights(20, 100, 3, false), 0.0, Map(Scheme::kTwoColumn, 64, 64, 2, 1), varied);
+  layer.Program(nullptr, 1, 0);
+  layer.SetSumKernel(SumKernel::kPacked);
+  layer.Forward(Inputs(5, 100, 8, false, 1), false, 0, nullptr);
+  EXPECT_EQ(layer.packed_tiles(), 0);
+}
 
 TEST(Mapping, TilesCellsAndMaskedMapping) {
   DeviceSpec ideal;

@@ -30,6 +30,12 @@ namespace xbar {
 
 class FaultInjector;
 
+// How Forward computes the column sums of a crossbar: float GEMM of digit planes, or AND + popcount
+// over bit-packed input and cell planes (integer-valued cells only: no variation, drift or read
+// noise). Both are exact; kAuto times both on the first positions of each crossbar and keeps the
+// faster.
+enum class SumKernel { kAuto, kFloat, kPacked };
+
 struct ReadStats {
   int64_t adc_conversions = 0;     // column reads converted
   int64_t input_cycles = 0;        // bit-serial cycles applied (planes x rows of inputs x fragments)
@@ -57,6 +63,10 @@ class CrossbarLayer {
   // Largest |partial sum| per read seen in Forward since the last call (for calibrated ADC ranges).
   void StartCalibration();
   void FinishCalibration();
+
+  void SetSumKernel(SumKernel k);
+  // Crossbars whose sums currently run bit-packed (after kAuto has decided, on the first Forward).
+  int64_t packed_tiles() const;
 
   // The quantised weights [N, K] (float tensor holding integers).
   const torch::Tensor& quantized() const { return q_; }
@@ -92,7 +102,22 @@ class CrossbarLayer {
     torch::Tensor step, top;           // [NR] ADC LSB (level units) and top code per read column
     torch::Tensor calib;               // [NR] max |partial sum| seen while calibrating
     int64_t groups = 1, group_rows = 0;
+    // Bit-packed reads (empty when a cell is not integer-valued): plane p holds bit plane_shift[p]
+    // of the positive (or, plane_negative[p], negative) part of every read, as words of 64 rows:
+    // packed[((group * planes + p) * words + w) * NR + column].
+    std::vector<uint64_t> packed;
+    std::vector<int> plane_shift, plane_negative;
+    int64_t words = 0;
+    int kernel = 0;  // 0: undecided (auto), 1: float, 2: packed
+    // ADC tables per read column (from SetAdc): 1/LSB, code range; digital weight per group [G, NR].
+    std::vector<float> adc_inv, adc_lo, adc_hi;
+    std::vector<double> adc_scale;
   };
+  void PackReads(Tile& t) const;
+  // Column sums of one input row (words [dac_bits][words]) on group `group`: acc[NR].
+  void PackedRow(const Tile& t, int64_t group, const uint64_t* x, int64_t* acc) const;
+  // Column sums [G, rows, NR] from inputs packed by PackInputs ([G * rows][dac_bits][words]).
+  torch::Tensor PackedSums(const Tile& t, const std::vector<uint64_t>& inputs, int64_t rows) const;
 
   int64_t Planes(bool signed_inputs) const;
   bool BudgetApplies() const;
@@ -111,6 +136,7 @@ class CrossbarLayer {
   std::vector<Tile> tiles_;
   int64_t stuck_ = 0, sa0_ = 0, sa1_ = 0;
   bool calibrating_ = false, faulty_ = false;
+  SumKernel kernel_ = SumKernel::kAuto;
 };
 
 }  // namespace xbar
