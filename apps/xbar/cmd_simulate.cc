@@ -16,21 +16,6 @@ struct SimulateArgs {
   std::vector<std::string> sets;
 };
 
-// Per-layer quantisation steps stored by `xbar compress` (metadata "quantization").
-std::map<std::string, double> StoredScales(const std::string& weights) {
-  std::map<std::string, double> scales;
-  const SafeTensors st = ReadSafeTensors(weights);
-  auto it = st.metadata.find("quantization");
-  if (it == st.metadata.end()) return scales;
-  try {
-    const nlohmann::json q = nlohmann::json::parse(it->second);  // kept alive for items()
-    for (const auto& [name, entry] : q.items()) scales[name] = entry.at("scale").get<double>();
-  } catch (const std::exception& e) {
-    throw InputError(StrCat(weights, ": malformed 'quantization' metadata (", e.what(), ")"));
-  }
-  return scales;
-}
-
 void RunSimulate(const SimulateArgs& a) {
   std::string out = a.out;
   if (out.empty()) out = JoinPath(JoinPath("runs", Config::Load(a.config, a.sets).Str("name")), "simulate");

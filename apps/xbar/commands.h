@@ -12,5 +12,6 @@ void RegisterInspect(CLI::App& app);
 void RegisterKeys(CLI::App& app);
 void RegisterCompress(CLI::App& app);
 void RegisterSimulate(CLI::App& app);
+void RegisterEstimate(CLI::App& app);
 
 }  // namespace xbar::app

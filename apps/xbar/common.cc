@@ -105,4 +105,19 @@ std::map<std::string, std::string> Fingerprint(const Config& cfg, const std::vec
 
 void WriteJson(const std::string& path, const nlohmann::ordered_json& j) { WriteFileAtomic(path, j.dump(2) + "\n"); }
 
+// Per-layer quantisation steps stored by `xbar compress` (metadata "quantization").
+std::map<std::string, double> StoredScales(const std::string& weights) {
+  std::map<std::string, double> scales;
+  const SafeTensors st = ReadSafeTensors(weights);
+  auto it = st.metadata.find("quantization");
+  if (it == st.metadata.end()) return scales;
+  try {
+    const nlohmann::json q = nlohmann::json::parse(it->second);  // kept alive for items()
+    for (const auto& [name, entry] : q.items()) scales[name] = entry.at("scale").get<double>();
+  } catch (const std::exception& e) {
+    throw InputError(StrCat(weights, ": malformed 'quantization' metadata (", e.what(), ")"));
+  }
+  return scales;
+}
+
 }  // namespace xbar::app

@@ -53,4 +53,7 @@ std::map<std::string, std::string> Fingerprint(const Config& cfg, const std::vec
 // Pretty-printed JSON, written atomically.
 void WriteJson(const std::string& path, const nlohmann::ordered_json& j);
 
+// Per-layer quantisation steps stored by `xbar compress` (metadata "quantization"); empty when none.
+std::map<std::string, double> StoredScales(const std::string& weights);
+
 }  // namespace xbar::app

@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   xbar::app::RegisterInspect(app);
   xbar::app::RegisterCompress(app);
   xbar::app::RegisterSimulate(app);
+  xbar::app::RegisterEstimate(app);
   xbar::app::RegisterKeys(app);
 
   xbar::InstallInterruptHandlers();

@@ -148,6 +148,26 @@ std::vector<KeySpec> BuildSchema() {
       Str("faults.map", "", "measured fault map, CSV lines crossbar,row,col,type (type SA0 or SA1); replaces the rates"),
       // ---- simulate --------------------------------------------------------------------------
       Int("simulate.batch_size", "200", 1, 65536, "images per simulated batch"),
+      Int("estimate.images", "200", 1, 1000000, "test images whose inputs measure zero-skipping for xbar estimate"),
+      // ---- arch (hardware cost model; every field not given here is the preset's) -----------
+      Str("arch.preset", "isaac", "architecture: isaac, forms, islped19 (configs/arch), or a path to an architecture YAML"),
+      Str("arch.tech", "", "component table: a name under configs/tech or a path (default: the preset's)"),
+      Int("arch.crossbar_rows", "0", 0, 65536, "crossbar rows (0 = the preset's)"),
+      Int("arch.crossbar_cols", "0", 0, 65536, "crossbar columns (0 = the preset's)"),
+      Int("arch.cell_bits", "0", 0, 8, "bits per cell (0 = the preset's)"),
+      Int("arch.weight_bits", "0", 0, 32, "weight bits (0 = the preset's)"),
+      Int("arch.input_bits", "0", 0, 32, "input bits, applied bit-serially (0 = the preset's)"),
+      Int("arch.dac_bits", "0", 0, 32, "DAC bits per cycle (0 = the preset's)"),
+      Int("arch.adc_bits", "0", 0, 32, "ADC bits (0 = the preset's)"),
+      Enum("arch.scheme", "preset", {"preset", "two-column", "two-crossbar", "offset", "polarized", "complementary"},
+           "signed-weight scheme the hardware implements (preset = the preset's)"),
+      Int("arch.fragment_rows", "-1", -1, 65536, "rows per separately converted fragment, 0 = whole column (-1 = the preset's)"),
+      Enum("arch.zero_skipping", "preset", {"preset", "true", "false"}, "skip all-zero leading input bit-planes per fragment"),
+      Float("arch.cycle_ns", "0", 0, 1e9, false, false, "crossbar read cycle in ns (0 = the preset's)"),
+      Int("arch.crossbars_per_ima", "0", 0, 1 << 20, "crossbars per IMA (0 = the preset's)"),
+      Int("arch.adcs_per_ima", "0", 0, 1 << 20, "ADCs per IMA (0 = the preset's)"),
+      Int("arch.imas_per_tile", "0", 0, 1 << 20, "IMAs per tile (0 = the preset's)"),
+      Int("arch.tiles", "0", 0, 1 << 30, "tiles per chip (0 = the preset's)"),
   };
 }
 

@@ -488,6 +488,20 @@ int64_t CrossbarLayer::cells() const {
   return n;
 }
 
+int64_t CrossbarLayer::used_rows() const {
+  int64_t n = 0;
+  for (const Tile& t : tiles_) n += static_cast<int64_t>(t.rows.size());
+  return n * (map_.scheme == Scheme::kTwoCrossbar ? 2 : 1);  // each array of a pair has its drivers
+}
+
+int64_t CrossbarLayer::used_columns() const {
+  int64_t n = 0;
+  for (const Tile& t : tiles_) {
+    n += static_cast<int64_t>(t.cols.size()) * slices_ * components_ + (t.unit.defined() ? 1 : 0);
+  }
+  return n;
+}
+
 int CrossbarLayer::adc_bits() const {
   int bits = 0;
   for (const Tile& t : tiles_) {

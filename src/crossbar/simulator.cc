@@ -18,6 +18,7 @@ struct NetworkSimulator::LayerState {
   // Statistics of the last crossbar evaluation.
   ReadStats reads;
   double err2 = 0, err2_ref = 0, ref2 = 0, float2 = 0;
+  int64_t vectors = 0;  // input vectors (MVMs) of group 0
 };
 
 NetworkSimulator::NetworkSimulator(Model& model, const MappingSpec& map, const DeviceSpec& device,
@@ -128,6 +129,7 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
   for (int64_t g = 0; g < G; ++g) {
     CrossbarLayer& layer = *s.groups[static_cast<size_t>(g)];
     torch::Tensor xq = torch::clamp(torch::round(cols[static_cast<size_t>(g)] / s.input_scale), qmin, qmax);
+    if (collect_ && g == 0) s.vectors += xq.size(0);
     torch::Tensor yi;
     if (mode == SimMode::kReference || layer.lossless()) {
       yi = layer.Reference(xq);  // provably what the crossbar computes: the fast path
@@ -225,6 +227,7 @@ EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t
     if (mode == SimMode::kCrossbar) {
       s->reads = {};
       s->err2 = s->err2_ref = s->ref2 = s->float2 = 0;
+      s->vectors = 0;
     }
   }
   collect_ = mode == SimMode::kCrossbar && stats_;
@@ -249,6 +252,7 @@ EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t
   }
   model_.SetLayerOverride(nullptr);
   collect_ = false;
+  if (mode == SimMode::kCrossbar) evaluated_images_ = data.size();
   total.count = data.size();
   total.loss = total.count > 0 ? loss / static_cast<double>(total.count) : 0;
   total.accuracy = total.count > 0 ? static_cast<double>(correct) / static_cast<double>(total.count) : 0;
@@ -270,6 +274,8 @@ std::vector<LayerSimReport> NetworkSimulator::Report() const {
       r.tiles += g->tiles();
       r.crossbars += g->crossbars();
       r.cells += g->cells();
+      r.used_rows += g->used_rows();
+      r.used_columns += g->used_columns();
       r.adc_bits = std::max(r.adc_bits, g->adc_bits());
       r.sa0 += g->sa0_cells();
       r.sa1 += g->sa1_cells();
@@ -277,6 +283,7 @@ std::vector<LayerSimReport> NetworkSimulator::Report() const {
       r.weight_scale = g->weight_scale();
     }
     crossbar += r.crossbars;
+    r.positions = evaluated_images_ > 0 ? static_cast<double>(s->vectors) / static_cast<double>(evaluated_images_) : 0.0;
     r.adc_conversions = s->reads.adc_conversions;
     r.output_nmse = s->float2 > 0 ? s->err2 / s->float2 : 0.0;
     r.output_nmse_reference = s->ref2 > 0 ? s->err2_ref / s->ref2 : 0.0;

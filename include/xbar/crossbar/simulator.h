@@ -38,6 +38,8 @@ struct LayerSimReport {
   std::string name;
   int64_t rows = 0, cols = 0, groups = 1;
   int64_t tiles = 0, crossbars = 0, cells = 0, first_crossbar = 0;
+  int64_t used_rows = 0, used_columns = 0;  // summed over the physical arrays (all groups)
+  double positions = 0;                // MVMs per image (output pixels; 1 for linear), last evaluation
   int adc_bits = 0;
   int64_t adc_conversions = 0;
   double output_nmse = 0.0;            // crossbar output vs the float layer on the same inputs
@@ -83,6 +85,7 @@ class NetworkSimulator {
   std::vector<std::unique_ptr<LayerState>> layers_;
   uint64_t seed_ = 0;
   int64_t batch_index_ = 0;
+  int64_t evaluated_images_ = 0;
   bool collect_ = false;
   bool stats_ = true;
 };

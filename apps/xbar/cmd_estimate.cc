@@ -1,0 +1,188 @@
+// xbar estimate -c EXP.yaml [--weights IN.safetensors] [--preset isaac|forms|islped19|FILE] [-o DIR]
+//
+// Without weights: the architecture's chip totals and peak figures. With weights: the network is
+// mapped onto the architecture's crossbars (its crossbar size, cell and weight bits, scheme and
+// fragments, with masked mapping), a few test images measure the inputs' bit-planes for
+// zero-skipping, and the cost model prices every layer.
+#include <cstdio>
+
+#include "commands.h"
+#include "common.h"
+#include "xbar/core/error.h"
+#include "xbar/core/fs.h"
+#include "xbar/crossbar/simulator.h"
+#include "xbar/hw/hw.h"
+
+namespace xbar::app {
+namespace {
+
+struct EstimateArgs {
+  std::string config, weights, out, preset;
+  std::vector<std::string> sets;
+};
+
+Scheme SchemeOf(const std::string& name) {
+  for (Scheme s : {Scheme::kTwoColumn, Scheme::kTwoCrossbar, Scheme::kOffset, Scheme::kPolarized, Scheme::kComplementary}) {
+    if (name == SchemeName(s)) return s;
+  }
+  throw ConfigError(StrCat("arch.scheme: unknown '", name, "'"));
+}
+
+// The crossbar mapping the architecture implies (lossless ADC: the engine's job here is only to
+// allocate crossbars and count input bit-planes).
+MappingSpec MappingOf(const hw::ArchSpec& a) {
+  MappingSpec m;
+  m.rows = a.crossbar_rows;
+  m.cols = a.crossbar_cols;
+  m.scheme = SchemeOf(a.scheme);
+  m.weight_bits = a.weight_bits;
+  m.cell_bits = a.cell_bits;
+  m.input_bits = a.input_bits;
+  m.dac_bits = a.dac_bits;
+  m.adc_bits = 0;
+  m.fragment_rows = a.fragment_rows > 0 ? a.fragment_rows : a.crossbar_rows;
+  m.compact = true;
+  if (m.weight_bits > 16 || m.input_bits > 16) {
+    throw ConfigError(StrCat("arch.weight_bits / arch.input_bits: the mapper simulates up to 16 bits, the architecture has ",
+                             m.weight_bits, " / ", m.input_bits));
+  }
+  return m;
+}
+
+nlohmann::ordered_json ChipJson(const hw::ArchSpec& a, const hw::TechTable& t, const hw::ChipCost& c) {
+  nlohmann::ordered_json comps = nlohmann::ordered_json::array();
+  for (const hw::CostItem& it : c.items) {
+    comps.push_back({{"component", it.component}, {"level", it.level}, {"count", it.count}, {"power_w", it.power_w},
+                     {"area_mm2", it.area_mm2}, {"source", it.source}});
+  }
+  return {{"tech", t.path},
+          {"arch", {{"crossbar_rows", a.crossbar_rows}, {"crossbar_cols", a.crossbar_cols}, {"cell_bits", a.cell_bits},
+                    {"weight_bits", a.weight_bits}, {"input_bits", a.input_bits}, {"dac_bits", a.dac_bits},
+                    {"adc_bits", a.adc_bits}, {"scheme", a.scheme}, {"fragment_rows", a.fragment_rows},
+                    {"zero_skipping", a.zero_skipping}, {"cycle_ns", a.cycle_ns}, {"crossbars_per_ima", a.crossbars_per_ima},
+                    {"adcs_per_ima", a.adcs_per_ima}, {"imas_per_tile", a.imas_per_tile}, {"tiles", a.tiles}}},
+          {"ima_power_mw", c.ima_power_mw},
+          {"ima_area_mm2", c.ima_area_mm2},
+          {"tile_power_mw", c.tile_power_mw},
+          {"tile_area_mm2", c.tile_area_mm2},
+          {"cycle_ns", c.cycle_ns},
+          {"peak_gops", c.peak_gops},
+          {"adc_share_of_tile_power", c.adc_power_share},
+          {"adc_share_of_tile_area", c.adc_area_share},
+          {"components", comps}};
+}
+
+void RunEstimate(const EstimateArgs& args) {
+  std::vector<std::string> sets = args.sets;
+  if (!args.preset.empty()) sets.push_back("arch.preset=" + args.preset);
+  const Config probe = Config::Load(args.config, sets);
+  std::string out = args.out;
+  if (out.empty()) out = JoinPath(JoinPath("runs", probe.Str("name")), "estimate");
+  RunContext ctx = Setup(args.config, sets, out, true);
+  const Config& cfg = ctx.cfg;
+  const hw::ArchSpec arch = hw::ArchSpec::FromConfig(cfg);
+  const hw::TechTable tech = hw::TechTable::Load(arch.TechPath());
+  const hw::ChipCost chip = hw::Chip(arch, tech);
+
+  nlohmann::ordered_json j;
+  j["schema_version"] = 1;
+  j["preset"] = arch.name;
+  j["area_mm2"] = chip.area_mm2;
+  j["power_w"] = chip.power_w;
+  j["peak_gops_per_s_per_mm2"] = chip.peak_gops_per_s_per_mm2;
+  j["peak_gops_per_w"] = chip.peak_gops_per_w;
+  j["chip"] = ChipJson(arch, tech, chip);
+  std::printf("%s (%s): chip %.2f W, %.2f mm^2; peak %.1f GOPs/s, %.2f GOPs/(s mm^2), %.2f GOPs/W; cycle %.1f ns\n",
+              arch.name.c_str(), tech.name.c_str(), chip.power_w, chip.area_mm2, chip.peak_gops,
+              chip.peak_gops_per_s_per_mm2, chip.peak_gops_per_w, chip.cycle_ns);
+
+  std::string csv = "layer,crossbars,imas,adc_bits,cycles,latency_us,adc_conversions,energy_nj,area_mm2\n";
+  if (!args.weights.empty()) {
+    const MappingSpec map = MappingOf(arch);
+    LoadedModel m = LoadModelAndData(ctx, args.weights, /*train_split=*/true);
+    const int64_t batch = cfg.Int("simulate.batch_size");
+    NetworkSimulator sim(*m.model, map, DeviceSpec{}, StoredScales(args.weights));
+    sim.Calibrate(m.data.train, batch, ctx.device);
+    sim.Program(FaultSpec{}, ctx.seed);
+    const int64_t images = std::min<int64_t>(cfg.Int("estimate.images"), m.data.test.size());
+    Dataset sample{m.data.test.images.narrow(0, 0, images), m.data.test.labels.narrow(0, 0, images)};
+    sim.Evaluate(sample, SimMode::kCrossbar, batch, ctx.device);  // lossless: exact, with read statistics
+    std::vector<hw::LayerWork> work;
+    int64_t weights_total = 0, nonzero = 0;
+    for (const LayerSimReport& r : sim.Report()) {
+      hw::LayerWork w;
+      w.name = r.name;
+      w.rows = r.rows;
+      w.cols = r.cols;
+      w.positions = static_cast<int64_t>(std::llround(r.positions));
+      w.crossbars = r.crossbars;
+      w.used_rows = r.used_rows;
+      w.used_cols = r.used_columns;
+      w.cycle_share = 1.0 - r.input_cycles_skipped;
+      torch::Tensor weight = m.model->LayerWeight(r.name);
+      w.weights = weight.numel();
+      w.nonzero = weight.ne(0).sum().item<int64_t>();
+      weights_total += w.weights;
+      nonzero += w.nonzero;
+      work.push_back(w);
+    }
+    const hw::CostReport cost = hw::Estimate(work, arch, tech);
+    nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+    for (size_t i = 0; i < cost.layers.size(); ++i) {
+      const hw::LayerCost& l = cost.layers[i];
+      nlohmann::ordered_json e = nlohmann::ordered_json::object();
+      for (const auto& kv : l.energy_breakdown_nj) e[kv.first] = kv.second;
+      layers.push_back({{"name", l.name}, {"crossbars", l.crossbars}, {"imas", l.imas}, {"adc_bits", l.adc_bits},
+                        {"positions", work[i].positions}, {"cycles", l.cycles}, {"cycle_share", work[i].cycle_share},
+                        {"latency_us", l.latency_us}, {"adc_conversions", l.adc_conversions}, {"energy_nj", l.energy_nj},
+                        {"area_mm2", l.area_mm2}, {"weights", work[i].weights}, {"nonzero", work[i].nonzero},
+                        {"energy_breakdown_nj", e}});
+      csv += StrCat(l.name, ",", l.crossbars, ",", l.imas, ",", l.adc_bits, ",", l.cycles, ",", l.latency_us, ",",
+                    l.adc_conversions, ",", l.energy_nj, ",", l.area_mm2, "\n");
+    }
+    j["model"] = {{"weights", args.weights},
+                  {"weights_total", weights_total},
+                  {"weights_nonzero", nonzero},
+                  {"crossbars", cost.crossbars},
+                  {"imas", cost.imas},
+                  {"tiles", cost.tiles},
+                  {"chips", cost.chips},
+                  {"ops_per_inference", cost.ops_per_inference},
+                  {"latency_us", cost.latency_us},
+                  {"fps", cost.fps},
+                  {"energy_per_inference_uj", cost.energy_per_inference_uj},
+                  {"area_mm2", cost.area_mm2},
+                  {"power_w", cost.power_w},
+                  {"gops_per_s_per_mm2", cost.gops_per_s_per_mm2},
+                  {"gops_per_w", cost.gops_per_w},
+                  {"input_images", images}};
+    j["layers"] = layers;
+    std::printf("%-16s %9s %5s %4s %12s %11s %12s %11s\n", "layer", "crossbars", "IMAs", "ADC", "cycles", "latency us",
+                "energy nJ", "area mm^2");
+    for (const hw::LayerCost& l : cost.layers) {
+      std::printf("%-16s %9lld %5lld %4d %12.0f %11.2f %12.1f %11.4f\n", l.name.c_str(), static_cast<long long>(l.crossbars),
+                  static_cast<long long>(l.imas), l.adc_bits, l.cycles, l.latency_us, l.energy_nj, l.area_mm2);
+    }
+    std::printf("model: %lld crossbars, %lld tiles (%.3g chips), %.3g fps, %.4g uJ/inference, %.4g mm^2, %.4g W, "
+                "%.4g GOPs/(s mm^2), %.4g GOPs/W\n",
+                static_cast<long long>(cost.crossbars), static_cast<long long>(cost.tiles), cost.chips, cost.fps,
+                cost.energy_per_inference_uj, cost.area_mm2, cost.power_w, cost.gops_per_s_per_mm2, cost.gops_per_w);
+  }
+  WriteJson(JoinPath(ctx.run_dir, "estimate.json"), j);
+  WriteFileAtomic(JoinPath(ctx.run_dir, "estimate.csv"), csv);
+  std::printf("wrote %s and estimate.csv\n", JoinPath(ctx.run_dir, "estimate.json").c_str());
+}
+
+}  // namespace
+
+void RegisterEstimate(CLI::App& app) {
+  auto args = std::make_shared<EstimateArgs>();
+  CLI::App* cmd = app.add_subcommand("estimate", "hardware cost (area, power, energy, throughput) on an accelerator architecture");
+  AddConfigOptions(cmd, &args->config, &args->sets);
+  cmd->add_option("--weights", args->weights, "model .safetensors to map and price (without it: the chip's peak figures)");
+  cmd->add_option("--preset", args->preset, "architecture: isaac, forms, islped19, or a YAML path (overrides arch.preset)");
+  cmd->add_option("-o,--out", args->out, "run directory (default runs/<name>/estimate)");
+  cmd->callback([args]() { RunEstimate(*args); });
+}
+
+}  // namespace xbar::app

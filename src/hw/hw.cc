@@ -1,0 +1,463 @@
+#include "xbar/hw/hw.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <set>
+
+#include "xbar/config/config.h"
+#include "xbar/core/error.h"
+#include "xbar/core/fs.h"
+
+#ifndef XBAR_CONFIG_DIR
+#define XBAR_CONFIG_DIR "configs"
+#endif
+
+namespace xbar {
+namespace hw {
+namespace {
+
+// configs/<sub>/<name>: the working directory's copy, else $XBAR_CONFIG_DIR's, else the source tree's.
+std::string FindConfig(const std::string& sub, const std::string& name) {
+  if (name.find('/') != std::string::npos || FileExists(name)) return name;
+  std::vector<std::string> dirs = {JoinPath("configs", sub)};
+  if (const char* env = std::getenv("XBAR_CONFIG_DIR")) dirs.push_back(JoinPath(env, sub));
+  dirs.push_back(JoinPath(XBAR_CONFIG_DIR, sub));
+  for (const std::string& d : dirs) {
+    if (FileExists(JoinPath(d, name))) return JoinPath(d, name);
+  }
+  return JoinPath(dirs.back(), name);
+}
+
+YAML::Node ParseYaml(const std::string& text, const std::string& source) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(StrCat(source, ":", e.mark.line + 1, ": invalid YAML: ", e.msg));
+  }
+}
+
+std::string Line(const std::string& source, const YAML::Node& n) {
+  return n.Mark().line >= 0 ? StrCat(source, ":", n.Mark().line + 1) : source;
+}
+
+double Number(const YAML::Node& n, const std::string& where, const std::string& field, double min, bool exclusive) {
+  double v = 0;
+  try {
+    v = n.as<double>();
+  } catch (const YAML::Exception&) {
+    throw ConfigError(StrCat(where, ": ", field, ": expected a number, got '", n.Scalar(), "'"));
+  }
+  if (!std::isfinite(v) || (exclusive ? v <= min : v < min)) {
+    throw ConfigError(StrCat(where, ": ", field, ": expected a number ", exclusive ? "> " : ">= ", min, ", got ", n.Scalar()));
+  }
+  return v;
+}
+
+bool IsAdcName(const std::string& name, int* bits) {
+  if (name.size() < 6 || name.compare(0, 4, "adc-") != 0 || name.back() != 'b') return false;
+  const std::string digits = name.substr(4, name.size() - 5);
+  if (digits.empty() || digits.size() > 2 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return false;
+  *bits = std::stoi(digits);
+  return *bits >= 1 && *bits <= 32;
+}
+
+const std::vector<std::string> kSchemes = {"two-column", "two-crossbar", "offset", "polarized", "complementary"};
+
+std::string Join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+const std::vector<std::string>& ComponentNames() {
+  static const std::vector<std::string> names = {
+      "adc-<bits>b", "dac", "sample-hold", "crossbar", "ima-shift-add", "input-register", "ima-output-register",
+      "edram", "bus", "router", "sigmoid", "tile-shift-add", "max-pool", "tile-output-register", "hypertransport"};
+  return names;
+}
+
+TechTable TechTable::Load(const std::string& path) {
+  if (!FileExists(path)) throw ConfigError(StrCat(path, ": component table not found"));
+  TechTable t = Parse(ReadFile(path), path);
+  t.path = path;
+  return t;
+}
+
+TechTable TechTable::Parse(const std::string& yaml_text, const std::string& source) {
+  YAML::Node root = ParseYaml(yaml_text, source);
+  if (!root.IsMap()) throw ConfigError(StrCat(source, ": expected a map with 'name' and 'components'"));
+  TechTable t;
+  t.path = source;
+  for (const auto& kv : root) {
+    const std::string key = kv.first.Scalar();
+    if (key == "name") {
+      t.name = kv.second.Scalar();
+    } else if (key != "components") {
+      throw ConfigError(StrCat(Line(source, kv.first), ": unknown key '", key, "' (expected name, components)"));
+    }
+  }
+  const YAML::Node comps = root["components"];
+  if (!comps || !comps.IsMap() || comps.size() == 0) {
+    throw ConfigError(StrCat(source, ": components: expected a map of component name -> {count, power_mw, area_mm2, source}"));
+  }
+  const std::vector<std::string>& known = ComponentNames();
+  for (const auto& kv : comps) {
+    Component c;
+    c.name = kv.first.Scalar();
+    const std::string where = Line(source, kv.first);
+    int adc_bits = 0;
+    const bool adc = IsAdcName(c.name, &adc_bits);
+    if (!adc && std::find(known.begin() + 1, known.end(), c.name) == known.end()) {
+      throw ConfigError(StrCat(where, ": unknown component '", c.name, "' (expected one of ", Join(known), ")"));
+    }
+    if (!kv.second.IsMap()) throw ConfigError(StrCat(where, ": ", c.name, ": expected a map of fields"));
+    for (const auto& f : kv.second) {
+      const std::string field = f.first.Scalar();
+      const std::string fname = StrCat(c.name, ".", field);
+      if (field == "count") c.count = Number(f.second, where, fname, 0, true);
+      else if (field == "power_mw") c.power_mw = Number(f.second, where, fname, 0, false);
+      else if (field == "area_mm2") c.area_mm2 = Number(f.second, where, fname, 0, false);
+      else if (field == "bits") c.bits = static_cast<int>(Number(f.second, where, fname, 1, false));
+      else if (field == "sample_rate_gsps") c.sample_rate_gsps = Number(f.second, where, fname, 0, true);
+      else if (field == "rows") c.rows = static_cast<int64_t>(Number(f.second, where, fname, 1, false));
+      else if (field == "cols") c.cols = static_cast<int64_t>(Number(f.second, where, fname, 1, false));
+      else if (field == "bytes") c.bytes = static_cast<int64_t>(Number(f.second, where, fname, 1, false));
+      else if (field == "source") c.source = f.second.Scalar();
+      else
+        throw ConfigError(StrCat(where, ": ", c.name, ": unknown field '", field,
+                                 "' (expected count, power_mw, area_mm2, source, bits, sample_rate_gsps, rows, cols, bytes)"));
+    }
+    for (const char* req : {"power_mw", "area_mm2", "source"}) {
+      if (!kv.second[req]) throw ConfigError(StrCat(where, ": ", c.name, ": missing field '", req, "'"));
+    }
+    if (adc) {
+      if (!kv.second["sample_rate_gsps"]) throw ConfigError(StrCat(where, ": ", c.name, ": missing field 'sample_rate_gsps'"));
+      if (c.bits != 0 && c.bits != adc_bits) {
+        throw ConfigError(StrCat(where, ": ", c.name, ".bits: expected ", adc_bits, " (the name's resolution), got ", c.bits));
+      }
+      c.bits = adc_bits;
+    }
+    if (c.name == "crossbar" && (c.rows == 0 || c.cols == 0)) {
+      throw ConfigError(StrCat(where, ": crossbar: missing field 'rows' or 'cols' (the array size the numbers are for)"));
+    }
+    t.components[c.name] = c;
+  }
+  return t;
+}
+
+const Component& TechTable::Get(const std::string& name) const {
+  auto it = components.find(name);
+  if (it == components.end()) {
+    throw ConfigError(StrCat(path, ": component table '", name.empty() ? path : this->name, "' has no '", name,
+                             "' entry, which the architecture needs"));
+  }
+  return it->second;
+}
+
+Component TechTable::Adc(int bits) const {
+  const std::string want = StrCat("adc-", bits, "b");
+  auto it = components.find(want);
+  if (it != components.end()) return it->second;
+  const Component* best = nullptr;
+  for (const auto& kv : components) {
+    if (kv.second.name.compare(0, 4, "adc-") != 0) continue;
+    if (best == nullptr || std::abs(kv.second.bits - bits) < std::abs(best->bits - bits) ||
+        (std::abs(kv.second.bits - bits) == std::abs(best->bits - bits) && kv.second.bits > best->bits)) {
+      best = &kv.second;
+    }
+  }
+  if (best == nullptr) throw ConfigError(StrCat(path, ": component table has no ADC (an 'adc-<bits>b' entry)"));
+  Component c = *best;
+  const double f = std::ldexp(1.0, bits - best->bits);
+  c.name = want;
+  c.bits = bits;
+  c.power_mw *= f;
+  c.area_mm2 *= f;
+  c.source = StrCat("derived from ", best->name, " (", best->source, ") scaled by 2^(", bits, " - ", best->bits,
+                    ") at the same sample rate");
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+ArchSpec ArchSpec::Preset(const std::string& name_or_path) {
+  const bool is_path = name_or_path.find('/') != std::string::npos ||
+                       (name_or_path.size() > 5 && name_or_path.compare(name_or_path.size() - 5, 5, ".yaml") == 0);
+  const std::string path = FindConfig("arch", is_path ? name_or_path : name_or_path + ".yaml");
+  if (!FileExists(path)) {
+    throw ConfigError(StrCat("arch.preset: unknown architecture '", name_or_path,
+                             "' (expected isaac, forms, islped19, or a path to an architecture YAML)"));
+  }
+  ArchSpec a = Parse(ReadFile(path), path);
+  if (a.name.empty()) a.name = FileStem(path);
+  return a;
+}
+
+namespace {
+
+// Applies one field; returns false for an unknown name.
+bool SetField(ArchSpec& a, const std::string& key, const std::string& text, const std::string& where) {
+  auto num = [&](double min) {
+    YAML::Node n = YAML::Load(text);
+    return Number(n, where, key, min, false);
+  };
+  auto integer = [&](double min) {
+    const double v = num(min);
+    if (v != std::floor(v) || v > 1e12) throw ConfigError(StrCat(where, ": ", key, ": expected an integer >= ", min, ", got ", text));
+    return static_cast<int64_t>(v);
+  };
+  if (key == "name") a.name = text;
+  else if (key == "tech") a.tech = text;
+  else if (key == "crossbar_rows") a.crossbar_rows = integer(1);
+  else if (key == "crossbar_cols") a.crossbar_cols = integer(1);
+  else if (key == "cell_bits") a.cell_bits = static_cast<int>(integer(1));
+  else if (key == "weight_bits") a.weight_bits = static_cast<int>(integer(2));
+  else if (key == "input_bits") a.input_bits = static_cast<int>(integer(1));
+  else if (key == "dac_bits") a.dac_bits = static_cast<int>(integer(1));
+  else if (key == "adc_bits") a.adc_bits = static_cast<int>(integer(1));
+  else if (key == "scheme") a.scheme = text;
+  else if (key == "fragment_rows") a.fragment_rows = integer(0);
+  else if (key == "zero_skipping") {
+    if (text != "true" && text != "false") throw ConfigError(StrCat(where, ": ", key, ": expected true or false, got ", text));
+    a.zero_skipping = text == "true";
+  } else if (key == "cycle_ns") a.cycle_ns = num(1e-6);
+  else if (key == "crossbars_per_ima") a.crossbars_per_ima = integer(1);
+  else if (key == "adcs_per_ima") a.adcs_per_ima = integer(1);
+  else if (key == "ima_shift_adds") a.ima_shift_adds = integer(0);
+  else if (key == "imas_per_tile") a.imas_per_tile = integer(1);
+  else if (key == "tiles") a.tiles = integer(1);
+  else if (key == "tiles_per_router") a.tiles_per_router = integer(1);
+  else if (key == "sigmoids_per_tile") a.sigmoids_per_tile = integer(0);
+  else if (key == "hypertransport_links") a.hypertransport_links = integer(0);
+  else return false;
+  return true;
+}
+
+const char* kArchFields =
+    "name, tech, crossbar_rows, crossbar_cols, cell_bits, weight_bits, input_bits, dac_bits, adc_bits, scheme, "
+    "fragment_rows, zero_skipping, cycle_ns, crossbars_per_ima, adcs_per_ima, ima_shift_adds, imas_per_tile, tiles, "
+    "tiles_per_router, sigmoids_per_tile, hypertransport_links";
+
+}  // namespace
+
+ArchSpec ArchSpec::Parse(const std::string& yaml_text, const std::string& source) {
+  YAML::Node root = ParseYaml(yaml_text, source);
+  if (!root.IsMap()) throw ConfigError(StrCat(source, ": expected a map of architecture fields"));
+  ArchSpec a;
+  for (const auto& kv : root) {
+    const std::string key = kv.first.Scalar();
+    const std::string where = Line(source, kv.first);
+    if (!kv.second.IsScalar()) throw ConfigError(StrCat(where, ": ", key, ": expected a single value"));
+    if (!SetField(a, key, kv.second.Scalar(), where)) {
+      throw ConfigError(StrCat(where, ": unknown architecture field '", key, "' (expected one of ", kArchFields, ")"));
+    }
+  }
+  a.Validate(source);
+  return a;
+}
+
+ArchSpec ArchSpec::FromConfig(const Config& cfg) {
+  ArchSpec a = Preset(cfg.Str("arch.preset"));
+  // Keys left at their "the preset's" value (0, -1, "preset", "") do not override.
+  for (const KeySpec& spec : Schema()) {
+    if (spec.key.compare(0, 5, "arch.") != 0 || spec.key == "arch.preset") continue;
+    if (!cfg.IsSet(spec.key)) continue;
+    if (spec.type == ValueType::kInt && cfg.Int(spec.key) == std::stoll(spec.default_value)) continue;
+    if (spec.type == ValueType::kFloat && cfg.Float(spec.key) == std::stod(spec.default_value)) continue;
+    if ((spec.type == ValueType::kString || spec.type == ValueType::kEnum) && cfg.Str(spec.key) == spec.default_value) continue;
+    SetField(a, spec.key.substr(5), cfg.Text(spec.key), StrCat(cfg.Where(spec.key), ": ", spec.key));
+  }
+  a.Validate(StrCat("arch (preset ", a.name, ")"));
+  return a;
+}
+
+void ArchSpec::Validate(const std::string& where) const {
+  if (std::find(kSchemes.begin(), kSchemes.end(), scheme) == kSchemes.end()) {
+    throw ConfigError(StrCat(where, ": scheme: unknown '", scheme, "' (expected one of ", Join(kSchemes), ")"));
+  }
+  if (weight_bits > 32 || cell_bits > 8 || input_bits > 32 || dac_bits > input_bits || adc_bits > 32) {
+    throw ConfigError(StrCat(where, ": bits out of range: weight_bits <= 32, cell_bits <= 8, input_bits <= 32, "
+                             "dac_bits <= input_bits, adc_bits <= 32"));
+  }
+  if (crossbar_rows > 65536 || crossbar_cols > 65536) {
+    throw ConfigError(StrCat(where, ": crossbar_rows x crossbar_cols: expected at most 65536 each, got ", crossbar_rows,
+                             " x ", crossbar_cols));
+  }
+  if (fragment_rows > crossbar_rows) {
+    throw ConfigError(StrCat(where, ": fragment_rows: expected at most crossbar_rows = ", crossbar_rows, ", got ", fragment_rows));
+  }
+  const int64_t per_array = scheme == "two-crossbar" ? SlicesPerWeight() : CellsPerWeight();
+  if (per_array > crossbar_cols) {
+    throw ConfigError(StrCat(where, ": a ", weight_bits, "-bit weight needs ", per_array, " cells of ", cell_bits,
+                             " bits per crossbar under ", scheme, ", more than crossbar_cols = ", crossbar_cols));
+  }
+}
+
+int64_t ArchSpec::SlicesPerWeight() const {
+  const int magnitude = scheme == "offset" ? weight_bits : weight_bits - 1;
+  return CeilDiv(magnitude, cell_bits);
+}
+
+int64_t ArchSpec::CellsPerWeight() const {
+  const int64_t s = SlicesPerWeight();
+  return scheme == "two-column" || scheme == "complementary" || scheme == "two-crossbar" ? 2 * s : s;
+}
+
+double ArchSpec::WeightsPerCrossbar() const {
+  // Two-crossbar keeps one component per array: a pair of arrays holds rows x cols/slices weights.
+  if (scheme == "two-crossbar") return static_cast<double>(crossbar_rows * (crossbar_cols / SlicesPerWeight())) / 2.0;
+  return static_cast<double>(crossbar_rows * (crossbar_cols / CellsPerWeight()));
+}
+
+int64_t ArchSpec::InputCycles() const { return CeilDiv(input_bits, dac_bits); }
+
+int64_t ArchSpec::ReadsPerColumn() const { return fragment_rows > 0 ? CeilDiv(crossbar_rows, fragment_rows) : 1; }
+
+std::string ArchSpec::TechPath() const { return FindConfig("tech", tech); }
+
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// Crossbar power and area scale with the number of cells relative to the tabulated array.
+double CrossbarScale(const ArchSpec& a, const Component& xb) {
+  return static_cast<double>(a.crossbar_rows * a.crossbar_cols) / static_cast<double>(xb.rows * xb.cols);
+}
+
+}  // namespace
+
+ChipCost Chip(const ArchSpec& a, const TechTable& tech) {
+  ChipCost c;
+  const double tiles = static_cast<double>(a.tiles);
+  const double per_tile_imas = static_cast<double>(a.imas_per_tile);
+  auto add = [&](const Component& comp, const std::string& level, double per_unit_count, double scale = 1.0) {
+    CostItem it;
+    it.component = comp.name;
+    it.level = level;
+    const double chip_units = level == "ima" ? tiles * per_tile_imas : level == "tile" ? tiles : 1.0;
+    it.count = per_unit_count * chip_units;
+    it.power_w = comp.unit_power_mw() * scale * it.count / 1000.0;
+    it.area_mm2 = comp.unit_area_mm2() * scale * it.count;
+    it.source = comp.source;
+    if (level == "ima") {
+      c.ima_power_mw += comp.unit_power_mw() * scale * per_unit_count;
+      c.ima_area_mm2 += comp.unit_area_mm2() * scale * per_unit_count;
+    }
+    if (level == "tile") {
+      c.tile_power_mw += comp.unit_power_mw() * scale * per_unit_count;
+      c.tile_area_mm2 += comp.unit_area_mm2() * scale * per_unit_count;
+    }
+    c.items.push_back(it);
+  };
+  const Component adc = tech.Adc(a.adc_bits);
+  const Component& xb = tech.Get("crossbar");
+  const double xbars = static_cast<double>(a.crossbars_per_ima);
+  add(adc, "ima", static_cast<double>(a.adcs_per_ima));
+  add(tech.Get("dac"), "ima", xbars * static_cast<double>(a.crossbar_rows));
+  add(tech.Get("sample-hold"), "ima", xbars * static_cast<double>(a.crossbar_cols));
+  add(xb, "ima", xbars, CrossbarScale(a, xb));
+  add(tech.Get("ima-shift-add"), "ima", static_cast<double>(a.ima_shift_adds));
+  add(tech.Get("input-register"), "ima", 1);
+  add(tech.Get("ima-output-register"), "ima", 1);
+  c.tile_power_mw = c.ima_power_mw * per_tile_imas;
+  c.tile_area_mm2 = c.ima_area_mm2 * per_tile_imas;
+  add(tech.Get("edram"), "tile", 1);
+  add(tech.Get("bus"), "tile", 1);
+  add(tech.Get("router"), "tile", 1.0 / static_cast<double>(a.tiles_per_router));
+  add(tech.Get("sigmoid"), "tile", static_cast<double>(a.sigmoids_per_tile));
+  add(tech.Get("tile-shift-add"), "tile", 1);
+  add(tech.Get("max-pool"), "tile", 1);
+  add(tech.Get("tile-output-register"), "tile", 1);
+  add(tech.Get("hypertransport"), "chip", static_cast<double>(a.hypertransport_links));
+  for (const CostItem& it : c.items) {
+    c.power_w += it.power_w;
+    c.area_mm2 += it.area_mm2;
+  }
+  const double adc_tile_mw = adc.unit_power_mw() * static_cast<double>(a.adcs_per_ima) * per_tile_imas;
+  const double adc_tile_mm2 = adc.unit_area_mm2() * static_cast<double>(a.adcs_per_ima) * per_tile_imas;
+  c.adc_power_share = adc_tile_mw / c.tile_power_mw;
+  c.adc_area_share = adc_tile_mm2 / c.tile_area_mm2;
+  // A cycle lasts at least the crossbar read, and at least as long as the IMA's ADCs need to
+  // convert every column read of the cycle.
+  const double conversions = xbars * static_cast<double>(a.crossbar_cols * a.ReadsPerColumn());
+  c.cycle_ns = std::max(a.cycle_ns, conversions / (static_cast<double>(a.adcs_per_ima) * adc.sample_rate_gsps));
+  const double macs_per_mvm = a.WeightsPerCrossbar();  // per array
+  const double arrays = tiles * per_tile_imas * xbars;
+  const double seconds = static_cast<double>(a.InputCycles()) * c.cycle_ns * 1e-9;
+  c.peak_gops = 2.0 * macs_per_mvm * arrays / seconds / 1e9;
+  c.peak_gops_per_s_per_mm2 = c.peak_gops / c.area_mm2;
+  c.peak_gops_per_w = c.peak_gops / c.power_w;
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& a, const TechTable& tech) {
+  CostReport r;
+  r.chip = Chip(a, tech);
+  const double cycle_ns = r.chip.cycle_ns;
+  const Component& xb = tech.Get("crossbar");
+  const double xb_scale = CrossbarScale(a, xb);
+  // Energy of one action: a component's power for the time it is busy (one crossbar cycle), or for
+  // an ADC one conversion at its sample rate.
+  const double e_xbar_pj = xb.unit_power_mw() * xb_scale * cycle_ns;       // mW x ns = pJ
+  const double e_dac_pj = tech.Get("dac").unit_power_mw() * cycle_ns;
+  const double e_sh_pj = tech.Get("sample-hold").unit_power_mw() * cycle_ns;
+  const double ima_digital_mw = tech.Get("ima-shift-add").unit_power_mw() * static_cast<double>(a.ima_shift_adds) +
+                                tech.Get("input-register").unit_power_mw() + tech.Get("ima-output-register").unit_power_mw();
+  const double tile_mw = r.chip.tile_power_mw - r.chip.ima_power_mw * static_cast<double>(a.imas_per_tile);
+  double slowest_us = 0;
+  for (const LayerWork& w : layers) {
+    LayerCost lc;
+    lc.name = w.name;
+    lc.crossbars = w.crossbars;
+    lc.imas = CeilDiv(w.crossbars, a.crossbars_per_ima);
+    lc.adc_bits = w.adc_bits > 0 ? std::min(w.adc_bits, a.adc_bits) : a.adc_bits;
+    const Component adc = tech.Adc(lc.adc_bits);
+    const double share = a.zero_skipping ? std::clamp(w.cycle_share, 0.0, 1.0) : 1.0;
+    const double cycles_per_mvm = static_cast<double>(a.InputCycles()) * share;
+    // Every crossbar of the layer works in parallel on one MVM; MVMs follow one another.
+    lc.cycles = static_cast<double>(w.positions) * cycles_per_mvm;
+    const double conv_per_cycle = static_cast<double>(w.used_cols) * static_cast<double>(a.ReadsPerColumn());
+    const double adc_rate = static_cast<double>(lc.imas * a.adcs_per_ima) * adc.sample_rate_gsps;  // per ns
+    const double layer_cycle_ns = lc.imas > 0 ? std::max(cycle_ns, conv_per_cycle / adc_rate) : cycle_ns;
+    lc.latency_us = lc.cycles * layer_cycle_ns / 1000.0;
+    lc.adc_conversions = conv_per_cycle * lc.cycles;
+    std::map<std::string, double>& e = lc.energy_breakdown_nj;
+    e["crossbar"] = static_cast<double>(w.crossbars) * lc.cycles * e_xbar_pj / 1000.0;
+    e["dac"] = static_cast<double>(w.used_rows) * lc.cycles * e_dac_pj / 1000.0;
+    e["sample-hold"] = static_cast<double>(w.used_cols) * lc.cycles * e_sh_pj / 1000.0;
+    e[adc.name] = lc.adc_conversions * (adc.unit_power_mw() / adc.sample_rate_gsps) / 1000.0;
+    e["ima-digital"] = static_cast<double>(lc.imas) * ima_digital_mw * lc.latency_us;  // mW x us = nJ
+    // The tile's shared parts (eDRAM, bus, router, sigmoid, pooling, registers) while the layer runs.
+    const double tiles_of_layer = static_cast<double>(lc.imas) / static_cast<double>(a.imas_per_tile);
+    e["tile-shared"] = tiles_of_layer * tile_mw * lc.latency_us;
+    for (const auto& kv : e) lc.energy_nj += kv.second;
+    lc.area_mm2 = static_cast<double>(lc.imas) * r.chip.ima_area_mm2;
+    r.crossbars += lc.crossbars;
+    r.imas += lc.imas;
+    r.ops_per_inference += 2.0 * static_cast<double>(w.rows * w.cols) * static_cast<double>(w.positions);
+    r.latency_us += lc.latency_us;
+    r.energy_per_inference_uj += lc.energy_nj / 1000.0;
+    slowest_us = std::max(slowest_us, lc.latency_us);
+    r.layers.push_back(lc);
+  }
+  r.tiles = CeilDiv(r.imas, a.imas_per_tile);
+  r.chips = static_cast<double>(r.tiles) / static_cast<double>(a.tiles);
+  r.area_mm2 = static_cast<double>(r.tiles) * r.chip.tile_area_mm2;
+  r.fps = slowest_us > 0 ? 1e6 / slowest_us : 0;
+  r.power_w = r.energy_per_inference_uj * 1e-6 * r.fps;
+  if (r.area_mm2 > 0) r.gops_per_s_per_mm2 = r.ops_per_inference * r.fps / 1e9 / r.area_mm2;
+  if (r.power_w > 0) r.gops_per_w = r.ops_per_inference * r.fps / 1e9 / r.power_w;
+  return r;
+}
+
+}  // namespace hw
+}  // namespace xbar

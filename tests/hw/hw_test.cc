@@ -1,0 +1,141 @@
+// The hardware cost model (issue 5): ISAAC's published totals, table and preset validation, and the
+// model-driven estimate's bookkeeping.
+#include <gtest/gtest.h>
+
+#include "xbar/config/config.h"
+#include "xbar/core/error.h"
+#include "xbar/hw/hw.h"
+
+namespace xbar::hw {
+namespace {
+
+TechTable Isaac32() { return TechTable::Load(std::string(XBAR_SOURCE_DIR) + "/configs/tech/isaac32.yaml"); }
+
+ArchSpec Preset(const std::string& name) {
+  return ArchSpec::Preset(std::string(XBAR_SOURCE_DIR) + "/configs/arch/" + name + ".yaml");
+}
+
+void ExpectWithin(double got, double want, double tolerance, const char* what) {
+  EXPECT_LE(std::abs(got / want - 1.0), tolerance) << what << ": got " << got << ", published " << want;
+}
+
+TEST(Isaac, ReproducesThePublishedChipTotalsWithinThreePercent) {
+  const ChipCost c = Chip(Preset("isaac"), Isaac32());
+  ExpectWithin(c.power_w, 65.8, 0.03, "chip power W");
+  ExpectWithin(c.area_mm2, 85.4, 0.03, "chip area mm2");
+  ExpectWithin(c.peak_gops_per_s_per_mm2, 478.95, 0.03, "peak GOPs/(s mm2)");
+  ExpectWithin(c.peak_gops_per_w, 627.5, 0.03, "peak GOPs/W");
+  // The intermediate totals of Table I, and the ADC shares the paper quotes.
+  ExpectWithin(c.ima_power_mw, 24.09, 0.01, "IMA power mW");
+  ExpectWithin(c.ima_area_mm2, 0.01315, 0.01, "IMA area mm2");
+  ExpectWithin(c.tile_power_mw, 330, 0.01, "tile power mW");
+  ExpectWithin(c.tile_area_mm2, 0.372, 0.01, "tile area mm2");
+  ExpectWithin(c.adc_power_share, 0.58, 0.03, "ADC share of tile power");
+  ExpectWithin(c.adc_area_share, 0.31, 0.03, "ADC share of tile area");
+  EXPECT_DOUBLE_EQ(c.cycle_ns, 100.0);  // 8 ADCs x 1.28 GS/s convert 1,024 columns in 100 ns
+}
+
+TEST(Tech, AdcOfAnotherResolutionIsDerivedAndSaysSo) {
+  TechTable t = Isaac32();
+  const Component a6 = t.Adc(6);
+  EXPECT_DOUBLE_EQ(a6.unit_power_mw(), t.Get("adc-8b").unit_power_mw() / 4);
+  EXPECT_NE(a6.source.find("derived from adc-8b"), std::string::npos);
+  EXPECT_DOUBLE_EQ(t.Adc(4).unit_power_mw(), 15.2 / 32);  // tabulated: the FORMS ADC
+}
+
+void ExpectConfigError(const std::function<void()>& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning " << needle;
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(Tech, UnknownComponentsAndMissingFieldsAreConfigErrors) {
+  ExpectConfigError([] { TechTable::Parse("components:\n  adcc: {power_mw: 1, area_mm2: 1, source: x}\n", "t.yaml"); },
+                    "t.yaml:2: unknown component 'adcc'");
+  ExpectConfigError([] { TechTable::Parse("components:\n  dac: {power_mw: 1, source: x}\n", "t.yaml"); },
+                    "dac: missing field 'area_mm2'");
+  ExpectConfigError([] { TechTable::Parse("components:\n  dac: {power_mw: -1, area_mm2: 1, source: x}\n", "t.yaml"); },
+                    "dac.power_mw: expected a number >= 0");
+  ExpectConfigError([] { TechTable::Parse("components:\n  dac: {power_mw: 1, area_mm2: 1, source: x, colour: red}\n", "t.yaml"); },
+                    "unknown field 'colour'");
+  ExpectConfigError([] { TechTable::Parse("components:\n  adc-6b: {power_mw: 1, area_mm2: 1, source: x}\n", "t.yaml"); },
+                    "missing field 'sample_rate_gsps'");
+  TechTable partial = TechTable::Parse("components:\n  dac: {power_mw: 1, area_mm2: 1, source: x}\n", "t.yaml");
+  ExpectConfigError([&] { Chip(Preset("isaac"), partial); }, "has no ADC");
+}
+
+TEST(Arch, PresetsLoadAndBadFieldsAreConfigErrors) {
+  for (const char* name : {"isaac", "forms", "islped19"}) {
+    ArchSpec a = Preset(name);
+    EXPECT_EQ(a.name, name);
+    const ChipCost c = Chip(a, Isaac32());
+    EXPECT_GT(c.peak_gops, 0) << name;
+  }
+  ExpectConfigError([] { ArchSpec::Preset("tpu"); }, "expected isaac, forms, islped19");
+  ExpectConfigError([] { ArchSpec::Parse("tiles: 4\ncolour: red\n", "a.yaml"); }, "a.yaml:2: unknown architecture field 'colour'");
+  ExpectConfigError([] { ArchSpec::Parse("scheme: four-column\n", "a.yaml"); }, "expected one of two-column");
+  ExpectConfigError([] { ArchSpec::Parse("crossbar_cols: 4\n", "a.yaml"); }, "more than crossbar_cols = 4");
+  ExpectConfigError([] { ArchSpec::Parse("fragment_rows: 256\n", "a.yaml"); }, "fragment_rows: expected at most");
+  ExpectConfigError([] { ArchSpec::Parse("tiles: 1.5\n", "a.yaml"); }, "tiles: expected an integer");
+}
+
+TEST(Arch, ExperimentKeysOverrideThePreset) {
+  Config cfg = Config::Parse("arch:\n  preset: " + std::string(XBAR_SOURCE_DIR) +
+                                 "/configs/arch/isaac.yaml\n  tiles: 84\n  adc_bits: 6\n",
+                             "exp.yaml");
+  ArchSpec a = ArchSpec::FromConfig(cfg);
+  EXPECT_EQ(a.tiles, 84);
+  EXPECT_EQ(a.adc_bits, 6);
+  EXPECT_EQ(a.crossbar_rows, 128);  // untouched: the preset's
+  Config bad = Config::Parse("arch:\n  preset: " + std::string(XBAR_SOURCE_DIR) +
+                                 "/configs/arch/isaac.yaml\n  crossbar_cols: 4\n",
+                             "exp.yaml");
+  ExpectConfigError([&] { ArchSpec::FromConfig(bad); }, "more than crossbar_cols = 4");
+}
+
+LayerWork Layer(int64_t positions, int64_t crossbars, double share = 1.0) {
+  LayerWork w;
+  w.name = "conv";
+  w.rows = 576;
+  w.cols = 64;
+  w.positions = positions;
+  w.crossbars = crossbars;
+  w.used_rows = 576;
+  w.used_cols = crossbars * 128;
+  w.cycle_share = share;
+  return w;
+}
+
+TEST(Estimate, CyclesEnergyAndThroughputFollowTheActionCounts) {
+  const TechTable t = Isaac32();
+  ArchSpec isaac = Preset("isaac");
+  CostReport r = Estimate({Layer(100, 5)}, isaac, t);
+  ASSERT_EQ(r.layers.size(), 1u);
+  EXPECT_DOUBLE_EQ(r.layers[0].cycles, 100.0 * 16);          // 16-bit inputs, 1-bit DACs
+  EXPECT_DOUBLE_EQ(r.layers[0].latency_us, 100.0 * 16 * 0.1);
+  EXPECT_DOUBLE_EQ(r.fps, 1e6 / 160.0);
+  EXPECT_DOUBLE_EQ(r.layers[0].adc_conversions, 5.0 * 128 * 100 * 16);
+  EXPECT_EQ(r.imas, 1);
+  EXPECT_EQ(r.tiles, 1);
+  EXPECT_DOUBLE_EQ(r.ops_per_inference, 2.0 * 576 * 64 * 100);
+  // ADC energy: 2 mW / 1.28 GS/s = 1.5625 pJ per conversion.
+  EXPECT_NEAR(r.layers[0].energy_breakdown_nj.at("adc-8b"), 5.0 * 128 * 1600 * 1.5625e-3, 1e-9);
+  CostReport twice = Estimate({Layer(200, 5)}, isaac, t);
+  EXPECT_NEAR(twice.energy_per_inference_uj, 2 * r.energy_per_inference_uj, 1e-12);
+  // Zero-skipping only where the architecture has it.
+  CostReport half = Estimate({Layer(100, 5, 0.5)}, isaac, t);
+  EXPECT_DOUBLE_EQ(half.layers[0].cycles, r.layers[0].cycles);
+  ArchSpec skip = isaac;
+  skip.zero_skipping = true;
+  EXPECT_DOUBLE_EQ(Estimate({Layer(100, 5, 0.5)}, skip, t).layers[0].cycles, 800.0);
+  // The pipeline runs at the pace of the slowest layer.
+  CostReport two = Estimate({Layer(100, 5), Layer(400, 5)}, isaac, t);
+  EXPECT_DOUBLE_EQ(two.fps, 1e6 / 640.0);
+  EXPECT_DOUBLE_EQ(two.latency_us, 160.0 + 640.0);
+}
+
+}  // namespace
+}  // namespace xbar::hw
