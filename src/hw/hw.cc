@@ -413,6 +413,8 @@ CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& a, con
   const double ima_digital_mw = tech.Get("ima-shift-add").unit_power_mw() * static_cast<double>(a.ima_shift_adds) +
                                 tech.Get("input-register").unit_power_mw() + tech.Get("ima-output-register").unit_power_mw();
   const double tile_mw = r.chip.tile_power_mw - r.chip.ima_power_mw * static_cast<double>(a.imas_per_tile);
+  const double tile_area_per_ima =
+      (r.chip.tile_area_mm2 - r.chip.ima_area_mm2 * static_cast<double>(a.imas_per_tile)) / static_cast<double>(a.imas_per_tile);
   double slowest_us = 0;
   for (const LayerWork& w : layers) {
     LayerCost lc;
@@ -440,7 +442,8 @@ CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& a, con
     const double tiles_of_layer = static_cast<double>(lc.imas) / static_cast<double>(a.imas_per_tile);
     e["tile-shared"] = tiles_of_layer * tile_mw * lc.latency_us;
     for (const auto& kv : e) lc.energy_nj += kv.second;
-    lc.area_mm2 = static_cast<double>(lc.imas) * r.chip.ima_area_mm2;
+    // The layer's IMAs and its share of their tiles' shared parts.
+    lc.area_mm2 = static_cast<double>(lc.imas) * (r.chip.ima_area_mm2 + tile_area_per_ima);
     r.crossbars += lc.crossbars;
     r.imas += lc.imas;
     r.ops_per_inference += 2.0 * static_cast<double>(w.rows * w.cols) * static_cast<double>(w.positions);
@@ -451,7 +454,7 @@ CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& a, con
   }
   r.tiles = CeilDiv(r.imas, a.imas_per_tile);
   r.chips = static_cast<double>(r.tiles) / static_cast<double>(a.tiles);
-  r.area_mm2 = static_cast<double>(r.tiles) * r.chip.tile_area_mm2;
+  for (const LayerCost& lc : r.layers) r.area_mm2 += lc.area_mm2;
   r.fps = slowest_us > 0 ? 1e6 / slowest_us : 0;
   r.power_w = r.energy_per_inference_uj * 1e-6 * r.fps;
   if (r.area_mm2 > 0) r.gops_per_s_per_mm2 = r.ops_per_inference * r.fps / 1e9 / r.area_mm2;

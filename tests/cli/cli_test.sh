@@ -208,5 +208,25 @@ expect 0 "simulate with faults" "$XBAR" simulate -c "$CFG" --weights "$T/a/model
 if [ "$(json "$T/sf/simulate.json" "int(d['stuck_on_cells'] > 4*d['stuck_off_cells'] > 0 and d['accuracy'] < d['accuracy_quantized'])")" = 1 ]; then
   ok "1% stuck-at faults at 1:5.2 degrade two-column"; else bad "faults: $(json "$T/sf/simulate.json" "(d['stuck_off_cells'], d['stuck_on_cells'], d['accuracy'])")"; fi
 
+# ---- estimate --------------------------------------------------------------------------------
+expect 0 "estimate isaac peak" "$XBAR" estimate -c "$CFG" -o "$T/e0"
+if [ "$(json "$T/e0/estimate.json" "int(d['schema_version']==1 and d['preset']=='isaac' and abs(d['power_w']/65.8-1)<0.03 and abs(d['area_mm2']/85.4-1)<0.03)")" = 1 ]; then
+  ok "estimate without weights: ISAAC chip totals"; else bad "estimate.json: $(head -c 400 "$T/e0/estimate.json")"; fi
+expect 0 "estimate dense on isaac" "$XBAR" estimate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/e1" "${SIM[@]}" --set estimate.images=20
+expect 0 "estimate compressed on isaac" "$XBAR" estimate -c "$CFG" --weights "$T/c/model.safetensors" -o "$T/e2" "${SIM[@]}" --set estimate.images=20
+if [ "$("$PY" -c "
+import json; a=json.load(open('$T/e1/estimate.json')); b=json.load(open('$T/e2/estimate.json'))
+print(int(len(a['layers'])==5 and all(l['cycles']>0 and l['energy_nj']>0 for l in a['layers'])
+          and b['model']['crossbars'] < a['model']['crossbars'] and b['model']['energy_per_inference_uj'] < a['model']['energy_per_inference_uj']))")" = 1 ]; then
+  ok "compressed model needs fewer crossbars and less energy"; else bad "estimate: $(json "$T/e1/estimate.json" "d['model']") vs $(json "$T/e2/estimate.json" "d['model']")"; fi
+[ "$(wc -l < "$T/e1/estimate.csv")" -eq 6 ] && ok "estimate.csv has one row per layer" || bad "estimate.csv: $(cat "$T/e1/estimate.csv")"
+expect 0 "estimate forms on the polarised model" "$XBAR" estimate -c "$CFG" --weights "$T/c/model.safetensors" -o "$T/e3" "${SIM[@]}" --set estimate.images=20 --preset forms
+expect 3 "forms on a dense model" "$XBAR" estimate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/ex" "${SIM[@]}" --preset forms
+expect 2 "unknown preset" "$XBAR" estimate -c "$CFG" -o "$T/ex" --preset tpu
+contains "$T/err" "expected isaac, forms, islped19" "valid presets listed"
+printf 'components:\n  flux-capacitor: {power_mw: 1, area_mm2: 1, source: x}\n' > "$T/tech.yaml"
+expect 2 "unknown component" "$XBAR" estimate -c "$CFG" -o "$T/ex" --set arch.tech="$T/tech.yaml"
+contains "$T/err" "unknown component 'flux-capacitor'" "component named"
+
 echo "$PASSES passed, $FAILS failed"
 [ "$FAILS" -eq 0 ]

@@ -132,7 +132,7 @@ struct LayerCost {
   double latency_us = 0;
   double adc_conversions = 0;
   double energy_nj = 0;
-  double area_mm2 = 0;              // the layer's IMAs
+  double area_mm2 = 0;              // the layer's IMAs and their share of the tiles' shared parts
   std::map<std::string, double> energy_breakdown_nj;
 };
 
@@ -145,7 +145,7 @@ struct CostReport {
   double latency_us = 0;            // one inference through every layer
   double fps = 0;                   // pipelined: 1 / slowest layer
   double energy_per_inference_uj = 0;
-  double area_mm2 = 0;              // tiles used x tile area
+  double area_mm2 = 0;              // the layers' IMAs with their share of the tiles (no chip I/O)
   double power_w = 0;               // energy per inference x fps
   double gops_per_s_per_mm2 = 0, gops_per_w = 0;
 };
