@@ -102,9 +102,11 @@ void RunEstimate(const EstimateArgs& args) {
     LoadedModel m = LoadModelAndData(ctx, args.weights, /*train_split=*/true);
     const int64_t batch = cfg.Int("simulate.batch_size");
     NetworkSimulator sim(*m.model, map, DeviceSpec{}, StoredScales(args.weights));
-    sim.Calibrate(m.data.train, batch, ctx.device);
-    sim.Program(FaultSpec{}, ctx.seed);
-    const int64_t images = std::min<int64_t>(cfg.Int("estimate.images"), m.data.test.size());
+    // Input ranges (signed inputs add a plane; the scale sets zero-skipping's bit-planes).
+    sim.Calibrate(m.data.train, std::min<int64_t>(batch, 64), ctx.device);
+    // Crossbars, positions and conversions do not depend on the data: one image gives them. Only
+    // zero-skipping needs the inputs' bit-planes, measured on estimate.images test images.
+    const int64_t images = std::min<int64_t>(arch.zero_skipping ? cfg.Int("estimate.images") : 1, m.data.test.size());
     Dataset sample{m.data.test.images.narrow(0, 0, images), m.data.test.labels.narrow(0, 0, images)};
     sim.Evaluate(sample, SimMode::kCrossbar, batch, ctx.device);  // lossless: exact, with read statistics
     std::vector<hw::LayerWork> work;
@@ -119,6 +121,12 @@ void RunEstimate(const EstimateArgs& args) {
       w.used_rows = r.used_rows;
       w.used_cols = r.used_columns;
       w.cycle_share = 1.0 - r.input_cycles_skipped;
+      const double mvm_cycles = static_cast<double>(r.input_cycles) * r.positions * static_cast<double>(images);
+      w.conversions_per_cycle = mvm_cycles > 0 ? static_cast<double>(r.adc_conversions) / mvm_cycles : 0.0;
+      w.mean_level = r.mean_level;
+      if (arch.scheme == "polarized" && arch.fragment_rows > 0) {
+        w.sign_bits = (r.rows + arch.fragment_rows - 1) / arch.fragment_rows * r.cols;
+      }
       torch::Tensor weight = m.model->LayerWeight(r.name);
       w.weights = weight.numel();
       w.nonzero = weight.ne(0).sum().item<int64_t>();
@@ -134,7 +142,8 @@ void RunEstimate(const EstimateArgs& args) {
       for (const auto& kv : l.energy_breakdown_nj) e[kv.first] = kv.second;
       layers.push_back({{"name", l.name}, {"crossbars", l.crossbars}, {"imas", l.imas}, {"adc_bits", l.adc_bits},
                         {"positions", work[i].positions}, {"cycles", l.cycles}, {"cycle_share", work[i].cycle_share},
-                        {"latency_us", l.latency_us}, {"adc_conversions", l.adc_conversions}, {"energy_nj", l.energy_nj},
+                        {"latency_us", l.latency_us}, {"adc_conversions", l.adc_conversions},
+                        {"mean_cell_level", work[i].mean_level}, {"sign_bits", l.sign_bits}, {"energy_nj", l.energy_nj},
                         {"area_mm2", l.area_mm2}, {"weights", work[i].weights}, {"nonzero", work[i].nonzero},
                         {"energy_breakdown_nj", e}});
       csv += StrCat(l.name, ",", l.crossbars, ",", l.imas, ",", l.adc_bits, ",", l.cycles, ",", l.latency_us, ",",

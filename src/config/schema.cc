@@ -148,7 +148,7 @@ std::vector<KeySpec> BuildSchema() {
       Str("faults.map", "", "measured fault map, CSV lines crossbar,row,col,type (type SA0 or SA1); replaces the rates"),
       // ---- simulate --------------------------------------------------------------------------
       Int("simulate.batch_size", "200", 1, 65536, "images per simulated batch"),
-      Int("estimate.images", "200", 1, 1000000, "test images whose inputs measure zero-skipping for xbar estimate"),
+      Int("estimate.images", "200", 1, 1000000, "test images whose input bit-planes measure zero-skipping (xbar estimate, zero-skipping architectures)"),
       // ---- arch (hardware cost model; every field not given here is the preset's) -----------
       Str("arch.preset", "isaac", "architecture: isaac, forms, islped19 (configs/arch), or a path to an architecture YAML"),
       Str("arch.tech", "", "component table: a name under configs/tech or a path (default: the preset's)"),

@@ -502,6 +502,15 @@ int64_t CrossbarLayer::used_columns() const {
   return n;
 }
 
+double CrossbarLayer::level_sum() const {
+  double sum = 0;
+  for (const Tile& t : tiles_) {
+    sum += t.ideal.sum().item<double>();
+    if (t.unit.defined()) sum += t.unit.sum().item<double>();
+  }
+  return sum;
+}
+
 int CrossbarLayer::adc_bits() const {
   int bits = 0;
   for (const Tile& t : tiles_) {

@@ -276,6 +276,7 @@ std::vector<LayerSimReport> NetworkSimulator::Report() const {
       r.cells += g->cells();
       r.used_rows += g->used_rows();
       r.used_columns += g->used_columns();
+      r.mean_level += g->level_sum();
       r.adc_bits = std::max(r.adc_bits, g->adc_bits());
       r.sa0 += g->sa0_cells();
       r.sa1 += g->sa1_cells();
@@ -283,6 +284,7 @@ std::vector<LayerSimReport> NetworkSimulator::Report() const {
       r.weight_scale = g->weight_scale();
     }
     crossbar += r.crossbars;
+    r.mean_level = r.cells > 0 ? r.mean_level / (static_cast<double>(r.cells) * static_cast<double>(map_.levels())) : 0.0;
     r.positions = evaluated_images_ > 0 ? static_cast<double>(s->vectors) / static_cast<double>(evaluated_images_) : 0.0;
     r.adc_conversions = s->reads.adc_conversions;
     r.output_nmse = s->float2 > 0 ? s->err2 / s->float2 : 0.0;

@@ -402,7 +402,9 @@ ChipCost Chip(const ArchSpec& a, const TechTable& tech) {
 CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& a, const TechTable& tech) {
   CostReport r;
   r.chip = Chip(a, tech);
-  const double cycle_ns = r.chip.cycle_ns;
+  // A layer's cycle is the crossbar read, unless its own ADCs need longer for the conversions it
+  // actually makes (the chip's peak cycle assumes every fragment of every array is populated).
+  const double cycle_ns = a.cycle_ns;
   const Component& xb = tech.Get("crossbar");
   const double xb_scale = CrossbarScale(a, xb);
   // Energy of one action: a component's power for the time it is busy (one crossbar cycle), or for
@@ -427,13 +429,19 @@ CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& a, con
     const double cycles_per_mvm = static_cast<double>(a.InputCycles()) * share;
     // Every crossbar of the layer works in parallel on one MVM; MVMs follow one another.
     lc.cycles = static_cast<double>(w.positions) * cycles_per_mvm;
-    const double conv_per_cycle = static_cast<double>(w.used_cols) * static_cast<double>(a.ReadsPerColumn());
+    const double conv_per_cycle = w.conversions_per_cycle > 0 ? w.conversions_per_cycle
+                                                              : static_cast<double>(w.used_cols) * static_cast<double>(a.ReadsPerColumn());
     const double adc_rate = static_cast<double>(lc.imas * a.adcs_per_ima) * adc.sample_rate_gsps;  // per ns
     const double layer_cycle_ns = lc.imas > 0 ? std::max(cycle_ns, conv_per_cycle / adc_rate) : cycle_ns;
     lc.latency_us = lc.cycles * layer_cycle_ns / 1000.0;
     lc.adc_conversions = conv_per_cycle * lc.cycles;
+    lc.sign_bits = w.sign_bits;
     std::map<std::string, double>& e = lc.energy_breakdown_nj;
-    e["crossbar"] = static_cast<double>(w.crossbars) * lc.cycles * e_xbar_pj / 1000.0;
+    // Read current, and so crossbar energy, grows with the programmed conductance: relative to the
+    // table's array at half level (G_min offset g0 = 1 / (on/off - 1) with on/off = 10).
+    const double g0 = 1.0 / 9.0;
+    const double current = (g0 + std::clamp(w.mean_level, 0.0, 1.0)) / (g0 + 0.5);
+    e["crossbar"] = static_cast<double>(w.crossbars) * lc.cycles * e_xbar_pj * current / 1000.0;
     e["dac"] = static_cast<double>(w.used_rows) * lc.cycles * e_dac_pj / 1000.0;
     e["sample-hold"] = static_cast<double>(w.used_cols) * lc.cycles * e_sh_pj / 1000.0;
     e[adc.name] = lc.adc_conversions * (adc.unit_power_mw() / adc.sample_rate_gsps) / 1000.0;

@@ -131,6 +131,16 @@ TEST(Estimate, CyclesEnergyAndThroughputFollowTheActionCounts) {
   ArchSpec skip = isaac;
   skip.zero_skipping = true;
   EXPECT_DOUBLE_EQ(Estimate({Layer(100, 5, 0.5)}, skip, t).layers[0].cycles, 800.0);
+  // Crossbar read energy follows the programmed conductance (complementary keeps cells near G_max).
+  LayerWork bright = Layer(100, 5);
+  bright.mean_level = 1.0;
+  const double g0 = 1.0 / 9.0;
+  EXPECT_NEAR(Estimate({bright}, isaac, t).layers[0].energy_breakdown_nj.at("crossbar"),
+              r.layers[0].energy_breakdown_nj.at("crossbar") * (g0 + 1.0) / (g0 + 0.5), 1e-9);
+  // Measured conversions per cycle (fragments actually populated) replace the worst case.
+  LayerWork few = Layer(100, 5);
+  few.conversions_per_cycle = 10;
+  EXPECT_DOUBLE_EQ(Estimate({few}, isaac, t).layers[0].adc_conversions, 10.0 * 1600);
   // The pipeline runs at the pace of the slowest layer.
   CostReport two = Estimate({Layer(100, 5), Layer(400, 5)}, isaac, t);
   EXPECT_DOUBLE_EQ(two.fps, 1e6 / 640.0);

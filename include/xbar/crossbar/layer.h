@@ -80,6 +80,7 @@ class CrossbarLayer {
   int64_t cells() const;           // physical cells holding weights (allocated rows x used columns)
   int64_t used_rows() const;       // word lines driven per MVM, summed over the physical arrays
   int64_t used_columns() const;    // bit lines holding weights, summed over the physical arrays
+  double level_sum() const;        // sum of the programmed cell levels (0..L), over every used cell
   int adc_bits() const;            // bits of the widest ADC read (configured, or lossless need)
   int64_t stuck_cells() const { return stuck_; }
   int64_t sa0_cells() const { return sa0_; }

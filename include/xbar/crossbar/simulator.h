@@ -39,6 +39,7 @@ struct LayerSimReport {
   int64_t rows = 0, cols = 0, groups = 1;
   int64_t tiles = 0, crossbars = 0, cells = 0, first_crossbar = 0;
   int64_t used_rows = 0, used_columns = 0;  // summed over the physical arrays (all groups)
+  double mean_level = 0;               // mean programmed level / L over the used cells (read current)
   double positions = 0;                // MVMs per image (output pixels; 1 for linear), last evaluation
   int adc_bits = 0;
   int64_t adc_conversions = 0;

@@ -121,6 +121,10 @@ struct LayerWork {
   int64_t used_rows = 0;            // word lines driven per MVM, summed over the layer's crossbars
   int64_t used_cols = 0;            // bit lines read per cycle, summed over the layer's crossbars
   double cycle_share = 1.0;         // input cycles needed / applied (zero-skipping), in (0, 1]
+  double conversions_per_cycle = 0; // ADC conversions per input cycle of one MVM (0 = used_cols x fragments)
+  double mean_level = 0.5;          // mean programmed level / L of the used cells: read current scales
+                                    // the crossbar energy (the table's figure is for a half-level array)
+  int64_t sign_bits = 0;            // FORMS sign indicators (one per fragment per column), stored digitally
   int adc_bits = 0;                 // ADC resolution this layer needs (0 = the architecture's)
 };
 
@@ -132,6 +136,7 @@ struct LayerCost {
   double latency_us = 0;
   double adc_conversions = 0;
   double energy_nj = 0;
+  int64_t sign_bits = 0;
   double area_mm2 = 0;              // the layer's IMAs and their share of the tiles' shared parts
   std::map<std::string, double> energy_breakdown_nj;
 };
