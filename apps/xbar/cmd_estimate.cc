@@ -99,11 +99,17 @@ void RunEstimate(const EstimateArgs& args) {
   std::string csv = "layer,crossbars,imas,adc_bits,cycles,latency_us,adc_conversions,energy_nj,area_mm2\n";
   if (!args.weights.empty()) {
     const MappingSpec map = MappingOf(arch);
-    LoadedModel m = LoadModelAndData(ctx, args.weights, /*train_split=*/true);
+    // Zero-skipping counts input bit-planes, so inputs are quantised with ranges calibrated on
+    // training batches as in xbar simulate; otherwise only the sign of each layer's inputs matters
+    // (a sign plane), which a few test images give.
+    LoadedModel m = LoadModelAndData(ctx, args.weights, /*train_split=*/arch.zero_skipping);
     const int64_t batch = cfg.Int("simulate.batch_size");
     NetworkSimulator sim(*m.model, map, DeviceSpec{}, StoredScales(args.weights));
-    // Input ranges (signed inputs add a plane; the scale sets zero-skipping's bit-planes).
-    sim.Calibrate(m.data.train, std::min<int64_t>(batch, 64), ctx.device);
+    if (arch.zero_skipping) {
+      sim.Calibrate(m.data.train, batch, ctx.device);
+    } else {
+      sim.Calibrate(m.data.test, std::min<int64_t>(m.data.test.size(), 8), ctx.device);
+    }
     // Crossbars, positions and conversions do not depend on the data: one image gives them. Only
     // zero-skipping needs the inputs' bit-planes, measured on estimate.images test images.
     const int64_t images = std::min<int64_t>(arch.zero_skipping ? cfg.Int("estimate.images") : 1, m.data.test.size());

@@ -360,7 +360,7 @@ void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_
     torch::Tensor fs = torch::full({t.reads.size(2)}, static_cast<double>(active) * L * digit, kF64);
     if (t.unit.defined()) fs[fs.size(0) - 1] = static_cast<double>(rows) * digit;  // unit cells sit at level 1
     SetAdc(t, fs);
-    PackReads(t);
+    t.words = -1;  // packed on the first Forward that needs it
     crossbar += map_.scheme == Scheme::kTwoCrossbar ? 2 : 1;
   }
   stuck_ = sa0_ + sa1_;
@@ -705,6 +705,13 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
   }
   };
   const int64_t chunks = (M_all + kChunk - 1) / kChunk;
+  if (kernel_ != SumKernel::kFloat) {
+    at::parallel_for(0, static_cast<int64_t>(tiles_.size()), 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t i = t0; i < t1; ++i) {
+        if (tiles_[static_cast<size_t>(i)].words < 0) PackReads(tiles_[static_cast<size_t>(i)]);
+      }
+    });
+  }
   int64_t first = 0;
   // Calibration updates shared ranges, and kAuto decides every crossbar's kernel on the first chunk:
   // those run one chunk at a time (each chunk still parallel over its positions).

@@ -110,7 +110,7 @@ class CrossbarLayer {
     // packed[((group * planes + p) * words + w) * NR + column].
     std::vector<uint64_t> packed;
     std::vector<int> plane_shift, plane_negative;
-    int64_t words = 0;
+    int64_t words = -1;  // -1: not packed yet (PackReads runs on the first Forward that can use it)
     int kernel = 0;  // 0: undecided (auto), 1: float, 2: packed
     // ADC tables per read column (from SetAdc): 1/LSB, code range; digital weight per group [G, NR].
     std::vector<float> adc_inv, adc_lo, adc_hi;
