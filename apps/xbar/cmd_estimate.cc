@@ -59,7 +59,7 @@ nlohmann::ordered_json ChipJson(const hw::ArchSpec& a, const hw::TechTable& t, c
           {"arch", {{"crossbar_rows", a.crossbar_rows}, {"crossbar_cols", a.crossbar_cols}, {"cell_bits", a.cell_bits},
                     {"weight_bits", a.weight_bits}, {"input_bits", a.input_bits}, {"dac_bits", a.dac_bits},
                     {"adc_bits", a.adc_bits}, {"scheme", a.scheme}, {"fragment_rows", a.fragment_rows},
-                    {"zero_skipping", a.zero_skipping}, {"cycle_ns", a.cycle_ns}, {"crossbars_per_ima", a.crossbars_per_ima},
+                    {"zero_skipping", a.zero_skipping}, {"replicate", a.replicate}, {"cycle_ns", a.cycle_ns}, {"crossbars_per_ima", a.crossbars_per_ima},
                     {"adcs_per_ima", a.adcs_per_ima}, {"imas_per_tile", a.imas_per_tile}, {"tiles", a.tiles}}},
           {"ima_power_mw", c.ima_power_mw},
           {"ima_area_mm2", c.ima_area_mm2},
@@ -81,6 +81,10 @@ void RunEstimate(const EstimateArgs& args) {
   RunContext ctx = Setup(args.config, sets, out, true);
   const Config& cfg = ctx.cfg;
   const hw::ArchSpec arch = hw::ArchSpec::FromConfig(cfg);
+  // Mapping is thousands of small tensor operations and, without zero-skipping, one image: one
+  // thread is fastest and immune to other jobs on the cores (measured with a training job on both
+  // cores: ResNet-18 3.4 s on one thread, 54 s on two).
+  if (!arch.zero_skipping) at::set_num_threads(1);
   const hw::TechTable tech = hw::TechTable::Load(arch.TechPath());
   const hw::ChipCost chip = hw::Chip(arch, tech);
 
@@ -96,7 +100,7 @@ void RunEstimate(const EstimateArgs& args) {
               arch.name.c_str(), tech.name.c_str(), chip.power_w, chip.area_mm2, chip.peak_gops,
               chip.peak_gops_per_s_per_mm2, chip.peak_gops_per_w, chip.cycle_ns);
 
-  std::string csv = "layer,crossbars,imas,adc_bits,cycles,latency_us,adc_conversions,energy_nj,area_mm2\n";
+  std::string csv = "layer,replicas,crossbars,imas,adc_bits,cycles,latency_us,adc_conversions,energy_nj,area_mm2\n";
   if (!args.weights.empty()) {
     const MappingSpec map = MappingOf(arch);
     // Zero-skipping counts input bit-planes, so inputs are quantised with ranges calibrated on
@@ -146,13 +150,13 @@ void RunEstimate(const EstimateArgs& args) {
       const hw::LayerCost& l = cost.layers[i];
       nlohmann::ordered_json e = nlohmann::ordered_json::object();
       for (const auto& kv : l.energy_breakdown_nj) e[kv.first] = kv.second;
-      layers.push_back({{"name", l.name}, {"crossbars", l.crossbars}, {"imas", l.imas}, {"adc_bits", l.adc_bits},
+      layers.push_back({{"name", l.name}, {"replicas", l.replicas}, {"crossbars", l.crossbars}, {"imas", l.imas}, {"adc_bits", l.adc_bits},
                         {"positions", work[i].positions}, {"cycles", l.cycles}, {"cycle_share", work[i].cycle_share},
                         {"latency_us", l.latency_us}, {"adc_conversions", l.adc_conversions},
                         {"mean_cell_level", work[i].mean_level}, {"sign_bits", l.sign_bits}, {"energy_nj", l.energy_nj},
                         {"area_mm2", l.area_mm2}, {"weights", work[i].weights}, {"nonzero", work[i].nonzero},
                         {"energy_breakdown_nj", e}});
-      csv += StrCat(l.name, ",", l.crossbars, ",", l.imas, ",", l.adc_bits, ",", l.cycles, ",", l.latency_us, ",",
+      csv += StrCat(l.name, ",", l.replicas, ",", l.crossbars, ",", l.imas, ",", l.adc_bits, ",", l.cycles, ",", l.latency_us, ",",
                     l.adc_conversions, ",", l.energy_nj, ",", l.area_mm2, "\n");
     }
     j["model"] = {{"weights", args.weights},

@@ -163,6 +163,8 @@ std::vector<KeySpec> BuildSchema() {
            "signed-weight scheme the hardware implements (preset = the preset's)"),
       Int("arch.fragment_rows", "-1", -1, 65536, "rows per separately converted fragment, 0 = whole column (-1 = the preset's)"),
       Enum("arch.zero_skipping", "preset", {"preset", "true", "false"}, "skip all-zero leading input bit-planes per fragment"),
+      Enum("arch.replicate", "preset", {"preset", "true", "false"},
+           "copy the slowest layers onto the chip's spare crossbars to balance the pipeline (ISAAC)"),
       Float("arch.cycle_ns", "0", 0, 1e9, false, false, "crossbar read cycle in ns (0 = the preset's)"),
       Int("arch.crossbars_per_ima", "0", 0, 1 << 20, "crossbars per IMA (0 = the preset's)"),
       Int("arch.adcs_per_ima", "0", 0, 1 << 20, "ADCs per IMA (0 = the preset's)"),

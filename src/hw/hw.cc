@@ -224,6 +224,10 @@ bool SetField(ArchSpec& a, const std::string& key, const std::string& text, cons
   else if (key == "adc_bits") a.adc_bits = static_cast<int>(integer(1));
   else if (key == "scheme") a.scheme = text;
   else if (key == "fragment_rows") a.fragment_rows = integer(0);
+  else if (key == "replicate") {
+    if (text != "true" && text != "false") throw ConfigError(StrCat(where, ": ", key, ": expected true or false, got ", text));
+    a.replicate = text == "true";
+  }
   else if (key == "zero_skipping") {
     if (text != "true" && text != "false") throw ConfigError(StrCat(where, ": ", key, ": expected true or false, got ", text));
     a.zero_skipping = text == "true";
@@ -242,7 +246,7 @@ bool SetField(ArchSpec& a, const std::string& key, const std::string& text, cons
 
 const char* kArchFields =
     "name, tech, crossbar_rows, crossbar_cols, cell_bits, weight_bits, input_bits, dac_bits, adc_bits, scheme, "
-    "fragment_rows, zero_skipping, cycle_ns, crossbars_per_ima, adcs_per_ima, ima_shift_adds, imas_per_tile, tiles, "
+    "fragment_rows, zero_skipping, replicate, cycle_ns, crossbars_per_ima, adcs_per_ima, ima_shift_adds, imas_per_tile, tiles, "
     "tiles_per_router, sigmoids_per_tile, hypertransport_links";
 
 }  // namespace
@@ -417,24 +421,67 @@ CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& a, con
   const double tile_mw = r.chip.tile_power_mw - r.chip.ima_power_mw * static_cast<double>(a.imas_per_tile);
   const double tile_area_per_ima =
       (r.chip.tile_area_mm2 - r.chip.ima_area_mm2 * static_cast<double>(a.imas_per_tile)) / static_cast<double>(a.imas_per_tile);
+  // Per layer: IMAs of one copy, the cycle its ADCs allow, input cycles per MVM.
+  struct Base {
+    int64_t imas = 0;
+    double cycle_ns = 0, cycles_per_mvm = 0, conv_per_cycle = 0;
+  };
+  std::vector<Base> base(layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LayerWork& w = layers[i];
+    Base& b = base[i];
+    b.imas = CeilDiv(w.crossbars, a.crossbars_per_ima);
+    const int adc_bits = w.adc_bits > 0 ? std::min(w.adc_bits, a.adc_bits) : a.adc_bits;
+    const double share = a.zero_skipping ? std::clamp(w.cycle_share, 0.0, 1.0) : 1.0;
+    b.cycles_per_mvm = static_cast<double>(a.InputCycles()) * share;
+    b.conv_per_cycle = w.conversions_per_cycle > 0 ? w.conversions_per_cycle
+                                                   : static_cast<double>(w.used_cols) * static_cast<double>(a.ReadsPerColumn());
+    const double adc_rate = static_cast<double>(b.imas * a.adcs_per_ima) * tech.Adc(adc_bits).sample_rate_gsps;  // per ns
+    b.cycle_ns = b.imas > 0 ? std::max(cycle_ns, b.conv_per_cycle / adc_rate) : cycle_ns;
+  }
+  // Replication (ISAAC's pipeline balancing): copies of the slowest layer share its positions, one
+  // copy at a time, while the chip has crossbars left.
+  std::vector<int64_t> replicas(layers.size(), 1);
+  auto stage_us = [&](size_t i) {
+    const double mvms = std::ceil(static_cast<double>(layers[i].positions) / static_cast<double>(replicas[i]));
+    return mvms * base[i].cycles_per_mvm * base[i].cycle_ns / 1000.0;
+  };
+  if (a.replicate && !layers.empty()) {
+    // Budget in IMAs, as layers are allocated whole IMAs.
+    const int64_t budget = a.tiles * a.imas_per_tile;
+    auto imas_of = [&](size_t i, int64_t copies) { return CeilDiv(layers[i].crossbars * copies, a.crossbars_per_ima); };
+    int64_t used = 0;
+    for (size_t i = 0; i < layers.size(); ++i) used += imas_of(i, 1);
+    while (true) {
+      size_t slow = 0;
+      double worst = -1;
+      for (size_t i = 0; i < layers.size(); ++i) {
+        if (stage_us(i) > worst) {
+          worst = stage_us(i);
+          slow = i;
+        }
+      }
+      const int64_t extra = imas_of(slow, replicas[slow] + 1) - imas_of(slow, replicas[slow]);
+      if (replicas[slow] >= layers[slow].positions || layers[slow].crossbars <= 0 || used + extra > budget) break;
+      ++replicas[slow];
+      used += extra;
+    }
+  }
   double slowest_us = 0;
-  for (const LayerWork& w : layers) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LayerWork& w = layers[i];
+    const Base& b = base[i];
     LayerCost lc;
     lc.name = w.name;
-    lc.crossbars = w.crossbars;
-    lc.imas = CeilDiv(w.crossbars, a.crossbars_per_ima);
+    lc.replicas = replicas[i];
+    lc.crossbars = w.crossbars * replicas[i];
+    lc.imas = CeilDiv(lc.crossbars, a.crossbars_per_ima);
     lc.adc_bits = w.adc_bits > 0 ? std::min(w.adc_bits, a.adc_bits) : a.adc_bits;
     const Component adc = tech.Adc(lc.adc_bits);
-    const double share = a.zero_skipping ? std::clamp(w.cycle_share, 0.0, 1.0) : 1.0;
-    const double cycles_per_mvm = static_cast<double>(a.InputCycles()) * share;
-    // Every crossbar of the layer works in parallel on one MVM; MVMs follow one another.
-    lc.cycles = static_cast<double>(w.positions) * cycles_per_mvm;
-    const double conv_per_cycle = w.conversions_per_cycle > 0 ? w.conversions_per_cycle
-                                                              : static_cast<double>(w.used_cols) * static_cast<double>(a.ReadsPerColumn());
-    const double adc_rate = static_cast<double>(lc.imas * a.adcs_per_ima) * adc.sample_rate_gsps;  // per ns
-    const double layer_cycle_ns = lc.imas > 0 ? std::max(cycle_ns, conv_per_cycle / adc_rate) : cycle_ns;
-    lc.latency_us = lc.cycles * layer_cycle_ns / 1000.0;
-    lc.adc_conversions = conv_per_cycle * lc.cycles;
+    // Every crossbar of a copy works in parallel on one MVM; a copy's MVMs follow one another.
+    lc.cycles = static_cast<double>(w.positions) * b.cycles_per_mvm;
+    lc.latency_us = stage_us(i);
+    lc.adc_conversions = b.conv_per_cycle * lc.cycles;
     lc.sign_bits = w.sign_bits;
     std::map<std::string, double>& e = lc.energy_breakdown_nj;
     // Read current, and so crossbar energy, grows with the programmed conductance: relative to the

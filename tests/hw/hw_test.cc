@@ -147,5 +147,30 @@ TEST(Estimate, CyclesEnergyAndThroughputFollowTheActionCounts) {
   EXPECT_DOUBLE_EQ(two.latency_us, 160.0 + 640.0);
 }
 
+TEST(Estimate, ReplicationBalancesThePipelineWithinTheChip) {
+  const TechTable t = Isaac32();
+  ArchSpec a = Preset("isaac");
+  a.tiles = 1;  // 12 IMAs of 8 crossbars
+  a.replicate = true;
+  const CostReport once = Estimate({Layer(100, 5), Layer(400, 5)}, Preset("isaac"), t);
+  const CostReport r = Estimate({Layer(100, 5), Layer(400, 5)}, a, t);
+  ASSERT_EQ(r.layers.size(), 2u);
+  EXPECT_LE(r.imas, 12);
+  EXPECT_GT(r.crossbars, 96 - 2 * 8);  // stops only when the next copy does not fit
+  EXPECT_GT(r.layers[1].replicas, 3 * r.layers[0].replicas);
+  EXPECT_EQ(r.layers[0].crossbars, 5 * r.layers[0].replicas);
+  EXPECT_GT(r.fps, 10 * once.fps);
+  // Copies share the positions: the work, and the energy of every action, stay the same.
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_DOUBLE_EQ(r.layers[i].cycles, once.layers[i].cycles);
+    for (const char* k : {"crossbar", "dac", "adc-8b", "sample-hold"}) {
+      EXPECT_DOUBLE_EQ(r.layers[i].energy_breakdown_nj.at(k), once.layers[i].energy_breakdown_nj.at(k)) << k;
+    }
+  }
+  // A single-position layer cannot be split.
+  LayerWork fc = Layer(1, 5);
+  EXPECT_EQ(Estimate({fc}, a, t).layers[0].replicas, 1);
+}
+
 }  // namespace
 }  // namespace xbar::hw

@@ -68,6 +68,7 @@ struct ArchSpec {
   std::string scheme = "offset";    // two-column | two-crossbar | offset | polarized | complementary
   int64_t fragment_rows = 0;        // FORMS fragment of m rows converted separately (0 = whole column)
   bool zero_skipping = false;       // skip all-zero leading input bit-planes per fragment
+  bool replicate = false;           // copy slow layers onto spare crossbars to balance the pipeline
   double cycle_ns = 100;            // crossbar read cycle
   int64_t crossbars_per_ima = 8, adcs_per_ima = 8, ima_shift_adds = 4;
   int64_t imas_per_tile = 12, tiles = 168, tiles_per_router = 4, sigmoids_per_tile = 2;
@@ -130,10 +131,11 @@ struct LayerWork {
 
 struct LayerCost {
   std::string name;
-  int64_t crossbars = 0, imas = 0;
+  int64_t replicas = 1;             // copies of the layer's weights (pipeline balancing)
+  int64_t crossbars = 0, imas = 0;  // all copies
   int adc_bits = 0;
   double cycles = 0;                // crossbar cycles per inference (all of the layer's arrays in parallel)
-  double latency_us = 0;
+  double latency_us = 0;            // one pipeline stage: the layer's positions over its copies
   double adc_conversions = 0;
   double energy_nj = 0;
   int64_t sign_bits = 0;
