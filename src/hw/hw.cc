@@ -155,7 +155,7 @@ TechTable TechTable::Parse(const std::string& yaml_text, const std::string& sour
 const Component& TechTable::Get(const std::string& name) const {
   auto it = components.find(name);
   if (it == components.end()) {
-    throw ConfigError(StrCat(path, ": component table '", name.empty() ? path : this->name, "' has no '", name,
+    throw ConfigError(StrCat(path, ": component table '", this->name.empty() ? path : this->name, "' has no '", name,
                              "' entry, which the architecture needs"));
   }
   return it->second;
