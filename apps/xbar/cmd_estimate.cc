@@ -30,8 +30,10 @@ Scheme SchemeOf(const std::string& name) {
 
 // The crossbar mapping the architecture implies (lossless ADC: the engine's job here is only to
 // allocate crossbars and count input bit-planes).
-MappingSpec MappingOf(const hw::ArchSpec& a) {
+MappingSpec MappingOf(const hw::ArchSpec& a, const Config& cfg) {
   MappingSpec m;
+  // TinyADC: a column budget (from compression) bounds each column read, so fewer ADC bits suffice.
+  m.column_budget = cfg.Int("mapping.column_budget");
   m.rows = a.crossbar_rows;
   m.cols = a.crossbar_cols;
   m.scheme = SchemeOf(a.scheme);
@@ -102,7 +104,7 @@ void RunEstimate(const EstimateArgs& args) {
 
   std::string csv = "layer,replicas,crossbars,imas,adc_bits,cycles,latency_us,adc_conversions,energy_nj,area_mm2\n";
   if (!args.weights.empty()) {
-    const MappingSpec map = MappingOf(arch);
+    const MappingSpec map = MappingOf(arch, cfg);
     // Zero-skipping counts input bit-planes, so inputs are quantised with ranges calibrated on
     // training batches as in xbar simulate; otherwise only the sign of each layer's inputs matters
     // (a sign plane), which a few test images give.
@@ -134,6 +136,9 @@ void RunEstimate(const EstimateArgs& args) {
       const double mvm_cycles = static_cast<double>(r.input_cycles) * r.positions * static_cast<double>(images);
       w.conversions_per_cycle = mvm_cycles > 0 ? static_cast<double>(r.adc_conversions) / mvm_cycles : 0.0;
       w.mean_level = r.mean_level;
+      // With a column budget the ADC needs only the bits of the budget's worst case (at most the
+      // architecture's); without one the architecture's ADC converts every read.
+      if (map.column_budget > 0) w.adc_bits = r.adc_bits;
       if (arch.scheme == "polarized" && arch.fragment_rows > 0) {
         w.sign_bits = (r.rows + arch.fragment_rows - 1) / arch.fragment_rows * r.cols;
       }
