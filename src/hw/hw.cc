@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <set>
 
 #include "xbar/config/config.h"
 #include "xbar/core/error.h"
