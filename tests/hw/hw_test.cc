@@ -2,6 +2,10 @@
 // model-driven estimate's bookkeeping.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <functional>
+#include <string>
+
 #include "xbar/config/config.h"
 #include "xbar/core/error.h"
 #include "xbar/hw/hw.h"
