@@ -21,13 +21,6 @@ struct EstimateArgs {
   std::vector<std::string> sets;
 };
 
-Scheme SchemeOf(const std::string& name) {
-  for (Scheme s : {Scheme::kTwoColumn, Scheme::kTwoCrossbar, Scheme::kOffset, Scheme::kPolarized, Scheme::kComplementary}) {
-    if (name == SchemeName(s)) return s;
-  }
-  throw ConfigError(StrCat("arch.scheme: unknown '", name, "'"));
-}
-
 // The crossbar mapping the architecture implies (lossless ADC: the engine's job here is only to
 // allocate crossbars and count input bit-planes).
 MappingSpec MappingOf(const hw::ArchSpec& a, const Config& cfg) {
@@ -36,7 +29,7 @@ MappingSpec MappingOf(const hw::ArchSpec& a, const Config& cfg) {
   m.column_budget = cfg.Int("mapping.column_budget");
   m.rows = a.crossbar_rows;
   m.cols = a.crossbar_cols;
-  m.scheme = SchemeOf(a.scheme);
+  m.scheme = ParseScheme(a.scheme, "arch.scheme");
   m.weight_bits = a.weight_bits;
   m.cell_bits = a.cell_bits;
   m.input_bits = a.input_bits;

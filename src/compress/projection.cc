@@ -22,33 +22,35 @@ constexpr int64_t kExactSweepEvents = 1 << 18;   // scale search: exact sweep up
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Indices of the `keep` largest scores, ties towards the lower index; returns a keep-flag vector.
-std::vector<char> TopGroups(const std::vector<double>& score, int64_t keep) {
-  const auto g = static_cast<int64_t>(score.size());
+// Flags of the `keep` largest keys, ties towards the lower index, given the keep-th largest key.
+template <typename T>
+std::vector<char> KeepFromThreshold(const std::vector<T>& key, T threshold, int64_t keep) {
+  const auto g = static_cast<int64_t>(key.size());
   std::vector<char> kept(static_cast<size_t>(g), 0);
-  if (keep >= g) {
-    std::fill(kept.begin(), kept.end(), 1);
-    return kept;
-  }
-  if (keep <= 0) return kept;
-  // Keep the `keep` largest scores, ties broken towards the lower index: select the threshold on
-  // a contiguous copy of the scores, keep everything above it, then the first indices equal to it.
-  std::vector<double> copy(score);
-  std::nth_element(copy.begin(), copy.begin() + (keep - 1), copy.end(), std::greater<double>());
-  const double threshold = copy[static_cast<size_t>(keep - 1)];
   int64_t above = 0;
   for (int64_t i = 0; i < g; ++i) {
-    const bool a = score[static_cast<size_t>(i)] > threshold;
+    const bool a = key[static_cast<size_t>(i)] > threshold;
     kept[static_cast<size_t>(i)] = a;
     above += a;
   }
   for (int64_t i = 0, left = keep - above; i < g && left > 0; ++i) {
-    if (score[static_cast<size_t>(i)] == threshold) {
+    if (key[static_cast<size_t>(i)] == threshold) {
       kept[static_cast<size_t>(i)] = 1;
       --left;
     }
   }
   return kept;
+}
+
+// Indices of the `keep` largest scores, ties towards the lower index; returns a keep-flag vector.
+std::vector<char> TopGroups(const std::vector<double>& score, int64_t keep) {
+  const auto g = static_cast<int64_t>(score.size());
+  if (keep >= g || keep <= 0) return std::vector<char>(static_cast<size_t>(g), keep > 0 ? 1 : 0);
+  // Keep the `keep` largest scores, ties broken towards the lower index: select the threshold on
+  // a contiguous copy of the scores, keep everything above it, then the first indices equal to it.
+  std::vector<double> copy(score);
+  std::nth_element(copy.begin(), copy.begin() + (keep - 1), copy.end(), std::greater<double>());
+  return KeepFromThreshold(score, copy[static_cast<size_t>(keep - 1)], keep);
 }
 
 // Structures whose groups are runs of rows inside one column ("segments"): calls
@@ -363,12 +365,7 @@ void ProjectGroups(CrossbarMatrix m, const LayerConstraints& c, int64_t keep) {
 // by a two-digit radix selection on the scores' bits, which order like the values.
 std::vector<char> TopGroupsRadix(const std::vector<float>& score, int64_t keep) {
   const auto g = static_cast<int64_t>(score.size());
-  std::vector<char> kept(static_cast<size_t>(g), 0);
-  if (keep >= g) {
-    std::fill(kept.begin(), kept.end(), 1);
-    return kept;
-  }
-  if (keep <= 0) return kept;
+  if (keep >= g || keep <= 0) return std::vector<char>(static_cast<size_t>(g), keep > 0 ? 1 : 0);
   std::vector<uint32_t> key(static_cast<size_t>(g));
   for (int64_t i = 0; i < g; ++i) {
     const float v = std::max(score[static_cast<size_t>(i)], 0.0f);  // rounding may leave -1e-12
@@ -386,20 +383,7 @@ std::vector<char> TopGroupsRadix(const std::vector<float>& score, int64_t keep) 
     for (; b > 0 && rank > static_cast<int64_t>(hist[static_cast<size_t>(b)]); --b) rank -= hist[static_cast<size_t>(b)];
     prefix = digit == 1 ? static_cast<uint32_t>(b) : (prefix << 16) | static_cast<uint32_t>(b);
   }
-  const uint32_t threshold = prefix;
-  int64_t above = 0;
-  for (int64_t i = 0; i < g; ++i) {
-    const bool a = key[static_cast<size_t>(i)] > threshold;
-    kept[static_cast<size_t>(i)] = a;
-    above += a;
-  }
-  for (int64_t i = 0, left = keep - above; i < g && left > 0; ++i) {
-    if (key[static_cast<size_t>(i)] == threshold) {
-      kept[static_cast<size_t>(i)] = 1;
-      --left;
-    }
-  }
-  return kept;
+  return KeepFromThreshold(key, prefix, keep);  // prefix: the keep-th largest key
 }
 
 void ProjectCrossbarBlock(CrossbarMatrix m, const Tiling& t, int64_t keep_rows, int64_t keep_cols) {

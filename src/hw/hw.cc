@@ -424,6 +424,7 @@ CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& a, con
   // Per layer: IMAs of one copy, the cycle its ADCs allow, input cycles per MVM.
   struct Base {
     int64_t imas = 0;
+    Component adc;
     double cycle_ns = 0, cycles_per_mvm = 0, conv_per_cycle = 0;
   };
   std::vector<Base> base(layers.size());
@@ -431,12 +432,12 @@ CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& a, con
     const LayerWork& w = layers[i];
     Base& b = base[i];
     b.imas = CeilDiv(w.crossbars, a.crossbars_per_ima);
-    const int adc_bits = w.adc_bits > 0 ? std::min(w.adc_bits, a.adc_bits) : a.adc_bits;
+    b.adc = tech.Adc(w.adc_bits > 0 ? std::min(w.adc_bits, a.adc_bits) : a.adc_bits);
     const double share = a.zero_skipping ? std::clamp(w.cycle_share, 0.0, 1.0) : 1.0;
     b.cycles_per_mvm = static_cast<double>(a.InputCycles()) * share;
     b.conv_per_cycle = w.conversions_per_cycle > 0 ? w.conversions_per_cycle
                                                    : static_cast<double>(w.used_cols) * static_cast<double>(a.ReadsPerColumn());
-    const double adc_rate = static_cast<double>(b.imas * a.adcs_per_ima) * tech.Adc(adc_bits).sample_rate_gsps;  // per ns
+    const double adc_rate = static_cast<double>(b.imas * a.adcs_per_ima) * b.adc.sample_rate_gsps;  // per ns
     b.cycle_ns = b.imas > 0 ? std::max(cycle_ns, b.conv_per_cycle / adc_rate) : cycle_ns;
   }
   // Replication (ISAAC's pipeline balancing): copies of the slowest layer share its positions, one
@@ -476,8 +477,8 @@ CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& a, con
     lc.replicas = replicas[i];
     lc.crossbars = w.crossbars * replicas[i];
     lc.imas = CeilDiv(lc.crossbars, a.crossbars_per_ima);
-    lc.adc_bits = w.adc_bits > 0 ? std::min(w.adc_bits, a.adc_bits) : a.adc_bits;
-    const Component adc = tech.Adc(lc.adc_bits);
+    const Component& adc = b.adc;
+    lc.adc_bits = adc.bits;
     // Every crossbar of a copy works in parallel on one MVM; a copy's MVMs follow one another.
     lc.cycles = static_cast<double>(w.positions) * b.cycles_per_mvm;
     lc.latency_us = stage_us(i);
