@@ -226,24 +226,37 @@ std::pair<double, double> ExactSweep(const std::vector<float>& a, int64_t n, dou
   return {best_s, best_e};
 }
 
-// One pass over w[0, n): returns how many magnitudes exceed hi and appends those in [lo, hi] to
-// `inside` (branch-free compaction by chunks; bounds passed by value so they stay in registers).
+// One pass over w[0, n): returns how many magnitudes (values, when kMagnitude is false) exceed hi
+// and appends those in [lo, hi] to `inside`. Blocks of 256 are first tested as a whole (this
+// vectorises), and only those with an entry in the window are compacted, without branches.
+template <bool kMagnitude = true>
 int64_t Bracket(const float* w, int64_t n, float lo, float hi, std::vector<float>* inside) {
-  constexpr int64_t kChunk = 4096;
-  std::vector<float> chunk(kChunk);
-  float* out = chunk.data();
+  constexpr int64_t kBlock = 256;
+  float out[kBlock];
   int64_t above = 0;
-  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
-    const int64_t end = std::min(n, c0 + kChunk);
+  auto compact = [&](const float* x, int64_t len) {
     int64_t k = 0;
-    for (int64_t i = c0; i < end; ++i) {
-      const float a = std::fabs(w[i]);
-      above += a > hi ? 1 : 0;
+    for (int64_t i = 0; i < len; ++i) {
+      const float a = kMagnitude ? std::fabs(x[i]) : x[i];
       out[k] = a;
       k += static_cast<int64_t>(a <= hi) & static_cast<int64_t>(a >= lo);  // no branch: a && would be one
     }
     inside->insert(inside->end(), out, out + k);
+  };
+  int64_t b0 = 0;
+  for (; b0 + kBlock <= n; b0 += kBlock) {
+    const float* x = w + b0;
+    int32_t count = 0, hits = 0;
+    for (int64_t i = 0; i < kBlock; ++i) {
+      const float a = kMagnitude ? std::fabs(x[i]) : x[i];
+      count += a > hi ? 1 : 0;
+      hits += static_cast<int32_t>(a <= hi) & static_cast<int32_t>(a >= lo);
+    }
+    above += count;
+    if (hits > 0) compact(x, kBlock);
   }
+  for (int64_t i = b0; i < n; ++i) above += (kMagnitude ? std::fabs(w[i]) : w[i]) > hi ? 1 : 0;
+  compact(w + b0, n - b0);
   return above;
 }
 
@@ -361,142 +374,321 @@ void ProjectGroups(CrossbarMatrix m, const LayerConstraints& c, int64_t keep) {
   ZeroGroups(m, c, TopGroups(GroupNorms(m, c, groups), keep));
 }
 
-// TopGroups for non-negative float scores (same order: larger first, ties to the lower index),
-// by a two-digit radix selection on the scores' bits, which order like the values.
-std::vector<char> TopGroupsRadix(const std::vector<float>& score, int64_t keep) {
-  const auto g = static_cast<int64_t>(score.size());
-  if (keep >= g || keep <= 0) return std::vector<char>(static_cast<size_t>(g), keep > 0 ? 1 : 0);
-  std::vector<uint32_t> key(static_cast<size_t>(g));
-  for (int64_t i = 0; i < g; ++i) {
-    const float v = std::max(score[static_cast<size_t>(i)], 0.0f);  // rounding may leave -1e-12
-    std::memcpy(&key[static_cast<size_t>(i)], &v, 4);
-  }
-  std::vector<uint32_t> hist(65536);
-  uint32_t prefix = 0;
-  int64_t rank = keep;  // 1-based rank, from the top, of the threshold within the current prefix
-  for (int digit = 1; digit >= 0; --digit) {
-    std::fill(hist.begin(), hist.end(), 0u);
-    const int shift = 16 * digit;
-    for (uint32_t k : key)
-      if (digit == 1 || (k >> 16) == prefix) ++hist[(k >> shift) & 0xffffu];
-    int64_t b = 65535;
-    for (; b > 0 && rank > static_cast<int64_t>(hist[static_cast<size_t>(b)]); --b) rank -= hist[static_cast<size_t>(b)];
-    prefix = digit == 1 ? static_cast<uint32_t>(b) : (prefix << 16) | static_cast<uint32_t>(b);
-  }
-  return KeepFromThreshold(key, prefix, keep);  // prefix: the keep-th largest key
+namespace {
+
+// Sum of x[r]^2 (times mask[r] when kMasked) over r < len, in sixteen interleaved partial sums so
+// that it vectorises, reduced in a fixed order.
+template <bool kMasked>
+float SquareSum(const float* x, const float* mask, int64_t len) {
+  float lane[16] = {};
+  int64_t r = 0;
+  for (; r + 16 <= len; r += 16)
+    for (int64_t l = 0; l < 16; ++l) lane[l] += x[r + l] * x[r + l] * (kMasked ? mask[r + l] : 1.0f);
+  for (; r < len; ++r) lane[r % 16] += x[r] * x[r] * (kMasked ? mask[r] : 1.0f);
+  for (int64_t width = 8; width > 0; width /= 2)
+    for (int64_t l = 0; l < width; ++l) lane[l] += lane[l + width];
+  return lane[0];
 }
 
-void ProjectCrossbarBlock(CrossbarMatrix m, const Tiling& t, int64_t keep_rows, int64_t keep_cols) {
-  LayerConstraints rows_c, cols_c;
-  rows_c.structure = Structure::kCrossbarRow;
-  cols_c.structure = Structure::kCrossbarColumn;
-  rows_c.tile = cols_c.tile = t;
-  const int64_t K = m.rows, N = m.cols, R = t.rows, C = t.cols;
-  const int64_t n_rows = GroupCount(m, rows_c), n_cols = GroupCount(m, cols_c);
-  const int64_t tiles_r = CeilDiv(K, R), tiles_c = CeilDiv(N, C);
-  // Alternate exact projections: row segments given the kept column segments, then column
-  // segments given the kept row segments, until neither changes. Every segment lies inside one
-  // tile, so after the first round only the tiles in which the other kind of segment changed need
-  // new norms (few do).
-  std::vector<char> row_kept(static_cast<size_t>(n_rows), 1), col_kept(static_cast<size_t>(n_cols), 1);
-  std::vector<float> rnorm(static_cast<size_t>(n_rows), 0.0f), cnorm(static_cast<size_t>(n_cols), 0.0f);
-  std::vector<float> racc(static_cast<size_t>(R));
-  // Row segment (r, block j) has index j*K + r; column segment (c, block i) has index i*N + c.
-  auto row_norms = [&](int64_t i, int64_t j) {
-    const int64_t r0 = i * R, r1 = std::min(K, r0 + R), len = r1 - r0;
-    std::fill(racc.begin(), racc.begin() + len, 0.0f);
-    for (int64_t c = j * C; c < std::min(N, (j + 1) * C); ++c) {
-      if (!col_kept[static_cast<size_t>(i * N + c)]) continue;
-      const float* w = m.data + c * K + r0;
-      for (int64_t r = 0; r < len; ++r) racc[static_cast<size_t>(r)] += w[r] * w[r];
+// The keep-th largest of s (1 <= keep < size). A window [lo, hi] holding it is found by counting
+// passes alone (it starts narrow around `guess` -- when positive, the previous selection's
+// threshold, else the same rank in a fixed pseudo-random sample -- moves towards the answer
+// widening fourfold, then is bisected while it holds many entries); then the entries inside are
+// collected in one pass and selected among. *above_out: how many entries exceed the result.
+float KthLargest(const std::vector<float>& s, int64_t keep, float guess, int64_t* above_out) {
+  const auto n = static_cast<int64_t>(s.size());
+  const float* x = s.data();
+  constexpr int64_t kSample = 2048, kFew = 4096;
+  float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
+  auto count = [&](float a, float b, int64_t* gt_b) {  // entries >= a, and (*gt_b) entries > b
+    int64_t ge = 0, gt = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      ge += x[i] >= a ? 1 : 0;
+      gt += x[i] > b ? 1 : 0;
     }
-    for (int64_t r = 0; r < len; ++r) rnorm[static_cast<size_t>(j * K + r0 + r)] = racc[static_cast<size_t>(r)];
+    *gt_b = gt;
+    return ge;
   };
-  std::vector<float> rmask(static_cast<size_t>(R));
-  auto col_norms = [&](int64_t i, int64_t j) {
-    const int64_t r0 = i * R, r1 = std::min(K, r0 + R), len = r1 - r0;
-    for (int64_t r = 0; r < len; ++r) rmask[static_cast<size_t>(r)] = row_kept[static_cast<size_t>(j * K + r0 + r)];
-    for (int64_t c = j * C; c < std::min(N, (j + 1) * C); ++c) {
-      const float* w = m.data + c * K + r0;
-      // Sixteen interleaved partial sums, so that the reduction vectorises (a fixed order).
-      float lane[16] = {};
-      int64_t r = 0;
-      for (; r + 16 <= len; r += 16)
-        for (int64_t l = 0; l < 16; ++l) lane[l] += w[r + l] * w[r + l] * rmask[static_cast<size_t>(r + l)];
-      for (; r < len; ++r) lane[r % 16] += w[r] * w[r] * rmask[static_cast<size_t>(r)];
-      for (int64_t width = 8; width > 0; width /= 2)
-        for (int64_t l = 0; l < width; ++l) lane[l] += lane[l + width];
-      cnorm[static_cast<size_t>(i * N + c)] = lane[0];
+  if (!(guess > 0) && n > 8 * kSample) {
+    std::vector<float> sample(static_cast<size_t>(kSample));
+    uint64_t state = 0x9E3779B97F4A7C15ull;
+    for (float& v : sample) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      v = x[(state >> 33) % static_cast<uint64_t>(n)];
+      if (std::isnan(v)) v = -std::numeric_limits<float>::infinity();  // keeps the ordering strict
+    }
+    const auto it = sample.begin() + keep * kSample / n;
+    std::nth_element(sample.begin(), it, sample.end(), std::greater<float>());
+    guess = *it;
+  }
+  if (guess > 0 && n > 8 * kSample) {
+    float a = guess * (1 - 1.0f / 1024), b = guess * (1 + 1.0f / 1024);
+    int64_t gt_b = 0, ge_a = count(a, b, &gt_b);
+    for (int tries = 0; tries < 16 && (gt_b >= keep || ge_a < keep); ++tries) {
+      const float width = 4 * (b - a);
+      if (gt_b >= keep) {  // the answer is above b
+        a = b;
+        b += width;
+      } else {  // below a
+        b = a;
+        a -= width;
+      }
+      ge_a = count(a, b, &gt_b);
+    }
+    if (gt_b < keep && ge_a >= keep) {
+      for (int halvings = 0; halvings < 16 && ge_a - gt_b > kFew; ++halvings) {
+        const float mid = a + (b - a) / 2;
+        if (!(mid > a && mid < b)) break;
+        int64_t gt_mid = 0;
+        const int64_t ge_mid = count(mid, mid, &gt_mid);
+        if (gt_mid >= keep) {
+          a = mid;
+          ge_a = ge_mid;
+        } else {
+          b = mid;
+          gt_b = gt_mid;
+        }
+      }
+      lo = a;
+      hi = b;
+    }
+  }
+  std::vector<float> inside;
+  const int64_t above = Bracket<false>(x, n, lo, hi, &inside);
+  const int64_t need = keep - above;
+  if (need < 1 || need > static_cast<int64_t>(inside.size()))  // only NaN scores leave the full window
+    throw InputError("crossbar-block projection: the weights contain NaN (did training diverge?)");
+  std::nth_element(inside.begin(), inside.begin() + (need - 1), inside.end(), std::greater<float>());
+  const float t = inside[static_cast<size_t>(need - 1)];
+  *above_out = above;
+  for (float v : inside) *above_out += v > t ? 1 : 0;
+  return t;
+}
+
+// The segments of one kind (rows or columns) of ProjectCrossbarBlock: their scores, which are
+// kept, and which flipped in the last selection.
+struct SegmentSelection {
+  std::vector<float> score;
+  std::vector<char> kept, fresh;  // fresh: scratch for the next flags
+  std::vector<int64_t> changed;  // changed[0, flipped): indices whose flag flipped in the last Select
+  int64_t flipped = 0;
+  float threshold = 0;  // of the last selection: the next one starts looking near it
+
+  explicit SegmentSelection(int64_t n)
+      : score(static_cast<size_t>(n), 0.0f),
+        kept(static_cast<size_t>(n), 1),
+        fresh(static_cast<size_t>(n)),
+        changed(static_cast<size_t>(n)) {}
+
+  // Keeps the `keep` largest scores (ties towards the lower index, as TopGroups) and records the
+  // flipped flags.
+  void Select(int64_t keep) {
+    const auto n = static_cast<int64_t>(score.size());
+    int64_t above = 0;
+    const float t = keep >= n ? -std::numeric_limits<float>::infinity()
+                    : keep <= 0 ? std::numeric_limits<float>::infinity()
+                                : KthLargest(score, keep, threshold, &above);
+    if (keep > 0 && keep < n) threshold = t;
+    // New flags: everything above t, then the first entries equal to t (ties to the lower index).
+    const float* sc = score.data();
+    char* fr = fresh.data();  // through locals: a char store could otherwise alias the vectors
+    for (int64_t g = 0; g < n; ++g) fr[g] = sc[g] > t ? 1 : 0;
+    auto it = score.begin();
+    for (int64_t ties = keep - above; ties > 0 && keep < n; --ties) {
+      it = std::find(it, score.end(), t);
+      if (it == score.end()) break;
+      fresh[static_cast<size_t>(it - score.begin())] = 1;
+      ++it;
+    }
+    // Flipped flags, 64 at a time (few flip after the first rounds).
+    int64_t count = 0;
+    const char* old = kept.data();
+    for (int64_t g0 = 0; g0 < n; g0 += 64) {
+      const int64_t end = std::min<int64_t>(n, g0 + 64);
+      int differ = 0;
+      for (int64_t g = g0; g < end; ++g) differ |= old[g] ^ fr[g];
+      if (differ == 0) continue;
+      for (int64_t g = g0; g < end; ++g) {
+        changed[static_cast<size_t>(count)] = g;
+        count += old[g] != fr[g] ? 1 : 0;
+      }
+    }
+    kept.swap(fresh);
+    flipped = count;
+  }
+};
+
+}  // namespace
+
+CrossbarBlockSelection SelectCrossbarBlock(const CrossbarMatrix& matrix, const Tiling& t, int64_t keep_rows,
+                                           int64_t keep_cols) {
+  const CrossbarMatrix m = matrix;  // a local copy: the char stores below cannot alias it
+  const int64_t K = m.rows, N = m.cols, R = t.rows, C = t.cols;
+  const int64_t tiles_r = CeilDiv(K, R), tiles_c = CeilDiv(N, C);
+  // Row segment (r, block j) has index j*K + r; column segment (c, block i) has index i*N + c.
+  SegmentSelection rows(K * tiles_c), cols(tiles_r * N);
+  // Every segment lies inside one tile, so after the first round only the tiles in which the other
+  // kind of segment changed need new scores (few do).
+  std::vector<char> redo(static_cast<size_t>(tiles_r * tiles_c), 1);
+  std::vector<int64_t> changes(redo.size(), 0);
+  auto tile_of_row = [&](int64_t g) { return (g % K) / R * tiles_c + g / K; };
+  auto tile_of_col = [&](int64_t g) { return g / N * tiles_c + (g % N) / C; };
+  // Adds the squares of the column segments x[0], x[1], ... (len rows each) to out, column after
+  // column, loading and storing out once per four columns.
+  auto add_squares = [](float* out, const float* const* x, int64_t count, int64_t len) {
+    int64_t q = 0;
+    for (; q + 4 <= count; q += 4) {
+      const float *x0 = x[q], *x1 = x[q + 1], *x2 = x[q + 2], *x3 = x[q + 3];
+      for (int64_t r = 0; r < len; ++r) {
+        float v = out[r];
+        v += x0[r] * x0[r];
+        v += x1[r] * x1[r];
+        v += x2[r] * x2[r];
+        v += x3[r] * x3[r];
+        out[r] = v;
+      }
+    }
+    for (; q < count; ++q)
+      for (int64_t r = 0; r < len; ++r) out[r] += x[q][r] * x[q][r];
+  };
+  // Squared norms of the row segments of the tiles marked in `redo`, over the kept column segments,
+  // tile by tile, which reads only the kept segments.
+  std::vector<const float*> segs(static_cast<size_t>(C));
+  auto row_norms = [&]() {
+    for (int64_t j = 0; j < tiles_c; ++j) {
+      for (int64_t i = 0; i < tiles_r; ++i) {
+        if (!redo[static_cast<size_t>(i * tiles_c + j)]) continue;
+        const int64_t r0 = i * R, len = std::min(K, r0 + R) - r0;
+        int64_t count = 0;
+        for (int64_t c = j * C; c < std::min(N, (j + 1) * C); ++c)
+          if (cols.kept[static_cast<size_t>(i * N + c)]) segs[static_cast<size_t>(count++)] = m.data + c * K + r0;
+        float* out = rows.score.data() + j * K + r0;
+        std::fill(out, out + len, 0.0f);
+        add_squares(out, segs.data(), count, len);
+      }
+    }
+  };
+  // Squared norms of the column segments of the tiles marked in `redo`, over the kept row segments,
+  // in memory order (all tiles of a column in turn), which streams the matrix.
+  std::vector<float> rmask(static_cast<size_t>(K));
+  auto col_norms = [&]() {
+    for (int64_t j = 0; j < tiles_c; ++j) {
+      bool any = false;
+      for (int64_t i = 0; i < tiles_r; ++i) any = any || redo[static_cast<size_t>(i * tiles_c + j)];
+      if (!any) continue;
+      for (int64_t r = 0; r < K; ++r) rmask[static_cast<size_t>(r)] = rows.kept[static_cast<size_t>(j * K + r)];
+      for (int64_t c = j * C; c < std::min(N, (j + 1) * C); ++c) {
+        const float* w = m.data + c * K;
+        for (int64_t i = 0; i < tiles_r; ++i) {
+          if (!redo[static_cast<size_t>(i * tiles_c + j)]) continue;
+          const int64_t r0 = i * R, len = std::min(K, r0 + R) - r0;
+          cols.score[static_cast<size_t>(i * N + c)] = SquareSum<true>(w + r0, rmask.data() + r0, len);
+        }
+      }
+    }
+  };
+  // With everything kept: the squared norms of both kinds of segment in one streaming pass.
+  auto first_norms = [&]() {
+    std::fill(rows.score.begin(), rows.score.end(), 0.0f);
+    for (int64_t j = 0; j < tiles_c; ++j) {
+      const int64_t c1 = std::min(N, (j + 1) * C);
+      for (int64_t c = j * C; c < c1; c += 4) {
+        const int64_t width = std::min<int64_t>(4, c1 - c);
+        for (int64_t i = 0; i < tiles_r; ++i) {
+          const int64_t r0 = i * R, len = std::min(K, r0 + R) - r0;
+          const float* x0 = m.data + c * K + r0;
+          const float* x[4] = {x0, x0 + K, x0 + 2 * K, x0 + 3 * K};
+          add_squares(rows.score.data() + j * K + r0, x, width, len);
+          for (int64_t q = 0; q < width; ++q)
+            cols.score[static_cast<size_t>(i * N + c + q)] = SquareSum<false>(x0 + q * K, nullptr, len);
+        }
+      }
     }
   };
   // A tile with few changed segments is updated by adding or subtracting their squares instead:
   // column segments are contiguous (cheap up to about half a tile), row segments are strided.
-  std::vector<int64_t> changes(static_cast<size_t>(tiles_r * tiles_c), 0);
-  auto row_delta = [&](int64_t g) {  // column segment g = i*N + c changed
-    const int64_t i = g / N, c = g % N, j = c / C, r0 = i * R, len = std::min(K, r0 + R) - r0;
-    const float sign = col_kept[static_cast<size_t>(g)] ? 1.0f : -1.0f;
-    const float* w = m.data + c * K + r0;
-    float* out = rnorm.data() + j * K + r0;
-    for (int64_t r = 0; r < len; ++r) out[r] += sign * w[r] * w[r];
-  };
-  auto col_delta = [&](int64_t g) {  // row segment g = j*K + r changed
-    const int64_t j = g / K, r = g % K, i = r / R;
-    const float sign = row_kept[static_cast<size_t>(g)] ? 1.0f : -1.0f;
-    for (int64_t c = j * C; c < std::min(N, (j + 1) * C); ++c) {
-      const float x = m.data[c * K + r];
-      cnorm[static_cast<size_t>(i * N + c)] += sign * x * x;
-    }
-  };
-  std::vector<int64_t> changed_rows, changed_cols;
-  for (int64_t j = 0; j < tiles_c; ++j)
-    for (int64_t i = 0; i < tiles_r; ++i) row_norms(i, j);
-  for (int iter = 0; iter < 10; ++iter) {
-    std::vector<char> new_rows = TopGroupsRadix(rnorm, keep_rows);
-    changed_rows.clear();
-    std::fill(changes.begin(), changes.end(), 0);
-    for (int64_t g = 0; g < n_rows; ++g) {
-      if (new_rows[static_cast<size_t>(g)] != row_kept[static_cast<size_t>(g)]) {
-        changed_rows.push_back(g);
-        ++changes[static_cast<size_t>((g % K) / R * tiles_c + g / K)];
+  // Changed segments come sorted, so those of one tile are a run changed[k0, k1).
+  auto row_deltas = [&](const int64_t* changed, int64_t k0, int64_t k1) {  // column segments i*N + c
+    const int64_t i = changed[k0] / N, j = changed[k0] % N / C, r0 = i * R, len = std::min(K, r0 + R) - r0;
+    float* out = rows.score.data() + j * K + r0;
+    for (int64_t k = k0; k < k1; k += 4) {
+      const int64_t count = std::min<int64_t>(4, k1 - k);
+      const float* x[4];
+      float sign[4];
+      for (int64_t q = 0; q < count; ++q) {
+        const int64_t g = changed[k + q];
+        x[q] = m.data + (g % N) * K + r0;
+        sign[q] = cols.kept[static_cast<size_t>(g)] ? 1.0f : -1.0f;
+        // The segments are scattered: fetch the ones of the next batch while these are added.
+        if (k + q + 4 < k1)
+          for (int64_t r = 0; r < len; r += 16) __builtin_prefetch(m.data + (changed[k + q + 4] % N) * K + r0 + r);
+      }
+      if (count == 4) {  // the same order as one segment at a time, one load and store of out
+        const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];
+        for (int64_t r = 0; r < len; ++r) {
+          float v = out[r];
+          v += sign[0] * x0[r] * x0[r];
+          v += sign[1] * x1[r] * x1[r];
+          v += sign[2] * x2[r] * x2[r];
+          v += sign[3] * x3[r] * x3[r];
+          out[r] = v;
+        }
+      } else {
+        for (int64_t q = 0; q < count; ++q)
+          for (int64_t r = 0; r < len; ++r) out[r] += sign[q] * x[q][r] * x[q][r];
       }
     }
-    row_kept.swap(new_rows);
-    if (iter == 0) {
-      for (int64_t j = 0; j < tiles_c; ++j)
-        for (int64_t i = 0; i < tiles_r; ++i) col_norms(i, j);
-    } else {
-      for (int64_t g : changed_rows)
-        if (changes[static_cast<size_t>((g % K) / R * tiles_c + g / K)] * 16 <= R) col_delta(g);
-      for (int64_t j = 0; j < tiles_c; ++j)
-        for (int64_t i = 0; i < tiles_r; ++i)
-          if (changes[static_cast<size_t>(i * tiles_c + j)] * 16 > R) col_norms(i, j);
-    }
-    std::vector<char> new_cols = TopGroupsRadix(cnorm, keep_cols);
-    changed_cols.clear();
-    std::fill(changes.begin(), changes.end(), 0);
-    for (int64_t g = 0; g < n_cols; ++g) {
-      if (new_cols[static_cast<size_t>(g)] != col_kept[static_cast<size_t>(g)]) {
-        changed_cols.push_back(g);
-        ++changes[static_cast<size_t>(g / N * tiles_c + (g % N) / C)];
+  };
+  auto col_deltas = [&](const int64_t* changed, int64_t k0, int64_t k1) {  // row segments j*K + r
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t g = changed[k], j = g / K, r = g % K, i = r / R;
+      const float sign = rows.kept[static_cast<size_t>(g)] ? 1.0f : -1.0f;
+      for (int64_t c = j * C; c < std::min(N, (j + 1) * C); ++c) {
+        const float x = m.data[c * K + r];
+        cols.score[static_cast<size_t>(i * N + c)] += sign * x * x;
       }
     }
-    col_kept.swap(new_cols);
+  };
+  // Marks for recomputation the tiles with more than limit changed segments; the others get deltas.
+  auto plan = [&](const SegmentSelection& s, auto tile_of, int64_t limit, auto deltas) {
+    const int64_t* changed = s.changed.data();
+    std::fill(changes.begin(), changes.end(), 0);
+    for (int64_t k = 0; k < s.flipped; ++k) ++changes[static_cast<size_t>(tile_of(changed[k]))];
+    for (size_t k = 0; k < redo.size(); ++k) redo[k] = changes[k] > limit ? 1 : 0;
+    for (int64_t k0 = 0, k1 = 0; k0 < s.flipped; k0 = k1) {
+      const int64_t tile = tile_of(changed[k0]);
+      for (k1 = k0 + 1; k1 < s.flipped && tile_of(changed[k1]) == tile;) ++k1;
+      if (!redo[static_cast<size_t>(tile)]) deltas(changed, k0, k1);
+    }
+  };
+  // Start from the column segments chosen on their full norms, then alternate.
+  first_norms();
+  // Each step keeps at least as much energy as the one before, so this converges (in 7 rounds on the
+  // 4096×4096 benchmark, 39 on a 1024×512 matrix with 16×16 tiles); the cap is a safeguard.
+  for (int iter = 0; iter < 100; ++iter) {
+    cols.Select(keep_cols);
     // Rows only change in response to columns: with the columns fixed, the next row step repeats.
-    if (changed_cols.empty()) break;
-    for (int64_t g : changed_cols)
-      if (changes[static_cast<size_t>(g / N * tiles_c + (g % N) / C)] * 2 <= C) row_delta(g);
-    for (int64_t j = 0; j < tiles_c; ++j)
-      for (int64_t i = 0; i < tiles_r; ++i)
-        if (changes[static_cast<size_t>(i * tiles_c + j)] * 2 > C) row_norms(i, j);
+    if (cols.flipped == 0 && iter > 0) break;
+    plan(cols, tile_of_col, C / 2, row_deltas);
+    row_norms();
+    rows.Select(keep_rows);
+    plan(rows, tile_of_row, R / 16, col_deltas);
+    col_norms();
   }
+  return {std::move(rows.kept), std::move(cols.kept)};
+}
+
+void ProjectCrossbarBlock(CrossbarMatrix m, const Tiling& t, int64_t keep_rows, int64_t keep_cols) {
+  const int64_t K = m.rows, N = m.cols, R = t.rows, C = t.cols, tiles_r = CeilDiv(K, R);
+  const CrossbarBlockSelection kept = SelectCrossbarBlock(m, t, keep_rows, keep_cols);
   // Zero the removed segments in one pass: dropped column segments whole, dropped rows by mask.
-  const std::vector<float> row_scale(row_kept.begin(), row_kept.end());
+  const std::vector<float> row_scale(kept.rows.begin(), kept.rows.end());
   for (int64_t c = 0; c < N; ++c) {
     float* w = m.data + c * K;
     const float* scale = row_scale.data() + (c / C) * K;
     for (int64_t i = 0; i < tiles_r; ++i) {
       const int64_t r0 = i * R, r1 = std::min(K, r0 + R);
-      if (!col_kept[static_cast<size_t>(i * N + c)]) {
+      if (!kept.cols[static_cast<size_t>(i * N + c)]) {
         std::fill(w + r0, w + r1, 0.0f);
       } else {
         for (int64_t r = r0; r < r1; ++r) w[r] *= scale[r];

@@ -4,10 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
 
+#include "xbar/core/error.h"
 #include "xbar/core/rng.h"
 
 namespace xbar {
@@ -181,6 +183,82 @@ TEST(Projection, CrossbarBlockIsFeasibleIdempotentAndRemovesWholeSegments) {
     Project(again.view(), c);
     EXPECT_EQ(again.v, p.v);
   }
+}
+
+// Checks that sel is a fixed point of both alternating steps on m: exactly keep_rows / keep_cols
+// segments, and every kept segment's squared norm (over the other kind's kept segments, in double)
+// at least every dropped one's, up to float rounding.
+void ExpectBlockFixedPoint(const Mat& m, const Tiling& t, const CrossbarBlockSelection& sel, int64_t keep_rows,
+                           int64_t keep_cols) {
+  const int64_t K = m.rows, N = m.cols, R = t.rows, C = t.cols, tr = (K + R - 1) / R, tc = (N + C - 1) / C;
+  ASSERT_EQ(static_cast<int64_t>(sel.rows.size()), K * tc);
+  ASSERT_EQ(static_cast<int64_t>(sel.cols.size()), tr * N);
+  EXPECT_EQ(std::count(sel.rows.begin(), sel.rows.end(), 1), keep_rows);
+  EXPECT_EQ(std::count(sel.cols.begin(), sel.cols.end(), 1), keep_cols);
+  std::vector<double> rnorm(sel.rows.size(), 0.0), cnorm(sel.cols.size(), 0.0);
+  for (int64_t c = 0; c < N; ++c) {
+    for (int64_t r = 0; r < K; ++r) {
+      const double x2 = static_cast<double>(m.v[static_cast<size_t>(c * K + r)]) * m.v[static_cast<size_t>(c * K + r)];
+      const size_t rg = static_cast<size_t>((c / C) * K + r), cg = static_cast<size_t>((r / R) * N + c);
+      if (sel.cols[cg]) rnorm[rg] += x2;
+      if (sel.rows[rg]) cnorm[cg] += x2;
+    }
+  }
+  auto check = [](const std::vector<double>& norm, const std::vector<char>& kept, const char* what) {
+    double min_kept = 1e300, max_dropped = -1;
+    for (size_t g = 0; g < norm.size(); ++g) {
+      if (kept[g]) min_kept = std::min(min_kept, norm[g]);
+      else max_dropped = std::max(max_dropped, norm[g]);
+    }
+    EXPECT_GE(min_kept, max_dropped * (1 - 1e-5) - 1e-9) << what;
+  };
+  check(rnorm, sel.rows, "row segments");
+  check(cnorm, sel.cols, "column segments");
+}
+
+TEST(Projection, CrossbarBlockOnLargeMatricesIsAFixedPointOfBothSteps) {
+  // 32,768 segments of each kind: the selections take the windowed path, not the small-size one.
+  const Tiling t{16, 16};
+  const int64_t K = 1024, N = 512, keep_rows = 16384, keep_cols = 12000;
+  Mat m = Random(K, N, 7);
+  const CrossbarBlockSelection sel = SelectCrossbarBlock(m.view(), t, keep_rows, keep_cols);
+  ExpectBlockFixedPoint(m, t, sel, keep_rows, keep_cols);
+  // The projection zeroes exactly what the selection drops.
+  Mat p = m;
+  ProjectCrossbarBlock(p.view(), t, keep_rows, keep_cols);
+  for (int64_t c = 0; c < N; ++c) {
+    for (int64_t r = 0; r < K; ++r) {
+      const bool kept = sel.rows[static_cast<size_t>((c / 16) * K + r)] && sel.cols[static_cast<size_t>((r / 16) * N + c)];
+      ASSERT_EQ(p.v[static_cast<size_t>(c * K + r)], kept ? m.v[static_cast<size_t>(c * K + r)] : 0.0f) << r << "," << c;
+    }
+  }
+  // Same input, same answer.
+  Mat again = m;
+  ProjectCrossbarBlock(again.view(), t, keep_rows, keep_cols);
+  EXPECT_EQ(again.v, p.v);
+}
+
+TEST(Projection, CrossbarBlockKeepsExactCountsThroughTiedZeroSegments) {
+  // Three quarters of the rows and every other tile column are zero, so most segments score 0 and
+  // the counts are met by breaking ties.
+  const Tiling t{16, 16};
+  const int64_t K = 1024, N = 512;
+  Mat m = Random(K, N, 8);
+  for (int64_t c = 0; c < N; ++c)
+    for (int64_t r = 0; r < K; ++r)
+      if (r % 4 != 0 || (c / 16) % 2 == 1) m.v[static_cast<size_t>(c * K + r)] = 0;
+  for (const auto& [keep_rows, keep_cols] : {std::pair<int64_t, int64_t>{20000, 20000}, {3000, 25000}, {1, 1}}) {
+    const CrossbarBlockSelection sel = SelectCrossbarBlock(m.view(), t, keep_rows, keep_cols);
+    ExpectBlockFixedPoint(m, t, sel, keep_rows, keep_cols);
+  }
+  // A NaN makes its segments' scores NaN, which are never kept; when fewer than the kept count are
+  // numbers, the projection says so.
+  std::vector<float> nan = m.v;
+  nan[12345] = std::nanf("");
+  ProjectCrossbarBlock({nan.data(), K, N}, t, 20000, 20000);
+  EXPECT_EQ(std::count_if(nan.begin(), nan.end(), [](float x) { return std::isnan(x); }), 0);
+  std::fill(nan.begin() + K, nan.end(), std::nanf(""));  // every column but the first
+  EXPECT_THROW(ProjectCrossbarBlock({nan.data(), K, N}, t, 20000, 20000), InputError);
 }
 
 TEST(Projection, PolarizeIsOptimalAgainstEverySignChoice) {

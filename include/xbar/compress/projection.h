@@ -74,7 +74,18 @@ int64_t GroupCount(const CrossbarMatrix& m, const LayerConstraints& c);
 int64_t KeepCount(int64_t groups, double sparsity);
 // Keeps the `keep` groups of largest L2 norm for a structured pruning (not kUnstructured/kCrossbarBlock).
 void ProjectGroups(CrossbarMatrix m, const LayerConstraints& c, int64_t keep);
-// Row and column segments (kCrossbarBlock): at most keep_rows row segments, keep_cols column segments.
+// The row and column segments kept by the crossbar-block projection of a K×N matrix: rows[j*K + r]
+// for row r inside tile column j, cols[i*N + c] for column c inside tile row i.
+struct CrossbarBlockSelection {
+  std::vector<char> rows, cols;
+};
+// Chooses keep_rows row segments and keep_cols column segments (exactly, when there are that many)
+// by alternating exact projections -- column segments given the kept row segments, then row
+// segments given the kept column segments -- until neither changes: a fixed point of both, not
+// necessarily the joint optimum (that is a densest-submatrix problem).
+CrossbarBlockSelection SelectCrossbarBlock(const CrossbarMatrix& m, const Tiling& t, int64_t keep_rows,
+                                           int64_t keep_cols);
+// Row and column segments (kCrossbarBlock): zeroes everything outside SelectCrossbarBlock's choice.
 void ProjectCrossbarBlock(CrossbarMatrix m, const Tiling& t, int64_t keep_rows, int64_t keep_cols);
 // Makes every fragment of m consecutive rows of a column (restarting at tile row boundaries)
 // single-signed, zeroing the side with the smaller sum of squares (ties keep the positive side).
