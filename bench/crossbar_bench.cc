@@ -1,5 +1,6 @@
 // The crossbar engine on real layer shapes, next to this machine's sgemm rate measured in the
-// same run (issue 4, deliverable 8), and whole-network simulation speed.
+// same run (issue 4, deliverable 8), whole-network simulation speed, and mapping a whole network
+// for the hardware estimate (issue 5).
 //
 //   build/bench/crossbar_bench --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
@@ -10,6 +11,7 @@
 
 #include "xbar/core/progress.h"
 #include "xbar/crossbar/layer.h"
+#include "xbar/crossbar/plan.h"
 #include "xbar/crossbar/simulator.h"
 #include "xbar/models/zoo.h"
 
@@ -119,6 +121,36 @@ void BM_Vgg8SecondsPerImage(benchmark::State& state) {
                                                  benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 BENCHMARK(BM_Vgg8SecondsPerImage)->Arg(1)->Arg(8)->Arg(200)->Iterations(1)->Unit(benchmark::kSecond);
+
+// Issue 5: mapping a ResNet-18 (11.2 M weights, 1x28x28 inputs) onto ISAAC's crossbars (128x128,
+// offset scheme, 16-bit weights on 2-bit cells), one thread: arg 0 counts with the planner that
+// `xbar estimate` uses, arg 1 builds every CrossbarLayer (what the simulator does).
+void BM_MapResNet18(benchmark::State& state) {
+  at::set_num_threads(1);
+  torch::manual_seed(0);
+  xbar::ModelSpec spec;
+  spec.name = "resnet18";
+  auto model = xbar::CreateModel(spec);
+  xbar::MappingSpec map;
+  map.scheme = xbar::Scheme::kOffset;
+  map.weight_bits = map.input_bits = 16;
+  int64_t crossbars = 0;
+  for (auto _ : state) {
+    crossbars = 0;
+    for (const xbar::LayerInfo& l : model->layers()) {
+      const torch::Tensor w2d = model->LayerWeight(l.name).detach().reshape({l.out_channels, -1});
+      const double scale = xbar::WeightScale(w2d, map.weight_bits, 0.0);
+      if (state.range(0) == 0) {
+        crossbars += xbar::PlanLayer(l.name, w2d, scale, map).crossbars;
+      } else {
+        crossbars += xbar::CrossbarLayer(l.name, w2d, scale, map, xbar::DeviceSpec{}).crossbars();
+      }
+    }
+  }
+  state.counters["crossbars"] = static_cast<double>(crossbars);
+  state.SetLabel(state.range(0) == 0 ? "planner" : "CrossbarLayer");
+}
+BENCHMARK(BM_MapResNet18)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

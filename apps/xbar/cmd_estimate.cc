@@ -2,14 +2,17 @@
 //
 // Without weights: the architecture's chip totals and peak figures. With weights: the network is
 // mapped onto the architecture's crossbars (its crossbar size, cell and weight bits, scheme and
-// fragments, with masked mapping), a few test images measure the inputs' bit-planes for
-// zero-skipping, and the cost model prices every layer.
+// fragments, with masked mapping) -- counted by the mapping planner, or, for zero-skipping, by
+// running test images through the crossbars to measure the inputs' bit-planes -- and the cost
+// model prices every layer.
 #include <cstdio>
+#include <map>
 
 #include "commands.h"
 #include "common.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
+#include "xbar/crossbar/plan.h"
 #include "xbar/crossbar/simulator.h"
 #include "xbar/hw/hw.h"
 
@@ -44,6 +47,105 @@ MappingSpec MappingOf(const hw::ArchSpec& a, const Config& cfg) {
   return m;
 }
 
+// FORMS sign indicators: one per fragment of m rows per output column.
+int64_t SignBits(const hw::ArchSpec& arch, int64_t rows, int64_t cols) {
+  if (arch.scheme != "polarized" || arch.fragment_rows <= 0) return 0;
+  return (rows + arch.fragment_rows - 1) / arch.fragment_rows * cols;
+}
+
+// Without zero-skipping nothing depends on the data: the mapping planner counts each layer's
+// crossbars, driven rows, read columns, levels and ADC conversions from its weights, and one
+// forward pass of a blank input gives its MVMs per image. No crossbar is built and no data is read
+// (unless the weights file lacks its input shape).
+std::vector<hw::LayerWork> PlannedWork(const RunContext& ctx, const std::string& weights, const hw::ArchSpec& arch,
+                                       const MappingSpec& map) {
+  torch::NoGradGuard no_grad;
+  LoadedModel m = LoadModelAndData(ctx, weights, /*train_split=*/false, /*data_needed=*/false);
+  Model& model = *m.model;
+  model.eval();
+  std::map<std::string, int64_t> positions;
+  model.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
+    torch::Tensor y = ideal(x);
+    positions[l.name] = y.numel() / l.out_channels;  // batch of one: output pixels, 1 for linear
+    return y;
+  });
+  model.forward(torch::zeros({1, m.spec.in_channels, m.spec.height, m.spec.width_px}, ctx.device));
+  model.SetLayerOverride(nullptr);
+  const std::map<std::string, double> stored = StoredScales(m.bytes, weights);
+  std::vector<hw::LayerWork> work;
+  for (const LayerInfo& l : model.layers()) {
+    const torch::Tensor w2d = model.LayerWeight(l.name).detach().cpu().reshape({l.out_channels, -1});
+    // One quantisation step for the whole layer, its groups mapped separately (as the simulator).
+    const double scale = WeightScale(w2d, map.weight_bits, stored.count(l.name) ? stored.at(l.name) : 0.0);
+    const int64_t per_group = l.out_channels / l.groups;
+    hw::LayerWork w;
+    w.name = l.name;
+    w.rows = l.gemm_rows();
+    w.cols = l.gemm_cols();
+    w.positions = positions.at(l.name);
+    double level_sum = 0;
+    int64_t cells = 0;
+    int adc_bits = 0;
+    for (int64_t g = 0; g < l.groups; ++g) {
+      const LayerPlan p = PlanLayer(l.groups == 1 ? l.name : StrCat(l.name, "#", g), w2d.narrow(0, g * per_group, per_group),
+                                    scale, map);
+      w.crossbars += p.crossbars;
+      w.used_rows += p.used_rows;
+      w.used_cols += p.used_columns;
+      w.conversions_per_cycle += static_cast<double>(p.conversions_per_plane);
+      level_sum += p.level_sum;
+      cells += p.cells;
+      adc_bits = std::max(adc_bits, p.adc_bits);
+    }
+    w.mean_level = cells > 0 ? level_sum / (static_cast<double>(cells) * static_cast<double>(map.levels())) : 0.0;
+    // With a column budget the ADC needs only the bits of the budget's worst case (at most the
+    // architecture's); without one the architecture's ADC converts every read.
+    if (map.column_budget > 0) w.adc_bits = adc_bits;
+    w.sign_bits = SignBits(arch, w.rows, w.cols);
+    w.weights = w2d.numel();
+    w.nonzero = w2d.ne(0).sum().item<int64_t>();
+    work.push_back(w);
+  }
+  return work;
+}
+
+// With zero-skipping the input cycles a fragment needs depend on its inputs' bit-planes: the
+// network runs on the crossbars (lossless) over estimate.images test images, inputs quantised with
+// ranges calibrated on training batches as in xbar simulate. *images: how many ran.
+std::vector<hw::LayerWork> MeasuredWork(const RunContext& ctx, const std::string& weights, const hw::ArchSpec& arch,
+                                        const MappingSpec& map, int64_t* images) {
+  const Config& cfg = ctx.cfg;
+  LoadedModel m = LoadModelAndData(ctx, weights, /*train_split=*/true);
+  const int64_t batch = cfg.Int("simulate.batch_size");
+  NetworkSimulator sim(*m.model, map, DeviceSpec{}, StoredScales(m.bytes, weights));
+  sim.Calibrate(m.data.train, batch, ctx.device);
+  *images = std::min<int64_t>(cfg.Int("estimate.images"), m.data.test.size());
+  Dataset sample{m.data.test.images.narrow(0, 0, *images), m.data.test.labels.narrow(0, 0, *images)};
+  sim.Evaluate(sample, SimMode::kCrossbar, batch, ctx.device);  // lossless: exact, with read statistics
+  std::vector<hw::LayerWork> work;
+  for (const LayerSimReport& r : sim.Report()) {
+    hw::LayerWork w;
+    w.name = r.name;
+    w.rows = r.rows;
+    w.cols = r.cols;
+    w.positions = static_cast<int64_t>(std::llround(r.positions));
+    w.crossbars = r.crossbars;
+    w.used_rows = r.used_rows;
+    w.used_cols = r.used_columns;
+    w.cycle_share = 1.0 - r.input_cycles_skipped;
+    const double mvm_cycles = static_cast<double>(r.input_cycles) * r.positions * static_cast<double>(*images);
+    w.conversions_per_cycle = mvm_cycles > 0 ? static_cast<double>(r.adc_conversions) / mvm_cycles : 0.0;
+    w.mean_level = r.mean_level;
+    if (map.column_budget > 0) w.adc_bits = r.adc_bits;
+    w.sign_bits = SignBits(arch, r.rows, r.cols);
+    torch::Tensor weight = m.model->LayerWeight(r.name);
+    w.weights = weight.numel();
+    w.nonzero = weight.ne(0).sum().item<int64_t>();
+    work.push_back(w);
+  }
+  return work;
+}
+
 nlohmann::ordered_json ChipJson(const hw::ArchSpec& a, const hw::TechTable& t, const hw::ChipCost& c) {
   nlohmann::ordered_json comps = nlohmann::ordered_json::array();
   for (const hw::CostItem& it : c.items) {
@@ -76,9 +178,8 @@ void RunEstimate(const EstimateArgs& args) {
   RunContext ctx = Setup(args.config, sets, out, true);
   const Config& cfg = ctx.cfg;
   const hw::ArchSpec arch = hw::ArchSpec::FromConfig(cfg);
-  // Mapping is thousands of small tensor operations and, without zero-skipping, one image: one
-  // thread is fastest and immune to other jobs on the cores (measured with a training job on both
-  // cores: ResNet-18 3.4 s on one thread, 54 s on two).
+  // Without zero-skipping the work is the planner's loops: one thread, immune to other jobs on the
+  // cores (OpenMP spin-waits made many small parallel regions 16x slower on a loaded machine).
   if (!arch.zero_skipping) at::set_num_threads(1);
   const hw::TechTable tech = hw::TechTable::Load(arch.TechPath());
   const hw::ChipCost chip = hw::Chip(arch, tech);
@@ -98,49 +199,17 @@ void RunEstimate(const EstimateArgs& args) {
   std::string csv = "layer,replicas,crossbars,imas,adc_bits,cycles,latency_us,adc_conversions,energy_nj,area_mm2\n";
   if (!args.weights.empty()) {
     const MappingSpec map = MappingOf(arch, cfg);
-    // Zero-skipping counts input bit-planes, so inputs are quantised with ranges calibrated on
-    // training batches as in xbar simulate; otherwise only the sign of each layer's inputs matters
-    // (a sign plane), which a few test images give.
-    LoadedModel m = LoadModelAndData(ctx, args.weights, /*train_split=*/arch.zero_skipping);
-    const int64_t batch = cfg.Int("simulate.batch_size");
-    NetworkSimulator sim(*m.model, map, DeviceSpec{}, StoredScales(args.weights));
-    if (arch.zero_skipping) {
-      sim.Calibrate(m.data.train, batch, ctx.device);
-    } else {
-      sim.Calibrate(m.data.test, std::min<int64_t>(m.data.test.size(), 8), ctx.device);
-    }
-    // Crossbars, positions and conversions do not depend on the data: one image gives them. Only
-    // zero-skipping needs the inputs' bit-planes, measured on estimate.images test images.
-    const int64_t images = std::min<int64_t>(arch.zero_skipping ? cfg.Int("estimate.images") : 1, m.data.test.size());
-    Dataset sample{m.data.test.images.narrow(0, 0, images), m.data.test.labels.narrow(0, 0, images)};
-    sim.Evaluate(sample, SimMode::kCrossbar, batch, ctx.device);  // lossless: exact, with read statistics
     std::vector<hw::LayerWork> work;
+    int64_t images = 0;
+    if (arch.zero_skipping) {
+      work = MeasuredWork(ctx, args.weights, arch, map, &images);
+    } else {
+      work = PlannedWork(ctx, args.weights, arch, map);
+    }
     int64_t weights_total = 0, nonzero = 0;
-    for (const LayerSimReport& r : sim.Report()) {
-      hw::LayerWork w;
-      w.name = r.name;
-      w.rows = r.rows;
-      w.cols = r.cols;
-      w.positions = static_cast<int64_t>(std::llround(r.positions));
-      w.crossbars = r.crossbars;
-      w.used_rows = r.used_rows;
-      w.used_cols = r.used_columns;
-      w.cycle_share = 1.0 - r.input_cycles_skipped;
-      const double mvm_cycles = static_cast<double>(r.input_cycles) * r.positions * static_cast<double>(images);
-      w.conversions_per_cycle = mvm_cycles > 0 ? static_cast<double>(r.adc_conversions) / mvm_cycles : 0.0;
-      w.mean_level = r.mean_level;
-      // With a column budget the ADC needs only the bits of the budget's worst case (at most the
-      // architecture's); without one the architecture's ADC converts every read.
-      if (map.column_budget > 0) w.adc_bits = r.adc_bits;
-      if (arch.scheme == "polarized" && arch.fragment_rows > 0) {
-        w.sign_bits = (r.rows + arch.fragment_rows - 1) / arch.fragment_rows * r.cols;
-      }
-      torch::Tensor weight = m.model->LayerWeight(r.name);
-      w.weights = weight.numel();
-      w.nonzero = weight.ne(0).sum().item<int64_t>();
+    for (const hw::LayerWork& w : work) {
       weights_total += w.weights;
       nonzero += w.nonzero;
-      work.push_back(w);
     }
     const hw::CostReport cost = hw::Estimate(work, arch, tech);
     nlohmann::ordered_json layers = nlohmann::ordered_json::array();

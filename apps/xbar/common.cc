@@ -43,7 +43,7 @@ RunContext Setup(const std::string& config_path, const std::vector<std::string>&
   return ctx;
 }
 
-LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights, bool train_split) {
+LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights, bool train_split, bool data_needed) {
   const Config& cfg = ctx.cfg;
   LoadedModel out;
   out.bytes = ReadFile(weights);
@@ -59,6 +59,12 @@ LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights, 
     out.spec = from_file;
   }
   const DatasetSpec data_spec = DatasetSpec::FromConfig(cfg);
+  if (has_meta && !data_needed) {
+    out.model = CreateModel(out.spec);
+    LoadStateDict(*out.model, st, weights);
+    out.model->to(ctx.device);
+    return out;
+  }
   if (has_meta && st.metadata.count("dataset") && st.metadata.at("dataset") != data_spec.name) {
     std::fprintf(stderr, "xbar: note: %s was trained on %s, used here with %s\n", weights.c_str(),
                  st.metadata.at("dataset").c_str(), data_spec.name.c_str());
@@ -106,9 +112,11 @@ std::map<std::string, std::string> Fingerprint(const Config& cfg, const std::vec
 void WriteJson(const std::string& path, const nlohmann::ordered_json& j) { WriteFileAtomic(path, j.dump(2) + "\n"); }
 
 // Per-layer quantisation steps stored by `xbar compress` (metadata "quantization").
-std::map<std::string, double> StoredScales(const std::string& weights) {
+std::map<std::string, double> StoredScales(const std::string& weights) { return StoredScales(ReadFile(weights), weights); }
+
+std::map<std::string, double> StoredScales(const std::string& bytes, const std::string& weights) {
   std::map<std::string, double> scales;
-  const SafeTensors st = ReadSafeTensors(weights);
+  const SafeTensors st = ParseSafeTensors(bytes, weights, /*with_data=*/false);
   auto it = st.metadata.find("quantization");
   if (it == st.metadata.end()) return scales;
   try {

@@ -40,8 +40,10 @@ struct LoadedModel {
 // Reads a weights file, builds its model and loads the configured dataset normalised as the model
 // was trained. The architecture comes from the file's metadata when it has one (files written by
 // xbar do; a model.name set in the config must agree); a PyTorch export without metadata is built
-// from the config and the data's shape. `train_split` also loads the training data.
-LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights, bool train_split);
+// from the config and the data's shape. `train_split` also loads the training data; with
+// `data_needed` false the data is loaded only when the file lacks the input shape (data left empty).
+LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights, bool train_split,
+                             bool data_needed = true);
 
 // Adds the options every experiment command shares: -c/--config (required) and repeatable --set.
 void AddConfigOptions(CLI::App* cmd, std::string* config, std::vector<std::string>* sets);
@@ -55,5 +57,7 @@ void WriteJson(const std::string& path, const nlohmann::ordered_json& j);
 
 // Per-layer quantisation steps stored by `xbar compress` (metadata "quantization"); empty when none.
 std::map<std::string, double> StoredScales(const std::string& weights);
+// The same from a weights file's content already read (LoadedModel::bytes).
+std::map<std::string, double> StoredScales(const std::string& bytes, const std::string& weights);
 
 }  // namespace xbar::app

@@ -53,6 +53,17 @@ void WriteFileAtomic(const std::string& path, const std::string& content) {
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError(StrCat(path, ": cannot open: ", std::strerror(errno)));
+  // A file of known size is read in one go (a stream copy of a 45 MB model took 100 ms).
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  if (size > 0) {
+    std::string out(static_cast<size_t>(size), '\0');
+    in.seekg(0);
+    in.read(out.data(), size);
+    if (in.gcount() != size) throw InputError(StrCat(path, ": read error (", in.gcount(), " of ", size, " bytes)"));
+    return out;
+  }
+  in.clear();  // a pipe (no size; the failed seek moved nothing) or an empty file: read to the end
   std::ostringstream ss;
   ss << in.rdbuf();
   if (in.bad()) throw InputError(StrCat(path, ": read error"));

@@ -114,7 +114,7 @@ std::string SerializeSafeTensors(const SafeTensors& st) {
   return out;
 }
 
-SafeTensors ParseSafeTensors(const std::string& bytes, const std::string& source) {
+SafeTensors ParseSafeTensors(const std::string& bytes, const std::string& source, bool with_data) {
   auto fail = [&](const std::string& what) -> InputError {
     return InputError(StrCat(source, ": not a valid safetensors file: ", what));
   };
@@ -174,7 +174,7 @@ SafeTensors ParseSafeTensors(const std::string& bytes, const std::string& source
       throw fail(StrCat("tensor '", name, "' has ", e - b, " bytes but its dtype and shape need ",
                         static_cast<double>(expected)));
     }
-    t.bytes.assign(data + b, data + e);
+    if (with_data) t.bytes.assign(data + b, data + e);
     spans.emplace_back(b, e);
     st.tensors.emplace(name, std::move(t));
   }

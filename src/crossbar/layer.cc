@@ -10,6 +10,7 @@
 #include "xbar/core/error.h"
 #include "xbar/core/rng.h"
 #include "xbar/crossbar/faults.h"
+#include "xbar/crossbar/plan.h"
 
 namespace xbar {
 namespace {
@@ -20,8 +21,6 @@ const auto kF64 = torch::TensorOptions().dtype(torch::kFloat64);
 torch::Tensor Index(const std::vector<int64_t>& v) {
   return torch::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())}, torch::kInt64).clone();
 }
-
-bool PairInOneArray(Scheme s) { return s == Scheme::kTwoColumn || s == Scheme::kComplementary; }
 
 // Bit k of eight byte digits (element i in byte i of u) gathered into bits 0..7: the multiplier
 // moves byte i's bit to bit 56 + i without carries between the partial products.
@@ -81,13 +80,11 @@ CrossbarLayer::CrossbarLayer(std::string name, const torch::Tensor& w2d, double 
   const double qmax = static_cast<double>((int64_t{1} << (map.weight_bits - 1)) - 1);
   scale_ = weight_scale > 0 ? weight_scale : w.abs().max().item<double>() / qmax;
   if (scale_ <= 0) scale_ = 1.0;  // an all-zero layer
-  q_ = torch::clamp(torch::round(w / scale_), -qmax, qmax).to(torch::kFloat32);
+  q_ = QuantizeWeights(w, scale_, map.weight_bits);
 
   const bool offset = map.scheme == Scheme::kOffset;
-  const int magnitude_bits = offset ? map.weight_bits : map.weight_bits - 1;
-  slices_ = (magnitude_bits + map.cell_bits - 1) / map.cell_bits;
-  components_ = (map.scheme == Scheme::kTwoColumn || map.scheme == Scheme::kTwoCrossbar ||
-                 map.scheme == Scheme::kComplementary) ? 2 : 1;
+  slices_ = WeightSlices(map);
+  components_ = SchemeComponents(map.scheme);
   // The reads of every tile: one per slice (and component), pair differences when subtracting in
   // the analog domain, and the offset scheme's unit column.
   for (int s = 0; s < slices_; ++s) {
@@ -103,40 +100,14 @@ CrossbarLayer::CrossbarLayer(std::string name, const torch::Tensor& w2d, double 
   }
   if (offset) reads_.push_back({0, -1, false, -std::ldexp(1.0, map.weight_bits - 1)});
 
-  // Tiling with masked mapping: live columns grouped by the crossbar's logical width, then each
-  // group's live rows cut into crossbars of R rows. Polarized layers keep every row so fragments
-  // stay aligned with the rows compression polarised.
-  const int64_t per_weight = slices_ * (PairInOneArray(map.scheme) ? 2 : 1);
-  const int64_t logical_cols = (map.cols - (offset ? 1 : 0)) / per_weight;
-  XBAR_CHECK(logical_cols >= 1, "crossbar too narrow (MappingSpec::FromConfig checks this)");
-  torch::Tensor nz = q_.ne(0);  // [N, K]
-  std::vector<int64_t> live_cols;
-  auto col_any = nz.any(1);
-  for (int64_t n = 0; n < N_; ++n) {
-    if (!map.compact || col_any[n].item<bool>()) live_cols.push_back(n);
-  }
-  const bool compact_rows = map.compact && map.scheme != Scheme::kPolarized;
-  for (size_t g0 = 0; g0 < live_cols.size(); g0 += static_cast<size_t>(logical_cols)) {
-    std::vector<int64_t> cols(live_cols.begin() + static_cast<std::ptrdiff_t>(g0),
-                              live_cols.begin() + static_cast<std::ptrdiff_t>(std::min(live_cols.size(), g0 + static_cast<size_t>(logical_cols))));
-    std::vector<int64_t> rows;
-    if (compact_rows) {
-      auto row_any = nz.index_select(0, Index(cols)).any(0);
-      auto* ra = row_any.data_ptr<bool>();
-      for (int64_t k = 0; k < K_; ++k) {
-        if (ra[k]) rows.push_back(k);
-      }
-    } else {
-      for (int64_t k = 0; k < K_; ++k) rows.push_back(k);
-    }
-    for (size_t r0 = 0; r0 < rows.size(); r0 += static_cast<size_t>(map.rows)) {
-      Tile t;
-      t.rows.assign(rows.begin() + static_cast<std::ptrdiff_t>(r0),
-                    rows.begin() + static_cast<std::ptrdiff_t>(std::min(rows.size(), r0 + static_cast<size_t>(map.rows))));
-      t.cols = cols;
-      Encode(t);
-      tiles_.push_back(std::move(t));
-    }
+  // Tiling with masked mapping (plan.h).
+  for (TileLayout& layout : LayoutTiles(q_, map)) {
+    CheckTile(name_, q_, layout, map);
+    Tile t;
+    t.rows = std::move(layout.rows);
+    t.cols = std::move(layout.cols);
+    Encode(t);
+    tiles_.push_back(std::move(t));
   }
   // Tiles with the same rows next to each other, so Forward lowers each row set once.
   std::stable_sort(tiles_.begin(), tiles_.end(), [](const Tile& a, const Tile& b) { return a.rows < b.rows; });
@@ -182,16 +153,6 @@ void CrossbarLayer::Encode(Tile& t) const {
   }
   t.ideal = torch::stack(comps, 0).to(torch::kFloat32);
   if (map_.scheme == Scheme::kOffset) t.unit = torch::ones({R}, kF32);
-  if (map_.column_budget > 0 && BudgetApplies()) {
-    auto nnz = w.ne(0).sum(0);  // per output column of this crossbar
-    const int64_t worst = nnz.max().item<int64_t>();
-    if (worst > map_.column_budget) {
-      const int64_t c = nnz.argmax().item<int64_t>();
-      throw InputError(StrCat("layer ", name_, " exceeds mapping.column_budget = ", map_.column_budget, ": output ",
-                              t.cols[static_cast<size_t>(c)], " has ", worst, " non-zero weights on one crossbar; "
-                              "compress with compress.column_budget first"));
-    }
-  }
   // ADC groups: FORMS converts every fragment of m rows; the other schemes the whole column.
   const int64_t g = map_.scheme == Scheme::kPolarized ? map_.fragment_rows : R;
   t.group_rows = g;
@@ -201,16 +162,7 @@ void CrossbarLayer::Encode(Tile& t) const {
     padded.narrow(0, 0, R).copy_(w);
     auto frag = padded.view({t.groups, g, C});
     auto has_pos = frag.gt(0).any(1), has_neg = frag.lt(0).any(1);
-    auto mixed = has_pos.logical_and(has_neg);
-    if (mixed.any().item<bool>()) {
-      auto idx = mixed.nonzero()[0];
-      const int64_t f = idx[0].item<int64_t>(), c = idx[1].item<int64_t>();
-      throw InputError(StrCat("layer ", name_, " is not polarised for the polarized scheme: rows ",
-                              t.rows[static_cast<size_t>(f * g)], "..",
-                              t.rows[static_cast<size_t>(std::min(R, (f + 1) * g) - 1)], " of output ",
-                              t.cols[static_cast<size_t>(c)], " hold weights of both signs; compress with "
-                              "compress.polarize_fragment = ", g, " (mapping.fragment_rows) first"));
-    }
+    // CheckTile has made sure no fragment holds both signs.
     t.sign = has_pos.to(torch::kFloat32) - has_neg.to(torch::kFloat32);  // [groups, C]
   }
 }
@@ -356,7 +308,7 @@ void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_
     // largest input digit), or of the column budget's cells where zero weights are empty cells.
     const double digit = std::ldexp(1.0, map_.dac_bits) - 1.0;
     const int64_t rows = std::min(R, t.group_rows);
-    const int64_t active = map_.column_budget > 0 && BudgetApplies() ? std::min(rows, map_.column_budget) : rows;
+    const int64_t active = map_.column_budget > 0 && ColumnBudgetApplies(map_.scheme) ? std::min(rows, map_.column_budget) : rows;
     torch::Tensor fs = torch::full({t.reads.size(2)}, static_cast<double>(active) * L * digit, kF64);
     if (t.unit.defined()) fs[fs.size(0) - 1] = static_cast<double>(rows) * digit;  // unit cells sit at level 1
     SetAdc(t, fs);
@@ -460,11 +412,6 @@ int64_t CrossbarLayer::packed_tiles() const {
 
 torch::Tensor CrossbarLayer::Reference(const torch::Tensor& xq) const {
   return torch::mm(xq.to(torch::kFloat64), q_.to(torch::kFloat64).t());
-}
-
-bool CrossbarLayer::BudgetApplies() const {
-  // Only where a zero weight is an empty cell does a budget of non-zeros bound the column current.
-  return map_.scheme == Scheme::kTwoColumn || map_.scheme == Scheme::kTwoCrossbar || map_.scheme == Scheme::kPolarized;
 }
 
 bool CrossbarLayer::lossless() const {

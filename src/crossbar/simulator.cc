@@ -4,6 +4,7 @@
 
 #include "xbar/core/error.h"
 #include "xbar/core/rng.h"
+#include "xbar/crossbar/plan.h"
 
 namespace xbar {
 
@@ -33,12 +34,7 @@ NetworkSimulator::NetworkSimulator(Model& model, const MappingSpec& map, const D
     const int64_t G = l.groups, n_per = l.out_channels / G;
     torch::Tensor w2d = w.reshape({l.out_channels, -1});
     // One quantisation step for the whole layer, so groups share it.
-    const double qmax = static_cast<double>((int64_t{1} << (map.weight_bits - 1)) - 1);
-    double scale = weight_scales.count(l.name) ? weight_scales.at(l.name) : w2d.abs().max().item<double>() / qmax;
-    if (weight_scales.count(l.name) && (w2d / scale).abs().max().item<double>() > qmax + 0.5) {
-      // The stored levels need more bits than the crossbar holds: requantise.
-      scale = w2d.abs().max().item<double>() / qmax;
-    }
+    const double scale = WeightScale(w2d, map.weight_bits, weight_scales.count(l.name) ? weight_scales.at(l.name) : 0.0);
     for (int64_t g = 0; g < G; ++g) {
       s->groups.push_back(std::make_unique<CrossbarLayer>(G == 1 ? l.name : StrCat(l.name, "#", g),
                                                           w2d.narrow(0, g * n_per, n_per), scale, map, device));

@@ -222,6 +222,15 @@ print(int(len(a['layers'])==5 and all(l['cycles']>0 and l['energy_nj']>0 for l i
 [ "$(wc -l < "$T/e1/estimate.csv")" -eq 6 ] && ok "estimate.csv has one row per layer" || bad "estimate.csv: $(cat "$T/e1/estimate.csv")"
 expect 0 "estimate forms on the polarised model" "$XBAR" estimate -c "$CFG" --weights "$T/c/model.safetensors" -o "$T/e3" "${SIM[@]}" --set estimate.images=20 --preset forms
 expect 3 "forms on a dense model" "$XBAR" estimate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/ex" "${SIM[@]}" --preset forms
+expect 3 "forms without zero-skipping (the planner) on a dense model" "$XBAR" estimate -c "$CFG" \
+  --weights "$T/a/model.safetensors" -o "$T/ex" --preset forms --set arch.zero_skipping=false
+# Without zero-skipping the estimate reads no data: a dataset path with nothing in it is not an error.
+expect 0 "estimate without zero-skipping reads no data" "$XBAR" estimate -c "$CFG" --weights "$T/a/model.safetensors" \
+  -o "$T/e4" --set dataset.path="$T/nowhere"
+if [ "$(python3 -c "
+import json; a=json.load(open('$T/e1/estimate.json')); b=json.load(open('$T/e4/estimate.json'))
+print(int(a['model']==b['model'] and a['layers']==b['layers']))")" = 1 ]; then
+  ok "the same estimate either way"; else bad "estimate with and without data differ"; fi
 expect 2 "unknown preset" "$XBAR" estimate -c "$CFG" -o "$T/ex" --preset tpu
 contains "$T/err" "expected isaac, forms, islped19" "valid presets listed"
 printf 'components:\n  flux-capacitor: {power_mw: 1, area_mm2: 1, source: x}\n' > "$T/tech.yaml"

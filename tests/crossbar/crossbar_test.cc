@@ -6,6 +6,7 @@
 #include "xbar/core/fs.h"
 #include "xbar/crossbar/faults.h"
 #include "xbar/crossbar/layer.h"
+#include "xbar/crossbar/plan.h"
 #include "xbar/crossbar/simulator.h"
 #include "xbar/models/zoo.h"
 
@@ -171,6 +172,76 @@ TEST(Mapping, NonPolarisedLayerIsRejectedByThePolarizedScheme) {
     EXPECT_NE(std::string(e.what()).find("layer conv9 is not polarised"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("compress.polarize_fragment"), std::string::npos);
   }
+}
+
+// The planner (hw estimates) counts what CrossbarLayer builds, for every scheme and layout.
+TEST(Mapping, PlanEqualsTheBuiltCrossbars) {
+  DeviceSpec ideal;
+  int cases = 0;
+  for (Scheme scheme : {Scheme::kTwoColumn, Scheme::kTwoCrossbar, Scheme::kOffset, Scheme::kPolarized,
+                        Scheme::kComplementary}) {
+    for (bool analog : {false, true}) {
+      if (analog && SchemeComponents(scheme) == 1) continue;
+      for (int cell_bits : {1, 2}) {
+        for (bool prune : {false, true}) {
+          for (bool compact : {true, false}) {
+            MappingSpec map = Map(scheme, 64, 64, cell_bits, 1 + cell_bits % 2, analog);
+            map.compact = compact;
+            map.weight_bits = 6;
+            torch::Tensor w = Weights(37, 200, 10 + static_cast<uint64_t>(cases), prune);
+            // A column budget under 64 rows: 42 cells x level 1 x digit 3 needs 7 ADC bits, not 8.
+            // (Compaction would pack a lone column's non-zeros densely, so only without it.)
+            const bool budget = scheme == Scheme::kTwoColumn && !analog && prune && !compact && cell_bits == 1;
+            if (budget) {
+              map.column_budget = 42;
+              w.mul_(torch::rand({37, 200}).gt(0.5));  // about 16 of 64 non-zero per column segment
+            }
+            if (scheme == Scheme::kPolarized) {  // one sign per fragment of 8 rows and column
+              torch::Tensor sign = (torch::arange(200).div(8, "floor").view({1, 200}) + torch::arange(37).view({37, 1}))
+                                       .remainder(2).mul(2).sub(1);
+              w = w.abs() * sign;
+            }
+            CrossbarLayer layer("l", w, 0.0, map, ideal);
+            const LayerPlan plan = PlanLayer("l", w, WeightScale(w, map.weight_bits, 0.0), map);
+            const std::string what = StrCat(SchemeName(scheme), " analog ", analog, " cell ", cell_bits, " prune ", prune,
+                                            " compact ", compact);
+            EXPECT_EQ(plan.tiles, layer.tiles()) << what;
+            EXPECT_EQ(plan.crossbars, layer.crossbars()) << what;
+            EXPECT_EQ(plan.cells, layer.cells()) << what;
+            EXPECT_EQ(plan.used_rows, layer.used_rows()) << what;
+            EXPECT_EQ(plan.used_columns, layer.used_columns()) << what;
+            EXPECT_EQ(plan.level_sum, layer.level_sum()) << what;
+            EXPECT_EQ(plan.adc_bits, layer.adc_bits()) << what;
+            if (budget) EXPECT_EQ(plan.adc_bits, 7);
+            ReadStats reads;
+            layer.CountReads(torch::zeros({1, 200}), false, &reads);
+            const int64_t planes = (map.input_bits + map.dac_bits - 1) / map.dac_bits;
+            EXPECT_EQ(plan.conversions_per_plane * planes, reads.adc_conversions) << what;
+            ++cases;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cases, 64);
+  // Both reject a tile over the column budget with the same message.
+  MappingSpec tight = Map(Scheme::kTwoColumn, 64, 64, 2, 1);
+  tight.column_budget = 10;
+  torch::Tensor w = Weights(37, 200, 3, false);
+  std::string built, planned;
+  try {
+    CrossbarLayer("fc9", w, 0.0, tight, ideal);
+  } catch (const InputError& e) {
+    built = e.what();
+  }
+  try {
+    PlanLayer("fc9", w, 0.0, tight);
+  } catch (const InputError& e) {
+    planned = e.what();
+  }
+  EXPECT_NE(built.find("layer fc9 exceeds mapping.column_budget = 10: output 0 has 64 non-zero weights"),
+            std::string::npos) << built;
+  EXPECT_EQ(planned, built);
 }
 
 TEST(Adc, FewerBitsThanLosslessStayWithinNamedErrorBudgets) {

@@ -49,8 +49,9 @@ struct SafeTensors {
 
 // Serialises to the safetensors byte layout.
 std::string SerializeSafeTensors(const SafeTensors& st);
-// Parses bytes; `source` names the file in error messages.
-SafeTensors ParseSafeTensors(const std::string& bytes, const std::string& source);
+// Parses bytes; `source` names the file in error messages. With `with_data` false the header is
+// checked as usual but the tensors' bytes are not copied (their RawTensor::bytes stay empty).
+SafeTensors ParseSafeTensors(const std::string& bytes, const std::string& source, bool with_data = true);
 
 // Atomic write (temp file + rename).
 void WriteSafeTensors(const std::string& path, const SafeTensors& st);

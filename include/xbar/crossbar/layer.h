@@ -123,7 +123,6 @@ class CrossbarLayer {
   torch::Tensor PackedSums(const Tile& t, const std::vector<uint64_t>& inputs, int64_t rows) const;
 
   int64_t Planes(bool signed_inputs) const;
-  bool BudgetApplies() const;
   void Encode(Tile& t) const;
   void BuildReads(Tile& t, const torch::Tensor& effective, const torch::Tensor& unit) const;
   void SetAdc(Tile& t, const torch::Tensor& full_scale) const;

@@ -1,0 +1,64 @@
+// xbar/crossbar/plan.h — how a layer's weights land on crossbars, without building them.
+//
+// CrossbarLayer (layer.h) builds every tile's cell levels, read matrices and ADC tables so that it
+// can simulate the MVM. The hardware estimate only needs to count: crossbars, driven rows, read
+// columns, ADC conversions and the programmed levels. PlanLayer counts them from the quantised
+// weights with the same tiling (LayoutTiles, which CrossbarLayer also uses) and the same checks
+// (CheckTile), in one pass over the weights; tests check it against CrossbarLayer.
+//
+//   const double s = WeightScale(w2d, map.weight_bits, stored);      // as the simulator picks it
+//   LayerPlan p = PlanLayer("conv1", w2d, s, map);                     // p.crossbars, p.level_sum ...
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "xbar/crossbar/spec.h"
+
+namespace xbar {
+
+// One crossbar (a pair for two-crossbar) of a layer: the GEMM rows (inputs) and columns (outputs)
+// it holds.
+struct TileLayout {
+  std::vector<int64_t> rows, cols;
+};
+
+// Slices per weight (cells of c bits holding its magnitude, or its offset value) and components
+// (2 for the pair schemes) of a scheme.
+int WeightSlices(const MappingSpec& map);
+int SchemeComponents(Scheme s);
+// Whether a column budget bounds a column's current: where a zero weight is an empty cell.
+bool ColumnBudgetApplies(Scheme s);
+// Weights side by side on one crossbar: its columns over the columns each weight takes.
+int64_t LogicalColumns(const MappingSpec& map);
+
+// The quantisation step of a layer's weights [N, K]: `stored` (e.g. from compression) when
+// positive and the levels fit the weight bits, else max|w| / (2^(b_w-1) - 1).
+double WeightScale(const torch::Tensor& w2d, int weight_bits, double stored);
+// Integer weights round(w / scale) clamped to ±(2^(b_w-1) - 1), as float [N, K].
+torch::Tensor QuantizeWeights(const torch::Tensor& w2d, double scale, int weight_bits);
+
+// Masked mapping of quantised weights q [N, K]: with map.compact, the live (non-zero) columns in
+// groups of LogicalColumns, each group's live rows cut into crossbars of map.rows rows (polarized
+// layers keep every row, so fragments stay aligned with the rows compression polarised); without
+// it, every column and row.
+std::vector<TileLayout> LayoutTiles(const torch::Tensor& q, const MappingSpec& map);
+// Throws InputError naming the layer when a tile breaks map.column_budget (where a zero weight is
+// an empty cell) or, for the polarized scheme, holds a fragment with weights of both signs.
+void CheckTile(const std::string& layer, const torch::Tensor& q, const TileLayout& t, const MappingSpec& map);
+
+// What a layer costs in crossbar terms (the same figures CrossbarLayer reports); weight_scale as
+// for CrossbarLayer (0: max|w| / (2^(b_w-1) - 1)).
+struct LayerPlan {
+  int64_t tiles = 0, crossbars = 0, cells = 0;
+  int64_t used_rows = 0, used_columns = 0;  // summed over the physical arrays
+  double level_sum = 0;                     // programmed levels over every used cell
+  int adc_bits = 0;                         // configured, or what the widest read needs losslessly
+  int64_t conversions_per_plane = 0;        // ADC conversions per input plane of one MVM
+};
+LayerPlan PlanLayer(const std::string& name, const torch::Tensor& w2d, double weight_scale, const MappingSpec& map);
+
+}  // namespace xbar
