@@ -110,18 +110,20 @@ std::vector<hw::LayerWork> PlannedWork(const RunContext& ctx, const std::string&
 }
 
 // With zero-skipping the input cycles a fragment needs depend on its inputs' bit-planes: the
-// network runs on the crossbars (lossless) over estimate.images test images, inputs quantised with
-// ranges calibrated on training batches as in xbar simulate. *images: how many ran.
+// network runs on lossless crossbars over estimate.images test images (the exact fast path, each
+// crossbar counting its reads and needed input planes), inputs quantised with ranges calibrated on
+// training batches as in xbar simulate. *images: how many ran.
 std::vector<hw::LayerWork> MeasuredWork(const RunContext& ctx, const std::string& weights, const hw::ArchSpec& arch,
                                         const MappingSpec& map, int64_t* images) {
   const Config& cfg = ctx.cfg;
   LoadedModel m = LoadModelAndData(ctx, weights, /*train_split=*/true);
   const int64_t batch = cfg.Int("simulate.batch_size");
   NetworkSimulator sim(*m.model, map, DeviceSpec{}, StoredScales(m.bytes, weights));
+  sim.SetReadStatsOnly(true);
   sim.Calibrate(m.data.train, batch, ctx.device);
   *images = std::min<int64_t>(cfg.Int("estimate.images"), m.data.test.size());
   Dataset sample{m.data.test.images.narrow(0, 0, *images), m.data.test.labels.narrow(0, 0, *images)};
-  sim.Evaluate(sample, SimMode::kCrossbar, batch, ctx.device);  // lossless: exact, with read statistics
+  sim.Evaluate(sample, SimMode::kCrossbar, batch, ctx.device);  // lossless: the exact path, counting reads
   std::vector<hw::LayerWork> work;
   for (const LayerSimReport& r : sim.Report()) {
     hw::LayerWork w;

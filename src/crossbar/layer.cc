@@ -489,18 +489,24 @@ void CrossbarLayer::CountReads(const torch::Tensor& xq_in, bool signed_inputs, R
   torch::NoGradGuard no_grad;
   torch::Tensor xq = xq_in.to(torch::kCPU, torch::kFloat32);
   const int64_t M = xq.size(0), P = Planes(signed_inputs), m = map_.fragment_rows, v = map_.dac_bits;
+  const std::vector<int64_t>* last_rows = nullptr;  // tiles with the same rows sit next to each other
+  int64_t last_needed = 0;
   for (const Tile& t : tiles_) {
     const int64_t R = static_cast<int64_t>(t.rows.size());
     stats->adc_conversions += P * M * t.groups * t.reads.size(2);
     // Zero-skipping: per fragment of m rows, cycles up to the highest non-zero input plane.
     const int64_t F = (R + m - 1) / m;
-    torch::Tensor xr = xq.index_select(1, Index(t.rows));
-    if (F * m != R) xr = torch::constant_pad_nd(xr, {0, F * m - R}, 0);
-    torch::Tensor fr = xr.view({M, F, m});
-    torch::Tensor planes = torch::ceil(torch::ceil(torch::log2(fr.clamp_min(0).amax(2) + 1)) / static_cast<double>(v));
-    if (signed_inputs) planes = torch::where(fr.lt(0).any(2), torch::full_like(planes, static_cast<double>(P)), planes);
     stats->input_cycles += P * M * F;
-    stats->input_cycles_needed += static_cast<int64_t>(planes.sum().item<double>());
+    if (last_rows == nullptr || *last_rows != t.rows) {
+      torch::Tensor xr = xq.index_select(1, Index(t.rows));
+      if (F * m != R) xr = torch::constant_pad_nd(xr, {0, F * m - R}, 0);
+      torch::Tensor fr = xr.view({M, F, m});
+      torch::Tensor planes = torch::ceil(torch::ceil(torch::log2(fr.clamp_min(0).amax(2) + 1)) / static_cast<double>(v));
+      if (signed_inputs) planes = torch::where(fr.lt(0).any(2), torch::full_like(planes, static_cast<double>(P)), planes);
+      last_needed = static_cast<int64_t>(planes.sum().item<double>());
+      last_rows = &t.rows;
+    }
+    stats->input_cycles_needed += last_needed;
   }
 }
 

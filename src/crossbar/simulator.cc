@@ -85,10 +85,29 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
     exact = true;
     for (const auto& g : s.groups) exact = exact && g->lossless();
   }
-  if (exact && !collect_) {
+  const double qmax = s.signed_inputs ? std::ldexp(1.0, map_.input_bits - 1) - 1 : std::ldexp(1.0, map_.input_bits) - 1;
+  const double qmin = s.signed_inputs ? -qmax - 1 : 0.0;
+  // Lowering: conv -> im2col rows [B*L, in/G*kh*kw] per group; linear -> [B, in].
+  int64_t out_h = 1, out_w = 1;
+  auto lower = [&](const torch::Tensor& xin) {
+    std::vector<torch::Tensor> cols(static_cast<size_t>(l.groups));
+    if (l.kind == LayerKind::kConv2d) {
+      out_h = (xin.size(2) + 2 * l.padding - l.kernel_h) / l.stride + 1;
+      out_w = (xin.size(3) + 2 * l.padding - l.kernel_w) / l.stride + 1;
+      const int64_t cin = l.in_channels / l.groups;
+      for (int64_t g = 0; g < l.groups; ++g) {
+        torch::Tensor u = torch::nn::functional::unfold(
+            xin.narrow(1, g * cin, cin),
+            torch::nn::functional::UnfoldFuncOptions({l.kernel_h, l.kernel_w}).padding(l.padding).stride(l.stride));
+        cols[static_cast<size_t>(g)] = u.transpose(1, 2).reshape({-1, u.size(1)});
+      }
+    } else {
+      cols[0] = xin;
+    }
+    return cols;
+  };
+  if (exact && (!collect_ || reads_only_)) {
     // The fast path: what a lossless, fault-free crossbar computes, as one exact float GEMM/conv.
-    const double qmax = s.signed_inputs ? std::ldexp(1.0, map_.input_bits - 1) - 1 : std::ldexp(1.0, map_.input_bits) - 1;
-    const double qmin = s.signed_inputs ? -qmax - 1 : 0.0;
     torch::Tensor xq = torch::clamp(torch::round(x / s.input_scale), qmin, qmax);
     torch::Tensor w = s.fast_weight.to(x.device());
     torch::Tensor y = ExactLayer(l, xq, w, std::max(std::fabs(qmin), qmax)) *
@@ -97,30 +116,21 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
       torch::Tensor b = s.bias.to(x.device());
       y = l.kind == LayerKind::kConv2d ? y + b.view({1, -1, 1, 1}) : y + b;
     }
+    if (collect_) {  // read statistics only: the lowered inputs' conversions and bit-planes
+      const std::vector<torch::Tensor> cols = lower(x.to(torch::kCPU, torch::kFloat32));
+      for (int64_t g = 0; g < l.groups; ++g) {
+        torch::Tensor xg = torch::clamp(torch::round(cols[static_cast<size_t>(g)] / s.input_scale), qmin, qmax);
+        if (g == 0) s.vectors += xg.size(0);
+        s.groups[static_cast<size_t>(g)]->CountReads(xg, s.signed_inputs, &s.reads);
+      }
+    }
     return y.to(torch::kFloat32);
   }
   const torch::Device dev = x.device();
   torch::Tensor xin = x.to(torch::kCPU, torch::kFloat32);
   const int64_t B = xin.size(0);
   const int64_t G = l.groups;
-  // Lowering: conv -> im2col rows [B*L, in/G*kh*kw] per group; linear -> [B, in].
-  std::vector<torch::Tensor> cols(static_cast<size_t>(G));
-  int64_t out_h = 1, out_w = 1;
-  if (l.kind == LayerKind::kConv2d) {
-    out_h = (xin.size(2) + 2 * l.padding - l.kernel_h) / l.stride + 1;
-    out_w = (xin.size(3) + 2 * l.padding - l.kernel_w) / l.stride + 1;
-    const int64_t cin = l.in_channels / G;
-    for (int64_t g = 0; g < G; ++g) {
-      torch::Tensor u = torch::nn::functional::unfold(
-          xin.narrow(1, g * cin, cin),
-          torch::nn::functional::UnfoldFuncOptions({l.kernel_h, l.kernel_w}).padding(l.padding).stride(l.stride));
-      cols[static_cast<size_t>(g)] = u.transpose(1, 2).reshape({-1, u.size(1)});
-    }
-  } else {
-    cols[0] = xin;
-  }
-  const double qmax = s.signed_inputs ? std::ldexp(1.0, map_.input_bits - 1) - 1 : std::ldexp(1.0, map_.input_bits) - 1;
-  const double qmin = s.signed_inputs ? -qmax - 1 : 0.0;
+  const std::vector<torch::Tensor> cols = lower(xin);
   std::vector<torch::Tensor> outs;
   for (int64_t g = 0; g < G; ++g) {
     CrossbarLayer& layer = *s.groups[static_cast<size_t>(g)];

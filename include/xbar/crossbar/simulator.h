@@ -71,6 +71,9 @@ class NetworkSimulator {
   // Statistics (NMSE against float and exact layers, ADC conversions, zero-skipping) cost extra
   // work per layer; on by default.
   void SetCollectStats(bool on) { stats_ = on; }
+  // Only the read statistics (ADC conversions, zero-skipping cycles), without the NMSE: lossless
+  // layers then run on the exact fast path and count their reads on the lowered inputs.
+  void SetReadStatsOnly(bool on) { reads_only_ = on; }
   // Per-layer statistics of the last kCrossbar Evaluate.
   std::vector<LayerSimReport> Report() const;
   int64_t crossbars() const;
@@ -89,6 +92,7 @@ class NetworkSimulator {
   int64_t evaluated_images_ = 0;
   bool collect_ = false;
   bool stats_ = true;
+  bool reads_only_ = false;
 };
 
 // simulate.json (docs/INTERFACE.md): accuracy on the crossbars, accuracy_reference of the float
