@@ -432,13 +432,20 @@ TEST(Network, ExactFastPathEqualsTheIntegerReferenceOnLargeLayers) {
   spec.width = 0.25;
   auto m = CreateModel(spec);
   Dataset data{torch::randn({24, 1, 28, 28}), torch::randint(0, 10, {24}, torch::kInt64)};
-  NetworkSimulator sim(*m, Map(Scheme::kTwoColumn, 128, 128, 2, 1), DeviceSpec{});
-  sim.Calibrate(data, 8, torch::kCPU);
-  sim.Program(FaultSpec{}, 0);
-  EvalResult fast = sim.Evaluate(data, SimMode::kReference, 8, torch::kCPU);
-  EvalResult engine = sim.Evaluate(data, SimMode::kCrossbar, 8, torch::kCPU);
-  EXPECT_EQ(fast.loss, engine.loss);
-  for (const auto& r : sim.Report()) EXPECT_EQ(r.output_nmse_reference, 0.0) << r.name;
+  // 16-bit weights and inputs (ISAAC) exceed even the split float32 path: float64 sums.
+  for (int bits : {8, 16}) {
+    MappingSpec map = Map(Scheme::kTwoColumn, 128, 128, 2, 1);
+    map.weight_bits = map.input_bits = bits;
+    NetworkSimulator sim(*m, map, DeviceSpec{});
+    sim.Calibrate(data, 8, torch::kCPU);
+    sim.Program(FaultSpec{}, 0);
+    EvalResult fast = sim.Evaluate(data, SimMode::kReference, 8, torch::kCPU);
+    EvalResult engine = sim.Evaluate(data, SimMode::kCrossbar, 8, torch::kCPU);
+    EXPECT_EQ(fast.loss, engine.loss) << bits;
+    for (const auto& r : sim.Report()) EXPECT_EQ(r.output_nmse_reference, 0.0) << r.name;
+    sim.SetReadStatsOnly(true);  // the fast path with read counts (xbar estimate)
+    EXPECT_EQ(sim.Evaluate(data, SimMode::kCrossbar, 8, torch::kCPU).loss, engine.loss) << bits;
+  }
 }
 
 }  // namespace
