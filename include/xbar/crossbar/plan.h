@@ -4,7 +4,7 @@
 // can simulate the MVM. The hardware estimate only needs to count: crossbars, driven rows, read
 // columns, ADC conversions and the programmed levels. PlanLayer counts them from the quantised
 // weights with the same tiling (LayoutTiles, which CrossbarLayer also uses) and the same checks
-// (CheckTile), in one pass over the weights; tests check it against CrossbarLayer.
+// (CheckTile), in a few loops over the weights; tests check it against CrossbarLayer.
 //
 //   const double s = WeightScale(w2d, map.weight_bits, stored);      // as the simulator picks it
 //   LayerPlan p = PlanLayer("conv1", w2d, s, map);                     // p.crossbars, p.level_sum ...
