@@ -390,6 +390,31 @@ float SquareSum(const float* x, const float* mask, int64_t len) {
   return lane[0];
 }
 
+// Adds the squares of the column segments x[0], x[1], ... (len rows each; times sign[q] when
+// kSigned) to out, column after column -- the same order as one segment at a time -- loading and
+// storing out once per four columns.
+template <bool kSigned>
+void AddSquares(float* out, const float* const* x, const float* sign, int64_t count, int64_t len) {
+  auto s = [&](int64_t q) { return kSigned ? sign[q] : 1.0f; };
+  int64_t q = 0;
+  for (; q + 4 <= count; q += 4) {
+    const float *x0 = x[q], *x1 = x[q + 1], *x2 = x[q + 2], *x3 = x[q + 3];
+    const float s0 = s(q), s1 = s(q + 1), s2 = s(q + 2), s3 = s(q + 3);
+    for (int64_t r = 0; r < len; ++r) {
+      float v = out[r];
+      v += s0 * x0[r] * x0[r];
+      v += s1 * x1[r] * x1[r];
+      v += s2 * x2[r] * x2[r];
+      v += s3 * x3[r] * x3[r];
+      out[r] = v;
+    }
+  }
+  for (; q < count; ++q) {
+    const float sq = s(q);
+    for (int64_t r = 0; r < len; ++r) out[r] += sq * x[q][r] * x[q][r];
+  }
+}
+
 // The keep-th largest of s (1 <= keep < size). A window [lo, hi] holding it is found by counting
 // passes alone (it starts narrow around `guess` -- when positive, the previous selection's
 // threshold, else the same rank in a fixed pseudo-random sample -- moves towards the answer
@@ -533,24 +558,6 @@ CrossbarBlockSelection SelectCrossbarBlock(const CrossbarMatrix& matrix, const T
   std::vector<int64_t> changes(redo.size(), 0);
   auto tile_of_row = [&](int64_t g) { return (g % K) / R * tiles_c + g / K; };
   auto tile_of_col = [&](int64_t g) { return g / N * tiles_c + (g % N) / C; };
-  // Adds the squares of the column segments x[0], x[1], ... (len rows each) to out, column after
-  // column, loading and storing out once per four columns.
-  auto add_squares = [](float* out, const float* const* x, int64_t count, int64_t len) {
-    int64_t q = 0;
-    for (; q + 4 <= count; q += 4) {
-      const float *x0 = x[q], *x1 = x[q + 1], *x2 = x[q + 2], *x3 = x[q + 3];
-      for (int64_t r = 0; r < len; ++r) {
-        float v = out[r];
-        v += x0[r] * x0[r];
-        v += x1[r] * x1[r];
-        v += x2[r] * x2[r];
-        v += x3[r] * x3[r];
-        out[r] = v;
-      }
-    }
-    for (; q < count; ++q)
-      for (int64_t r = 0; r < len; ++r) out[r] += x[q][r] * x[q][r];
-  };
   // Squared norms of the row segments of the tiles marked in `redo`, over the kept column segments,
   // tile by tile, which reads only the kept segments.
   std::vector<const float*> segs(static_cast<size_t>(C));
@@ -564,7 +571,7 @@ CrossbarBlockSelection SelectCrossbarBlock(const CrossbarMatrix& matrix, const T
           if (cols.kept[static_cast<size_t>(i * N + c)]) segs[static_cast<size_t>(count++)] = m.data + c * K + r0;
         float* out = rows.score.data() + j * K + r0;
         std::fill(out, out + len, 0.0f);
-        add_squares(out, segs.data(), count, len);
+        AddSquares<false>(out, segs.data(), nullptr, count, len);
       }
     }
   };
@@ -598,7 +605,7 @@ CrossbarBlockSelection SelectCrossbarBlock(const CrossbarMatrix& matrix, const T
           const int64_t r0 = i * R, len = std::min(K, r0 + R) - r0;
           const float* x0 = m.data + c * K + r0;
           const float* x[4] = {x0, x0 + K, x0 + 2 * K, x0 + 3 * K};
-          add_squares(rows.score.data() + j * K + r0, x, width, len);
+          AddSquares<false>(rows.score.data() + j * K + r0, x, nullptr, width, len);
           for (int64_t q = 0; q < width; ++q)
             cols.score[static_cast<size_t>(i * N + c + q)] = SquareSum<false>(x0 + q * K, nullptr, len);
         }
@@ -623,20 +630,7 @@ CrossbarBlockSelection SelectCrossbarBlock(const CrossbarMatrix& matrix, const T
         if (k + q + 4 < k1)
           for (int64_t r = 0; r < len; r += 16) __builtin_prefetch(m.data + (changed[k + q + 4] % N) * K + r0 + r);
       }
-      if (count == 4) {  // the same order as one segment at a time, one load and store of out
-        const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];
-        for (int64_t r = 0; r < len; ++r) {
-          float v = out[r];
-          v += sign[0] * x0[r] * x0[r];
-          v += sign[1] * x1[r] * x1[r];
-          v += sign[2] * x2[r] * x2[r];
-          v += sign[3] * x3[r] * x3[r];
-          out[r] = v;
-        }
-      } else {
-        for (int64_t q = 0; q < count; ++q)
-          for (int64_t r = 0; r < len; ++r) out[r] += sign[q] * x[q][r] * x[q][r];
-      }
+      AddSquares<true>(out, x, sign, count, len);
     }
   };
   auto col_deltas = [&](const int64_t* changed, int64_t k0, int64_t k1) {  // row segments j*K + r

@@ -77,8 +77,7 @@ CrossbarLayer::CrossbarLayer(std::string name, const torch::Tensor& w2d, double 
   torch::Tensor w = w2d.detach().to(torch::kCPU, torch::kFloat64).contiguous();
   N_ = w.size(0);
   K_ = w.size(1);
-  const double qmax = static_cast<double>((int64_t{1} << (map.weight_bits - 1)) - 1);
-  scale_ = weight_scale > 0 ? weight_scale : w.abs().max().item<double>() / qmax;
+  scale_ = weight_scale > 0 ? weight_scale : WeightScale(w, map.weight_bits, 0.0);
   if (scale_ <= 0) scale_ = 1.0;  // an all-zero layer
   q_ = QuantizeWeights(w, scale_, map.weight_bits);
 
@@ -304,12 +303,10 @@ void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_
       }
       t.noise_var = tmp.reads;
     }
-    // ADC range: the worst-case current of the group's rows (all cells at the top level, the
-    // largest input digit), or of the column budget's cells where zero weights are empty cells.
-    const double digit = std::ldexp(1.0, map_.dac_bits) - 1.0;
+    // ADC range: the worst-case current of the group's rows (plan.h).
     const int64_t rows = std::min(R, t.group_rows);
-    const int64_t active = map_.column_budget > 0 && ColumnBudgetApplies(map_.scheme) ? std::min(rows, map_.column_budget) : rows;
-    torch::Tensor fs = torch::full({t.reads.size(2)}, static_cast<double>(active) * L * digit, kF64);
+    torch::Tensor fs = torch::full({t.reads.size(2)}, ReadFullScale(map_, rows), kF64);
+    const double digit = std::ldexp(1.0, map_.dac_bits) - 1.0;
     if (t.unit.defined()) fs[fs.size(0) - 1] = static_cast<double>(rows) * digit;  // unit cells sit at level 1
     SetAdc(t, fs);
     t.words = -1;  // packed on the first Forward that needs it

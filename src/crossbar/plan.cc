@@ -31,6 +31,11 @@ bool ColumnBudgetApplies(Scheme s) {
   return s == Scheme::kTwoColumn || s == Scheme::kTwoCrossbar || s == Scheme::kPolarized;
 }
 
+double ReadFullScale(const MappingSpec& map, int64_t rows) {
+  const int64_t active = map.column_budget > 0 && ColumnBudgetApplies(map.scheme) ? std::min(rows, map.column_budget) : rows;
+  return static_cast<double>(active) * static_cast<double>(map.levels()) * (std::ldexp(1.0, map.dac_bits) - 1.0);
+}
+
 int64_t LogicalColumns(const MappingSpec& map) {
   const bool pair_in_one_array = map.scheme == Scheme::kTwoColumn || map.scheme == Scheme::kComplementary;
   const int64_t per_weight = WeightSlices(map) * (pair_in_one_array ? 2 : 1);
@@ -189,7 +194,6 @@ LayerPlan PlanLayer(const std::string& name, const torch::Tensor& w2d, double we
     }
     level[static_cast<size_t>(v + qmax)] = sum;
   }
-  const double digit = std::ldexp(1.0, map.dac_bits) - 1.0;
   LayerPlan p;
   double widest = 0;  // full-scale current of the widest read
   for (const TileLayout& t : LayoutTiles(q, map)) {
@@ -210,9 +214,7 @@ LayerPlan PlanLayer(const std::string& name, const torch::Tensor& w2d, double we
       for (int64_t r : t.rows) sum += level[static_cast<size_t>(static_cast<int64_t>(col[r]) + qmax)];
     }
     p.level_sum += sum;
-    const int64_t rows = std::min(R, group_rows);
-    const int64_t active = map.column_budget > 0 && ColumnBudgetApplies(map.scheme) ? std::min(rows, map.column_budget) : rows;
-    widest = std::max(widest, static_cast<double>(active) * static_cast<double>(L) * digit);
+    widest = std::max(widest, ReadFullScale(map, std::min(R, group_rows)));
   }
   p.adc_bits = map.adc_bits > 0 ? map.adc_bits
                                 : (p.tiles > 0 ? BitsFor(widest) : 0) + (map.analog_subtract && A == 2 ? 1 : 0);

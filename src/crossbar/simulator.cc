@@ -91,6 +91,7 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
   }
   const double qmax = s.signed_inputs ? std::ldexp(1.0, map_.input_bits - 1) - 1 : std::ldexp(1.0, map_.input_bits) - 1;
   const double qmin = s.signed_inputs ? -qmax - 1 : 0.0;
+  auto quantize = [&](const torch::Tensor& v) { return torch::clamp(torch::round(v / s.input_scale), qmin, qmax); };
   // Lowering: conv -> im2col rows [B*L, in/G*kh*kw] per group; linear -> [B, in].
   int64_t out_h = 1, out_w = 1;
   auto lower = [&](const torch::Tensor& xin) {
@@ -112,7 +113,7 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
   };
   if (exact && (!collect_ || reads_only_)) {
     // The fast path: what a lossless, fault-free crossbar computes, as one exact float GEMM/conv.
-    torch::Tensor xq = torch::clamp(torch::round(x / s.input_scale), qmin, qmax);
+    torch::Tensor xq = quantize(x);
     torch::Tensor w = s.fast_weight.to(x.device());
     torch::Tensor y = ExactLayer(l, xq, w, std::max(std::fabs(qmin), qmax)) *
                       (s.groups[0]->weight_scale() * s.input_scale);
@@ -123,7 +124,7 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
     if (collect_) {  // read statistics only: the lowered inputs' conversions and bit-planes
       const std::vector<torch::Tensor> cols = lower(x.to(torch::kCPU, torch::kFloat32));
       for (int64_t g = 0; g < l.groups; ++g) {
-        torch::Tensor xg = torch::clamp(torch::round(cols[static_cast<size_t>(g)] / s.input_scale), qmin, qmax);
+        torch::Tensor xg = quantize(cols[static_cast<size_t>(g)]);
         if (g == 0) s.vectors += xg.size(0);
         s.groups[static_cast<size_t>(g)]->CountReads(xg, s.signed_inputs, &s.reads);
       }
@@ -138,7 +139,7 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
   std::vector<torch::Tensor> outs;
   for (int64_t g = 0; g < G; ++g) {
     CrossbarLayer& layer = *s.groups[static_cast<size_t>(g)];
-    torch::Tensor xq = torch::clamp(torch::round(cols[static_cast<size_t>(g)] / s.input_scale), qmin, qmax);
+    torch::Tensor xq = quantize(cols[static_cast<size_t>(g)]);
     if (collect_ && g == 0) s.vectors += xq.size(0);
     torch::Tensor yi;
     if (mode == SimMode::kReference || layer.lossless()) {

@@ -32,6 +32,10 @@ int WeightSlices(const MappingSpec& map);
 int SchemeComponents(Scheme s);
 // Whether a column budget bounds a column's current: where a zero weight is an empty cell.
 bool ColumnBudgetApplies(Scheme s);
+// Worst-case column current of a read over `rows` rows, in level x input-digit units: every cell
+// at the top level and the largest input digit, or only the column budget's cells where a zero
+// weight is an empty cell. It sets the lossless ADC range.
+double ReadFullScale(const MappingSpec& map, int64_t rows);
 // Weights side by side on one crossbar: its columns over the columns each weight takes.
 int64_t LogicalColumns(const MappingSpec& map);
 
