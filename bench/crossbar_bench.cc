@@ -132,7 +132,7 @@ void BM_MapResNet18(benchmark::State& state) {
   spec.name = "resnet18";
   auto model = xbar::CreateModel(spec);
   xbar::MappingSpec map;
-  map.scheme = xbar::Scheme::kOffset;
+  map.scheme = &xbar::FindScheme("offset", "bench");
   map.weight_bits = map.input_bits = 16;
   int64_t crossbars = 0;
   for (auto _ : state) {

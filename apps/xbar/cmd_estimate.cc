@@ -1,10 +1,9 @@
 // xbar estimate -c EXP.yaml [--weights IN.safetensors] [--preset isaac|forms|islped19|FILE] [-o DIR]
 //
 // Without weights: the architecture's chip totals and peak figures. With weights: the network is
-// mapped onto the architecture's crossbars (its crossbar size, cell and weight bits, scheme and
-// fragments, with masked mapping) -- counted by the mapping planner, or, for zero-skipping, by
-// running test images through the crossbars to measure the inputs' bit-planes -- and the cost
-// model prices every layer.
+// mapped onto the hardware description's crossbars (the same mapping.* and device.* that simulate
+// uses) by the mapping planner -- with zero-skipping, test images' quantised activations measure
+// the inputs' bit-planes -- and the cost model prices every layer.
 #include <cstdio>
 #include <map>
 
@@ -12,8 +11,7 @@
 #include "common.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
-#include "xbar/crossbar/plan.h"
-#include "xbar/crossbar/simulator.h"
+#include "xbar/crossbar/workload.h"
 #include "xbar/hw/hw.h"
 
 namespace xbar::app {
@@ -24,128 +22,30 @@ struct EstimateArgs {
   std::vector<std::string> sets;
 };
 
-// The crossbar mapping the architecture implies (lossless ADC: the engine's job here is only to
-// allocate crossbars and count input bit-planes).
-MappingSpec MappingOf(const hw::ArchSpec& a, const Config& cfg) {
-  MappingSpec m;
-  // TinyADC: a column budget (from compression) bounds each column read, so fewer ADC bits suffice.
-  m.column_budget = cfg.Int("mapping.column_budget");
-  m.rows = a.crossbar_rows;
-  m.cols = a.crossbar_cols;
-  m.scheme = ParseScheme(a.scheme, "arch.scheme");
-  m.weight_bits = a.weight_bits;
-  m.cell_bits = a.cell_bits;
-  m.input_bits = a.input_bits;
-  m.dac_bits = a.dac_bits;
-  m.adc_bits = 0;
-  m.fragment_rows = a.fragment_rows > 0 ? a.fragment_rows : a.crossbar_rows;
-  m.compact = true;
-  if (m.weight_bits > 16 || m.input_bits > 16) {
-    throw ConfigError(StrCat("arch.weight_bits / arch.input_bits: the mapper simulates up to 16 bits, the architecture has ",
-                             m.weight_bits, " / ", m.input_bits));
-  }
-  return m;
-}
-
-// FORMS sign indicators: one per fragment of m rows per output column.
-int64_t SignBits(const hw::ArchSpec& arch, int64_t rows, int64_t cols) {
-  if (arch.scheme != "polarized" || arch.fragment_rows <= 0) return 0;
-  return (rows + arch.fragment_rows - 1) / arch.fragment_rows * cols;
-}
-
-// Without zero-skipping nothing depends on the data: the mapping planner counts each layer's
-// crossbars, driven rows, read columns, levels and ADC conversions from its weights, and one
-// forward pass of a blank input gives its MVMs per image. No crossbar is built and no data is read
-// (unless the weights file lacks its input shape).
-std::vector<hw::LayerWork> PlannedWork(const RunContext& ctx, const std::string& weights, const hw::ArchSpec& arch,
-                                       const MappingSpec& map) {
-  torch::NoGradGuard no_grad;
-  LoadedModel m = LoadModelAndData(ctx, weights, /*train_split=*/false, /*data_needed=*/false);
-  Model& model = *m.model;
-  model.eval();
-  std::map<std::string, int64_t> positions;
-  model.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
-    torch::Tensor y = ideal(x);
-    positions[l.name] = y.numel() / l.out_channels;  // batch of one: output pixels, 1 for linear
-    return y;
-  });
-  model.forward(torch::zeros({1, m.spec.in_channels, m.spec.height, m.spec.width_px}, ctx.device));
-  model.SetLayerOverride(nullptr);
-  const std::map<std::string, double> stored = StoredScales(m.bytes, weights);
-  std::vector<hw::LayerWork> work;
-  for (const LayerInfo& l : model.layers()) {
-    const torch::Tensor w2d = model.LayerWeight(l.name).detach().cpu().reshape({l.out_channels, -1});
-    // One quantisation step for the whole layer, its groups mapped separately (as the simulator).
-    const double scale = WeightScale(w2d, map.weight_bits, stored.count(l.name) ? stored.at(l.name) : 0.0);
-    const int64_t per_group = l.out_channels / l.groups;
-    hw::LayerWork w;
-    w.name = l.name;
-    w.rows = l.gemm_rows();
-    w.cols = l.gemm_cols();
-    w.positions = positions.count(l.name) ? positions.at(l.name) : 0;  // 0: the forward pass skips it
-    double level_sum = 0;
-    int64_t cells = 0;
-    int adc_bits = 0;
-    for (int64_t g = 0; g < l.groups; ++g) {
-      const LayerPlan p = PlanLayer(l.groups == 1 ? l.name : StrCat(l.name, "#", g), w2d.narrow(0, g * per_group, per_group),
-                                    scale, map);
-      w.crossbars += p.crossbars;
-      w.used_rows += p.used_rows;
-      w.used_cols += p.used_columns;
-      w.conversions_per_cycle += static_cast<double>(p.conversions_per_plane);
-      level_sum += p.level_sum;
-      cells += p.cells;
-      adc_bits = std::max(adc_bits, p.adc_bits);
-    }
-    w.mean_level = cells > 0 ? level_sum / (static_cast<double>(cells) * static_cast<double>(map.levels())) : 0.0;
-    // With a column budget the ADC needs only the bits of the budget's worst case (at most the
-    // architecture's); without one the architecture's ADC converts every read.
-    if (map.column_budget > 0) w.adc_bits = adc_bits;
-    w.sign_bits = SignBits(arch, w.rows, w.cols);
-    w.weights = w2d.numel();
-    w.nonzero = w2d.ne(0).sum().item<int64_t>();
-    work.push_back(w);
-  }
-  return work;
-}
-
-// With zero-skipping the input cycles a fragment needs depend on its inputs' bit-planes: the
-// network runs on lossless crossbars over estimate.images test images (the exact fast path, each
-// crossbar counting its reads and needed input planes), inputs quantised with ranges calibrated on
-// training batches as in xbar simulate. *images: how many ran.
-std::vector<hw::LayerWork> MeasuredWork(const RunContext& ctx, const std::string& weights, const hw::ArchSpec& arch,
-                                        const MappingSpec& map, int64_t* images) {
+// The network's work on the architecture's crossbars (workload.h). Without zero-skipping nothing
+// depends on the data: positions and which layers take signed inputs come from one forward pass of a
+// seeded random batch, and no data is read (unless the weights file lacks its input shape). With
+// zero-skipping the inputs are calibrated on mapping.calibration_images training images as in
+// xbar simulate, and the first estimate.images test images measure the needed input cycles.
+std::vector<hw::LayerWork> Work(const RunContext& ctx, const std::string& weights, const hw::ArchSpec& arch,
+                                int64_t* images) {
   const Config& cfg = ctx.cfg;
-  LoadedModel m = LoadModelAndData(ctx, weights, /*train_split=*/true);
+  const MappingSpec& map = arch.map;
+  LoadedModel m = LoadModelAndData(ctx, weights, /*train_split=*/arch.zero_skipping, /*data_needed=*/arch.zero_skipping);
+  Model& model = *m.model;
+  const std::map<std::string, double> scales = StoredScales(m.bytes, weights);
   const int64_t batch = cfg.Int("simulate.batch_size");
-  NetworkSimulator sim(*m.model, map, DeviceSpec{}, StoredScales(m.bytes, weights));
-  sim.SetReadStatsOnly(true);
-  sim.Calibrate(m.data.train, batch, ctx.device);
-  *images = std::min<int64_t>(cfg.Int("estimate.images"), m.data.test.size());
-  Dataset sample{m.data.test.images.narrow(0, 0, *images), m.data.test.labels.narrow(0, 0, *images)};
-  sim.Evaluate(sample, SimMode::kCrossbar, batch, ctx.device);  // lossless: the exact path, counting reads
-  std::vector<hw::LayerWork> work;
-  for (const LayerSimReport& r : sim.Report()) {
-    hw::LayerWork w;
-    w.name = r.name;
-    w.rows = r.rows;
-    w.cols = r.cols;
-    w.positions = static_cast<int64_t>(std::llround(r.positions));
-    w.crossbars = r.crossbars;
-    w.used_rows = r.used_rows;
-    w.used_cols = r.used_columns;
-    w.cycle_share = 1.0 - r.input_cycles_skipped;
-    const double mvm_cycles = static_cast<double>(r.input_cycles) * r.positions * static_cast<double>(*images);
-    w.conversions_per_cycle = mvm_cycles > 0 ? static_cast<double>(r.adc_conversions) / mvm_cycles : 0.0;
-    w.mean_level = r.mean_level;
-    if (map.column_budget > 0) w.adc_bits = r.adc_bits;
-    w.sign_bits = SignBits(arch, r.rows, r.cols);
-    torch::Tensor weight = m.model->LayerWeight(r.name);
-    w.weights = weight.numel();
-    w.nonzero = weight.ne(0).sum().item<int64_t>();
-    work.push_back(w);
+  if (!arch.zero_skipping) {
+    torch::manual_seed(ctx.seed);
+    const torch::Tensor probe = torch::randn({1, m.spec.in_channels, m.spec.height, m.spec.width_px}).to(ctx.device);
+    *images = 0;
+    return NetworkWork(model, map, scales, ProbeInputs(model, probe, map.input_bits), nullptr, batch, ctx.device);
   }
-  return work;
+  const int64_t n_cal = std::min(m.data.train.size(), map.calibration_images);
+  const auto inputs = CalibrateInputs(model, m.data.train.images.narrow(0, 0, n_cal), batch, ctx.device, map.input_bits);
+  *images = std::min<int64_t>(cfg.Int("estimate.images"), m.data.test.size());
+  const torch::Tensor sample = m.data.test.images.narrow(0, 0, *images);
+  return NetworkWork(model, map, scales, inputs, &sample, batch, ctx.device);
 }
 
 nlohmann::ordered_json ChipJson(const hw::ArchSpec& a, const hw::TechTable& t, const hw::ChipCost& c) {
@@ -154,10 +54,12 @@ nlohmann::ordered_json ChipJson(const hw::ArchSpec& a, const hw::TechTable& t, c
     comps.push_back({{"component", it.component}, {"level", it.level}, {"count", it.count}, {"power_w", it.power_w},
                      {"area_mm2", it.area_mm2}, {"source", it.source}});
   }
+  const MappingSpec& m = a.map;
   return {{"tech", t.path},
-          {"arch", {{"crossbar_rows", a.crossbar_rows}, {"crossbar_cols", a.crossbar_cols}, {"cell_bits", a.cell_bits},
-                    {"weight_bits", a.weight_bits}, {"input_bits", a.input_bits}, {"dac_bits", a.dac_bits},
-                    {"adc_bits", a.adc_bits}, {"scheme", a.scheme}, {"fragment_rows", a.fragment_rows},
+          {"arch", {{"crossbar_rows", m.rows}, {"crossbar_cols", m.cols}, {"cell_bits", m.cell_bits},
+                    {"weight_bits", m.weight_bits}, {"input_bits", m.input_bits}, {"dac_bits", m.dac_bits},
+                    {"adc_bits", a.ChipAdcBits()}, {"scheme", m.scheme->Name()}, {"fragment_rows", m.fragment_rows},
+                    {"on_off_ratio", a.device.on_off_ratio},
                     {"zero_skipping", a.zero_skipping}, {"replicate", a.replicate}, {"cycle_ns", a.cycle_ns}, {"crossbars_per_ima", a.crossbars_per_ima},
                     {"adcs_per_ima", a.adcs_per_ima}, {"imas_per_tile", a.imas_per_tile}, {"tiles", a.tiles}}},
           {"ima_power_mw", c.ima_power_mw},
@@ -200,14 +102,8 @@ void RunEstimate(const EstimateArgs& args) {
 
   std::string csv = "layer,replicas,crossbars,imas,adc_bits,cycles,latency_us,adc_conversions,energy_nj,area_mm2\n";
   if (!args.weights.empty()) {
-    const MappingSpec map = MappingOf(arch, cfg);
-    std::vector<hw::LayerWork> work;
     int64_t images = 0;
-    if (arch.zero_skipping) {
-      work = MeasuredWork(ctx, args.weights, arch, map, &images);
-    } else {
-      work = PlannedWork(ctx, args.weights, arch, map);
-    }
+    const std::vector<hw::LayerWork> work = Work(ctx, args.weights, arch, &images);
     int64_t weights_total = 0, nonzero = 0;
     for (const hw::LayerWork& w : work) {
       weights_total += w.weights;
@@ -219,9 +115,13 @@ void RunEstimate(const EstimateArgs& args) {
       const hw::LayerCost& l = cost.layers[i];
       nlohmann::ordered_json e = nlohmann::ordered_json::object();
       for (const auto& kv : l.energy_breakdown_nj) e[kv.first] = kv.second;
-      layers.push_back({{"name", l.name}, {"replicas", l.replicas}, {"crossbars", l.crossbars}, {"imas", l.imas}, {"adc_bits", l.adc_bits},
-                        {"positions", work[i].positions}, {"cycles", l.cycles}, {"cycle_share", work[i].cycle_share},
-                        {"latency_us", l.latency_us}, {"adc_conversions", l.adc_conversions},
+      const hw::LayerWork& w = work[i];
+      layers.push_back({{"name", l.name}, {"replicas", l.replicas}, {"crossbars", l.crossbars}, {"cells", w.cells * l.replicas},
+                        {"imas", l.imas}, {"adc_bits", l.adc_bits},
+                        {"positions", w.positions}, {"input_cycles", w.input_cycles}, {"cycles", l.cycles},
+                        {"cycle_share", w.cycle_share}, {"latency_us", l.latency_us}, {"adc_conversions", l.adc_conversions},
+                        {"adc_conversions_all_planes",
+                         w.conversions_per_cycle * static_cast<double>(w.positions * w.input_cycles)},
                         {"mean_cell_level", work[i].mean_level}, {"sign_bits", l.sign_bits}, {"energy_nj", l.energy_nj},
                         {"area_mm2", l.area_mm2}, {"weights", work[i].weights}, {"nonzero", work[i].nonzero},
                         {"energy_breakdown_nj", e}});

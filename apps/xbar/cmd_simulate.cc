@@ -28,9 +28,11 @@ void RunSimulate(const SimulateArgs& a) {
   LoadedModel m = LoadModelAndData(ctx, a.weights, /*train_split=*/true);
   std::fprintf(stderr, "xbar simulate: %s on %s, scheme %s, %lldx%lld crossbars, %d-bit weights on %d-bit cells, "
                "%d-bit inputs through %d-bit DACs, ADC %s\n",
-               m.spec.name.c_str(), m.data.name.c_str(), SchemeName(map.scheme), static_cast<long long>(map.rows),
+               m.spec.name.c_str(), m.data.name.c_str(), map.scheme->Name(), static_cast<long long>(map.rows),
                static_cast<long long>(map.cols), map.weight_bits, map.cell_bits, map.input_bits, map.dac_bits,
                map.adc_bits > 0 ? StrCat(map.adc_bits, " bits").c_str() : "lossless");
+  std::fprintf(stderr, "xbar simulate: hardware preset %s (config.resolved.yaml marks each value's source)\n",
+               cfg.Str("arch.preset").c_str());
 
   NetworkSimulator sim(*m.model, map, device, StoredScales(a.weights));
   sim.Calibrate(m.data.train, batch, ctx.device);
@@ -39,7 +41,7 @@ void RunSimulate(const SimulateArgs& a) {
   const EvalResult ref = sim.Evaluate(m.data.test, SimMode::kReference, batch, ctx.device);
   const EvalResult xb = sim.Evaluate(m.data.test, SimMode::kCrossbar, batch, ctx.device);
   const std::vector<LayerSimReport> layers = sim.Report();
-  nlohmann::ordered_json j = SimulateJson(SchemeName(map.scheme), xb.accuracy, flt.accuracy, ref.accuracy, layers);
+  nlohmann::ordered_json j = SimulateJson(map.scheme->Name(), xb.accuracy, flt.accuracy, ref.accuracy, layers);
   j["weights"] = a.weights;
   j["test_images"] = xb.count;
   WriteJson(JoinPath(ctx.run_dir, "simulate.json"), j);

@@ -1,6 +1,8 @@
 // The compression pipeline: ADMM, hard projection, post-processing, masked retraining, report.
 #include "xbar/compress/compress.h"
 
+#include "xbar/crossbar/plan.h"
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -8,6 +10,7 @@
 #include "xbar/compress/postprocess.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
+#include "xbar/crossbar/plan.h"
 #include "xbar/models/state_dict.h"
 #include "xbar/train/trainer.h"
 
@@ -357,8 +360,27 @@ std::vector<LayerReport> ReportLayers(Model& model, const CompressSpec& spec, co
     r.violations = check.violations;
     r.distinct_levels = check.distinct_levels;
     r.bits = c.quantize_bits > 0 ? c.quantize_bits : 32;
-    r.crossbars_dense = DenseCrossbars(m.rows, m.cols, spec.tile);
-    r.crossbars = CompactedCrossbars(m, spec.tile);
+    // Physical crossbars of the hardware description, as simulate and estimate count them.
+    const torch::Tensor w2d = w.reshape({l.out_channels, -1});
+    const double scale = WeightScale(w2d, spec.map.weight_bits, r.scale);
+    auto count = [&](bool compact) -> int64_t {
+      MappingSpec map = spec.map;
+      map.compact = compact;
+      const int64_t per_group = l.out_channels / l.groups;
+      int64_t n = 0;
+      for (int64_t g = 0; g < l.groups; ++g) {
+        n += PlanLayer(l.groups == 1 ? l.name : StrCat(l.name, "#", g), w2d.narrow(0, g * per_group, per_group), scale, map)
+                 .crossbars;
+      }
+      return n;
+    };
+    try {
+      r.crossbars_dense = count(false);
+      r.crossbars = count(spec.map.compact);
+    } catch (const InputError& e) {
+      r.crossbars_dense = r.crossbars = -1;
+      r.mapping_error = e.what();
+    }
     out.push_back(r);
   }
   return out;
@@ -372,8 +394,8 @@ nlohmann::ordered_json CompressJson(const CompressResult& r) {
     nonzero += l.nonzero;
     bits_dense += l.total * 32;
     bits += l.nonzero * l.bits;
-    xb_dense += l.crossbars_dense;
-    xb += l.crossbars;
+    xb_dense += std::max<int64_t>(l.crossbars_dense, 0);
+    xb += std::max<int64_t>(l.crossbars, 0);
     violations += l.violations;
     layers.push_back({{"name", l.name},
                       {"rows", l.rows},
@@ -385,8 +407,9 @@ nlohmann::ordered_json CompressJson(const CompressResult& r) {
                       {"distinct_levels", l.distinct_levels},
                       {"bits", l.bits},
                       {"scale", l.scale},
-                      {"crossbars_dense", l.crossbars_dense},
-                      {"crossbars", l.crossbars}});
+                      {"crossbars_dense", l.crossbars < 0 ? nlohmann::ordered_json() : nlohmann::ordered_json(l.crossbars_dense)},
+                      {"crossbars", l.crossbars < 0 ? nlohmann::ordered_json() : nlohmann::ordered_json(l.crossbars)}});
+    if (!l.mapping_error.empty()) layers.back()["mapping_error"] = l.mapping_error;
   }
   nlohmann::ordered_json phases = nlohmann::ordered_json::object();
   for (const auto& p : r.phases) phases[p.phase] = p.accuracy;

@@ -20,7 +20,9 @@ std::pair<std::string, std::string> SplitLayerKey(const std::string& key) {
 
 CompressSpec CompressSpec::FromConfig(const Config& cfg, const Model& model) {
   CompressSpec spec;
-  spec.tile = {cfg.Int("mapping.crossbar_rows"), cfg.Int("mapping.crossbar_cols")};
+  spec.map = MappingSpec::FromConfig(cfg);
+  // Crossbar-* structures prune what one physical crossbar holds: R rows x the weights side by side.
+  spec.tile = {spec.map.rows, spec.map.LogicalColumns()};
   spec.admm_rounds = cfg.Int("compress.admm_rounds");
   spec.epochs_per_round = cfg.Int("compress.epochs_per_round");
   spec.rho = cfg.Float("compress.rho");

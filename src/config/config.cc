@@ -6,10 +6,15 @@
 #include <charconv>
 #include <cmath>
 #include <functional>
+#include <cstdlib>
 #include <sstream>
 
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
+
+#ifndef XBAR_CONFIG_DIR
+#define XBAR_CONFIG_DIR "configs"
+#endif
 
 namespace xbar {
 namespace {
@@ -179,6 +184,15 @@ Config::Value ParseValue(const KeySpec& spec, const YAML::Node& node, const std:
   return v;
 }
 
+void CheckReplaced(const std::string& key, const std::string& where) {
+  for (const auto& [old_key, new_key] : ReplacedKeys()) {
+    if (key == old_key) {
+      throw ConfigError(StrCat(where, ": ", key, ": replaced by ", new_key, " (one key per quantity: the hardware "
+                               "description is shared by simulate, compress and estimate)"));
+    }
+  }
+}
+
 std::string MarkOf(const std::string& source, const YAML::Node& node) {
   const YAML::Mark m = node.Mark();
   if (m.line < 0) return source;
@@ -251,6 +265,53 @@ Config Config::Load(const std::string& path, const std::vector<std::string>& ove
 
 Config Config::Parse(const std::string& yaml_text, const std::string& source,
                      const std::vector<std::string>& overrides) {
+  Config cfg = ParseOnly(yaml_text, source, overrides);
+  cfg.ApplyPreset();
+  return cfg;
+}
+
+std::string FindConfigFile(const std::string& sub, const std::string& name) {
+  if (name.find('/') != std::string::npos || FileExists(name)) return name;
+  std::vector<std::string> dirs = {JoinPath("configs", sub)};
+  if (const char* env = std::getenv("XBAR_CONFIG_DIR")) dirs.push_back(JoinPath(env, sub));
+  dirs.push_back(JoinPath(XBAR_CONFIG_DIR, sub));
+  for (const std::string& d : dirs) {
+    if (FileExists(JoinPath(d, name))) return JoinPath(d, name);
+  }
+  return JoinPath(dirs.back(), name);
+}
+
+void Config::ApplyPreset() {
+  const std::string& preset = Str("arch.preset");
+  const bool is_path = preset.find('/') != std::string::npos ||
+                       (preset.size() > 5 && preset.compare(preset.size() - 5, 5, ".yaml") == 0);
+  const std::string path = FindConfigFile("arch", is_path ? preset : preset + ".yaml");
+  if (!FileExists(path) || IsDirectory(path)) {
+    std::string names;
+    for (const char* n : {"generic", "isaac", "forms", "islped19"}) names += (names.empty() ? "" : ", ") + std::string(n);
+    throw ConfigError(StrCat(Where("arch.preset"), ": arch.preset: no preset '", preset, "' (", path,
+                             "); expected one of ", names, " or a path to a preset YAML"));
+  }
+  const std::string name = is_path ? FileStem(path) : preset;
+  const Config p = ParseOnly(ReadFile(path), path, {});
+  for (const auto& [key, v] : p.values_) {
+    if (v.origin != Value::Origin::kUser) continue;
+    const bool hardware = key.compare(0, 8, "mapping.") == 0 || key.compare(0, 7, "device.") == 0 ||
+                          (key.compare(0, 5, "arch.") == 0 && key != "arch.preset");
+    if (!hardware) {
+      throw ConfigError(StrCat(v.where, ": ", key, ": a preset sets only mapping.*, device.* and arch.* keys "
+                               "(not arch.preset)"));
+    }
+    if (IsSet(key)) continue;  // the user's value wins
+    Value copy = v;
+    copy.where = StrCat("preset ", name, " (", v.where, ")");
+    copy.origin = Value::Origin::kPreset;
+    values_[key] = std::move(copy);
+  }
+}
+
+Config Config::ParseOnly(const std::string& yaml_text, const std::string& source,
+                         const std::vector<std::string>& overrides) {
   Config cfg;
   cfg.source_ = source;
   YAML::Node root;
@@ -275,8 +336,10 @@ Config Config::Parse(const std::string& yaml_text, const std::string& source,
           throw ConfigError(StrCat(where, ": duplicate key '", key, "'"));
         }
         seen.push_back(name);
+        CheckReplaced(key, where);
         if (const KeySpec* spec = FindKeySpec(key)) {
           Value v = ParseValue(*spec, it->second, key, where);
+          v.origin = Value::Origin::kUser;
           cfg.values_[key] = std::move(v);
         } else if (IsSection(key)) {
           if (it->second.IsNull()) continue;  // "train:" with nothing under it
@@ -304,6 +367,7 @@ void Config::ApplyOverride(const std::string& assignment) {
 }
 
 void Config::Set(const std::string& key, const std::string& yaml_value, const std::string& where) {
+  CheckReplaced(key, where);
   const KeySpec* spec = FindKeySpec(key);
   if (spec == nullptr) throw ConfigError(UnknownKeyMessage(where, key));
   YAML::Node node;
@@ -313,6 +377,7 @@ void Config::Set(const std::string& key, const std::string& yaml_value, const st
     throw ConfigError(StrCat(where, ": ", key, ": value is not valid YAML: ", e.msg));
   }
   values_[key] = ParseValue(*spec, node, key, where);
+  values_[key].origin = Value::Origin::kUser;
 }
 
 const Config::Value& Config::Get(const std::string& key, ValueType type) const {
@@ -338,7 +403,12 @@ const std::string& Config::Str(const std::string& key) const {
 
 bool Config::IsSet(const std::string& key) const {
   auto it = values_.find(key);
-  return it != values_.end() && it->second.where != "default";
+  return it != values_.end() && it->second.origin == Value::Origin::kUser;
+}
+
+bool Config::FromPreset(const std::string& key) const {
+  auto it = values_.find(key);
+  return it != values_.end() && it->second.origin == Value::Origin::kPreset;
 }
 
 std::string Config::Where(const std::string& key) const {
@@ -416,6 +486,8 @@ std::string Config::ToYaml() const {
         em << YAML::EndSeq;
         break;
     }
+    // Where the value came from: the user (file:line or --set), the hardware preset, or the default.
+    em << YAML::Comment(v.origin == Value::Origin::kDefault ? std::string("default") : v.where);
   }
   while (!open.empty()) {
     em << YAML::EndMap;

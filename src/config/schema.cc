@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "xbar/config/config.h"
+#include "xbar/crossbar/scheme.h"
 
 namespace xbar {
 namespace {
@@ -115,14 +116,16 @@ std::vector<KeySpec> BuildSchema() {
       Int("mapping.crossbar_rows", "128", 1, 65536, "crossbar rows R (word lines, inputs) per tile"),
       Int("mapping.crossbar_cols", "128", 1, 65536, "crossbar columns C (bit lines, outputs) per tile"),
       Int("mapping.weight_bits", "8", 2, 16, "weight bits including sign stored on the crossbars"),
-      Enum("mapping.scheme", "two-column", {"two-column", "two-crossbar", "offset", "polarized", "complementary"},
-           "signed-weight scheme (SPEC §3)"),
+      Enum("mapping.scheme", "two-column", SchemeNames(), "signed-weight scheme (SPEC §3)"),
       Int("mapping.cell_bits", "2", 1, 8, "bits per cell c: levels 0 .. 2^c - 1 between G_min and G_max"),
       Int("mapping.input_bits", "8", 1, 16, "input bits b_in (two's complement where inputs can be negative)"),
       Int("mapping.dac_bits", "1", 1, 8, "DAC bits v: input bits applied per cycle"),
       Int("mapping.adc_bits", "0", 0, 32, "ADC bits per column read; 0 = lossless for every read"),
       Enum("mapping.adc_range", "worst-case", {"worst-case", "calibrated"},
-           "ADC full scale: the largest possible column current, or the largest seen on calibration batches"),
+           "ADC full scale: the largest possible column current, or what the calibration images reach"),
+      Float("mapping.adc_percentile", "100", 0, 100, true, false,
+            "calibrated ADC range: this percentile of the |partial sums| each read column saw (100 = the largest; "
+            "lower clips rare peaks)"),
       Enum("mapping.subtract", "digital", {"digital", "analog"},
            "column pairs (two-column, complementary): subtract after two ADC reads, or currents before one"),
       Int("mapping.fragment_rows", "8", 1, 65536,
@@ -131,7 +134,8 @@ std::vector<KeySpec> BuildSchema() {
           "TinyADC: size the ADCs for this many non-zero cells per column segment (the layers must respect it); "
           "0 = all rows"),
       Bool("mapping.compact", "true", "masked mapping: allocate no crossbar rows, columns or tiles that pruning emptied"),
-      Int("mapping.calibration_batches", "2", 1, 1000, "training batches used to calibrate input and ADC ranges"),
+      Int("mapping.calibration_images", "400", 1, 1000000,
+          "training images that calibrate the input ranges (and calibrated ADC ranges), whatever the batch size"),
       // ---- device ----------------------------------------------------------------------------
       Float("device.on_off_ratio", "10", 1, 1e9, true, false, "G_max / G_min"),
       Float("device.variation_sigma", "0", 0, 10, false, false,
@@ -149,31 +153,39 @@ std::vector<KeySpec> BuildSchema() {
       // ---- simulate --------------------------------------------------------------------------
       Int("simulate.batch_size", "200", 1, 65536, "images per simulated batch"),
       Int("estimate.images", "200", 1, 1000000, "test images whose input bit-planes measure zero-skipping (xbar estimate, zero-skipping architectures)"),
-      // ---- arch (hardware cost model; every field not given here is the preset's) -----------
-      Str("arch.preset", "isaac", "architecture: isaac, forms, islped19 (configs/arch), or a path to an architecture YAML"),
-      Str("arch.tech", "", "component table: a name under configs/tech or a path (default: the preset's)"),
-      Int("arch.crossbar_rows", "0", 0, 65536, "crossbar rows (0 = the preset's)"),
-      Int("arch.crossbar_cols", "0", 0, 65536, "crossbar columns (0 = the preset's)"),
-      Int("arch.cell_bits", "0", 0, 8, "bits per cell (0 = the preset's)"),
-      Int("arch.weight_bits", "0", 0, 32, "weight bits (0 = the preset's)"),
-      Int("arch.input_bits", "0", 0, 32, "input bits, applied bit-serially (0 = the preset's)"),
-      Int("arch.dac_bits", "0", 0, 32, "DAC bits per cycle (0 = the preset's)"),
-      Int("arch.adc_bits", "0", 0, 32, "ADC bits (0 = the preset's)"),
-      Enum("arch.scheme", "preset", {"preset", "two-column", "two-crossbar", "offset", "polarized", "complementary"},
-           "signed-weight scheme the hardware implements (preset = the preset's)"),
-      Int("arch.fragment_rows", "-1", -1, 65536, "rows per separately converted fragment, 0 = whole column (-1 = the preset's)"),
-      Enum("arch.zero_skipping", "preset", {"preset", "true", "false"}, "skip all-zero leading input bit-planes per fragment"),
-      Enum("arch.replicate", "preset", {"preset", "true", "false"},
+      // ---- arch: the preset, and the fields only the cost model reads -------------------------
+      Str("arch.preset", "generic",
+          "hardware preset supplying defaults for every mapping.*, device.* and arch.* key not set: generic, isaac, "
+          "forms, islped19 (configs/arch), or a path to a preset YAML"),
+      Str("arch.tech", "isaac32.yaml", "component table: a name under configs/tech or a path"),
+      Bool("arch.zero_skipping", "false", "skip all-zero leading input bit-planes per fragment of mapping.fragment_rows"),
+      Bool("arch.replicate", "false",
            "copy the slowest layers onto the chip's spare crossbars to balance the pipeline (ISAAC)"),
-      Float("arch.cycle_ns", "0", 0, 1e9, false, false, "crossbar read cycle in ns (0 = the preset's)"),
-      Int("arch.crossbars_per_ima", "0", 0, 1 << 20, "crossbars per IMA (0 = the preset's)"),
-      Int("arch.adcs_per_ima", "0", 0, 1 << 20, "ADCs per IMA (0 = the preset's)"),
-      Int("arch.imas_per_tile", "0", 0, 1 << 20, "IMAs per tile (0 = the preset's)"),
-      Int("arch.tiles", "0", 0, 1 << 30, "tiles per chip (0 = the preset's)"),
+      Float("arch.cycle_ns", "100", 0, 1e9, true, false, "crossbar read cycle in ns"),
+      Int("arch.crossbars_per_ima", "8", 1, 1 << 20, "crossbars per IMA"),
+      Int("arch.adcs_per_ima", "8", 1, 1 << 20, "ADCs per IMA"),
+      Int("arch.ima_shift_adds", "4", 0, 1 << 20, "shift-and-add units per IMA"),
+      Int("arch.imas_per_tile", "12", 1, 1 << 20, "IMAs per tile"),
+      Int("arch.tiles", "168", 1, 1 << 30, "tiles per chip"),
+      Int("arch.tiles_per_router", "4", 1, 1 << 20, "tiles sharing one router"),
+      Int("arch.sigmoids_per_tile", "2", 0, 1 << 20, "sigmoid units per tile"),
+      Int("arch.hypertransport_links", "4", 0, 1 << 20, "off-chip HyperTransport links per chip"),
   };
 }
 
 }  // namespace
+
+const std::vector<std::pair<std::string, std::string>>& ReplacedKeys() {
+  // One key per quantity: the hardware description's duplicates were folded into mapping.*.
+  static const std::vector<std::pair<std::string, std::string>> keys = {
+      {"arch.crossbar_rows", "mapping.crossbar_rows"}, {"arch.crossbar_cols", "mapping.crossbar_cols"},
+      {"arch.cell_bits", "mapping.cell_bits"},         {"arch.weight_bits", "mapping.weight_bits"},
+      {"arch.input_bits", "mapping.input_bits"},       {"arch.dac_bits", "mapping.dac_bits"},
+      {"arch.adc_bits", "mapping.adc_bits"},           {"arch.scheme", "mapping.scheme"},
+      {"arch.fragment_rows", "mapping.fragment_rows"}, {"mapping.calibration_batches", "mapping.calibration_images"},
+  };
+  return keys;
+}
 
 const std::vector<KeySpec>& Schema() {
   static const std::vector<KeySpec> schema = BuildSchema();

@@ -51,6 +51,7 @@ void WriteFileAtomic(const std::string& path, const std::string& content) {
 }
 
 std::string ReadFile(const std::string& path) {
+  if (IsDirectory(path)) throw InputError(StrCat(path, ": is a directory; expected a file"));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError(StrCat(path, ": cannot open: ", std::strerror(errno)));
   // A file of known size is read in one go (a stream copy of a 45 MB model took 100 ms).
@@ -73,6 +74,11 @@ std::string ReadFile(const std::string& path) {
 bool FileExists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
+}
+
+bool IsDirectory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 void MakeDirs(const std::string& path) {

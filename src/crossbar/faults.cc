@@ -45,7 +45,16 @@ FaultInjector::FaultInjector(const FaultSpec& spec) : spec_(spec) {
     } else {
       throw bad(StrCat("unknown fault type '", f[3], "'"));
     }
-    map_[v[0]].emplace_back(v[1], v[2], state);
+    map_[v[0]].push_back({v[1], v[2], state, line_no});
+  }
+}
+
+void FaultInjector::CheckAllUsed(int64_t crossbars) const {
+  if (map_.empty()) return;
+  const auto last = map_.rbegin();
+  if (last->first >= crossbars) {
+    throw InputError(StrCat(spec_.map_file, ":", last->second.front().line, ": crossbar ", last->first,
+                            " does not exist: the mapping allocates ", crossbars, " crossbars (0..", crossbars - 1, ")"));
   }
 }
 
@@ -55,8 +64,13 @@ torch::Tensor FaultInjector::Draw(int64_t crossbar, int64_t rows, int64_t cols) 
   if (!spec_.map_file.empty()) {
     auto it = map_.find(crossbar);
     if (it == map_.end()) return state;
-    for (const auto& [r, c, st] : it->second) {
-      if (r < rows && c < cols) s[r * cols + c] = st;  // cells outside the used region hold no weight
+    for (const Entry& e : it->second) {
+      if (e.row >= rows || e.col >= cols) {
+        throw InputError(StrCat(spec_.map_file, ":", e.line, ": cell (", e.row, ", ", e.col, ") of crossbar ", crossbar,
+                                " is outside its ", rows, " x ", cols, " allocated cells (rows x physical columns; "
+                                "see simulate.json and docs/USER_GUIDE.md for the addressing)"));
+      }
+      s[e.row * cols + e.col] = e.state;
     }
     return state;
   }

@@ -81,23 +81,22 @@ CrossbarLayer::CrossbarLayer(std::string name, const torch::Tensor& w2d, double 
   if (scale_ <= 0) scale_ = 1.0;  // an all-zero layer
   q_ = QuantizeWeights(w, scale_, map.weight_bits);
 
-  const bool offset = map.scheme == Scheme::kOffset;
-  slices_ = WeightSlices(map);
-  components_ = SchemeComponents(map.scheme);
+  const Scheme& scheme = *map.scheme;
+  const Encoding enc = map.encoding();
+  slices_ = map.slices();
+  components_ = scheme.Components();
   // The reads of every tile: one per slice (and component), pair differences when subtracting in
   // the analog domain, and the offset scheme's unit column.
   for (int s = 0; s < slices_; ++s) {
     const double shift = std::ldexp(1.0, map.cell_bits * s);
     if (components_ == 2 && map.analog_subtract) {
       reads_.push_back({0, s, true, shift});
-    } else if (components_ == 2) {
-      reads_.push_back({0, s, false, shift});
-      reads_.push_back({1, s, false, -shift});
     } else {
-      reads_.push_back({0, s, false, shift});
+      for (int a = 0; a < components_; ++a) reads_.push_back({a, s, false, scheme.ComponentSign(a) * shift});
     }
   }
-  if (offset) reads_.push_back({0, -1, false, -std::ldexp(1.0, map.weight_bits - 1)});
+  if (scheme.UnitColumn(enc)) reads_.push_back({0, -1, false, -static_cast<double>(scheme.Bias(enc))});
+  levels_ = LevelTable(map);
 
   // Tiling with masked mapping (plan.h).
   for (TileLayout& layout : LayoutTiles(q_, map)) {
@@ -115,48 +114,22 @@ CrossbarLayer::CrossbarLayer(std::string name, const torch::Tensor& w2d, double 
 
 void CrossbarLayer::Encode(Tile& t) const {
   const int64_t R = static_cast<int64_t>(t.rows.size()), C = static_cast<int64_t>(t.cols.size());
-  const int64_t L = map_.levels();
-  // [R, C] integer weights of this crossbar.
+  // [R, C] integer weights of this crossbar, and their level-table indices.
   torch::Tensor w = q_.index_select(0, Index(t.cols)).index_select(1, Index(t.rows)).t().contiguous();
-  torch::Tensor mag = w.abs();
-  auto slice = [&](const torch::Tensor& v, int s) {
-    return torch::fmod(torch::floor(v / std::ldexp(1.0, map_.cell_bits * s)), static_cast<double>(L + 1));
-  };
+  torch::Tensor idx = (w + static_cast<float>(levels_.qmax)).to(torch::kInt64).reshape({-1});
   std::vector<torch::Tensor> comps(static_cast<size_t>(components_));
   for (int a = 0; a < components_; ++a) {
     std::vector<torch::Tensor> per_slice;
-    for (int s = 0; s < slices_; ++s) {
-      torch::Tensor level;
-      switch (map_.scheme) {
-        case Scheme::kTwoColumn:
-        case Scheme::kTwoCrossbar:
-          level = slice(a == 0 ? torch::relu(w) : torch::relu(-w), s);
-          break;
-        case Scheme::kComplementary: {
-          // (L, L - d) for w > 0, (L - d, L) for w < 0, (L, L) for w = 0, per slice digit d.
-          torch::Tensor d = slice(mag, s);
-          torch::Tensor lowered = a == 0 ? w.lt(0) : w.gt(0);
-          level = static_cast<double>(L) - d * lowered.to(torch::kFloat32);
-          break;
-        }
-        case Scheme::kOffset:
-          level = slice(w + std::ldexp(1.0, map_.weight_bits - 1), s);
-          break;
-        case Scheme::kPolarized:
-          level = slice(mag, s);
-          break;
-      }
-      per_slice.push_back(level);
-    }
+    for (int s = 0; s < slices_; ++s) per_slice.push_back(levels_.Of(a, s).index_select(0, idx).view({R, C}));
     comps[static_cast<size_t>(a)] = torch::stack(per_slice, 2).reshape({R, C * slices_});  // column j*S + s
   }
   t.ideal = torch::stack(comps, 0).to(torch::kFloat32);
-  if (map_.scheme == Scheme::kOffset) t.unit = torch::ones({R}, kF32);
+  if (map_.scheme->UnitColumn(map_.encoding())) t.unit = torch::ones({R}, kF32);
   // ADC groups: FORMS converts every fragment of m rows; the other schemes the whole column.
-  const int64_t g = map_.scheme == Scheme::kPolarized ? map_.fragment_rows : R;
+  const int64_t g = map_.GroupRows(R);
   t.group_rows = g;
   t.groups = (R + g - 1) / g;
-  if (map_.scheme == Scheme::kPolarized) {
+  if (map_.scheme->SignPerFragment()) {
     torch::Tensor padded = torch::zeros({t.groups * g, C}, kF32);
     padded.narrow(0, 0, R).copy_(w);
     auto frag = padded.view({t.groups, g, C});
@@ -185,8 +158,10 @@ void CrossbarLayer::BuildReads(Tile& t, const torch::Tensor& eff, const torch::T
 }
 
 void CrossbarLayer::SetAdc(Tile& t, const torch::Tensor& full_scale) const {
-  // Per read column: LSB = 2^(bits needed for the full scale - ADC bits), at least 1 level; a
-  // difference read is signed and spends one bit on the sign.
+  // Per read: a linear ADC whose top code sits at the read's full scale (the largest of its
+  // columns'), LSB = full scale / top code, and at least 1 level (integer sums are then exact); a
+  // difference read is signed and spends one bit on the sign. Lossless (LSB 1) when the ADC has the
+  // bits the full scale needs.
   const int64_t NR = t.reads.size(2);
   const int64_t C = static_cast<int64_t>(t.cols.size());
   std::vector<float> step(static_cast<size_t>(NR)), top(static_cast<size_t>(NR));
@@ -198,9 +173,9 @@ void CrossbarLayer::SetAdc(Tile& t, const torch::Tensor& full_scale) const {
     double read_fs = 0;
     for (int64_t j = 0; j < width; ++j) read_fs = std::max(read_fs, fsp[col + j]);
     const int need = BitsFor(read_fs);
-    const int bits = map_.adc_bits > 0 ? map_.adc_bits - (r.difference ? 1 : 0) : need;
-    const double lsb = std::ldexp(1.0, std::max(0, need - std::max(bits, 0)));
+    const int bits = map_.adc_bits > 0 ? std::min(map_.adc_bits - (r.difference ? 1 : 0), need) : need;
     const double top_code = std::ldexp(1.0, std::max(bits, 0)) - 1.0;
+    const double lsb = read_fs > top_code && top_code > 0 ? read_fs / top_code : 1.0;
     for (int64_t j = 0; j < width; ++j) {
       step[static_cast<size_t>(col + j)] = static_cast<float>(lsb);
       top[static_cast<size_t>(col + j)] = static_cast<float>(top_code);
@@ -221,7 +196,7 @@ void CrossbarLayer::SetAdc(Tile& t, const torch::Tensor& full_scale) const {
     const int64_t width = r.slice < 0 ? 1 : C;
     for (int64_t j = 0; j < width; ++j, ++col) {
       const auto cs = static_cast<size_t>(col);
-      t.adc_inv[cs] = 1.0f / step[cs];  // a power of two: exact
+      t.adc_inv[cs] = 1.0f / step[cs];
       t.adc_hi[cs] = top[cs];
       t.adc_lo[cs] = r.difference ? -(top[cs] + 1) : 0.0f;
       for (int64_t gi = 0; gi < t.groups; ++gi) {
@@ -235,7 +210,7 @@ void CrossbarLayer::SetAdc(Tile& t, const torch::Tensor& full_scale) const {
 void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_crossbar) {
   torch::NoGradGuard no_grad;
   stuck_ = sa0_ = sa1_ = 0;
-  faulty_ = faults != nullptr && faults->active();
+  const bool draw_faults = faults != nullptr && faults->active();
   const double L = static_cast<double>(map_.levels());
   const double g0 = 1.0 / (device_.on_off_ratio - 1.0);  // G_min in units of (G_max - G_min)
   const double drift = device_.drift_nu > 0 ? std::pow(device_.drift_time, -device_.drift_nu) : 1.0;
@@ -245,11 +220,11 @@ void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_
     const int64_t R = static_cast<int64_t>(t.rows.size()), CS = t.ideal.size(2);
     torch::Tensor eff = t.ideal.clone();
     torch::Tensor unit = t.unit.defined() ? t.unit.clone() : torch::Tensor();
-    if (faulty_) {
+    if (draw_faults) {
       // Physical layout: pairs interleave in one crossbar (column 2(jS+s)+a); two-crossbar uses two
       // crossbars (column jS+s each); the offset scheme's unit column follows the weights.
       std::vector<torch::Tensor> states;
-      if (map_.scheme == Scheme::kTwoCrossbar) {
+      if (map_.scheme->SeparateArrays()) {
         states.push_back(faults->Draw(crossbar, R, CS));
         states.push_back(faults->Draw(crossbar + 1, R, CS));
       } else if (components_ == 2) {
@@ -288,10 +263,11 @@ void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_
     }
     BuildReads(t, eff, unit);
     if (device_.read_noise_sigma > 0) {
-      // Read noise of a cell is sigma * G; a difference read adds both cells' variances.
-      torch::Tensor g2 = (t.ideal + g0).square() * device_.read_noise_sigma * device_.read_noise_sigma;
-      torch::Tensor u2 = unit.defined() ? (t.unit + g0).square() * device_.read_noise_sigma * device_.read_noise_sigma
-                                        : torch::Tensor();
+      // Read noise of a cell is sigma * G of its programmed conductance (after faults, variation
+      // and drift: eff + g0 in level units); a difference read adds both cells' variances.
+      const double s2 = device_.read_noise_sigma * device_.read_noise_sigma;
+      torch::Tensor g2 = (eff + g0).square() * s2;
+      torch::Tensor u2 = unit.defined() ? (unit + g0).square() * s2 : torch::Tensor();
       Tile tmp = t;
       if (map_.analog_subtract && components_ == 2) {
         // var(a - b) = var(a) + var(b): build the difference read of -b's variance.
@@ -305,14 +281,16 @@ void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_
     }
     // ADC range: the worst-case current of the group's rows (plan.h).
     const int64_t rows = std::min(R, t.group_rows);
-    torch::Tensor fs = torch::full({t.reads.size(2)}, ReadFullScale(map_, rows), kF64);
+    torch::Tensor fs = torch::full({t.reads.size(2)}, map_.ReadFullScale(rows), kF64);
     const double digit = std::ldexp(1.0, map_.dac_bits) - 1.0;
     if (t.unit.defined()) fs[fs.size(0) - 1] = static_cast<double>(rows) * digit;  // unit cells sit at level 1
+    t.worst_fs = fs;
     SetAdc(t, fs);
     t.words = -1;  // packed on the first Forward that needs it
-    crossbar += map_.scheme == Scheme::kTwoCrossbar ? 2 : 1;
+    crossbar += map_.scheme->ArraysPerTile();
   }
   stuck_ = sa0_ + sa1_;
+  faulty_ = stuck_ > 0;  // an empty fault map, or no fault drawn here, keeps the exact fast path
 }
 
 void CrossbarLayer::PackReads(Tile& t) const {
@@ -420,7 +398,7 @@ bool CrossbarLayer::lossless() const {
 }
 
 int64_t CrossbarLayer::crossbars() const {
-  return static_cast<int64_t>(tiles_.size()) * (map_.scheme == Scheme::kTwoCrossbar ? 2 : 1);
+  return static_cast<int64_t>(tiles_.size()) * map_.scheme->ArraysPerTile();
 }
 
 int64_t CrossbarLayer::cells() const {
@@ -435,7 +413,7 @@ int64_t CrossbarLayer::cells() const {
 int64_t CrossbarLayer::used_rows() const {
   int64_t n = 0;
   for (const Tile& t : tiles_) n += static_cast<int64_t>(t.rows.size());
-  return n * (map_.scheme == Scheme::kTwoCrossbar ? 2 : 1);  // each array of a pair has its drivers
+  return n * map_.scheme->ArraysPerTile();  // each array of a pair has its drivers
 }
 
 int64_t CrossbarLayer::used_columns() const {
@@ -456,31 +434,86 @@ double CrossbarLayer::level_sum() const {
 }
 
 int CrossbarLayer::adc_bits() const {
+  // The converter the hardware description gives the widest read (mapping.adc_bits, at most what
+  // the read needs losslessly); a calibrated range moves its LSB, not its bits.
   int bits = 0;
-  for (const Tile& t : tiles_) {
-    // bits = log2((top + 1) * step) of the widest read, plus the sign of difference reads.
-    auto w = torch::log2((t.top + 1) * t.step).amax().item<float>();
-    bits = std::max(bits, static_cast<int>(std::lround(w)));
-  }
-  return map_.adc_bits > 0 ? map_.adc_bits : bits + (map_.analog_subtract && components_ == 2 ? 1 : 0);
+  for (const Tile& t : tiles_) bits = std::max(bits, map_.AdcBits(std::min<int64_t>(static_cast<int64_t>(t.rows.size()), t.group_rows)));
+  return bits;
 }
 
 void CrossbarLayer::StartCalibration() {
   calibrating_ = true;
-  for (Tile& t : tiles_) t.calib = torch::zeros({t.reads.size(2)}, kF32);
+  for (Tile& t : tiles_) {
+    t.calib = torch::zeros({t.reads.size(2)}, kF32);
+    t.calib_hist.assign(map_.adc_percentile < 100 ? reads_.size() * kCalibrationBins : 0, 0);
+  }
+}
+
+void CrossbarLayer::Calibrate(Tile& t, const torch::Tensor& sums) {
+  // sums: [G, rows, NR]. The largest |partial sum| per read column, and with a percentile below
+  // 100 a histogram of |partial sums| per read over [0, worst-case full scale] (larger ones, which
+  // variation can produce, count in the last bin).
+  torch::Tensor a = sums.abs();
+  t.calib = torch::maximum(t.calib, a.amax({0, 1}));
+  if (t.calib_hist.empty()) return;
+  const int64_t NR = a.size(2), rows = a.size(0) * a.size(1);
+  const int64_t C = static_cast<int64_t>(t.cols.size());
+  torch::Tensor flat = a.reshape({rows, NR}).contiguous();
+  const float* ap = flat.data_ptr<float>();
+  const double* wf = t.worst_fs.data_ptr<double>();
+  int64_t col = 0;
+  for (size_t ri = 0; ri < reads_.size(); ++ri) {
+    const int64_t width = reads_[ri].slice < 0 ? 1 : C;
+    int64_t* hist = t.calib_hist.data() + ri * kCalibrationBins;
+    const double scale = static_cast<double>(kCalibrationBins) / std::max(wf[col], 1.0);
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* row = ap + i * NR + col;
+      for (int64_t j = 0; j < width; ++j) {
+        const auto b = static_cast<int64_t>(static_cast<double>(row[j]) * scale);
+        ++hist[std::min<int64_t>(b, kCalibrationBins - 1)];
+      }
+    }
+    col += width;
+  }
 }
 
 void CrossbarLayer::FinishCalibration() {
   calibrating_ = false;
   for (Tile& t : tiles_) {
-    if (t.calib.defined()) SetAdc(t, t.calib);
+    if (!t.calib.defined()) continue;
+    torch::Tensor fs = t.calib.to(torch::kFloat64).contiguous();
+    if (!t.calib_hist.empty()) {
+      // Each read's full scale: the upper edge of the histogram bin holding its percentile, at
+      // most the largest value seen.
+      double* fp = fs.data_ptr<double>();
+      const double* wf = t.worst_fs.data_ptr<double>();
+      const int64_t C = static_cast<int64_t>(t.cols.size());
+      int64_t col = 0;
+      for (size_t ri = 0; ri < reads_.size(); ++ri) {
+        const int64_t width = reads_[ri].slice < 0 ? 1 : C;
+        const int64_t* hist = t.calib_hist.data() + ri * kCalibrationBins;
+        int64_t total = 0;
+        for (int64_t b = 0; b < kCalibrationBins; ++b) total += hist[b];
+        const double want = std::ceil(static_cast<double>(total) * map_.adc_percentile / 100.0);
+        int64_t cum = 0, bin = kCalibrationBins - 1;
+        for (int64_t b = 0; b < kCalibrationBins; ++b) {
+          cum += hist[b];
+          if (static_cast<double>(cum) >= want) {
+            bin = b;
+            break;
+          }
+        }
+        const double edge = static_cast<double>(bin + 1) * std::max(wf[col], 1.0) / static_cast<double>(kCalibrationBins);
+        for (int64_t j = 0; j < width; ++j) fp[col + j] = std::min(fp[col + j], edge);
+        col += width;
+      }
+      t.calib_hist.clear();
+    }
+    SetAdc(t, fs);
   }
 }
 
-int64_t CrossbarLayer::Planes(bool signed_inputs) const {
-  const int low = signed_inputs ? map_.input_bits - 1 : map_.input_bits;
-  return (low + map_.dac_bits - 1) / map_.dac_bits + (signed_inputs ? 1 : 0);
-}
+int64_t CrossbarLayer::Planes(bool signed_inputs) const { return map_.InputCycles(signed_inputs); }
 
 void CrossbarLayer::CountReads(const torch::Tensor& xq_in, bool signed_inputs, ReadStats* stats) const {
   torch::NoGradGuard no_grad;
@@ -508,7 +541,7 @@ void CrossbarLayer::CountReads(const torch::Tensor& xq_in, bool signed_inputs, R
 }
 
 torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inputs, uint64_t noise_seed,
-                                     ReadStats* stats) {
+                                     ReadStats* stats, int64_t first_mvm) {
   torch::NoGradGuard no_grad;
   torch::Tensor xq = xq_in.to(torch::kCPU, torch::kFloat32).contiguous();
   const int64_t M = xq.size(0);
@@ -554,17 +587,13 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
   const int64_t M_all = M;
   torch::Tensor out = torch::zeros({M, N_}, kF64);
   // Positions go in chunks small enough for each crossbar's partial sums to stay in cache; chunks
-  // are independent (disjoint output rows, read noise seeded per chunk), so they run in parallel and
+  // are independent (disjoint output rows, read noise keyed by MVM), so they run in parallel and
   // the result does not depend on the number of threads. Within a chunk, tiles sharing their rows
   // (one column group after another) share the lowered input planes.
   constexpr int64_t kChunk = 256;
   auto run_chunk = [&](int64_t chunk) {
   const int64_t m_begin = chunk * kChunk;
   const int64_t M = std::min(kChunk, M_all - m_begin);
-  torch::Generator gen;
-  if (device_.read_noise_sigma > 0) {
-    gen = at::detail::createCPUGenerator(DeriveSeed(noise_seed, StrCat("read-noise.", name_, ".", chunk)));
-  }
   torch::Tensor X = X_all.narrow(1, m_begin, M);
   const std::vector<int64_t>* cached_rows = nullptr;
   torch::Tensor xg;
@@ -606,10 +635,22 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
     }
     if (sums.defined()) {
       if (t.noise_var.defined()) {
-        torch::Tensor sd = torch::bmm(xg.square(), t.noise_var).clamp_min(0).sqrt();
-        sums = sums + sd * at::normal(torch::zeros_like(sd), 1.0, gen);
+        torch::Tensor sd = torch::bmm(xg.square(), t.noise_var).clamp_min(0).sqrt().contiguous();
+        float* sdp = sd.data_ptr<float>();
+        const uint64_t stream = DeriveSeed(noise_seed, "read-noise." + name_, static_cast<uint64_t>(&t - tiles_.data()));
+        at::parallel_for(0, G * P * M, 64, [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) {
+            const int64_t gi = i / (P * M), p = (i / M) % P, mvm = first_mvm + m_begin + i % M;
+            float* row = sdp + i * NR;
+            for (int64_t c = 0; c < NR; ++c) {
+              row[c] *= static_cast<float>(KeyedNormal(DrawKey(stream, static_cast<uint64_t>(gi * P + p),
+                                                               static_cast<uint64_t>(mvm), static_cast<uint64_t>(c))));
+            }
+          }
+        });
+        sums = sums + sd;
       }
-      if (calibrating_) t.calib = torch::maximum(t.calib, sums.abs().amax({0, 1}));
+      if (calibrating_) Calibrate(t, sums);
       sums = sums.contiguous();
     }
     const float* sp = sums.defined() ? sums.data_ptr<float>() : nullptr;

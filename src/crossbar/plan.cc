@@ -17,29 +17,25 @@ const float* Data(const torch::Tensor& q) {
 
 }  // namespace
 
-int WeightSlices(const MappingSpec& map) {
-  const int magnitude_bits = map.scheme == Scheme::kOffset ? map.weight_bits : map.weight_bits - 1;
-  return (magnitude_bits + map.cell_bits - 1) / map.cell_bits;
-}
-
-int SchemeComponents(Scheme s) {
-  return s == Scheme::kTwoColumn || s == Scheme::kTwoCrossbar || s == Scheme::kComplementary ? 2 : 1;
-}
-
-bool ColumnBudgetApplies(Scheme s) {
-  // Only where a zero weight is an empty cell does a budget of non-zeros bound the column current.
-  return s == Scheme::kTwoColumn || s == Scheme::kTwoCrossbar || s == Scheme::kPolarized;
-}
-
-double ReadFullScale(const MappingSpec& map, int64_t rows) {
-  const int64_t active = map.column_budget > 0 && ColumnBudgetApplies(map.scheme) ? std::min(rows, map.column_budget) : rows;
-  return static_cast<double>(active) * static_cast<double>(map.levels()) * (std::ldexp(1.0, map.dac_bits) - 1.0);
-}
-
-int64_t LogicalColumns(const MappingSpec& map) {
-  const bool pair_in_one_array = map.scheme == Scheme::kTwoColumn || map.scheme == Scheme::kComplementary;
-  const int64_t per_weight = WeightSlices(map) * (pair_in_one_array ? 2 : 1);
-  return (map.cols - (map.scheme == Scheme::kOffset ? 1 : 0)) / per_weight;
+LevelTable::LevelTable(const MappingSpec& map) {
+  const Scheme& scheme = *map.scheme;
+  const Encoding e = map.encoding();
+  const int A = scheme.Components(), S = map.slices();
+  qmax = (int64_t{1} << (map.weight_bits - 1)) - 1;
+  const int64_t n = 2 * qmax + 1;
+  table_ = torch::empty({A, S, n}, torch::TensorOptions().dtype(torch::kFloat32));
+  float* tp = table_.data_ptr<float>();
+  sum_.assign(static_cast<size_t>(n), 0.0);
+  for (int a = 0; a < A; ++a) {
+    for (int s = 0; s < S; ++s) {
+      for (int64_t q = -qmax; q <= qmax; ++q) {
+        const int64_t level = scheme.Level(q, a, s, e);
+        XBAR_CHECK(level >= 0 && level <= map.levels(), scheme.Name(), " encodes ", q, " as level ", level);
+        tp[(a * S + s) * n + q + qmax] = static_cast<float>(level);
+        sum_[static_cast<size_t>(q + qmax)] += static_cast<double>(level);
+      }
+    }
+  }
 }
 
 namespace {
@@ -91,7 +87,7 @@ torch::Tensor QuantizeWeights(const torch::Tensor& w2d, double scale, int weight
 std::vector<TileLayout> LayoutTiles(const torch::Tensor& q, const MappingSpec& map) {
   const float* qp = Data(q);
   const int64_t N = q.size(0), K = q.size(1);
-  const int64_t logical_cols = LogicalColumns(map);
+  const int64_t logical_cols = map.LogicalColumns();
   XBAR_CHECK(logical_cols >= 1, "crossbar too narrow (MappingSpec::FromConfig checks this)");
   std::vector<int64_t> live_cols;
   for (int64_t n = 0; n < N; ++n) {
@@ -99,7 +95,7 @@ std::vector<TileLayout> LayoutTiles(const torch::Tensor& q, const MappingSpec& m
     for (int64_t k = 0; k < K && !any; ++k) any = qp[n * K + k] != 0.0f;
     if (any) live_cols.push_back(n);
   }
-  const bool compact_rows = map.compact && map.scheme != Scheme::kPolarized;
+  const bool compact_rows = map.compact && !map.scheme->SignPerFragment();
   std::vector<TileLayout> tiles;
   std::vector<char> live(static_cast<size_t>(K));
   for (size_t g0 = 0; g0 < live_cols.size(); g0 += static_cast<size_t>(logical_cols)) {
@@ -130,7 +126,7 @@ std::vector<TileLayout> LayoutTiles(const torch::Tensor& q, const MappingSpec& m
 void CheckTile(const std::string& layer, const torch::Tensor& q, const TileLayout& t, const MappingSpec& map) {
   const float* qp = Data(q);
   const int64_t K = q.size(1), R = static_cast<int64_t>(t.rows.size()), C = static_cast<int64_t>(t.cols.size());
-  if (map.column_budget > 0 && ColumnBudgetApplies(map.scheme)) {
+  if (map.column_budget > 0 && map.scheme->ZeroIsEmptyCell()) {
     int64_t worst = -1, worst_col = 0;
     for (int64_t j = 0; j < C; ++j) {
       const float* col = qp + t.cols[static_cast<size_t>(j)] * K;
@@ -147,7 +143,7 @@ void CheckTile(const std::string& layer, const torch::Tensor& q, const TileLayou
                               "compress with compress.column_budget first"));
     }
   }
-  if (map.scheme == Scheme::kPolarized) {
+  if (map.scheme->SignPerFragment()) {
     const int64_t g = map.fragment_rows;
     for (int64_t f0 = 0; f0 < R; f0 += g) {
       const int64_t f1 = std::min(R, f0 + g);
@@ -170,36 +166,25 @@ void CheckTile(const std::string& layer, const torch::Tensor& q, const TileLayou
   }
 }
 
-LayerPlan PlanLayer(const std::string& name, const torch::Tensor& w2d, double weight_scale, const MappingSpec& map) {
+LayerPlan PlanLayer(const std::string& name, const torch::Tensor& w2d, double weight_scale, const MappingSpec& map,
+                    std::vector<std::vector<int64_t>>* tile_rows) {
   torch::NoGradGuard no_grad;
   const double scale = weight_scale > 0 ? weight_scale : WeightScale(w2d, map.weight_bits, 0.0);
   const torch::Tensor q = QuantizeWeights(w2d, scale, map.weight_bits);
   const float* qp = q.data_ptr<float>();
   const int64_t K = q.size(1);
-  const int S = WeightSlices(map), A = SchemeComponents(map.scheme);
-  const bool offset = map.scheme == Scheme::kOffset;
-  const int64_t L = map.levels(), arrays = map.scheme == Scheme::kTwoCrossbar ? 2 : 1;
-  const int64_t unit = offset ? 1 : 0;
+  const Scheme& scheme = *map.scheme;
+  const int S = map.slices(), A = scheme.Components();
+  const int64_t arrays = scheme.ArraysPerTile();
+  const int64_t unit = scheme.UnitColumn(map.encoding()) ? 1 : 0;
   // Reads per weight column: one per slice, two when a pair is converted column by column.
   const int64_t reads_per_col = S * (A == 2 && !map.analog_subtract ? 2 : 1);
-  // Levels programmed for an integer weight v, over its slices and components (see Encode).
-  const auto qmax = (int64_t{1} << (map.weight_bits - 1)) - 1;
-  std::vector<double> level(static_cast<size_t>(2 * qmax + 1));
-  for (int64_t v = -qmax; v <= qmax; ++v) {
-    const int64_t stored = offset ? v + (int64_t{1} << (map.weight_bits - 1)) : std::abs(v);
-    double sum = 0;
-    for (int s = 0; s < S; ++s) {
-      const int64_t digit = (stored >> (map.cell_bits * s)) & L;
-      sum += map.scheme == Scheme::kComplementary ? static_cast<double>(2 * L - digit) : static_cast<double>(digit);
-    }
-    level[static_cast<size_t>(v + qmax)] = sum;
-  }
+  const LevelTable levels(map);
   LayerPlan p;
-  double widest = 0;  // full-scale current of the widest read
   for (const TileLayout& t : LayoutTiles(q, map)) {
     CheckTile(name, q, t, map);
     const int64_t R = static_cast<int64_t>(t.rows.size()), C = static_cast<int64_t>(t.cols.size());
-    const int64_t group_rows = map.scheme == Scheme::kPolarized ? map.fragment_rows : R;
+    const int64_t group_rows = map.GroupRows(R);
     const int64_t groups = (R + group_rows - 1) / group_rows;
     const int64_t used_cols = C * S * A + unit;
     p.tiles += 1;
@@ -211,13 +196,12 @@ LayerPlan PlanLayer(const std::string& name, const torch::Tensor& w2d, double we
     double sum = static_cast<double>(unit * R);  // the offset scheme's unit cells sit at level 1
     for (int64_t c : t.cols) {
       const float* col = qp + c * K;
-      for (int64_t r : t.rows) sum += level[static_cast<size_t>(static_cast<int64_t>(col[r]) + qmax)];
+      for (int64_t r : t.rows) sum += levels.Sum(static_cast<int64_t>(col[r]));
     }
     p.level_sum += sum;
-    widest = std::max(widest, ReadFullScale(map, std::min(R, group_rows)));
+    p.adc_bits = std::max(p.adc_bits, map.AdcBits(std::min(R, group_rows)));
+    if (tile_rows != nullptr) tile_rows->push_back(t.rows);
   }
-  p.adc_bits = map.adc_bits > 0 ? map.adc_bits
-                                : (p.tiles > 0 ? BitsFor(widest) : 0) + (map.analog_subtract && A == 2 ? 1 : 0);
   return p;
 }
 

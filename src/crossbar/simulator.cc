@@ -3,10 +3,33 @@
 #include <cmath>
 
 #include "xbar/core/error.h"
+#include "xbar/core/platform.h"
+#include "xbar/core/progress.h"
 #include "xbar/core/rng.h"
 #include "xbar/crossbar/plan.h"
+#include "xbar/crossbar/workload.h"
 
 namespace xbar {
+namespace {
+
+// Sum of (a - b)^2 and of b^2 in float64, in a fixed order: the same bits at any thread count
+// (torch's parallel reductions split the sum by thread).
+void AddSquares(const torch::Tensor& a, const torch::Tensor& b, double* err2, double* ref2) {
+  torch::Tensor x = a.to(torch::kCPU, torch::kFloat64).contiguous().reshape({-1});
+  torch::Tensor y = b.to(torch::kCPU, torch::kFloat64).contiguous().reshape({-1});
+  const double* xp = x.data_ptr<double>();
+  const double* yp = y.data_ptr<double>();
+  double e = 0, r = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double d = xp[i] - yp[i];
+    e += d * d;
+    r += yp[i] * yp[i];
+  }
+  *err2 += e;
+  *ref2 += r;
+}
+
+}  // namespace
 
 struct NetworkSimulator::LayerState {
   LayerInfo info;
@@ -35,6 +58,7 @@ NetworkSimulator::NetworkSimulator(Model& model, const MappingSpec& map, const D
     torch::Tensor w2d = w.reshape({l.out_channels, -1});
     // One quantisation step for the whole layer, so groups share it.
     const double scale = WeightScale(w2d, map.weight_bits, weight_scales.count(l.name) ? weight_scales.at(l.name) : 0.0);
+    // Cells are numbered for fault maps in this order (docs/USER_GUIDE.md).
     for (int64_t g = 0; g < G; ++g) {
       s->groups.push_back(std::make_unique<CrossbarLayer>(G == 1 ? l.name : StrCat(l.name, "#", g),
                                                           w2d.narrow(0, g * n_per, n_per), scale, map, device));
@@ -55,6 +79,12 @@ int64_t NetworkSimulator::crossbars() const {
     for (const auto& g : s->groups) n += g->crossbars();
   }
   return n;
+}
+
+torch::Tensor QuantizeInputs(const torch::Tensor& x, double scale, bool signed_inputs, int input_bits) {
+  const double qmax = signed_inputs ? std::ldexp(1.0, input_bits - 1) - 1 : std::ldexp(1.0, input_bits) - 1;
+  const double qmin = signed_inputs ? -qmax - 1 : 0.0;
+  return torch::clamp(torch::round(x / scale), qmin, qmax);
 }
 
 // Exact integer result of a conv/linear on integer-valued float tensors. A float32 sum of integers
@@ -91,7 +121,7 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
   }
   const double qmax = s.signed_inputs ? std::ldexp(1.0, map_.input_bits - 1) - 1 : std::ldexp(1.0, map_.input_bits) - 1;
   const double qmin = s.signed_inputs ? -qmax - 1 : 0.0;
-  auto quantize = [&](const torch::Tensor& v) { return torch::clamp(torch::round(v / s.input_scale), qmin, qmax); };
+  auto quantize = [&](const torch::Tensor& v) { return QuantizeInputs(v, s.input_scale, s.signed_inputs, map_.input_bits); };
   // Lowering: conv -> im2col rows [B*L, in/G*kh*kw] per group; linear -> [B, in].
   int64_t out_h = 1, out_w = 1;
   auto lower = [&](const torch::Tensor& xin) {
@@ -146,14 +176,12 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
       yi = layer.Reference(xq);  // provably what the crossbar computes: the fast path
       if (collect_) layer.CountReads(xq, s.signed_inputs, &s.reads);
     } else {
-      yi = layer.Forward(xq, s.signed_inputs, DeriveSeed(seed_, "batch", static_cast<uint64_t>(batch_index_)),
-                         collect_ ? &s.reads : nullptr);
+      // MVMs are numbered image by image: the read noise of an image does not depend on its batch.
+      const int64_t per_image = B > 0 ? xq.size(0) / B : 0;
+      yi = layer.Forward(xq, s.signed_inputs, DeriveSeed(seed_, "read-noise"), collect_ ? &s.reads : nullptr,
+                         image_offset_ * per_image);
     }
-    if (collect_ && mode == SimMode::kCrossbar) {
-      torch::Tensor ref = layer.Reference(xq);
-      s.err2_ref += (yi - ref).square().sum().item<double>();
-      s.ref2 += ref.square().sum().item<double>();
-    }
+    if (collect_ && mode == SimMode::kCrossbar) AddSquares(yi, layer.Reference(xq), &s.err2_ref, &s.ref2);
     outs.push_back(yi * (layer.weight_scale() * s.input_scale));
   }
   torch::Tensor y = outs.size() == 1 ? outs[0] : torch::cat(outs, 1);  // [rows, out]
@@ -162,11 +190,7 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
     y = y.view({B, out_h * out_w, l.out_channels}).transpose(1, 2).reshape({B, l.out_channels, out_h, out_w});
   }
   y = y.to(torch::kFloat32).to(dev);
-  if (collect_ && mode == SimMode::kCrossbar) {
-    torch::Tensor f = ideal(x).detach();
-    s.err2 += (y - f).square().sum().item<double>();
-    s.float2 += f.square().sum().item<double>();
-  }
+  if (collect_ && mode == SimMode::kCrossbar) AddSquares(y, ideal(x).detach(), &s.err2, &s.float2);
   return y;
 }
 
@@ -174,46 +198,44 @@ void NetworkSimulator::Calibrate(const Dataset& data, int64_t batch_size, torch:
   torch::NoGradGuard no_grad;
   model_.eval();
   model_.to(device);
+  // A fixed number of training images (mapping.calibration_images), whatever the batch size: the
+  // ranges are maxima over them, so they do not depend on how the images are batched.
+  const int64_t n = std::min(data.size(), map_.calibration_images);
+  calibration_images_ = data.images.narrow(0, 0, n);
+  calibration_batch_ = batch_size;
+  calibration_device_ = device;
+  const std::map<std::string, LayerInputs> in = CalibrateInputs(model_, calibration_images_, batch_size, device, map_.input_bits);
+  for (auto& s : layers_) {
+    const LayerInputs& r = in.at(s->info.name);
+    s->input_max = r.max_abs;
+    s->input_min = r.min;
+    s->signed_inputs = r.signed_inputs;
+    s->input_scale = r.scale;
+  }
+}
+
+void NetworkSimulator::CalibrateAdc() {
+  // ADC ranges from what the programmed crossbars see on the calibration images (a chip calibrates
+  // its converters after it is programmed, with its faults and variation).
+  torch::NoGradGuard no_grad;
   std::map<std::string, LayerState*> by_name;
   for (auto& s : layers_) {
     by_name[s->info.name] = s.get();
-    s->input_max = 0;
-    s->input_min = 0;
+    for (auto& g : s->groups) g->StartCalibration();
   }
-  const int64_t n = std::min(data.size(), batch_size * map_.calibration_batches);
-  // Input ranges from the float model.
   model_.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
-    LayerState* s = by_name.at(l.name);
-    s->input_max = std::max(s->input_max, x.abs().max().item<double>());
-    s->input_min = std::min(s->input_min, x.min().item<double>());
-    return ideal(x);
+    return RunLayer(*by_name.at(l.name), l, x, ideal, SimMode::kCrossbar);
   });
-  for (int64_t start = 0; start < n; start += batch_size) {
-    model_.forward(data.images.slice(0, start, std::min(n, start + batch_size)).to(device));
+  const int64_t n = calibration_images_.size(0);
+  for (int64_t start = 0; start < n; start += calibration_batch_) {
+    image_offset_ = start;
+    model_.forward(calibration_images_.slice(0, start, std::min(n, start + calibration_batch_)).to(calibration_device_));
   }
-  for (auto& s : layers_) {
-    s->signed_inputs = s->input_min < 0;
-    const double top = s->signed_inputs ? std::ldexp(1.0, map_.input_bits - 1) - 1 : std::ldexp(1.0, map_.input_bits) - 1;
-    s->input_scale = s->input_max > 0 ? s->input_max / top : 1.0;
-  }
-  // ADC ranges from what the crossbars see.
-  if (map_.adc_calibrated) {
-    for (auto& s : layers_) {
-      for (auto& g : s->groups) g->StartCalibration();
-    }
-    model_.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
-      LayerState* s = by_name.at(l.name);
-      torch::Tensor y = RunLayer(*s, l, x, ideal, SimMode::kCrossbar);
-      return y;
-    });
-    for (int64_t start = 0; start < n; start += batch_size) {
-      model_.forward(data.images.slice(0, start, std::min(n, start + batch_size)).to(device));
-    }
-    for (auto& s : layers_) {
-      for (auto& g : s->groups) g->FinishCalibration();
-    }
-  }
+  image_offset_ = 0;
   model_.SetLayerOverride(nullptr);
+  for (auto& s : layers_) {
+    for (auto& g : s->groups) g->FinishCalibration();
+  }
 }
 
 void NetworkSimulator::Program(const FaultSpec& faults, uint64_t seed) {
@@ -226,6 +248,9 @@ void NetworkSimulator::Program(const FaultSpec& faults, uint64_t seed) {
       crossbar += g->crossbars();
     }
   }
+  injector.CheckAllUsed(crossbar);
+  XBAR_CHECK(!map_.adc_calibrated || calibration_images_.defined(), "Calibrate() before Program() with calibrated ADC ranges");
+  if (map_.adc_calibrated) CalibrateAdc();
 }
 
 EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t batch_size, torch::Device device) {
@@ -242,25 +267,37 @@ EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t
     }
   }
   collect_ = mode == SimMode::kCrossbar && stats_;
-  batch_index_ = 0;
   model_.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
     return RunLayer(*by_name.at(l.name), l, x, ideal, mode);
   });
-  // Evaluate batch by batch so each batch's read noise has its own stream.
   EvalResult total;
   double loss = 0;
   int64_t correct = 0;
   {
     torch::NoGradGuard no_grad;
-    for (int64_t start = 0; start < data.size(); start += batch_size, ++batch_index_) {
+    const int64_t batches = (data.size() + batch_size - 1) / batch_size;
+    const char* what = mode == SimMode::kCrossbar ? "simulate" : "simulate (ideal crossbar)";
+    Progress bar(what, std::max<int64_t>(batches, 1));
+    for (int64_t start = 0, b = 0; start < data.size(); start += batch_size, ++b) {
+      if (InterruptRequested()) {
+        model_.SetLayerOverride(nullptr);
+        collect_ = false;
+        throw InterruptedError(StrCat("interrupted after ", start, " of ", data.size(), " test images; nothing was written"));
+      }
+      image_offset_ = start;
       const int64_t n = std::min(batch_size, data.size() - start);
       torch::Tensor out = model_.forward(data.images.slice(0, start, start + n).to(device));
       torch::Tensor y = data.labels.slice(0, start, start + n).to(device);
       loss += torch::nn::functional::cross_entropy(out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                   .item<double>();
       correct += out.argmax(1).eq(y).sum().item<int64_t>();
+      if (bar.Due() || b + 1 == batches) {
+        bar.Update(b + 1, StrCat("acc ", 100.0 * static_cast<double>(correct) / static_cast<double>(start + n), "%"));
+      }
     }
+    if (mode == SimMode::kCrossbar) bar.Finish(StrCat("acc ", data.size() > 0 ? 100.0 * static_cast<double>(correct) / static_cast<double>(data.size()) : 0.0, "%"));
   }
+  image_offset_ = 0;
   model_.SetLayerOverride(nullptr);
   collect_ = false;
   if (mode == SimMode::kCrossbar) evaluated_images_ = data.size();
@@ -297,11 +334,11 @@ std::vector<LayerSimReport> NetworkSimulator::Report() const {
     crossbar += r.crossbars;
     r.mean_level = r.cells > 0 ? r.mean_level / (static_cast<double>(r.cells) * static_cast<double>(map_.levels())) : 0.0;
     r.positions = evaluated_images_ > 0 ? static_cast<double>(s->vectors) / static_cast<double>(evaluated_images_) : 0.0;
+    r.vectors = s->vectors;
     r.adc_conversions = s->reads.adc_conversions;
     r.output_nmse = s->float2 > 0 ? s->err2 / s->float2 : 0.0;
     r.output_nmse_reference = s->ref2 > 0 ? s->err2_ref / s->ref2 : 0.0;
-    const int low = s->signed_inputs ? map_.input_bits - 1 : map_.input_bits;
-    r.input_cycles = (low + map_.dac_bits - 1) / map_.dac_bits + (s->signed_inputs ? 1 : 0);
+    r.input_cycles = map_.InputCycles(s->signed_inputs);
     r.input_cycles_skipped = s->reads.input_cycles > 0
                                  ? 1.0 - static_cast<double>(s->reads.input_cycles_needed) /
                                              static_cast<double>(s->reads.input_cycles)
@@ -330,8 +367,12 @@ nlohmann::ordered_json SimulateJson(const std::string& scheme, double accuracy, 
                   {"crossbars", r.crossbars},
                   {"first_crossbar", r.first_crossbar},
                   {"cells", r.cells},
+                  {"positions", r.positions},
                   {"adc_bits", r.adc_bits},
                   {"adc_conversions", r.adc_conversions},
+                  {"adc_conversions_per_image", r.positions > 0 && r.vectors > 0
+                                                    ? static_cast<double>(r.adc_conversions) * r.positions / static_cast<double>(r.vectors)
+                                                    : 0.0},
                   {"output_nmse", r.output_nmse},
                   {"output_nmse_reference", r.output_nmse_reference},
                   {"input_cycles", r.input_cycles},

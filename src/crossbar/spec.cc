@@ -1,46 +1,59 @@
 #include "xbar/crossbar/spec.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "xbar/core/error.h"
 
 namespace xbar {
 
-const std::vector<std::string>& SchemeNames() {
-  static const std::vector<std::string> names = {"two-column", "two-crossbar", "offset", "polarized", "complementary"};
-  return names;
-}
-
-const char* SchemeName(Scheme s) { return SchemeNames()[static_cast<size_t>(s)].c_str(); }
-
-Scheme ParseScheme(const std::string& name, const std::string& where) {
-  const auto& names = SchemeNames();
-  for (size_t i = 0; i < names.size(); ++i) {
-    if (names[i] == name) return static_cast<Scheme>(i);
-  }
-  std::string valid;
-  for (const auto& n : names) valid += (valid.empty() ? "" : ", ") + n;
-  throw ConfigError(StrCat(where, ": mapping.scheme: unknown scheme '", name, "'; expected one of ", valid));
-}
-
 int BitsFor(double x) { return x <= 0 ? 0 : static_cast<int>(std::ceil(std::log2(x + 1.0) - 1e-12)); }
+
+int64_t MappingSpec::LogicalColumns() const {
+  const Encoding e = encoding();
+  return scheme->UsableColumns(cols, e) / scheme->ColumnsPerWeight(e);
+}
+
+int64_t MappingSpec::GroupRows(int64_t tile_rows) const {
+  return scheme->SignPerFragment() ? fragment_rows : tile_rows;
+}
+
+double MappingSpec::ReadFullScale(int64_t rows) const {
+  const int64_t active = column_budget > 0 && scheme->ZeroIsEmptyCell() ? std::min(rows, column_budget) : rows;
+  return static_cast<double>(active) * static_cast<double>(levels()) * (std::ldexp(1.0, dac_bits) - 1.0);
+}
+
+int MappingSpec::LosslessAdcBits(int64_t rows) const {
+  return BitsFor(ReadFullScale(rows)) + (analog_subtract && scheme->PairInOneArray() ? 1 : 0);
+}
+
+int MappingSpec::AdcBits(int64_t rows) const {
+  const int need = LosslessAdcBits(rows);
+  return adc_bits > 0 ? std::min(adc_bits, need) : need;
+}
+
+int64_t MappingSpec::InputCycles(bool signed_inputs) const {
+  const int low = signed_inputs ? input_bits - 1 : input_bits;
+  return (low + dac_bits - 1) / dac_bits + (signed_inputs ? 1 : 0);
+}
 
 MappingSpec MappingSpec::FromConfig(const Config& cfg) {
   MappingSpec m;
   m.rows = cfg.Int("mapping.crossbar_rows");
   m.cols = cfg.Int("mapping.crossbar_cols");
-  m.scheme = ParseScheme(cfg.Str("mapping.scheme"), cfg.Where("mapping.scheme"));
+  m.scheme = &FindScheme(cfg.Str("mapping.scheme"), StrCat(cfg.Where("mapping.scheme"), ": mapping.scheme"));
   m.weight_bits = static_cast<int>(cfg.Int("mapping.weight_bits"));
   m.cell_bits = static_cast<int>(cfg.Int("mapping.cell_bits"));
   m.input_bits = static_cast<int>(cfg.Int("mapping.input_bits"));
   m.dac_bits = static_cast<int>(cfg.Int("mapping.dac_bits"));
   m.adc_bits = static_cast<int>(cfg.Int("mapping.adc_bits"));
   m.adc_calibrated = cfg.Str("mapping.adc_range") == "calibrated";
+  m.adc_percentile = cfg.Float("mapping.adc_percentile");
   m.analog_subtract = cfg.Str("mapping.subtract") == "analog";
   m.fragment_rows = cfg.Int("mapping.fragment_rows");
   m.column_budget = cfg.Int("mapping.column_budget");
   m.compact = cfg.Bool("mapping.compact");
-  m.calibration_batches = cfg.Int("mapping.calibration_batches");
+  m.calibration_images = cfg.Int("mapping.calibration_images");
   if (m.dac_bits > m.input_bits) {
     throw ConfigError(StrCat(cfg.Where("mapping.dac_bits"), ": mapping.dac_bits: ", m.dac_bits,
                              " exceeds mapping.input_bits (", m.input_bits, ")"));
@@ -49,23 +62,26 @@ MappingSpec MappingSpec::FromConfig(const Config& cfg) {
     throw ConfigError(StrCat(cfg.Where("mapping.fragment_rows"), ": mapping.fragment_rows: ", m.fragment_rows,
                              " rows do not fit a crossbar of ", m.rows, " rows"));
   }
-  const bool pairs = m.scheme == Scheme::kTwoColumn || m.scheme == Scheme::kComplementary;
-  if (m.analog_subtract && !pairs) {
-    throw ConfigError(StrCat(cfg.Where("mapping.subtract"), ": mapping.subtract: analog subtraction needs a column-pair "
-                             "scheme (two-column or complementary), not ", SchemeName(m.scheme)));
+  if (m.analog_subtract && !m.scheme->PairInOneArray()) {
+    throw ConfigError(StrCat(cfg.Where("mapping.subtract"), ": mapping.subtract: analog subtraction needs a scheme "
+                             "with column pairs in one array (two-column or complementary), not ", m.scheme->Name()));
   }
-  // One weight needs S cells (slices) per component; a crossbar must hold at least one weight.
-  const int magnitude_bits = m.scheme == Scheme::kOffset ? m.weight_bits : m.weight_bits - 1;
-  const int64_t slices = (magnitude_bits + m.cell_bits - 1) / m.cell_bits;
-  const int64_t per_weight = slices * (pairs ? 2 : 1);
-  const int64_t usable = m.cols - (m.scheme == Scheme::kOffset ? 1 : 0);
-  if (usable < per_weight) {
-    throw ConfigError(StrCat(cfg.Where("mapping.crossbar_cols"), ": mapping.crossbar_cols: ", m.cols,
-                             " columns cannot hold one ", m.weight_bits, "-bit weight of the ", SchemeName(m.scheme),
-                             " scheme (", per_weight, " columns", m.scheme == Scheme::kOffset ? " plus the unit column" : "",
-                             " on ", m.cell_bits, "-bit cells)"));
-  }
+  m.Validate(StrCat(cfg.Where("mapping.crossbar_cols"), ": mapping.crossbar_cols"));
   return m;
+}
+
+void MappingSpec::Validate(const std::string& where) const {
+  const Encoding e = encoding();
+  if (dac_bits > input_bits) throw ConfigError(StrCat(where, ": dac_bits ", dac_bits, " exceed input_bits ", input_bits));
+  if (analog_subtract && !scheme->PairInOneArray()) {
+    throw ConfigError(StrCat(where, ": analog subtraction needs column pairs in one array, not ", scheme->Name()));
+  }
+  // A crossbar must hold at least one weight: S cells per component (both cells of an in-array pair).
+  if (LogicalColumns() < 1) {
+    throw ConfigError(StrCat(where, ": ", cols, " columns cannot hold one ", weight_bits, "-bit weight of the ",
+                             scheme->Name(), " scheme (", scheme->ColumnsPerWeight(e), " columns",
+                             scheme->UnitColumn(e) ? " plus the unit column" : "", " on ", cell_bits, "-bit cells)"));
+  }
 }
 
 DeviceSpec DeviceSpec::FromConfig(const Config& cfg) {

@@ -11,25 +11,9 @@
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
 
-#ifndef XBAR_CONFIG_DIR
-#define XBAR_CONFIG_DIR "configs"
-#endif
-
 namespace xbar {
 namespace hw {
 namespace {
-
-// configs/<sub>/<name>: the working directory's copy, else $XBAR_CONFIG_DIR's, else the source tree's.
-std::string FindConfig(const std::string& sub, const std::string& name) {
-  if (name.find('/') != std::string::npos || FileExists(name)) return name;
-  std::vector<std::string> dirs = {JoinPath("configs", sub)};
-  if (const char* env = std::getenv("XBAR_CONFIG_DIR")) dirs.push_back(JoinPath(env, sub));
-  dirs.push_back(JoinPath(XBAR_CONFIG_DIR, sub));
-  for (const std::string& d : dirs) {
-    if (FileExists(JoinPath(d, name))) return JoinPath(d, name);
-  }
-  return JoinPath(dirs.back(), name);
-}
 
 YAML::Node ParseYaml(const std::string& text, const std::string& source) {
   try {
@@ -63,8 +47,6 @@ bool IsAdcName(const std::string& name, int* bits) {
   *bits = std::stoi(digits);
   return *bits >= 1 && *bits <= 32;
 }
-
-const std::vector<std::string> kSchemes = {"two-column", "two-crossbar", "offset", "polarized", "complementary"};
 
 std::string Join(const std::vector<std::string>& v) {
   std::string s;
@@ -188,143 +170,48 @@ Component TechTable::Adc(int bits) const {
 // ---------------------------------------------------------------------------------------------
 
 ArchSpec ArchSpec::Preset(const std::string& name_or_path) {
-  const bool is_path = name_or_path.find('/') != std::string::npos ||
-                       (name_or_path.size() > 5 && name_or_path.compare(name_or_path.size() - 5, 5, ".yaml") == 0);
-  const std::string path = FindConfig("arch", is_path ? name_or_path : name_or_path + ".yaml");
-  if (!FileExists(path)) {
-    throw ConfigError(StrCat("arch.preset: unknown architecture '", name_or_path,
-                             "' (expected isaac, forms, islped19, or a path to an architecture YAML)"));
-  }
-  ArchSpec a = Parse(ReadFile(path), path);
-  if (a.name.empty()) a.name = FileStem(path);
-  return a;
-}
-
-namespace {
-
-// Applies one field; returns false for an unknown name.
-bool SetField(ArchSpec& a, const std::string& key, const std::string& text, const std::string& where) {
-  auto num = [&](double min) {
-    YAML::Node n = YAML::Load(text);
-    return Number(n, where, key, min, false);
-  };
-  auto integer = [&](double min) {
-    const double v = num(min);
-    if (v != std::floor(v) || v > 1e12) throw ConfigError(StrCat(where, ": ", key, ": expected an integer >= ", min, ", got ", text));
-    return static_cast<int64_t>(v);
-  };
-  if (key == "name") a.name = text;
-  else if (key == "tech") a.tech = text;
-  else if (key == "crossbar_rows") a.crossbar_rows = integer(1);
-  else if (key == "crossbar_cols") a.crossbar_cols = integer(1);
-  else if (key == "cell_bits") a.cell_bits = static_cast<int>(integer(1));
-  else if (key == "weight_bits") a.weight_bits = static_cast<int>(integer(2));
-  else if (key == "input_bits") a.input_bits = static_cast<int>(integer(1));
-  else if (key == "dac_bits") a.dac_bits = static_cast<int>(integer(1));
-  else if (key == "adc_bits") a.adc_bits = static_cast<int>(integer(1));
-  else if (key == "scheme") a.scheme = text;
-  else if (key == "fragment_rows") a.fragment_rows = integer(0);
-  else if (key == "replicate") {
-    if (text != "true" && text != "false") throw ConfigError(StrCat(where, ": ", key, ": expected true or false, got ", text));
-    a.replicate = text == "true";
-  }
-  else if (key == "zero_skipping") {
-    if (text != "true" && text != "false") throw ConfigError(StrCat(where, ": ", key, ": expected true or false, got ", text));
-    a.zero_skipping = text == "true";
-  } else if (key == "cycle_ns") a.cycle_ns = num(1e-6);
-  else if (key == "crossbars_per_ima") a.crossbars_per_ima = integer(1);
-  else if (key == "adcs_per_ima") a.adcs_per_ima = integer(1);
-  else if (key == "ima_shift_adds") a.ima_shift_adds = integer(0);
-  else if (key == "imas_per_tile") a.imas_per_tile = integer(1);
-  else if (key == "tiles") a.tiles = integer(1);
-  else if (key == "tiles_per_router") a.tiles_per_router = integer(1);
-  else if (key == "sigmoids_per_tile") a.sigmoids_per_tile = integer(0);
-  else if (key == "hypertransport_links") a.hypertransport_links = integer(0);
-  else return false;
-  return true;
-}
-
-const char* kArchFields =
-    "name, tech, crossbar_rows, crossbar_cols, cell_bits, weight_bits, input_bits, dac_bits, adc_bits, scheme, "
-    "fragment_rows, zero_skipping, replicate, cycle_ns, crossbars_per_ima, adcs_per_ima, ima_shift_adds, imas_per_tile, tiles, "
-    "tiles_per_router, sigmoids_per_tile, hypertransport_links";
-
-}  // namespace
-
-ArchSpec ArchSpec::Parse(const std::string& yaml_text, const std::string& source) {
-  YAML::Node root = ParseYaml(yaml_text, source);
-  if (!root.IsMap()) throw ConfigError(StrCat(source, ": expected a map of architecture fields"));
-  ArchSpec a;
-  for (const auto& kv : root) {
-    const std::string key = kv.first.Scalar();
-    const std::string where = Line(source, kv.first);
-    if (!kv.second.IsScalar()) throw ConfigError(StrCat(where, ": ", key, ": expected a single value"));
-    if (!SetField(a, key, kv.second.Scalar(), where)) {
-      throw ConfigError(StrCat(where, ": unknown architecture field '", key, "' (expected one of ", kArchFields, ")"));
-    }
-  }
-  a.Validate(source);
-  return a;
+  return FromConfig(Config::Parse("", "<preset>", {"arch.preset=" + name_or_path}));
 }
 
 ArchSpec ArchSpec::FromConfig(const Config& cfg) {
-  ArchSpec a = Preset(cfg.Str("arch.preset"));
-  // Keys left at their "the preset's" value (0, -1, "preset", "") do not override.
-  for (const KeySpec& spec : Schema()) {
-    if (spec.key.compare(0, 5, "arch.") != 0 || spec.key == "arch.preset") continue;
-    if (!cfg.IsSet(spec.key)) continue;
-    if (spec.type == ValueType::kInt && cfg.Int(spec.key) == std::stoll(spec.default_value)) continue;
-    if (spec.type == ValueType::kFloat && cfg.Float(spec.key) == std::stod(spec.default_value)) continue;
-    if ((spec.type == ValueType::kString || spec.type == ValueType::kEnum) && cfg.Str(spec.key) == spec.default_value) continue;
-    SetField(a, spec.key.substr(5), cfg.Text(spec.key), StrCat(cfg.Where(spec.key), ": ", spec.key));
-  }
-  a.Validate(StrCat("arch (preset ", a.name, ")"));
+  ArchSpec a;
+  const std::string& preset = cfg.Str("arch.preset");
+  a.name = preset.find('/') != std::string::npos ? FileStem(preset) : preset;
+  a.map = MappingSpec::FromConfig(cfg);
+  a.device = DeviceSpec::FromConfig(cfg);
+  a.tech = cfg.Str("arch.tech");
+  a.zero_skipping = cfg.Bool("arch.zero_skipping");
+  a.replicate = cfg.Bool("arch.replicate");
+  a.cycle_ns = cfg.Float("arch.cycle_ns");
+  a.crossbars_per_ima = cfg.Int("arch.crossbars_per_ima");
+  a.adcs_per_ima = cfg.Int("arch.adcs_per_ima");
+  a.ima_shift_adds = cfg.Int("arch.ima_shift_adds");
+  a.imas_per_tile = cfg.Int("arch.imas_per_tile");
+  a.tiles = cfg.Int("arch.tiles");
+  a.tiles_per_router = cfg.Int("arch.tiles_per_router");
+  a.sigmoids_per_tile = cfg.Int("arch.sigmoids_per_tile");
+  a.hypertransport_links = cfg.Int("arch.hypertransport_links");
   return a;
 }
 
-void ArchSpec::Validate(const std::string& where) const {
-  if (std::find(kSchemes.begin(), kSchemes.end(), scheme) == kSchemes.end()) {
-    throw ConfigError(StrCat(where, ": scheme: unknown '", scheme, "' (expected one of ", Join(kSchemes), ")"));
-  }
-  if (weight_bits > 32 || cell_bits > 8 || input_bits > 32 || dac_bits > input_bits || adc_bits > 32) {
-    throw ConfigError(StrCat(where, ": bits out of range: weight_bits <= 32, cell_bits <= 8, input_bits <= 32, "
-                             "dac_bits <= input_bits, adc_bits <= 32"));
-  }
-  if (crossbar_rows > 65536 || crossbar_cols > 65536) {
-    throw ConfigError(StrCat(where, ": crossbar_rows x crossbar_cols: expected at most 65536 each, got ", crossbar_rows,
-                             " x ", crossbar_cols));
-  }
-  if (fragment_rows > crossbar_rows) {
-    throw ConfigError(StrCat(where, ": fragment_rows: expected at most crossbar_rows = ", crossbar_rows, ", got ", fragment_rows));
-  }
-  const int64_t per_array = scheme == "two-crossbar" ? SlicesPerWeight() : CellsPerWeight();
-  if (per_array > crossbar_cols) {
-    throw ConfigError(StrCat(where, ": a ", weight_bits, "-bit weight needs ", per_array, " cells of ", cell_bits,
-                             " bits per crossbar under ", scheme, ", more than crossbar_cols = ", crossbar_cols));
-  }
-}
-
-int64_t ArchSpec::SlicesPerWeight() const {
-  const int magnitude = scheme == "offset" ? weight_bits : weight_bits - 1;
-  return CeilDiv(magnitude, cell_bits);
-}
-
-int64_t ArchSpec::CellsPerWeight() const {
-  const int64_t s = SlicesPerWeight();
-  return scheme == "two-column" || scheme == "complementary" || scheme == "two-crossbar" ? 2 * s : s;
-}
+int ArchSpec::ChipAdcBits() const { return map.AdcBits(map.GroupRows(map.rows)); }
 
 double ArchSpec::WeightsPerCrossbar() const {
-  // Two-crossbar keeps one component per array: a pair of arrays holds rows x cols/slices weights.
-  if (scheme == "two-crossbar") return static_cast<double>(crossbar_rows * (crossbar_cols / SlicesPerWeight())) / 2.0;
-  return static_cast<double>(crossbar_rows * (crossbar_cols / CellsPerWeight()));
+  // Weights per array as the papers count them: a row of C columns over the columns a weight takes
+  // on one array (ISAAC: 128 / 8 = 16; its unit column is not counted against the weights).
+  // Two-crossbar keeps one component per array: a pair of arrays holds rows x C/S weights.
+  const Encoding e = map.encoding();
+  const double per_row = static_cast<double>(map.cols / map.scheme->ColumnsPerWeight(e));
+  return static_cast<double>(map.rows) * per_row / static_cast<double>(map.scheme->ArraysPerTile());
 }
 
-int64_t ArchSpec::InputCycles() const { return CeilDiv(input_bits, dac_bits); }
+int64_t ArchSpec::InputCycles() const { return map.InputCycles(/*signed_inputs=*/false); }
 
-int64_t ArchSpec::ReadsPerColumn() const { return fragment_rows > 0 ? CeilDiv(crossbar_rows, fragment_rows) : 1; }
+int64_t ArchSpec::ReadsPerColumn() const {
+  return map.scheme->SignPerFragment() ? CeilDiv(map.rows, map.GroupRows(map.rows)) : 1;
+}
 
-std::string ArchSpec::TechPath() const { return FindConfig("tech", tech); }
+std::string ArchSpec::TechPath() const { return FindConfigFile("tech", tech); }
 
 // ---------------------------------------------------------------------------------------------
 
@@ -332,7 +219,7 @@ namespace {
 
 // Crossbar power and area scale with the number of cells relative to the tabulated array.
 double CrossbarScale(const ArchSpec& a, const Component& xb) {
-  return static_cast<double>(a.crossbar_rows * a.crossbar_cols) / static_cast<double>(xb.rows * xb.cols);
+  return static_cast<double>(a.map.rows * a.map.cols) / static_cast<double>(xb.rows * xb.cols);
 }
 
 }  // namespace
@@ -360,12 +247,12 @@ ChipCost Chip(const ArchSpec& a, const TechTable& tech) {
     }
     c.items.push_back(it);
   };
-  const Component adc = tech.Adc(a.adc_bits);
+  const Component adc = tech.Adc(a.ChipAdcBits());
   const Component& xb = tech.Get("crossbar");
   const double xbars = static_cast<double>(a.crossbars_per_ima);
   add(adc, "ima", static_cast<double>(a.adcs_per_ima));
-  add(tech.Get("dac"), "ima", xbars * static_cast<double>(a.crossbar_rows));
-  add(tech.Get("sample-hold"), "ima", xbars * static_cast<double>(a.crossbar_cols));
+  add(tech.Get("dac"), "ima", xbars * static_cast<double>(a.map.rows));
+  add(tech.Get("sample-hold"), "ima", xbars * static_cast<double>(a.map.cols));
   add(xb, "ima", xbars, CrossbarScale(a, xb));
   add(tech.Get("ima-shift-add"), "ima", static_cast<double>(a.ima_shift_adds));
   add(tech.Get("input-register"), "ima", 1);
@@ -390,7 +277,7 @@ ChipCost Chip(const ArchSpec& a, const TechTable& tech) {
   c.adc_area_share = adc_tile_mm2 / c.tile_area_mm2;
   // A cycle lasts at least the crossbar read, and at least as long as the IMA's ADCs need to
   // convert every column read of the cycle.
-  const double conversions = xbars * static_cast<double>(a.crossbar_cols * a.ReadsPerColumn());
+  const double conversions = xbars * static_cast<double>(a.map.cols * a.ReadsPerColumn());
   c.cycle_ns = std::max(a.cycle_ns, conversions / (static_cast<double>(a.adcs_per_ima) * adc.sample_rate_gsps));
   const double macs_per_mvm = a.WeightsPerCrossbar();  // per array
   const double arrays = tiles * per_tile_imas * xbars;
@@ -432,9 +319,9 @@ CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& a, con
     const LayerWork& w = layers[i];
     Base& b = base[i];
     b.imas = CeilDiv(w.crossbars, a.crossbars_per_ima);
-    b.adc = tech.Adc(w.adc_bits > 0 ? std::min(w.adc_bits, a.adc_bits) : a.adc_bits);
+    b.adc = tech.Adc(w.adc_bits > 0 ? w.adc_bits : a.ChipAdcBits());
     const double share = a.zero_skipping ? std::clamp(w.cycle_share, 0.0, 1.0) : 1.0;
-    b.cycles_per_mvm = static_cast<double>(a.InputCycles()) * share;
+    b.cycles_per_mvm = static_cast<double>(w.input_cycles > 0 ? w.input_cycles : a.InputCycles()) * share;
     b.conv_per_cycle = w.conversions_per_cycle > 0 ? w.conversions_per_cycle
                                                    : static_cast<double>(w.used_cols) * static_cast<double>(a.ReadsPerColumn());
     const double adc_rate = static_cast<double>(b.imas * a.adcs_per_ima) * b.adc.sample_rate_gsps;  // per ns
@@ -486,8 +373,8 @@ CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& a, con
     lc.sign_bits = w.sign_bits;
     std::map<std::string, double>& e = lc.energy_breakdown_nj;
     // Read current, and so crossbar energy, grows with the programmed conductance: relative to the
-    // table's array at half level (G_min offset g0 = 1 / (on/off - 1) with on/off = 10).
-    const double g0 = 1.0 / 9.0;
+    // table's array at half level (G_min offset g0 = 1 / (on/off - 1) in level units).
+    const double g0 = a.device.g_min_levels();
     const double current = (g0 + std::clamp(w.mean_level, 0.0, 1.0)) / (g0 + 0.5);
     e["crossbar"] = static_cast<double>(w.crossbars) * lc.cycles * e_xbar_pj * current / 1000.0;
     e["dac"] = static_cast<double>(w.used_rows) * lc.cycles * e_dac_pj / 1000.0;

@@ -209,11 +209,11 @@ if [ "$(json "$T/sf/simulate.json" "int(d['stuck_on_cells'] > 4*d['stuck_off_cel
   ok "1% stuck-at faults at 1:5.2 degrade two-column"; else bad "faults: $(json "$T/sf/simulate.json" "(d['stuck_off_cells'], d['stuck_on_cells'], d['accuracy'])")"; fi
 
 # ---- estimate --------------------------------------------------------------------------------
-expect 0 "estimate isaac peak" "$XBAR" estimate -c "$CFG" -o "$T/e0"
+expect 0 "estimate isaac peak" "$XBAR" estimate -c "$CFG" -o "$T/e0" --preset isaac
 if [ "$(json "$T/e0/estimate.json" "int(d['schema_version']==1 and d['preset']=='isaac' and abs(d['power_w']/65.8-1)<0.03 and abs(d['area_mm2']/85.4-1)<0.03)")" = 1 ]; then
   ok "estimate without weights: ISAAC chip totals"; else bad "estimate.json: $(head -c 400 "$T/e0/estimate.json")"; fi
-expect 0 "estimate dense on isaac" "$XBAR" estimate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/e1" "${SIM[@]}" --set estimate.images=20
-expect 0 "estimate compressed on isaac" "$XBAR" estimate -c "$CFG" --weights "$T/c/model.safetensors" -o "$T/e2" "${SIM[@]}" --set estimate.images=20
+expect 0 "estimate dense on isaac" "$XBAR" estimate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/e1" "${SIM[@]}" --set estimate.images=20 --preset isaac
+expect 0 "estimate compressed on isaac" "$XBAR" estimate -c "$CFG" --weights "$T/c/model.safetensors" -o "$T/e2" "${SIM[@]}" --set estimate.images=20 --preset isaac
 if [ "$("$PY" -c "
 import json; a=json.load(open('$T/e1/estimate.json')); b=json.load(open('$T/e2/estimate.json'))
 print(int(len(a['layers'])==5 and all(l['cycles']>0 and l['energy_nj']>0 for l in a['layers'])
@@ -226,13 +226,57 @@ expect 3 "forms without zero-skipping (the planner) on a dense model" "$XBAR" es
   --weights "$T/a/model.safetensors" -o "$T/ex" --preset forms --set arch.zero_skipping=false
 # Without zero-skipping the estimate reads no data: a dataset path with nothing in it is not an error.
 expect 0 "estimate without zero-skipping reads no data" "$XBAR" estimate -c "$CFG" --weights "$T/a/model.safetensors" \
-  -o "$T/e4" --set dataset.path="$T/nowhere"
+  -o "$T/e4" --set dataset.path="$T/nowhere" --preset isaac
 if [ "$(python3 -c "
 import json; a=json.load(open('$T/e1/estimate.json')); b=json.load(open('$T/e4/estimate.json'))
 print(int(a['model']==b['model'] and a['layers']==b['layers']))")" = 1 ]; then
   ok "the same estimate either way"; else bad "estimate with and without data differ"; fi
 expect 2 "unknown preset" "$XBAR" estimate -c "$CFG" -o "$T/ex" --preset tpu
-contains "$T/err" "expected isaac, forms, islped19" "valid presets listed"
+contains "$T/err" "expected one of generic, isaac, forms, islped19" "valid presets listed"
+expect 2 "an old duplicate key names its replacement" "$XBAR" estimate -c "$CFG" -o "$T/ex" --set arch.adc_bits=6
+contains "$T/err" "arch.adc_bits: replaced by mapping.adc_bits" "replacement named"
+expect 2 "calibration_batches is replaced" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/ex" --set mapping.calibration_batches=2
+contains "$T/err" "replaced by mapping.calibration_images" "calibration key replacement named"
+
+# ---- one hardware description: simulate, estimate and compress describe the same crossbars ----
+# For every preset and every scheme, per layer: crossbars, cells, ADC bits and ADC conversions per
+# image agree between simulate.json and estimate.json, and compress.json counts the same crossbars.
+# The polarised, 4-bit compressed model maps under every scheme (forms' 16-bit inputs included).
+HW=(--set threads=1 --set dataset.train_subset=200 --set dataset.test_subset=20 --set simulate.batch_size=20
+    --set mapping.calibration_images=100 --set estimate.images=20)
+HW_OK=0
+for preset in generic isaac forms islped19; do
+  for scheme in two-column two-crossbar offset polarized complementary; do
+    d="$T/hw-$preset-$scheme"
+    "$XBAR" simulate -c "$CFG" --weights "$T/c/model.safetensors" -o "$d/s" "${HW[@]}" --set arch.preset=$preset \
+      --set mapping.scheme=$scheme >/dev/null 2>"$d.err" &&
+    "$XBAR" estimate -c "$CFG" --weights "$T/c/model.safetensors" -o "$d/e" "${HW[@]}" --set arch.preset=$preset \
+      --set mapping.scheme=$scheme >/dev/null 2>>"$d.err" &&
+    "$XBAR" compress -c "$CFG" --weights "$T/c/model.safetensors" -o "$d/c" "${HW[@]}" --set arch.preset=$preset \
+      --set mapping.scheme=$scheme --set compress.admm_rounds=0 --set compress.retrain_epochs=0 >/dev/null 2>>"$d.err"
+    if [ $? -ne 0 ]; then bad "hardware description $preset/$scheme: $(tail -1 "$d.err")"; continue; fi
+    verdict=$("$PY" -c "
+import json
+s = json.load(open('$d/s/simulate.json')); e = json.load(open('$d/e/estimate.json')); c = json.load(open('$d/c/compress.json'))
+bad = []
+for a, b, k in zip(s['layers'], e['layers'], c['layers']):
+    if a['name'] != b['name'] or a['name'] != k['name']: bad.append('layer order')
+    for key in ('crossbars', 'cells', 'adc_bits'):
+        if a[key] != b[key]: bad.append('%s %s: simulate %s, estimate %s' % (a['name'], key, a[key], b[key]))
+    if abs(a['adc_conversions_per_image'] - b['adc_conversions_all_planes']) > 1e-9 * max(1, a['adc_conversions_per_image']):
+        bad.append('%s adc_conversions: simulate %s, estimate %s' % (a['name'], a['adc_conversions_per_image'], b['adc_conversions_all_planes']))
+    if a['input_cycles'] != b['input_cycles']: bad.append('%s input_cycles' % a['name'])
+    if k['crossbars'] != a['crossbars']: bad.append('%s compress crossbars %s vs %s' % (a['name'], k['crossbars'], a['crossbars']))
+if len(s['layers']) != len(e['layers']) or len(s['layers']) != 5: bad.append('layer count')
+if c['crossbars_compressed'] != s['crossbars'] or e['model']['crossbars'] != s['crossbars']: bad.append('totals')
+print('; '.join(bad) if bad else 'same')
+")
+    if [ "$verdict" = same ]; then HW_OK=$((HW_OK + 1)); else bad "hardware description $preset/$scheme differs: $verdict"; fi
+  done
+done
+[ "$HW_OK" -eq 20 ] && ok "simulate, estimate and compress describe the same chip for 4 presets x 5 schemes"
+grep -q "weight_bits: 16  # preset isaac" "$T/hw-isaac-offset/s/config.resolved.yaml" && grep -q 'scheme: "offset"  # --set' "$T/hw-isaac-offset/s/config.resolved.yaml" &&
+  ok "config.resolved.yaml marks preset and user values" || bad "resolved config: $(grep -A4 '^mapping' "$T/hw-isaac-offset/s/config.resolved.yaml")"
 printf 'components:\n  flux-capacitor: {power_mw: 1, area_mm2: 1, source: x}\n' > "$T/tech.yaml"
 expect 2 "unknown component" "$XBAR" estimate -c "$CFG" -o "$T/ex" --set arch.tech="$T/tech.yaml"
 contains "$T/err" "unknown component 'flux-capacitor'" "component named"

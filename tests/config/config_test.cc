@@ -111,7 +111,8 @@ TEST(Config, ResolvedYamlRoundTripsEveryValue) {
     }
   }
   EXPECT_EQ(back.Str("dataset.path"), "a: b");
-  EXPECT_NE(yaml.find("train:\n  epochs: 15\n"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("train:\n  epochs: 15  # default\n"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("seed: 3  # --set seed=3\n"), std::string::npos) << yaml;
 }
 
 TEST(Config, LoadNamesTheFileAndDefaultsTheNameToItsStem) {

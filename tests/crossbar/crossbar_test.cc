@@ -13,7 +13,13 @@
 namespace xbar {
 namespace {
 
-MappingSpec Map(Scheme s, int64_t rows, int64_t cols, int cell_bits, int dac_bits, bool analog = false) {
+const Scheme* const kTwoColumn = &FindScheme("two-column", "test");
+const Scheme* const kTwoCrossbar = &FindScheme("two-crossbar", "test");
+const Scheme* const kOffset = &FindScheme("offset", "test");
+const Scheme* const kPolarized = &FindScheme("polarized", "test");
+const Scheme* const kComplementary = &FindScheme("complementary", "test");
+
+MappingSpec Map(const Scheme* s, int64_t rows, int64_t cols, int cell_bits, int dac_bits, bool analog = false) {
   MappingSpec m;
   m.scheme = s;
   m.rows = rows;
@@ -47,7 +53,7 @@ torch::Tensor Inputs(int64_t m, int64_t k, int bits, bool signed_inputs, uint64_
 }
 
 struct Case {
-  Scheme scheme;
+  const Scheme* scheme;
   bool analog;
   int cell_bits, dac_bits;
 };
@@ -63,7 +69,7 @@ TEST_P(Lossless, EverySchemeReproducesTheIntegerGemmBitExactly) {
       for (bool signed_inputs : {false, true}) {
         const auto [n, k] = shapes[i];
         torch::Tensor w = Weights(n, k, 10 + i, prune);
-        if (c.scheme == Scheme::kPolarized) {
+        if (c.scheme == kPolarized) {
           // Polarise fragments of 8 rows in crossbar orientation (w is [N, K] = column-major K x N).
           torch::Tensor cm = w.contiguous();
           ProjectPolarize({cm.data_ptr<float>(), k, n}, 8, 64);
@@ -78,7 +84,7 @@ TEST_P(Lossless, EverySchemeReproducesTheIntegerGemmBitExactly) {
           layer.SetSumKernel(kernel);
           ReadStats st;
           torch::Tensor got = layer.Forward(x, signed_inputs, 0, &st);
-          ASSERT_TRUE(torch::equal(got, want)) << SchemeName(c.scheme) << " analog " << c.analog << " shape " << n
+          ASSERT_TRUE(torch::equal(got, want)) << c.scheme->Name() << " analog " << c.analog << " shape " << n
                                                << "x" << k << " prune " << prune << " signed " << signed_inputs
                                                << " kernel " << static_cast<int>(kernel) << " max diff "
                                                << (got - want).abs().max().item<double>();
@@ -94,14 +100,14 @@ TEST_P(Lossless, EverySchemeReproducesTheIntegerGemmBitExactly) {
 
 INSTANTIATE_TEST_SUITE_P(
     Schemes, Lossless,
-    ::testing::Values(Case{Scheme::kTwoColumn, false, 2, 1}, Case{Scheme::kTwoColumn, true, 2, 1},
-                      Case{Scheme::kTwoColumn, false, 1, 2}, Case{Scheme::kTwoCrossbar, false, 2, 1},
-                      Case{Scheme::kTwoCrossbar, false, 3, 2}, Case{Scheme::kOffset, false, 2, 1},
-                      Case{Scheme::kOffset, false, 3, 3}, Case{Scheme::kPolarized, false, 2, 1},
-                      Case{Scheme::kPolarized, false, 1, 2}, Case{Scheme::kComplementary, false, 2, 1},
-                      Case{Scheme::kComplementary, true, 2, 1}, Case{Scheme::kComplementary, true, 3, 2}),
+    ::testing::Values(Case{kTwoColumn, false, 2, 1}, Case{kTwoColumn, true, 2, 1},
+                      Case{kTwoColumn, false, 1, 2}, Case{kTwoCrossbar, false, 2, 1},
+                      Case{kTwoCrossbar, false, 3, 2}, Case{kOffset, false, 2, 1},
+                      Case{kOffset, false, 3, 3}, Case{kPolarized, false, 2, 1},
+                      Case{kPolarized, false, 1, 2}, Case{kComplementary, false, 2, 1},
+                      Case{kComplementary, true, 2, 1}, Case{kComplementary, true, 3, 2}),
     [](const auto& info) {
-      std::string n = SchemeName(info.param.scheme);
+      std::string n = info.param.scheme->Name();
       std::replace(n.begin(), n.end(), '-', '_');
       return StrCat(n, info.param.analog ? "_analog" : "_digital", "_c", info.param.cell_bits, "_v",
                     info.param.dac_bits);
@@ -110,9 +116,9 @@ INSTANTIATE_TEST_SUITE_P(
 // The bit-packed kernel computes the same column sums as the float one wherever cells are integers:
 // lossy ADCs, stuck-at faults, every scheme; with device variation it is not used.
 TEST(Kernels, PackedEqualsFloatUnderFaultsAndLossyAdc) {
-  for (Case c : {Case{Scheme::kTwoColumn, false, 1, 1}, Case{Scheme::kTwoColumn, true, 2, 2},
-                 Case{Scheme::kOffset, false, 2, 1}, Case{Scheme::kComplementary, true, 2, 1},
-                 Case{Scheme::kTwoCrossbar, false, 4, 3}}) {
+  for (Case c : {Case{kTwoColumn, false, 1, 1}, Case{kTwoColumn, true, 2, 2},
+                 Case{kOffset, false, 2, 1}, Case{kComplementary, true, 2, 1},
+                 Case{kTwoCrossbar, false, 4, 3}}) {
     MappingSpec map = Map(c.scheme, 128, 64, c.cell_bits, c.dac_bits, c.analog);
     map.adc_bits = 4;
     FaultSpec fs;
@@ -129,11 +135,11 @@ TEST(Kernels, PackedEqualsFloatUnderFaultsAndLossyAdc) {
     layer.SetSumKernel(SumKernel::kPacked);
     torch::Tensor b = layer.Forward(x, true, 0, nullptr);
     EXPECT_EQ(layer.packed_tiles(), layer.tiles());
-    EXPECT_TRUE(torch::equal(a, b)) << SchemeName(c.scheme);
+    EXPECT_TRUE(torch::equal(a, b)) << c.scheme->Name();
   }
   DeviceSpec varied;
   varied.variation_sigma = 0.05;
-  CrossbarLayer layer("l", Weights(20, 100, 3, false), 0.0, Map(Scheme::kTwoColumn, 64, 64, 2, 1), varied);
+  CrossbarLayer layer("l", Weights(20, 100, 3, false), 0.0, Map(kTwoColumn, 64, 64, 2, 1), varied);
   layer.Program(nullptr, 1, 0);
   layer.SetSumKernel(SumKernel::kPacked);
   layer.Forward(Inputs(5, 100, 8, false, 1), false, 0, nullptr);
@@ -144,20 +150,20 @@ TEST(Mapping, TilesCellsAndMaskedMapping) {
   DeviceSpec ideal;
   // 8-bit weights on 2-bit cells: 4 slices; two-column pairs: 8 columns per weight, 16 weights per
   // 128 columns. K = 300 rows -> 3 row tiles; N = 40 outputs -> 3 column groups.
-  CrossbarLayer dense("d", Weights(40, 300, 1, false), 0.0, Map(Scheme::kTwoColumn, 128, 128, 2, 1), ideal);
+  CrossbarLayer dense("d", Weights(40, 300, 1, false), 0.0, Map(kTwoColumn, 128, 128, 2, 1), ideal);
   EXPECT_EQ(dense.tiles(), 9);
   EXPECT_EQ(dense.crossbars(), 9);
   EXPECT_EQ(dense.cells(), 300 * 40 * 8);
-  CrossbarLayer twoxb("d", Weights(40, 300, 1, false), 0.0, Map(Scheme::kTwoCrossbar, 128, 128, 2, 1), ideal);
+  CrossbarLayer twoxb("d", Weights(40, 300, 1, false), 0.0, Map(kTwoCrossbar, 128, 128, 2, 1), ideal);
   EXPECT_EQ(twoxb.tiles(), 3 * 2);  // 32 weights per crossbar, two crossbars per tile
   EXPECT_EQ(twoxb.crossbars(), 12);
   // Masked mapping: 16 live outputs and 200 live inputs fit 2 row tiles x 1 column group.
   torch::Tensor w = Weights(40, 300, 2, false);
   w.narrow(0, 16, 24).zero_();
   w.narrow(1, 200, 100).zero_();
-  CrossbarLayer masked("m", w, 0.0, Map(Scheme::kTwoColumn, 128, 128, 2, 1), ideal);
+  CrossbarLayer masked("m", w, 0.0, Map(kTwoColumn, 128, 128, 2, 1), ideal);
   EXPECT_EQ(masked.tiles(), 2);
-  MappingSpec no_compact = Map(Scheme::kTwoColumn, 128, 128, 2, 1);
+  MappingSpec no_compact = Map(kTwoColumn, 128, 128, 2, 1);
   no_compact.compact = false;
   EXPECT_EQ(CrossbarLayer("m", w, 0.0, no_compact, ideal).tiles(), 9);
 }
@@ -166,7 +172,7 @@ TEST(Mapping, NonPolarisedLayerIsRejectedByThePolarizedScheme) {
   DeviceSpec ideal;
   torch::Tensor w = torch::tensor({{1.0f, -1.0f, 0.5f}});
   try {
-    CrossbarLayer("conv9", w, 0.0, Map(Scheme::kPolarized, 16, 16, 2, 1), ideal);
+    CrossbarLayer("conv9", w, 0.0, Map(kPolarized, 16, 16, 2, 1), ideal);
     FAIL();
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("layer conv9 is not polarised"), std::string::npos) << e.what();
@@ -178,10 +184,10 @@ TEST(Mapping, NonPolarisedLayerIsRejectedByThePolarizedScheme) {
 TEST(Mapping, PlanEqualsTheBuiltCrossbars) {
   DeviceSpec ideal;
   int cases = 0;
-  for (Scheme scheme : {Scheme::kTwoColumn, Scheme::kTwoCrossbar, Scheme::kOffset, Scheme::kPolarized,
-                        Scheme::kComplementary}) {
+  for (const Scheme* scheme : {kTwoColumn, kTwoCrossbar, kOffset, kPolarized,
+                        kComplementary}) {
     for (bool analog : {false, true}) {
-      if (analog && SchemeComponents(scheme) == 1) continue;
+      if (analog && scheme->Components() == 1) continue;
       for (int cell_bits : {1, 2}) {
         for (bool prune : {false, true}) {
           for (bool compact : {true, false}) {
@@ -191,19 +197,19 @@ TEST(Mapping, PlanEqualsTheBuiltCrossbars) {
             torch::Tensor w = Weights(37, 200, 10 + static_cast<uint64_t>(cases), prune);
             // A column budget under 64 rows: 42 cells x level 1 x digit 3 needs 7 ADC bits, not 8.
             // (Compaction would pack a lone column's non-zeros densely, so only without it.)
-            const bool budget = scheme == Scheme::kTwoColumn && !analog && prune && !compact && cell_bits == 1;
+            const bool budget = scheme == kTwoColumn && !analog && prune && !compact && cell_bits == 1;
             if (budget) {
               map.column_budget = 42;
               w.mul_(torch::rand({37, 200}).gt(0.5));  // about 16 of 64 non-zero per column segment
             }
-            if (scheme == Scheme::kPolarized) {  // one sign per fragment of 8 rows and column
+            if (scheme == kPolarized) {  // one sign per fragment of 8 rows and column
               torch::Tensor sign = (torch::arange(200).div(8, "floor").view({1, 200}) + torch::arange(37).view({37, 1}))
                                        .remainder(2).mul(2).sub(1);
               w = w.abs() * sign;
             }
             CrossbarLayer layer("l", w, 0.0, map, ideal);
             const LayerPlan plan = PlanLayer("l", w, WeightScale(w, map.weight_bits, 0.0), map);
-            const std::string what = StrCat(SchemeName(scheme), " analog ", analog, " cell ", cell_bits, " prune ", prune,
+            const std::string what = StrCat(scheme->Name(), " analog ", analog, " cell ", cell_bits, " prune ", prune,
                                             " compact ", compact);
             EXPECT_EQ(plan.tiles, layer.tiles()) << what;
             EXPECT_EQ(plan.crossbars, layer.crossbars()) << what;
@@ -227,7 +233,7 @@ TEST(Mapping, PlanEqualsTheBuiltCrossbars) {
   }
   EXPECT_EQ(cases, 64);
   // Both reject a tile over the column budget with the same message.
-  MappingSpec tight = Map(Scheme::kTwoColumn, 64, 64, 2, 1);
+  MappingSpec tight = Map(kTwoColumn, 64, 64, 2, 1);
   tight.column_budget = 10;
   torch::Tensor w = Weights(37, 200, 3, false);
   std::string built, planned;
@@ -257,7 +263,7 @@ TEST(Adc, FewerBitsThanLosslessStayWithinNamedErrorBudgets) {
   // output (8 planes x 4 slices x 2 columns), whose rounding errors are shifted up by up to 2^13.
   const std::map<int, double> budget = {{9, 0.0}, {8, 0.05}, {7, 0.12}, {6, 0.3}, {5, 0.5}, {4, 1.0}};
   for (int bits = 9; bits >= 4; --bits) {
-    MappingSpec map = Map(Scheme::kTwoColumn, 128, 128, 2, 1);
+    MappingSpec map = Map(kTwoColumn, 128, 128, 2, 1);
     map.adc_bits = bits;
     CrossbarLayer layer("l", w, 0.0, map, ideal);
     EXPECT_EQ(layer.lossless(), bits >= 9);
@@ -298,7 +304,7 @@ TEST(Faults, InjectedCountsMatchTheRatesWithinThreeSigma) {
 }
 
 // A layer whose weights are all zero but one; a stuck cell is placed with a fault map.
-torch::Tensor FaultyOutput(Scheme scheme, int64_t crossbar_col, const char* type, double* ref_norm) {
+torch::Tensor FaultyOutput(const Scheme* scheme, int64_t crossbar_col, const char* type, double* ref_norm) {
   torch::Tensor w = torch::zeros({4, 8});
   w[0][0] = 1.0f;  // output 0, input 0: the only non-zero weight (scale 1/127 -> level 127)
   const std::string map_file = ::testing::TempDir() + "/faults.csv";
@@ -322,18 +328,18 @@ TEST(Faults, StuckOnOnAZeroWeightCostsNothingUnderComplementaryAndFullScaleUnder
   // slice 3 (the top slice of 7-bit magnitudes on 2-bit cells), component a.
   double ref = 0;
   // Two-column: zero weights are (0, 0); a stuck-on positive cell adds L * 4^3 * 255 to output 1.
-  torch::Tensor err = FaultyOutput(Scheme::kTwoColumn, 2 * (1 * 4 + 3) + 0, "SA1", &ref);
+  torch::Tensor err = FaultyOutput(kTwoColumn, 2 * (1 * 4 + 3) + 0, "SA1", &ref);
   EXPECT_DOUBLE_EQ(err[0][1].item<double>(), 3.0 * 64 * 255);
   EXPECT_GE(std::fabs(err[0][1].item<double>()), ref) << "as large as the layer's largest output";
   // Complementary: zero weights sit at (L, L); stuck-on changes nothing.
-  err = FaultyOutput(Scheme::kComplementary, 2 * (1 * 4 + 3) + 0, "SA1", &ref);
+  err = FaultyOutput(kComplementary, 2 * (1 * 4 + 3) + 0, "SA1", &ref);
   EXPECT_EQ(err.abs().max().item<double>(), 0.0);
-  err = FaultyOutput(Scheme::kComplementary, 2 * (1 * 4 + 3) + 1, "SA1", &ref);
+  err = FaultyOutput(kComplementary, 2 * (1 * 4 + 3) + 1, "SA1", &ref);
   EXPECT_EQ(err.abs().max().item<double>(), 0.0);
   // ...while stuck-off is the harmful fault there, and harmless under two-column.
-  err = FaultyOutput(Scheme::kComplementary, 2 * (1 * 4 + 3) + 1, "SA0", &ref);
+  err = FaultyOutput(kComplementary, 2 * (1 * 4 + 3) + 1, "SA0", &ref);
   EXPECT_DOUBLE_EQ(err[0][1].item<double>(), 3.0 * 64 * 255);
-  err = FaultyOutput(Scheme::kTwoColumn, 2 * (1 * 4 + 3) + 1, "SA0", &ref);
+  err = FaultyOutput(kTwoColumn, 2 * (1 * 4 + 3) + 1, "SA0", &ref);
   EXPECT_EQ(err.abs().max().item<double>(), 0.0);
 }
 
@@ -360,7 +366,7 @@ TEST(Device, VariationAndNoiseAreSeededAndShrinkWithSigma) {
     DeviceSpec d;
     d.variation_sigma = var;
     d.read_noise_sigma = noise;
-    CrossbarLayer layer("l", w, 0.0, Map(Scheme::kTwoColumn, 64, 64, 2, 1), d);
+    CrossbarLayer layer("l", w, 0.0, Map(kTwoColumn, 64, 64, 2, 1), d);
     layer.Program(nullptr, seed, 0);
     EXPECT_FALSE(layer.lossless());
     torch::Tensor ref = layer.Reference(x);
@@ -388,15 +394,15 @@ TEST(Network, LosslessCrossbarsGiveTheReferenceAccuracyExactly) {
   DataBundle data = LoadData(d, 0);
   torch::manual_seed(0);
   auto m = CreateModel(ModelSpec{});
-  for (Scheme s : {Scheme::kTwoColumn, Scheme::kOffset, Scheme::kComplementary}) {
+  for (const Scheme* s : {kTwoColumn, kOffset, kComplementary}) {
     MappingSpec map = Map(s, 128, 128, 2, 1);
     NetworkSimulator sim(*m, map, DeviceSpec{});
     sim.Calibrate(data.train, 100, torch::kCPU);
     sim.Program(FaultSpec{}, 0);
     EvalResult ref = sim.Evaluate(data.test, SimMode::kReference, 100, torch::kCPU);
     EvalResult xb = sim.Evaluate(data.test, SimMode::kCrossbar, 100, torch::kCPU);
-    EXPECT_EQ(xb.accuracy, ref.accuracy) << SchemeName(s);
-    EXPECT_EQ(xb.loss, ref.loss) << SchemeName(s);
+    EXPECT_EQ(xb.accuracy, ref.accuracy) << s->Name();
+    EXPECT_EQ(xb.loss, ref.loss) << s->Name();
     for (const auto& r : sim.Report()) {
       EXPECT_TRUE(r.lossless) << r.name;
       EXPECT_EQ(r.output_nmse_reference, 0.0) << r.name;
@@ -409,7 +415,7 @@ TEST(Network, LosslessCrossbarsGiveTheReferenceAccuracyExactly) {
     const std::vector<LayerSimReport> full = sim.Report();
     sim.SetReadStatsOnly(true);
     EvalResult counted = sim.Evaluate(data.test, SimMode::kCrossbar, 100, torch::kCPU);
-    EXPECT_EQ(counted.accuracy, ref.accuracy) << SchemeName(s);
+    EXPECT_EQ(counted.accuracy, ref.accuracy) << s->Name();
     const std::vector<LayerSimReport> reads = sim.Report();
     for (size_t i = 0; i < full.size(); ++i) {
       EXPECT_EQ(reads[i].adc_conversions, full[i].adc_conversions) << full[i].name;
@@ -434,7 +440,7 @@ TEST(Network, ExactFastPathEqualsTheIntegerReferenceOnLargeLayers) {
   Dataset data{torch::randn({24, 1, 28, 28}), torch::randint(0, 10, {24}, torch::kInt64)};
   // 16-bit weights and inputs (ISAAC) exceed even the split float32 path: float64 sums.
   for (int bits : {8, 16}) {
-    MappingSpec map = Map(Scheme::kTwoColumn, 128, 128, 2, 1);
+    MappingSpec map = Map(kTwoColumn, 128, 128, 2, 1);
     map.weight_bits = map.input_bits = bits;
     NetworkSimulator sim(*m, map, DeviceSpec{});
     sim.Calibrate(data, 8, torch::kCPU);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <string>
 
@@ -15,9 +16,7 @@ namespace {
 
 TechTable Isaac32() { return TechTable::Load(std::string(XBAR_SOURCE_DIR) + "/configs/tech/isaac32.yaml"); }
 
-ArchSpec Preset(const std::string& name) {
-  return ArchSpec::Preset(std::string(XBAR_SOURCE_DIR) + "/configs/arch/" + name + ".yaml");
-}
+ArchSpec Preset(const std::string& name) { return ArchSpec::Preset(name); }
 
 void ExpectWithin(double got, double want, double tolerance, const char* what) {
   EXPECT_LE(std::abs(got / want - 1.0), tolerance) << what << ": got " << got << ", published " << want;
@@ -72,32 +71,78 @@ TEST(Tech, UnknownComponentsAndMissingFieldsAreConfigErrors) {
 }
 
 TEST(Arch, PresetsLoadAndBadFieldsAreConfigErrors) {
-  for (const char* name : {"isaac", "forms", "islped19"}) {
+  for (const char* name : {"generic", "isaac", "forms", "islped19"}) {
     ArchSpec a = Preset(name);
     EXPECT_EQ(a.name, name);
     const ChipCost c = Chip(a, Isaac32());
     EXPECT_GT(c.peak_gops, 0) << name;
   }
-  ExpectConfigError([] { ArchSpec::Preset("tpu"); }, "expected isaac, forms, islped19");
-  ExpectConfigError([] { ArchSpec::Parse("tiles: 4\ncolour: red\n", "a.yaml"); }, "a.yaml:2: unknown architecture field 'colour'");
-  ExpectConfigError([] { ArchSpec::Parse("scheme: four-column\n", "a.yaml"); }, "expected one of two-column");
-  ExpectConfigError([] { ArchSpec::Parse("crossbar_cols: 4\n", "a.yaml"); }, "more than crossbar_cols = 4");
-  ExpectConfigError([] { ArchSpec::Parse("fragment_rows: 256\n", "a.yaml"); }, "fragment_rows: expected at most");
-  ExpectConfigError([] { ArchSpec::Parse("tiles: 1.5\n", "a.yaml"); }, "tiles: expected an integer");
+  EXPECT_EQ(Preset("isaac").map.scheme->Name(), std::string("offset"));
+  EXPECT_EQ(Preset("isaac").map.weight_bits, 16);
+  EXPECT_EQ(Preset("forms").map.scheme->Name(), std::string("polarized"));
+  EXPECT_TRUE(Preset("forms").zero_skipping);
+  // generic's lossless ADC: a 128-row read of 2-bit cells needs 9 bits.
+  EXPECT_EQ(Preset("generic").ChipAdcBits(), 9);
+  ExpectConfigError([] { ArchSpec::Preset("tpu"); }, "expected one of generic, isaac, forms, islped19");
+  auto parse = [](const std::string& yaml) { return ArchSpec::FromConfig(Config::Parse(yaml, "a.yaml")); };
+  ExpectConfigError([&] { parse("arch:\n  tiles: 4\n  colour: red\n"); }, "a.yaml:3: unknown key 'arch.colour'");
+  ExpectConfigError([&] { parse("mapping:\n  scheme: four-column\n"); }, "expected one of two-column");
+  ExpectConfigError([&] { parse("mapping:\n  crossbar_cols: 4\n"); }, "4 columns cannot hold one 8-bit weight");
+  ExpectConfigError([&] { parse("mapping:\n  fragment_rows: 256\n"); }, "do not fit a crossbar of 128 rows");
+  ExpectConfigError([&] { parse("arch:\n  tiles: 1.5\n"); }, "arch.tiles: expected an integer");
+  // One key per quantity: the old duplicates name their replacement.
+  ExpectConfigError([&] { parse("arch:\n  adc_bits: 6\n"); }, "a.yaml:2: arch.adc_bits: replaced by mapping.adc_bits");
+  ExpectConfigError([&] { parse("arch:\n  scheme: offset\n"); }, "replaced by mapping.scheme");
 }
 
 TEST(Arch, ExperimentKeysOverrideThePreset) {
-  Config cfg = Config::Parse("arch:\n  preset: " + std::string(XBAR_SOURCE_DIR) +
-                                 "/configs/arch/isaac.yaml\n  tiles: 84\n  adc_bits: 6\n",
-                             "exp.yaml");
+  Config cfg = Config::Parse("arch:\n  preset: isaac\n  tiles: 84\nmapping:\n  adc_bits: 6\n", "exp.yaml");
   ArchSpec a = ArchSpec::FromConfig(cfg);
   EXPECT_EQ(a.tiles, 84);
-  EXPECT_EQ(a.adc_bits, 6);
-  EXPECT_EQ(a.crossbar_rows, 128);  // untouched: the preset's
-  Config bad = Config::Parse("arch:\n  preset: " + std::string(XBAR_SOURCE_DIR) +
-                                 "/configs/arch/isaac.yaml\n  crossbar_cols: 4\n",
-                             "exp.yaml");
-  ExpectConfigError([&] { ArchSpec::FromConfig(bad); }, "more than crossbar_cols = 4");
+  EXPECT_EQ(a.map.adc_bits, 6);
+  EXPECT_EQ(a.map.weight_bits, 16);  // untouched: the preset's
+  EXPECT_TRUE(cfg.FromPreset("mapping.weight_bits"));
+  EXPECT_FALSE(cfg.IsSet("mapping.weight_bits"));
+  EXPECT_TRUE(cfg.IsSet("mapping.adc_bits"));
+  EXPECT_NE(cfg.Where("mapping.weight_bits").find("preset isaac"), std::string::npos) << cfg.Where("mapping.weight_bits");
+  // The resolved YAML says where every value came from.
+  const std::string yaml = cfg.ToYaml();
+  EXPECT_NE(yaml.find("weight_bits: 16  # preset isaac"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("adc_bits: 6  # exp.yaml:5"), std::string::npos) << yaml;
+  // Re-loading the resolved YAML describes the same hardware.
+  const Config again = Config::Parse(yaml, "config.resolved.yaml");
+  EXPECT_EQ(again.Int("mapping.weight_bits"), 16);
+  EXPECT_EQ(again.Int("arch.tiles"), 84);
+  Config bad = Config::Parse("arch:\n  preset: isaac\nmapping:\n  crossbar_cols: 4\n", "exp.yaml");
+  ExpectConfigError([&] { ArchSpec::FromConfig(bad); }, "exp.yaml:4: mapping.crossbar_cols: 4 columns cannot hold");
+  // A preset file may hold only hardware keys.
+  const std::string path = ::testing::TempDir() + "/bad_preset.yaml";
+  {
+    FILE* f = std::fopen(path.c_str(), "w");
+    std::fputs("train:\n  epochs: 3\n", f);
+    std::fclose(f);
+  }
+  ExpectConfigError([&] { Config::Parse("arch:\n  preset: " + path + "\n", "exp.yaml"); },
+                    "a preset sets only mapping.*, device.* and arch.* keys");
+}
+
+TEST(Arch, CostModelReadsTheDeviceOnOffRatio) {
+  // The crossbar read energy follows G = G_min + level: a smaller on/off ratio raises G_min.
+  const TechTable t = Isaac32();
+  LayerWork w;
+  w.name = "l";
+  w.rows = 128;
+  w.cols = 16;
+  w.positions = 10;
+  w.crossbars = 1;
+  w.used_rows = 128;
+  w.used_cols = 128;
+  w.mean_level = 0.25;
+  ArchSpec a = Preset("isaac");
+  const double e10 = Estimate({w}, a, t).layers[0].energy_breakdown_nj.at("crossbar");
+  a.device.on_off_ratio = 3;  // g0 = 1/2
+  const double e3 = Estimate({w}, a, t).layers[0].energy_breakdown_nj.at("crossbar");
+  EXPECT_NEAR(e3 / e10, ((0.5 + 0.25) / (0.5 + 0.5)) / ((1.0 / 9 + 0.25) / (1.0 / 9 + 0.5)), 1e-12);
 }
 
 LayerWork Layer(int64_t positions, int64_t crossbars, double share = 1.0) {

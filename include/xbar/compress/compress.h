@@ -22,6 +22,7 @@
 
 #include "xbar/compress/projection.h"
 #include "xbar/config/config.h"
+#include "xbar/crossbar/spec.h"
 #include "xbar/data/dataset.h"
 #include "xbar/models/model.h"
 #include "xbar/train/optimizer.h"
@@ -30,7 +31,8 @@ namespace xbar {
 
 struct CompressSpec {
   std::map<std::string, LayerConstraints> layers;  // compressed layers (others stay as they are)
-  Tiling tile;
+  MappingSpec map;  // the hardware description's crossbars (crossbar counts in compress.json)
+  Tiling tile;      // the weights one crossbar holds: map.rows x map.LogicalColumns() (crossbar-* structures)
   int64_t admm_rounds = 10;
   int64_t epochs_per_round = 2;
   double rho = 1e-3, rho_growth = 1.5, rho_max = 1.0;
@@ -68,7 +70,8 @@ struct LayerReport {
   int64_t distinct_levels = 0;
   int bits = 32;       // storage bits per non-zero weight (quantize_bits, else 32)
   double scale = 0.0;  // quantisation step (0 = float)
-  int64_t crossbars_dense = 0, crossbars = 0;
+  int64_t crossbars_dense = 0, crossbars = 0;  // physical arrays (PlanLayer); -1 when the layer cannot be mapped
+  std::string mapping_error;                    // why not (e.g. not polarised for the polarized scheme)
 };
 
 struct CompressResult {
@@ -90,9 +93,10 @@ struct CompressOptions {
 
 CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec& spec, const CompressOptions& options);
 
-// Crossbars a K×N matrix needs on R×C tiles after masked mapping: all-zero columns are dropped
+// Tiles of R×C weights a K×N matrix needs after masked mapping: all-zero columns are dropped
 // and, per group of C remaining columns, all-zero rows are dropped (or rows first, then columns,
-// whichever needs fewer). One cell per weight, before bit slicing and sign handling.
+// whichever needs fewer). One cell per weight, before bit slicing and sign handling: a bound for
+// structure experiments; compress.json counts physical crossbars with the mapping planner.
 int64_t CompactedCrossbars(const CrossbarMatrix& m, const Tiling& t);
 int64_t DenseCrossbars(int64_t rows, int64_t cols, const Tiling& t);
 

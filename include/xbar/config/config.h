@@ -10,6 +10,10 @@
 // `--set faults.rates=[0.001,0.01]`). Getters are typed; the resolved config (defaults + file +
 // overrides) is written back as YAML into every run directory.
 //
+// The hardware preset `arch.preset` (configs/arch/<name>.yaml, sections mapping, device and arch)
+// supplies every key of those sections that the file and --set leave unset; Where() then names the
+// preset, and the resolved YAML marks each key with where its value came from.
+//
 //   Config cfg = Config::Load("configs/default.yaml", {"train.epochs=3"});
 //   int64_t epochs = cfg.Int("train.epochs");
 #pragma once
@@ -38,6 +42,13 @@ struct KeySpec {
 
 // The schema: every key, in the order the resolved config is written.
 const std::vector<KeySpec>& Schema();
+// Keys that were folded into another one (old -> new): giving one is a ConfigError naming its
+// replacement.
+const std::vector<std::pair<std::string, std::string>>& ReplacedKeys();
+// configs/<sub>/<name>: `name` itself when it is a path or exists, else the working directory's
+// configs/<sub>/, $XBAR_CONFIG_DIR/<sub>/, then the source tree's configs/<sub>/ (the last one is
+// returned when none has it, for the error message).
+std::string FindConfigFile(const std::string& sub, const std::string& name);
 // The spec matching a concrete key ("compress.layers.conv1.sparsity" matches
 // "compress.layers.*.sparsity"), or nullptr.
 const KeySpec* FindKeySpec(const std::string& key);
@@ -53,7 +64,8 @@ class Config {
     bool b = false;
     std::string s;               // kString / kEnum; also the text as given for every type
     std::vector<double> list;    // kFloatList
-    std::string where;           // "file.yaml:12", "--set", or "default"
+    std::string where;           // "file.yaml:12", "--set", "preset isaac (configs/arch/isaac.yaml:9)", or "default"
+    enum class Origin { kDefault, kPreset, kUser } origin = Origin::kDefault;
   };
 
   // Defaults only.
@@ -70,8 +82,10 @@ class Config {
   const std::string& Str(const std::string& key) const;  // kString and kEnum
   const std::vector<double>& FloatList(const std::string& key) const;
 
-  // True when the key was given in the file or by --set (not just defaulted).
+  // True when the key was given in the file or by --set (not defaulted, not from the preset).
   bool IsSet(const std::string& key) const;
+  // True when the hardware preset supplied the value.
+  bool FromPreset(const std::string& key) const;
   // "file.yaml:12" / "--set" / "default": where the value came from, for error messages.
   std::string Where(const std::string& key) const;
   // The value as canonical text (what ToYaml writes), for fingerprints and messages.
@@ -90,6 +104,10 @@ class Config {
  private:
   const Value& Get(const std::string& key, ValueType type) const;
   void ApplyOverride(const std::string& assignment);
+  static Config ParseOnly(const std::string& yaml_text, const std::string& source,
+                          const std::vector<std::string>& overrides);
+  // Fills the mapping, device and arch keys the user left unset from arch.preset.
+  void ApplyPreset();
 
   std::string source_ = "<defaults>";
   std::map<std::string, Value> values_;

@@ -42,6 +42,7 @@ void WriteFileAtomic(const std::string& path, const std::string& content);
 std::string ReadFile(const std::string& path);
 
 bool FileExists(const std::string& path);
+bool IsDirectory(const std::string& path);
 
 // Creates a directory and its parents (like mkdir -p). Throws ConfigError naming the path.
 void MakeDirs(const std::string& path);

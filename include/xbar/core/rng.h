@@ -21,6 +21,20 @@ uint64_t HashBytes(std::string_view bytes);
 // Mixes a seed with a purpose name and an index into an independent stream seed.
 uint64_t DeriveSeed(uint64_t seed, std::string_view stream, uint64_t index = 0);
 
+// SplitMix64's finaliser: a bijective 64-bit mix (counter-based draws).
+uint64_t Mix64(uint64_t x);
+// A standard normal draw that is a pure function of `key` (Box-Muller on two mixed uniforms): for
+// noise indexed by what it models (image, position, read), whatever order the work runs in.
+double KeyedNormal(uint64_t key);
+// Keys for KeyedNormal from a stream seed and up to four indices.
+inline uint64_t DrawKey(uint64_t stream, uint64_t a, uint64_t b = 0, uint64_t c = 0, uint64_t d = 0) {
+  uint64_t h = Mix64(stream ^ 0x9e3779b97f4a7c15ULL);
+  h = Mix64(h ^ a);
+  h = Mix64(h ^ (b + 0x632be59bd9b4e019ULL));
+  h = Mix64(h ^ (c + 0x85157af5ULL));
+  return Mix64(h ^ (d + 0x2545f4914f6cdd1dULL));
+}
+
 class Rng {
  public:
   using result_type = uint64_t;

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "xbar/crossbar/plan.h"
 #include "xbar/crossbar/spec.h"
 
 namespace xbar {
@@ -56,11 +57,17 @@ class CrossbarLayer {
 
   // Exact integer GEMM of integer-valued inputs xq [M, K] with the quantised weights: [M, N] float64.
   torch::Tensor Reference(const torch::Tensor& xq) const;
-  // The crossbar MVM of integer-valued inputs xq [M, K]; `noise` seeds read noise (if any).
-  torch::Tensor Forward(const torch::Tensor& xq, bool signed_inputs, uint64_t noise_seed, ReadStats* stats);
+  // The crossbar MVM of integer-valued inputs xq [M, K]. Read noise (if any) is a pure function of
+  // (noise_seed, crossbar, fragment, input plane, MVM index, column), where row m of xq is MVM
+  // first_mvm + m (image x positions + position): the same draws whatever the batch size, chunking
+  // or thread count.
+  torch::Tensor Forward(const torch::Tensor& xq, bool signed_inputs, uint64_t noise_seed, ReadStats* stats,
+                        int64_t first_mvm = 0);
   // Adds the ADC conversions and zero-skipping cycles Forward(xq) makes, without computing it.
   void CountReads(const torch::Tensor& xq, bool signed_inputs, ReadStats* stats) const;
-  // Largest |partial sum| per read seen in Forward since the last call (for calibrated ADC ranges).
+  // Calibrated ADC ranges: Forward calls between the two record every read's |partial sums|; the
+  // ranges then become their mapping.adc_percentile (the largest at 100). Program() resets them to
+  // the worst case, so calibrate after programming (NetworkSimulator::Program does).
   void StartCalibration();
   void FinishCalibration();
 
@@ -104,6 +111,8 @@ class CrossbarLayer {
     torch::Tensor noise_var;           // [groups, g, NR] squared read-noise scale per cell, or undefined
     torch::Tensor step, top;           // [NR] ADC LSB (level units) and top code per read column
     torch::Tensor calib;               // [NR] max |partial sum| seen while calibrating
+    std::vector<int64_t> calib_hist;   // [reads][kCalibrationBins] |partial sums| (percentile < 100)
+    torch::Tensor worst_fs;            // [NR] worst-case full scale per read column (float64)
     int64_t groups = 1, group_rows = 0;
     // Bit-packed reads (empty when a cell is not integer-valued): plane p holds bit plane_shift[p]
     // of the positive (or, plane_negative[p], negative) part of every read, as words of 64 rows:
@@ -126,6 +135,9 @@ class CrossbarLayer {
   void Encode(Tile& t) const;
   void BuildReads(Tile& t, const torch::Tensor& effective, const torch::Tensor& unit) const;
   void SetAdc(Tile& t, const torch::Tensor& full_scale) const;
+  // Adds the column sums [G, rows, NR] of a calibration read to the tile's ranges.
+  void Calibrate(Tile& t, const torch::Tensor& sums);
+  static constexpr int64_t kCalibrationBins = 4096;
 
   std::string name_;
   MappingSpec map_;
@@ -134,6 +146,7 @@ class CrossbarLayer {
   double scale_ = 0.0;
   torch::Tensor q_;  // [N, K] quantised weights (float holding integers)
   int slices_ = 1, components_ = 1;
+  LevelTable levels_;  // the scheme's cell level of every integer weight
   std::vector<Read> reads_;
   std::vector<Tile> tiles_;
   int64_t stuck_ = 0, sa0_ = 0, sa1_ = 0;

@@ -26,18 +26,23 @@ struct TileLayout {
   std::vector<int64_t> rows, cols;
 };
 
-// Slices per weight (cells of c bits holding its magnitude, or its offset value) and components
-// (2 for the pair schemes) of a scheme.
-int WeightSlices(const MappingSpec& map);
-int SchemeComponents(Scheme s);
-// Whether a column budget bounds a column's current: where a zero weight is an empty cell.
-bool ColumnBudgetApplies(Scheme s);
-// Worst-case column current of a read over `rows` rows, in level x input-digit units: every cell
-// at the top level and the largest input digit, or only the column budget's cells where a zero
-// weight is an empty cell. It sets the lossless ADC range.
-double ReadFullScale(const MappingSpec& map, int64_t rows);
-// Weights side by side on one crossbar: its columns over the columns each weight takes.
-int64_t LogicalColumns(const MappingSpec& map);
+// The cell level every integer weight -qmax..qmax takes on each (component, slice) under the
+// map's scheme (Scheme::Level, tabulated once per layer); the engine encodes tiles by lookup and
+// the planner sums levels from it.
+class LevelTable {
+ public:
+  LevelTable() = default;
+  explicit LevelTable(const MappingSpec& map);
+  int64_t qmax = 0;  // 2^(b_w - 1) - 1
+  // [2 qmax + 1] float levels of component a, slice s, indexed by q + qmax.
+  torch::Tensor Of(int component, int slice) const { return table_[component][slice]; }
+  // The levels of q summed over its slices and components (the read current it draws).
+  double Sum(int64_t q) const { return sum_[static_cast<size_t>(q + qmax)]; }
+
+ private:
+  torch::Tensor table_;  // [A, S, 2 qmax + 1]
+  std::vector<double> sum_;
+};
 
 // The quantisation step of a layer's weights [N, K]: `stored` (e.g. from compression) when
 // positive and the levels fit the weight bits, else max|w| / (2^(b_w-1) - 1).
@@ -46,12 +51,12 @@ double WeightScale(const torch::Tensor& w2d, int weight_bits, double stored);
 torch::Tensor QuantizeWeights(const torch::Tensor& w2d, double scale, int weight_bits);
 
 // Masked mapping of quantised weights q [N, K]: with map.compact, the live (non-zero) columns in
-// groups of LogicalColumns, each group's live rows cut into crossbars of map.rows rows (polarized
-// layers keep every row, so fragments stay aligned with the rows compression polarised); without
-// it, every column and row.
+// groups of map.LogicalColumns(), each group's live rows cut into crossbars of map.rows rows
+// (schemes with a sign per fragment keep every row, so fragments stay aligned with the rows
+// compression polarised); without it, every column and row.
 std::vector<TileLayout> LayoutTiles(const torch::Tensor& q, const MappingSpec& map);
 // Throws InputError naming the layer when a tile breaks map.column_budget (where a zero weight is
-// an empty cell) or, for the polarized scheme, holds a fragment with weights of both signs.
+// an empty cell) or, for a scheme with a sign per fragment, holds a fragment with both signs.
 void CheckTile(const std::string& layer, const torch::Tensor& q, const TileLayout& t, const MappingSpec& map);
 
 // What a layer costs in crossbar terms (the same figures CrossbarLayer reports); weight_scale as
@@ -60,9 +65,11 @@ struct LayerPlan {
   int64_t tiles = 0, crossbars = 0, cells = 0;
   int64_t used_rows = 0, used_columns = 0;  // summed over the physical arrays
   double level_sum = 0;                     // programmed levels over every used cell
-  int adc_bits = 0;                         // configured, or what the widest read needs losslessly
+  int adc_bits = 0;                         // MappingSpec::AdcBits of the widest read
   int64_t conversions_per_plane = 0;        // ADC conversions per input plane of one MVM
 };
-LayerPlan PlanLayer(const std::string& name, const torch::Tensor& w2d, double weight_scale, const MappingSpec& map);
+// With `tile_rows`, each tile's GEMM rows are appended to it (zero-skipping statistics).
+LayerPlan PlanLayer(const std::string& name, const torch::Tensor& w2d, double weight_scale, const MappingSpec& map,
+                    std::vector<std::vector<int64_t>>* tile_rows = nullptr);
 
 }  // namespace xbar

@@ -41,6 +41,7 @@ struct LayerSimReport {
   int64_t used_rows = 0, used_columns = 0;  // summed over the physical arrays (all groups)
   double mean_level = 0;               // mean programmed level / L over the used cells (read current)
   double positions = 0;                // MVMs per image (output pixels; 1 for linear), last evaluation
+  int64_t vectors = 0;                 // MVMs of the last evaluation (group 0)
   int adc_bits = 0;
   int64_t adc_conversions = 0;
   double output_nmse = 0.0;            // crossbar output vs the float layer on the same inputs
@@ -61,10 +62,12 @@ class NetworkSimulator {
                    const std::map<std::string, double>& weight_scales = {});
   ~NetworkSimulator();
 
-  // Input ranges (per layer, from the float model) and, with mapping.adc_range: calibrated, the
-  // ADC ranges, from the first `mapping.calibration_batches` batches of `data`.
+  // Input ranges (per layer, from the float model) on the first mapping.calibration_images images
+  // of `data`, which are kept for the ADC calibration.
   void Calibrate(const Dataset& data, int64_t batch_size, torch::Device device);
-  // Weight-side programming of every layer: faults (one stream per crossbar), variation, drift.
+  // Weight-side programming of every layer: faults (one stream per crossbar, or a measured map whose
+  // every entry must address an allocated cell), variation, drift; then, with mapping.adc_range:
+  // calibrated, the ADC ranges of the programmed crossbars from the calibration images.
   void Program(const FaultSpec& faults, uint64_t seed);
 
   EvalResult Evaluate(const Dataset& data, SimMode mode, int64_t batch_size, torch::Device device);
@@ -82,18 +85,29 @@ class NetworkSimulator {
   struct LayerState;
   torch::Tensor RunLayer(LayerState& s, const LayerInfo& info, const torch::Tensor& x, const LayerFn& ideal,
                          SimMode mode);
+  void CalibrateAdc();
 
   Model& model_;
   MappingSpec map_;
   DeviceSpec device_;
   std::vector<std::unique_ptr<LayerState>> layers_;
   uint64_t seed_ = 0;
-  int64_t batch_index_ = 0;
+  int64_t image_offset_ = 0;  // index of the current batch's first image (read-noise keys)
+  torch::Tensor calibration_images_;
+  int64_t calibration_batch_ = 1;
+  torch::Device calibration_device_ = torch::kCPU;
   int64_t evaluated_images_ = 0;
   bool collect_ = false;
   bool stats_ = true;
   bool reads_only_ = false;
 };
+
+// Integer input codes of a layer: round(x / scale) clamped to b_in-bit two's complement (signed)
+// or b_in-bit unsigned.
+torch::Tensor QuantizeInputs(const torch::Tensor& x, double scale, bool signed_inputs, int input_bits);
+// The exact integer result of a conv/linear on integer-valued float tensors (float32 GEMMs while
+// every partial sum stays below 2^24, split inputs or float64 beyond), as float64; `max_x` bounds |xq|.
+torch::Tensor ExactLayer(const LayerInfo& l, const torch::Tensor& xq, const torch::Tensor& w, double max_x);
 
 // simulate.json (docs/INTERFACE.md): accuracy on the crossbars, accuracy_reference of the float
 // model, accuracy_quantized of the ideal crossbar (quantised, exact integer GEMMs).

@@ -1,10 +1,13 @@
-// xbar/crossbar/spec.h — what a layer is mapped onto: tiles, bits, signed-weight scheme, periphery,
-// device and fault models (SPEC §1, §3, §4). Plain structs with units; FromConfig reads and
-// validates the mapping, device and faults sections.
+// xbar/crossbar/spec.h — the hardware description every stage reads: what a layer is mapped onto
+// (tiles, bits, signed-weight scheme, periphery), the device and the fault model (SPEC §1, §3, §4).
+// Plain structs with units, Torch-free. FromConfig reads the mapping, device and faults sections of
+// a resolved config, in which `arch.preset` has already supplied every key the user did not set
+// (config.h), so `simulate`, `faults`, `compress` and `estimate` all see the same crossbars.
 //
 //   MappingSpec map = MappingSpec::FromConfig(cfg);     // 128x128 tiles, 8-bit weights, 2-bit cells ...
 //   DeviceSpec dev = DeviceSpec::FromConfig(cfg);        // on/off ratio, variation, read noise, drift
 //   FaultSpec faults = FaultSpec::FromConfig(cfg);       // stuck-at rates or a measured fault map
+//   map.scheme->Name();                                  // "two-column" (scheme.h)
 #pragma once
 
 #include <cstdint>
@@ -12,38 +15,50 @@
 #include <vector>
 
 #include "xbar/config/config.h"
+#include "xbar/crossbar/scheme.h"
 
 namespace xbar {
 
-enum class Scheme {
-  kTwoColumn,     // differential pair of columns: (w, 0) / (0, |w|)
-  kTwoCrossbar,   // positive and negative arrays (PRIME-like): same cells, digital subtraction
-  kOffset,        // ISAAC: w + bias in one column, unit column, digital bias subtraction
-  kPolarized,     // FORMS: |w| in one column, one sign per fragment of m rows
-  kComplementary, // ISQED'21: (L, L - |w|) / (L - |w|, L), zero at (L, L)
-};
-const std::vector<std::string>& SchemeNames();
-const char* SchemeName(Scheme s);
-// Throws ConfigError listing the valid names.
-Scheme ParseScheme(const std::string& name, const std::string& where);
-
 struct MappingSpec {
   int64_t rows = 128, cols = 128;  // R, C: cells per crossbar
-  Scheme scheme = Scheme::kTwoColumn;
+  const Scheme* scheme = &FindScheme("two-column", "MappingSpec");
   int weight_bits = 8;  // b_w including sign
   int cell_bits = 2;    // c: levels 0 .. 2^c - 1 per cell
   int input_bits = 8;   // b_in (a sign bit included when a layer's inputs can be negative)
   int dac_bits = 1;     // v: input bits applied per cycle
   int adc_bits = 0;     // b_adc per column read; 0 = lossless for every read
-  bool adc_calibrated = false;   // full scale from calibration batches instead of the worst case
+  bool adc_calibrated = false;   // full scale from calibration images instead of the worst case
+  double adc_percentile = 100;   // calibrated full scale: this percentile of |partial sums| per read column
   bool analog_subtract = false;  // pair schemes: subtract currents before one ADC conversion
-  int64_t fragment_rows = 8;     // polarized: m rows per fragment (one ADC conversion each)
+  int64_t fragment_rows = 8;     // polarized: m rows per fragment (one ADC conversion each); zero-skipping groups
   int64_t column_budget = 0;     // TinyADC: non-zeros per column segment the ADC is sized for; 0 = rows
   bool compact = true;           // masked mapping: unallocate empty rows, columns and tiles
-  int64_t calibration_batches = 2;
+  int64_t calibration_images = 400;  // training images that calibrate input (and ADC) ranges
 
+  Encoding encoding() const { return Encoding{weight_bits, cell_bits}; }
   int64_t levels() const { return (int64_t{1} << cell_bits) - 1; }  // L: top cell level
+  int slices() const { return scheme->Slices(encoding()); }           // S
+  // Weights side by side on one array: its usable columns over the columns each weight takes.
+  int64_t LogicalColumns() const;
+  // Rows converted by one ADC read: a FORMS fragment, else every row of the tile (`tile_rows`).
+  int64_t GroupRows(int64_t tile_rows) const;
+  // Worst-case column current of a read over `rows` rows, in level x input-digit units: every cell
+  // at the top level and the largest input digit, or only the column budget's cells where a zero
+  // weight is an empty cell. It sets the lossless ADC range.
+  double ReadFullScale(int64_t rows) const;
+  // Bits a read over `rows` rows needs to be lossless (plus the sign of an analog difference).
+  int LosslessAdcBits(int64_t rows) const;
+  // The ADC of such a read: mapping.adc_bits, at most the lossless need (TinyADC sizing: a read
+  // whose current is bounded gets the smaller converter).
+  int AdcBits(int64_t rows) const;
+  // Bit-serial input cycles of one MVM: ceil(b_in / v), or for signed inputs the low bits in
+  // ceil((b_in - 1) / v) cycles plus one for the two's-complement sign bit.
+  int64_t InputCycles(bool signed_inputs) const;
+
   static MappingSpec FromConfig(const Config& cfg);
+  // Throws ConfigError naming `where` when the fields do not fit together (a weight wider than an
+  // array, a DAC wider than the inputs, analog subtraction without a column pair, ...).
+  void Validate(const std::string& where) const;
 };
 
 struct DeviceSpec {
@@ -54,6 +69,8 @@ struct DeviceSpec {
   double drift_time = 1.0;         // t / t0 at inference
   static DeviceSpec FromConfig(const Config& cfg);
   bool ideal() const { return variation_sigma == 0 && read_noise_sigma == 0 && drift_nu == 0; }
+  // G_min in units of the level span G_max - G_min: 1 / (on/off - 1).
+  double g_min_levels() const { return 1.0 / (on_off_ratio - 1.0); }
 };
 
 struct FaultSpec {

@@ -19,10 +19,9 @@
 #include <string>
 #include <vector>
 
+#include "xbar/crossbar/spec.h"
+
 namespace xbar {
-
-class Config;
-
 namespace hw {
 
 // `count` instances of a component together draw power_mw and occupy area_mm2 (as the source
@@ -60,13 +59,14 @@ struct TechTable {
   Component Adc(int bits) const;
 };
 
+// The architecture: the hardware description's crossbars and device (the same MappingSpec and
+// DeviceSpec that simulate and compress read, from the same resolved config) and the fields only
+// the cost model needs (component table, IMA/tile/chip organisation, cycle, zero-skipping).
 struct ArchSpec {
   std::string name;                 // preset name
+  MappingSpec map;                  // crossbar geometry and encoding (mapping.*)
+  DeviceSpec device;                // device (device.*): the on/off ratio sets the read current
   std::string tech = "isaac32.yaml"; // component table: a path, or a name under configs/tech
-  int64_t crossbar_rows = 128, crossbar_cols = 128;
-  int cell_bits = 2, weight_bits = 16, input_bits = 16, dac_bits = 1, adc_bits = 8;
-  std::string scheme = "offset";    // two-column | two-crossbar | offset | polarized | complementary
-  int64_t fragment_rows = 0;        // FORMS fragment of m rows converted separately (0 = whole column)
   bool zero_skipping = false;       // skip all-zero leading input bit-planes per fragment
   bool replicate = false;           // copy slow layers onto spare crossbars to balance the pipeline
   double cycle_ns = 100;            // crossbar read cycle
@@ -74,18 +74,14 @@ struct ArchSpec {
   int64_t imas_per_tile = 12, tiles = 168, tiles_per_router = 4, sigmoids_per_tile = 2;
   int64_t hypertransport_links = 4;
 
-  // configs/arch/<name>.yaml; ConfigError listing the presets for an unknown name.
+  // The resolved config with arch.preset = name_or_path and nothing else set.
   static ArchSpec Preset(const std::string& name_or_path);
-  static ArchSpec Parse(const std::string& yaml_text, const std::string& source);
-  // arch.preset, then every arch.* key given in the experiment overrides the preset's field.
+  // mapping.*, device.* and arch.* of a resolved config (the preset already applied).
   static ArchSpec FromConfig(const Config& cfg);
-  // Throws ConfigError for inconsistent fields (bits < 1, sizes < 1, unknown scheme, ...).
-  void Validate(const std::string& where) const;
 
-  int64_t SlicesPerWeight() const;   // cells holding one weight's magnitude (or biased value)
-  int64_t CellsPerWeight() const;    // physical cells per weight, both components of a pair
+  int ChipAdcBits() const;           // the ADC of a full read: mapping.adc_bits, or the lossless need
   double WeightsPerCrossbar() const;  // weights per physical array (half a pair's for two-crossbar)
-  int64_t InputCycles() const;       // ceil(input_bits / dac_bits)
+  int64_t InputCycles() const;       // ceil(input_bits / dac_bits) (unsigned inputs; peak figures)
   int64_t ReadsPerColumn() const;    // ADC conversions per column per cycle (fragments)
   std::string TechPath() const;      // tech resolved against configs/tech
 };
@@ -119,6 +115,7 @@ struct LayerWork {
   int64_t positions = 1;            // MVMs per inference (output pixels; 1 for linear)
   int64_t weights = 0, nonzero = 0; // K x N and the non-zero ones
   int64_t crossbars = 0;            // physical arrays after masked mapping
+  int64_t cells = 0;                // cells holding weights (allocated rows x used columns)
   int64_t used_rows = 0;            // word lines driven per MVM, summed over the layer's crossbars
   int64_t used_cols = 0;            // bit lines read per cycle, summed over the layer's crossbars
   double cycle_share = 1.0;         // input cycles needed / applied (zero-skipping), in (0, 1]
@@ -127,6 +124,7 @@ struct LayerWork {
                                     // the crossbar energy (the table's figure is for a half-level array)
   int64_t sign_bits = 0;            // FORMS sign indicators (one per fragment per column), stored digitally
   int adc_bits = 0;                 // ADC resolution this layer needs (0 = the architecture's)
+  int64_t input_cycles = 0;         // bit-serial cycles per MVM (signed inputs need a sign cycle; 0 = unsigned)
 };
 
 struct LayerCost {

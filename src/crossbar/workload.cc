@@ -1,0 +1,246 @@
+#include "xbar/crossbar/workload.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "xbar/core/error.h"
+#include "xbar/crossbar/plan.h"
+#include "xbar/crossbar/simulator.h"
+
+namespace xbar {
+namespace {
+
+void Finish(std::map<std::string, LayerInputs>& in, int input_bits) {
+  for (auto& [name, r] : in) {
+    r.signed_inputs = r.min < 0;
+    const double top = r.signed_inputs ? std::ldexp(1.0, input_bits - 1) - 1 : std::ldexp(1.0, input_bits) - 1;
+    r.scale = r.max_abs > 0 ? r.max_abs / top : 1.0;
+  }
+}
+
+// Records every layer's input range and positions while running the float model.
+LayerOverride Recorder(Model& model, std::map<std::string, LayerInputs>& in) {
+  for (const LayerInfo& l : model.layers()) in[l.name];
+  return [&in](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
+    LayerInputs& r = in.at(l.name);
+    r.max_abs = std::max(r.max_abs, x.abs().max().item<double>());
+    r.min = std::min(r.min, x.min().item<double>());
+    torch::Tensor y = ideal(x);
+    r.positions = y.numel() / (y.size(0) * l.out_channels);
+    return y;
+  };
+}
+
+// Input cycles a fragment needs per quantised input value: the planes up to its highest non-zero
+// bit, or every plane for a negative (two's-complement) input, as uint8.
+torch::Tensor PlanesNeeded(const torch::Tensor& xq, const MappingSpec& map, bool signed_inputs) {
+  const int64_t P = map.InputCycles(signed_inputs);
+  torch::Tensor planes = torch::ceil(torch::ceil(torch::log2(xq.clamp_min(0) + 1)) / static_cast<double>(map.dac_bits));
+  if (signed_inputs) planes = torch::where(xq.lt(0), torch::full_like(planes, static_cast<double>(P)), planes);
+  return planes.to(torch::kUInt8).contiguous();
+}
+
+// Cycles needed by the fragments (map.fragment_rows consecutive entries of `rows`) of one tile,
+// summed over every position of every image. `need` is [B, C, Hp, Wp] (conv input padded by the
+// layer's padding) or [B, K] (linear); `channel0` the group's first input channel.
+int64_t NeededCycles(const torch::Tensor& need, const LayerInfo& l, int64_t channel0, const std::vector<int64_t>& rows,
+                     int64_t m, int64_t out_h, int64_t out_w) {
+  const uint8_t* np = need.data_ptr<uint8_t>();
+  const int64_t B = need.size(0);
+  const int64_t F = (static_cast<int64_t>(rows.size()) + m - 1) / m;
+  std::vector<int64_t> per_fragment(static_cast<size_t>(F), 0);
+  if (l.kind == LayerKind::kLinear) {
+    const int64_t K = need.size(1);
+    at::parallel_for(0, F, 1, [&](int64_t f0, int64_t f1) {
+      for (int64_t f = f0; f < f1; ++f) {
+        const int64_t r1 = std::min<int64_t>(static_cast<int64_t>(rows.size()), (f + 1) * m);
+        int64_t sum = 0;
+        for (int64_t b = 0; b < B; ++b) {
+          uint8_t mx = 0;
+          for (int64_t r = f * m; r < r1; ++r) mx = std::max(mx, np[b * K + channel0 + rows[static_cast<size_t>(r)]]);
+          sum += mx;
+        }
+        per_fragment[static_cast<size_t>(f)] = sum;
+      }
+    });
+  } else {
+    const int64_t C = need.size(1), Hp = need.size(2), Wp = need.size(3);
+    const int64_t khw = l.kernel_h * l.kernel_w, s = l.stride;
+    at::parallel_for(0, F, 1, [&](int64_t f0, int64_t f1) {
+      std::vector<uint8_t> acc(static_cast<size_t>(out_h * out_w));
+      for (int64_t f = f0; f < f1; ++f) {
+        const int64_t r1 = std::min<int64_t>(static_cast<int64_t>(rows.size()), (f + 1) * m);
+        int64_t sum = 0;
+        for (int64_t b = 0; b < B; ++b) {
+          std::fill(acc.begin(), acc.end(), 0);
+          for (int64_t r = f * m; r < r1; ++r) {
+            const int64_t k = rows[static_cast<size_t>(r)];
+            const int64_t c = channel0 + k / khw, i = (k / l.kernel_w) % l.kernel_h, j = k % l.kernel_w;
+            const uint8_t* plane = np + ((b * C + c) * Hp + i) * Wp + j;
+            for (int64_t oy = 0; oy < out_h; ++oy) {
+              const uint8_t* src = plane + oy * s * Wp;
+              uint8_t* dst = acc.data() + oy * out_w;
+              if (s == 1) {
+                for (int64_t ox = 0; ox < out_w; ++ox) dst[ox] = std::max(dst[ox], src[ox]);
+              } else {
+                for (int64_t ox = 0; ox < out_w; ++ox) dst[ox] = std::max(dst[ox], src[ox * s]);
+              }
+            }
+          }
+          for (uint8_t v : acc) sum += v;
+        }
+        per_fragment[static_cast<size_t>(f)] = sum;
+      }
+    });
+  }
+  int64_t total = 0;
+  for (int64_t v : per_fragment) total += v;  // integer: the same at any thread count
+  return total;
+}
+
+}  // namespace
+
+std::map<std::string, LayerInputs> CalibrateInputs(Model& model, const torch::Tensor& images, int64_t batch_size,
+                                                   torch::Device device, int input_bits) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  std::map<std::string, LayerInputs> in;
+  model.SetLayerOverride(Recorder(model, in));
+  const int64_t n = images.size(0);
+  for (int64_t start = 0; start < n; start += batch_size) {
+    model.forward(images.slice(0, start, std::min(n, start + batch_size)).to(device));
+  }
+  model.SetLayerOverride(nullptr);
+  Finish(in, input_bits);
+  return in;
+}
+
+std::map<std::string, LayerInputs> ProbeInputs(Model& model, const torch::Tensor& probe, int input_bits) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  std::map<std::string, LayerInputs> in;
+  model.SetLayerOverride(Recorder(model, in));
+  model.forward(probe);
+  model.SetLayerOverride(nullptr);
+  Finish(in, input_bits);
+  return in;
+}
+
+std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, const std::map<std::string, double>& scales,
+                                       const std::map<std::string, LayerInputs>& inputs, const torch::Tensor* sample,
+                                       int64_t batch_size, torch::Device device, std::map<std::string, SkipCounts>* skips) {
+  torch::NoGradGuard no_grad;
+  struct Layer {
+    hw::LayerWork work;
+    std::vector<std::vector<int64_t>> tile_rows;  // per group: every tile's rows, in group order
+    std::vector<int64_t> group_tiles;             // tiles per group
+    torch::Tensor qweight;                        // quantised weights in the layer's shape (float)
+    torch::Tensor bias;                           // float64, or undefined
+    double weight_scale = 1.0;
+    SkipCounts skip;
+  };
+  std::map<std::string, Layer> layers;
+  std::vector<std::string> order;
+  auto params = model.named_parameters();
+  const int64_t L = map.levels();
+  for (const LayerInfo& l : model.layers()) {
+    auto it = inputs.find(l.name);
+    XBAR_CHECK(it != inputs.end(), "no input statistics for layer ", l.name);
+    const LayerInputs& in = it->second;
+    Layer& s = layers[l.name];
+    order.push_back(l.name);
+    const torch::Tensor w = model.LayerWeight(l.name).detach().cpu();
+    const torch::Tensor w2d = w.reshape({l.out_channels, -1});
+    // One quantisation step for the whole layer, its groups mapped separately (as the simulator).
+    s.weight_scale = WeightScale(w2d, map.weight_bits, scales.count(l.name) ? scales.at(l.name) : 0.0);
+    if (s.weight_scale <= 0) s.weight_scale = 1.0;
+    const int64_t per_group = l.out_channels / l.groups;
+    hw::LayerWork& wk = s.work;
+    wk.name = l.name;
+    wk.rows = l.gemm_rows();
+    wk.cols = l.gemm_cols();
+    wk.positions = in.positions;
+    wk.input_cycles = map.InputCycles(in.signed_inputs);
+    double level_sum = 0;
+    int64_t cells = 0;
+    for (int64_t g = 0; g < l.groups; ++g) {
+      const LayerPlan p = PlanLayer(l.groups == 1 ? l.name : StrCat(l.name, "#", g), w2d.narrow(0, g * per_group, per_group),
+                                    s.weight_scale, map, sample != nullptr ? &s.tile_rows : nullptr);
+      wk.crossbars += p.crossbars;
+      wk.used_rows += p.used_rows;
+      wk.used_cols += p.used_columns;
+      wk.conversions_per_cycle += static_cast<double>(p.conversions_per_plane);
+      level_sum += p.level_sum;
+      cells += p.cells;
+      wk.adc_bits = std::max(wk.adc_bits, p.adc_bits);
+      s.group_tiles.push_back(p.tiles);
+    }
+    wk.cells = cells;
+    wk.mean_level = cells > 0 ? level_sum / (static_cast<double>(cells) * static_cast<double>(L)) : 0.0;
+    wk.sign_bits = map.scheme->SignBits(wk.rows, wk.cols, map.fragment_rows);
+    wk.weights = w2d.numel();
+    wk.nonzero = w2d.ne(0).sum().item<int64_t>();
+    if (sample != nullptr) {
+      s.qweight = QuantizeWeights(w2d, s.weight_scale, map.weight_bits).view(w.sizes());
+      if (auto* b = params.find(l.name + ".bias")) s.bias = b->detach().cpu().to(torch::kFloat64);
+    }
+  }
+  if (sample != nullptr) {
+    // The ideal crossbar network (quantised inputs and weights, exact sums): each layer counts its
+    // fragments' needed cycles on its quantised inputs, then computes what a lossless crossbar does.
+    model.eval();
+    model.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn&) {
+      Layer& s = layers.at(l.name);
+      const LayerInputs& in = inputs.at(l.name);
+      torch::Tensor xq = QuantizeInputs(x, in.scale, in.signed_inputs, map.input_bits);
+      const int64_t B = x.size(0), P = map.InputCycles(in.signed_inputs), m = map.fragment_rows;
+      int64_t out_h = 1, out_w = 1;
+      torch::Tensor need;
+      if (l.kind == LayerKind::kConv2d) {
+        out_h = (x.size(2) + 2 * l.padding - l.kernel_h) / l.stride + 1;
+        out_w = (x.size(3) + 2 * l.padding - l.kernel_w) / l.stride + 1;
+        need = PlanesNeeded(torch::constant_pad_nd(xq.cpu(), {l.padding, l.padding, l.padding, l.padding}, 0), map,
+                            in.signed_inputs);
+      } else {
+        need = PlanesNeeded(xq.cpu().reshape({B, -1}), map, in.signed_inputs);
+      }
+      const int64_t cin = l.in_channels / l.groups;
+      size_t tile = 0;
+      for (int64_t g = 0; g < l.groups; ++g) {
+        for (int64_t t = 0; t < s.group_tiles[static_cast<size_t>(g)]; ++t, ++tile) {
+          const std::vector<int64_t>& rows = s.tile_rows[tile];
+          const int64_t F = (static_cast<int64_t>(rows.size()) + m - 1) / m;
+          s.skip.applied += P * B * out_h * out_w * F;
+          s.skip.needed += NeededCycles(need, l, g * cin, rows, m, out_h, out_w);
+        }
+      }
+      torch::Tensor y = ExactLayer(l, xq, s.qweight.to(x.device()), in.signed_inputs ? std::ldexp(1.0, map.input_bits - 1)
+                                                                                     : std::ldexp(1.0, map.input_bits) - 1) *
+                        (s.weight_scale * in.scale);
+      if (s.bias.defined()) {
+        torch::Tensor bias = s.bias.to(x.device());
+        y = l.kind == LayerKind::kConv2d ? y + bias.view({1, -1, 1, 1}) : y + bias;
+      }
+      return y.to(torch::kFloat32);
+    });
+    const int64_t n = sample->size(0);
+    for (int64_t start = 0; start < n; start += batch_size) {
+      model.forward(sample->slice(0, start, std::min(n, start + batch_size)).to(device));
+    }
+    model.SetLayerOverride(nullptr);
+  }
+  std::vector<hw::LayerWork> out;
+  for (const std::string& name : order) {
+    Layer& s = layers.at(name);
+    if (sample != nullptr) {
+      s.work.cycle_share = s.skip.applied > 0 ? static_cast<double>(s.skip.needed) / static_cast<double>(s.skip.applied) : 1.0;
+      if (skips != nullptr) (*skips)[name] = s.skip;
+    }
+    out.push_back(s.work);
+  }
+  return out;
+}
+
+}  // namespace xbar
