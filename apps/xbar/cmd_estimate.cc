@@ -42,7 +42,7 @@ std::vector<hw::LayerWork> Work(const RunContext& ctx, const std::string& weight
     return NetworkWork(model, map, scales, ProbeInputs(model, probe, map.input_bits), nullptr, batch, ctx.device);
   }
   const int64_t n_cal = std::min(m.data.train.size(), map.calibration_images);
-  const auto inputs = CalibrateInputs(model, m.data.train.images.narrow(0, 0, n_cal), batch, ctx.device, map.input_bits);
+  const auto inputs = CalibrateInputs(model, m.data.train.images.narrow(0, 0, n_cal), ctx.device, map.input_bits);
   *images = std::min<int64_t>(cfg.Int("estimate.images"), m.data.test.size());
   const torch::Tensor sample = m.data.test.images.narrow(0, 0, *images);
   return NetworkWork(model, map, scales, inputs, &sample, batch, ctx.device);

@@ -35,6 +35,7 @@ void RunSimulate(const SimulateArgs& a) {
                cfg.Str("arch.preset").c_str());
 
   NetworkSimulator sim(*m.model, map, device, StoredScales(a.weights));
+  sim.SetProgressInterval(cfg.Float("train.log_interval"));
   sim.Calibrate(m.data.train, batch, ctx.device);
   sim.Program(faults, ctx.seed);
   const EvalResult flt = sim.Evaluate(m.data.test, SimMode::kFloat, batch, ctx.device);

@@ -73,7 +73,7 @@ std::vector<KeySpec> BuildSchema() {
       Int("train.warmup_epochs", "0", 0, 100000, "linear lr warm-up epochs before the schedule"),
       Int("train.eval_batch_size", "1000", 1, 65536, "batch size for evaluation"),
       Float("train.log_interval", "10", 0, 86400, false, false,
-            "seconds between progress lines when stderr is not a terminal"),
+            "seconds between progress lines (train, simulate) when stderr is not a terminal"),
       // ---- compress -------------------------------------------------------------------------
       Float("compress.sparsity", "0", 0, 1, false, true,
             "fraction of each layer's groups (weights, filters, crossbar rows, ...) removed; 0 = no pruning"),

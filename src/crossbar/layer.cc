@@ -635,8 +635,30 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
     }
     if (sums.defined()) {
       if (t.noise_var.defined()) {
-        torch::Tensor sd = torch::bmm(xg.square(), t.noise_var).clamp_min(0).sqrt().contiguous();
+        // sd = sqrt(sum_r x_r^2 var_r) per read, summed row by row in a fixed order (a BLAS GEMM's
+        // order depends on the matrix sizes, so on the batch), then times a keyed normal draw.
+        torch::Tensor sd = torch::empty({G, P * M, NR}, kF32);
         float* sdp = sd.data_ptr<float>();
+        {
+          torch::Tensor xgc = xg.contiguous(), nv = t.noise_var.contiguous();
+          const float* xp = xgc.data_ptr<float>();
+          const float* vp = nv.data_ptr<float>();
+          at::parallel_for(0, G * P * M, 16, [&](int64_t i0, int64_t i1) {
+            std::vector<double> acc(static_cast<size_t>(NR));
+            for (int64_t i = i0; i < i1; ++i) {
+              const int64_t gi = i / (P * M);
+              std::fill(acc.begin(), acc.end(), 0.0);
+              const float* xr = xp + i * g;
+              for (int64_t r = 0; r < g; ++r) {
+                if (xr[r] == 0.0f) continue;
+                const double x2 = static_cast<double>(xr[r]) * xr[r];
+                const float* vr = vp + (gi * g + r) * NR;
+                for (int64_t c = 0; c < NR; ++c) acc[static_cast<size_t>(c)] += x2 * vr[c];
+              }
+              for (int64_t c = 0; c < NR; ++c) sdp[i * NR + c] = static_cast<float>(std::sqrt(std::max(acc[static_cast<size_t>(c)], 0.0)));
+            }
+          });
+        }
         const uint64_t stream = DeriveSeed(noise_seed, "read-noise." + name_, static_cast<uint64_t>(&t - tiles_.data()));
         at::parallel_for(0, G * P * M, 64, [&](int64_t i0, int64_t i1) {
           for (int64_t i = i0; i < i1; ++i) {

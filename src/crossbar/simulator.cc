@@ -1,5 +1,8 @@
 #include "xbar/crossbar/simulator.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cmath>
 
 #include "xbar/core/error.h"
@@ -12,21 +15,45 @@
 namespace xbar {
 namespace {
 
-// Sum of (a - b)^2 and of b^2 in float64, in a fixed order: the same bits at any thread count
-// (torch's parallel reductions split the sum by thread).
-void AddSquares(const torch::Tensor& a, const torch::Tensor& b, double* err2, double* ref2) {
+// Sum of (a - b)^2 and of b^2 in float64, image by image in a fixed order (`images` equal
+// contiguous chunks): the same bits at any thread count and batch size (torch's parallel
+// reductions split a sum by thread, and per-batch partial sums group it by batch).
+void AddSquares(const torch::Tensor& a, const torch::Tensor& b, int64_t images, double* err2, double* ref2) {
   torch::Tensor x = a.to(torch::kCPU, torch::kFloat64).contiguous().reshape({-1});
   torch::Tensor y = b.to(torch::kCPU, torch::kFloat64).contiguous().reshape({-1});
   const double* xp = x.data_ptr<double>();
   const double* yp = y.data_ptr<double>();
-  double e = 0, r = 0;
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    const double d = xp[i] - yp[i];
-    e += d * d;
-    r += yp[i] * yp[i];
+  const int64_t per = images > 0 ? x.numel() / images : x.numel();
+  for (int64_t i0 = 0; i0 < x.numel(); i0 += per) {
+    double e = 0, r = 0;
+    for (int64_t i = i0; i < std::min(x.numel(), i0 + per); ++i) {
+      const double d = xp[i] - yp[i];
+      e += d * d;
+      r += yp[i] * yp[i];
+    }
+    *err2 += e;
+    *ref2 += r;
   }
-  *err2 += e;
-  *ref2 += r;
+}
+
+// x [B, K] times w [N, K]^T plus b, float64, each output a sequential sum.
+torch::Tensor FixedOrderLinear(const torch::Tensor& x_in, const torch::Tensor& w_in, const torch::Tensor& b) {
+  torch::Tensor x = x_in.contiguous(), w = w_in.contiguous();
+  const int64_t B = x.size(0), K = x.size(1), N = w.size(0);
+  torch::Tensor y = torch::empty({B, N}, torch::kFloat64);
+  const double *xp = x.data_ptr<double>(), *wp = w.data_ptr<double>();
+  const double* bp = b.defined() ? b.data_ptr<double>() : nullptr;
+  double* yp = y.data_ptr<double>();
+  at::parallel_for(0, B * N, 64, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const double* xr = xp + (i / N) * K;
+      const double* wr = wp + (i % N) * K;
+      double acc = 0;
+      for (int64_t k = 0; k < K; ++k) acc += xr[k] * wr[k];
+      yp[i] = acc + (bp != nullptr ? bp[i % N] : 0.0);
+    }
+  });
+  return y;
 }
 
 }  // namespace
@@ -36,6 +63,7 @@ struct NetworkSimulator::LayerState {
   std::vector<std::unique_ptr<CrossbarLayer>> groups;  // one per convolution group
   torch::Tensor bias;
   torch::Tensor fast_weight;  // quantised weights in the layer's own shape, for the exact fast path
+  torch::Tensor float_weight;  // the float weights (float64), for the NMSE reference
   double input_scale = 1.0;
   bool signed_inputs = false;
   double input_max = 0.0, input_min = 0.0;
@@ -67,6 +95,7 @@ NetworkSimulator::NetworkSimulator(Model& model, const MappingSpec& map, const D
     std::vector<torch::Tensor> q;
     for (const auto& g : s->groups) q.push_back(g->quantized());
     s->fast_weight = torch::cat(q, 0).view(w.sizes()).to(torch::kFloat32);
+    s->float_weight = w.to(torch::kFloat64);
     layers_.push_back(std::move(s));
   }
 }
@@ -181,7 +210,7 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
       yi = layer.Forward(xq, s.signed_inputs, DeriveSeed(seed_, "read-noise"), collect_ ? &s.reads : nullptr,
                          image_offset_ * per_image);
     }
-    if (collect_ && mode == SimMode::kCrossbar) AddSquares(yi, layer.Reference(xq), &s.err2_ref, &s.ref2);
+    if (collect_ && mode == SimMode::kCrossbar) AddSquares(yi, layer.Reference(xq), B, &s.err2_ref, &s.ref2);
     outs.push_back(yi * (layer.weight_scale() * s.input_scale));
   }
   torch::Tensor y = outs.size() == 1 ? outs[0] : torch::cat(outs, 1);  // [rows, out]
@@ -190,7 +219,16 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
     y = y.view({B, out_h * out_w, l.out_channels}).transpose(1, 2).reshape({B, l.out_channels, out_h, out_w});
   }
   y = y.to(torch::kFloat32).to(dev);
-  if (collect_ && mode == SimMode::kCrossbar) AddSquares(y, ideal(x).detach(), &s.err2, &s.float2);
+  if (collect_ && mode == SimMode::kCrossbar) {
+    // The float layer in float64 (PyTorch's CPU float64 conv runs image by image, im2col + GEMM):
+    // the same reference values at any batch size and thread count, unlike oneDNN's float32 kernels.
+    torch::Tensor xd = x.to(torch::kCPU, torch::kFloat64);
+    // A linear layer as plain dot products in a fixed order (BLAS picks kernels by batch size).
+    torch::Tensor f = l.kind == LayerKind::kConv2d
+                          ? torch::conv2d(xd, s.float_weight, s.bias, l.stride, l.padding, 1, l.groups)
+                          : FixedOrderLinear(xd.reshape({xd.size(0), -1}), s.float_weight, s.bias);
+    AddSquares(y, f, B, &s.err2, &s.float2);
+  }
   return y;
 }
 
@@ -202,9 +240,8 @@ void NetworkSimulator::Calibrate(const Dataset& data, int64_t batch_size, torch:
   // ranges are maxima over them, so they do not depend on how the images are batched.
   const int64_t n = std::min(data.size(), map_.calibration_images);
   calibration_images_ = data.images.narrow(0, 0, n);
-  calibration_batch_ = batch_size;
   calibration_device_ = device;
-  const std::map<std::string, LayerInputs> in = CalibrateInputs(model_, calibration_images_, batch_size, device, map_.input_bits);
+  const std::map<std::string, LayerInputs> in = CalibrateInputs(model_, calibration_images_, device, map_.input_bits);
   for (auto& s : layers_) {
     const LayerInputs& r = in.at(s->info.name);
     s->input_max = r.max_abs;
@@ -227,9 +264,9 @@ void NetworkSimulator::CalibrateAdc() {
     return RunLayer(*by_name.at(l.name), l, x, ideal, SimMode::kCrossbar);
   });
   const int64_t n = calibration_images_.size(0);
-  for (int64_t start = 0; start < n; start += calibration_batch_) {
+  for (int64_t start = 0; start < n; start += kCalibrationBatch) {
     image_offset_ = start;
-    model_.forward(calibration_images_.slice(0, start, std::min(n, start + calibration_batch_)).to(calibration_device_));
+    model_.forward(calibration_images_.slice(0, start, std::min(n, start + kCalibrationBatch)).to(calibration_device_));
   }
   image_offset_ = 0;
   model_.SetLayerOverride(nullptr);
@@ -277,7 +314,7 @@ EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t
     torch::NoGradGuard no_grad;
     const int64_t batches = (data.size() + batch_size - 1) / batch_size;
     const char* what = mode == SimMode::kCrossbar ? "simulate" : "simulate (ideal crossbar)";
-    Progress bar(what, std::max<int64_t>(batches, 1));
+    Progress bar(what, std::max<int64_t>(batches, 1), stderr, -1, progress_interval_s_);
     for (int64_t start = 0, b = 0; start < data.size(); start += batch_size, ++b) {
       if (InterruptRequested()) {
         model_.SetLayerOverride(nullptr);
@@ -288,8 +325,11 @@ EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t
       const int64_t n = std::min(batch_size, data.size() - start);
       torch::Tensor out = model_.forward(data.images.slice(0, start, start + n).to(device));
       torch::Tensor y = data.labels.slice(0, start, start + n).to(device);
-      loss += torch::nn::functional::cross_entropy(out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                  .item<double>();
+      // Per-image losses summed in image order: the total does not depend on the batch size.
+      torch::Tensor per_image = torch::nn::functional::cross_entropy(
+                                    out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone))
+                                    .to(torch::kCPU, torch::kFloat64).contiguous();
+      for (int64_t i = 0; i < per_image.numel(); ++i) loss += per_image.data_ptr<double>()[i];
       correct += out.argmax(1).eq(y).sum().item<int64_t>();
       if (bar.Due() || b + 1 == batches) {
         bar.Update(b + 1, StrCat("acc ", 100.0 * static_cast<double>(correct) / static_cast<double>(start + n), "%"));

@@ -102,16 +102,28 @@ int64_t NeededCycles(const torch::Tensor& need, const LayerInfo& l, int64_t chan
 
 }  // namespace
 
-std::map<std::string, LayerInputs> CalibrateInputs(Model& model, const torch::Tensor& images, int64_t batch_size,
-                                                   torch::Device device, int input_bits) {
+std::map<std::string, LayerInputs> CalibrateInputs(Model& model, const torch::Tensor& images, torch::Device device,
+                                                   int input_bits) {
+  const int64_t batch_size = kCalibrationBatch;
   torch::NoGradGuard no_grad;
   model.eval();
   std::map<std::string, LayerInputs> in;
   model.SetLayerOverride(Recorder(model, in));
+  // One thread: a multi-threaded float32 GEMM may sum in another order, and a range that moves by
+  // one ulp moves every quantised input after it.
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
   const int64_t n = images.size(0);
-  for (int64_t start = 0; start < n; start += batch_size) {
-    model.forward(images.slice(0, start, std::min(n, start + batch_size)).to(device));
+  try {
+    for (int64_t start = 0; start < n; start += batch_size) {
+      model.forward(images.slice(0, start, std::min(n, start + batch_size)).to(device));
+    }
+  } catch (...) {
+    at::set_num_threads(threads);
+    model.SetLayerOverride(nullptr);
+    throw;
   }
+  at::set_num_threads(threads);
   model.SetLayerOverride(nullptr);
   Finish(in, input_bits);
   return in;

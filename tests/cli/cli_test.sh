@@ -190,6 +190,13 @@ SIM=(--set threads=1 --set dataset.train_subset=400 --set dataset.test_subset=20
 expect 0 "simulate lossless" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/s" "${SIM[@]}"
 if [ "$(json "$T/s/simulate.json" "int(d['schema_version']==1 and d['accuracy']==d['accuracy_quantized'] and all(l['lossless'] and l['tiles']>0 and l['adc_conversions']>0 for l in d['layers']))")" = 1 ]; then
   ok "lossless simulation equals the ideal crossbar ($(json "$T/s/simulate.json" "d['accuracy']"))"; else bad "simulate.json: $(cat "$T/s/simulate.json" | head -c 600)"; fi
+expect 0 "simulate with read noise" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sn1" "${SIM[@]}" \
+  --set device.read_noise_sigma=0.05 --set mapping.adc_bits=6 --set mapping.adc_range=calibrated
+expect 0 "the same at another batch size and thread count" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" \
+  -o "$T/sn2" "${SIM[@]}" --set device.read_noise_sigma=0.05 --set mapping.adc_bits=6 --set mapping.adc_range=calibrated \
+  --set simulate.batch_size=30 --set threads=2
+cmp -s "$T/sn1/simulate.json" "$T/sn2/simulate.json" && ok "simulate.json byte-identical across batch size and threads" ||
+  bad "simulate.json differs with batch size / threads: $(diff "$T/sn1/simulate.json" "$T/sn2/simulate.json" | head -4)"
 expect 0 "simulate polarized on the polarised model" "$XBAR" simulate -c "$CFG" --weights "$T/c/model.safetensors" -o "$T/sp" "${SIM[@]}" --set mapping.scheme=polarized
 if [ "$(json "$T/sp/simulate.json" "int(d['scheme']=='polarized' and d['accuracy']==d['accuracy_quantized'])")" = 1 ]; then
   ok "polarized scheme exact on a polarised model"; else bad "polarized simulate: $(json "$T/sp/simulate.json" "(d['accuracy'], d['accuracy_quantized'])")"; fi
@@ -207,6 +214,17 @@ contains "$T/err" "fm.csv:2: unknown fault type 'SA3'" "fault map line named"
 expect 0 "simulate with faults" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sf" "${SIM[@]}" --set faults.rate=0.01
 if [ "$(json "$T/sf/simulate.json" "int(d['stuck_on_cells'] > 4*d['stuck_off_cells'] > 0 and d['accuracy'] < d['accuracy_quantized'])")" = 1 ]; then
   ok "1% stuck-at faults at 1:5.2 degrade two-column"; else bad "faults: $(json "$T/sf/simulate.json" "(d['stuck_off_cells'], d['stuck_on_cells'], d['accuracy'])")"; fi
+
+# A long simulation shows progress and stops on SIGINT with exit 4, writing no results.
+"$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/si" --set threads=1 --set dataset.train_subset=400 \
+  --set simulate.batch_size=20 --set faults.rate=0.01 --set train.log_interval=0 >/dev/null 2>"$T/si.err" &
+PID=$!
+for _ in $(seq 1 3000); do grep -q "simulate [0-9]" "$T/si.err" 2>/dev/null && break; sleep 0.01; done
+kill -INT $PID
+wait $PID
+RC=$?
+if [ "$RC" -eq 4 ] && [ ! -e "$T/si/simulate.json" ] && grep -q "interrupted after" "$T/si.err"; then
+  ok "simulate: progress, SIGINT -> exit 4, no simulate.json"; else bad "simulate SIGINT: exit $RC, $(tail -2 "$T/si.err")"; fi
 
 # ---- estimate --------------------------------------------------------------------------------
 expect 0 "estimate isaac peak" "$XBAR" estimate -c "$CFG" -o "$T/e0" --preset isaac

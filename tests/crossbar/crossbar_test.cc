@@ -8,6 +8,7 @@
 #include "xbar/crossbar/layer.h"
 #include "xbar/crossbar/plan.h"
 #include "xbar/crossbar/simulator.h"
+#include "xbar/crossbar/workload.h"
 #include "xbar/models/zoo.h"
 
 namespace xbar {
@@ -452,6 +453,153 @@ TEST(Network, ExactFastPathEqualsTheIntegerReferenceOnLargeLayers) {
     sim.SetReadStatsOnly(true);  // the fast path with read counts (xbar estimate)
     EXPECT_EQ(sim.Evaluate(data, SimMode::kCrossbar, 8, torch::kCPU).loss, engine.loss) << bits;
   }
+}
+
+TEST(Faults, MeasuredMapEntriesOutsideTheAllocatedCellsAreErrorsAndAnEmptyMapKeepsTheFastPath) {
+  torch::Tensor w = Weights(4, 8, 1, false);
+  MappingSpec map = Map(kTwoColumn, 16, 64, 2, 1);  // 8 rows x (4 outputs x 4 slices x 2) = 8 x 32 cells
+  const std::string file = ::testing::TempDir() + "/outside.csv";
+  auto program = [&](const std::string& text) {
+    WriteFileAtomic(file, text);
+    FaultSpec f;
+    f.map_file = file;
+    FaultInjector inj(f);
+    CrossbarLayer layer("l", w, 0.0, map, DeviceSpec{});
+    layer.Program(&inj, 0, 0);
+    inj.CheckAllUsed(layer.crossbars());
+    return layer.lossless();
+  };
+  auto expect_error = [&](const std::string& text, const std::string& needle) {
+    try {
+      program(text);
+      ADD_FAILURE() << "no error for " << text;
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error("crossbar,row,col,type\n0,1,1,SA1\n0,8,0,SA1\n", "outside.csv:3: cell (8, 0) of crossbar 0 is outside its 8 x 32");
+  expect_error("0,0,32,SA0\n", "outside.csv:1: cell (0, 32)");
+  expect_error("0,0,0,SA0\n5,0,0,SA1\n", "outside.csv:2: crossbar 5 does not exist: the mapping allocates 1 crossbars");
+  EXPECT_TRUE(program("crossbar,row,col,type\n"));   // empty: still the exact fast path
+  EXPECT_FALSE(program("0,7,31,SA1\n"));             // the last allocated cell is addressable
+}
+
+TEST(Device, ReadNoiseFollowsTheProgrammedConductance) {
+  // 64 rows of +1 weights on 1-bit cells (component 0 at level 1, component 1 at level 0), drifted
+  // by (t/t0)^-nu = 1e6^-0.1: each cell's G is (1 + g0) d, so a read's noise variance is
+  // sigma^2 * 64 * ((1 + g0) d)^2, 16x less than with the nominal (undrifted) levels.
+  MappingSpec map = Map(kTwoColumn, 64, 64, 1, 1);
+  map.weight_bits = 2;
+  map.input_bits = 1;
+  DeviceSpec dev;
+  dev.read_noise_sigma = 1.0;
+  dev.drift_nu = 0.1;
+  dev.drift_time = 1e6;
+  CrossbarLayer layer("l", torch::ones({1, 64}), 1.0, map, dev);
+  layer.Program(nullptr, 0, 0);
+  torch::Tensor y = layer.Forward(torch::ones({4000, 64}), false, 7, nullptr).reshape({-1});
+  const double g0 = 1.0 / 9.0, d = std::pow(1e6, -0.1);
+  const double want = 64 * std::pow((1 + g0) * d, 2) + 1.0 / 12;  // + the ADC's rounding
+  const double got = y.var().item<double>();
+  EXPECT_NEAR(got / want, 1.0, 0.1) << "variance " << got << ", documented model " << want
+                                    << ", nominal levels would give " << 64 * (1 + g0) * (1 + g0);
+  // The draws are keyed by MVM index: the rows of a second call that continue the first
+  // (first_mvm) are the same draws as one call over all of them.
+  torch::Tensor x = torch::ones({300, 64});
+  torch::Tensor whole = layer.Forward(x, false, 7, nullptr);
+  torch::Tensor tail = layer.Forward(x.narrow(0, 100, 200), false, 7, nullptr, 100);
+  EXPECT_TRUE(torch::equal(whole.narrow(0, 100, 200), tail));
+}
+
+TEST(Network, CalibratedAdcRangesTakeEffectAndResultsDoNotDependOnBatchOrThreads) {
+  if (!FileExists(std::string(kFashionMnistPath) + "/t10k-images-idx3-ubyte.gz")) GTEST_SKIP();
+  DatasetSpec d;
+  d.train_subset = 200;
+  d.test_subset = 40;
+  DataBundle data = LoadData(d, 0);
+  torch::manual_seed(0);
+  auto m = CreateModel(ModelSpec{});
+  auto run = [&](bool calibrated, double percentile, double noise, int64_t batch, int threads) {
+    at::set_num_threads(threads);
+    MappingSpec map = Map(kTwoColumn, 128, 128, 2, 1);
+    map.adc_bits = 5;
+    map.adc_calibrated = calibrated;
+    map.adc_percentile = percentile;
+    map.calibration_images = 60;
+    DeviceSpec dev;
+    dev.read_noise_sigma = noise;
+    NetworkSimulator sim(*m, map, dev);
+    sim.Calibrate(data.train, batch, torch::kCPU);
+    sim.Program(FaultSpec{}, 3);
+    const EvalResult r = sim.Evaluate(data.test, SimMode::kCrossbar, batch, torch::kCPU);
+    return std::make_pair(r, sim.Report());
+  };
+  const auto worst = run(false, 100, 0, 20, 1);
+  const auto cal = run(true, 100, 0, 20, 1);
+  const auto clipped = run(true, 99, 0, 20, 1);
+  // A calibrated range uses the ADC's codes on the currents that occur: far smaller errors.
+  EXPECT_LT(cal.second[1].output_nmse, 0.5 * worst.second[1].output_nmse);
+  EXPECT_NE(cal.first.loss, worst.first.loss);
+  EXPECT_NE(clipped.first.loss, cal.first.loss);
+  // Same results whatever the batch size and thread count (read noise on, calibrated ADC).
+  const auto a = run(true, 99.9, 0.05, 20, 1);
+  const auto b = run(true, 99.9, 0.05, 8, 2);
+  EXPECT_EQ(a.first.loss, b.first.loss);
+  EXPECT_EQ(a.first.accuracy, b.first.accuracy);
+  for (size_t i = 0; i < a.second.size(); ++i) {
+    EXPECT_EQ(a.second[i].output_nmse, b.second[i].output_nmse) << a.second[i].name;
+    EXPECT_EQ(a.second[i].output_nmse_reference, b.second[i].output_nmse_reference) << a.second[i].name;
+    EXPECT_EQ(a.second[i].adc_conversions, b.second[i].adc_conversions) << a.second[i].name;
+  }
+  at::set_num_threads(1);
+}
+
+TEST(Workload, ZeroSkippingCountsFromActivationsEqualTheEngines) {
+  // NetworkWork counts each fragment's needed input cycles from the quantised activations and the
+  // tiles' rows, without building a crossbar; the engine counts them on its lowered inputs.
+  if (!FileExists(std::string(kFashionMnistPath) + "/t10k-images-idx3-ubyte.gz")) GTEST_SKIP();
+  at::set_num_threads(2);
+  DatasetSpec d;
+  d.train_subset = 200;
+  d.test_subset = 60;
+  DataBundle data = LoadData(d, 0);
+  torch::manual_seed(0);
+  auto m = CreateModel(ModelSpec{});
+  {  // prune, so tiles hold compacted rows
+    torch::NoGradGuard ng;
+    for (const auto& l : m->layers()) {
+      torch::Tensor w = m->LayerWeight(l.name);
+      w.mul_(torch::rand_like(w).gt(0.6));
+    }
+  }
+  for (const Scheme* s : {kTwoColumn, kOffset}) {
+    for (int input_bits : {8, 16}) {
+      MappingSpec map = Map(s, 64, 64, 2, 1);
+      map.input_bits = input_bits;
+      map.calibration_images = 100;
+      NetworkSimulator sim(*m, map, DeviceSpec{});
+      sim.Calibrate(data.train, 50, torch::kCPU);
+      sim.Program(FaultSpec{}, 0);
+      sim.SetReadStatsOnly(true);
+      sim.Evaluate(data.test, SimMode::kCrossbar, 30, torch::kCPU);
+      const auto inputs = CalibrateInputs(*m, data.train.images.narrow(0, 0, 100), torch::kCPU, input_bits);
+      std::map<std::string, SkipCounts> skips;
+      const auto work = NetworkWork(*m, map, {}, inputs, &data.test.images, 30, torch::kCPU, &skips);
+      const auto rep = sim.Report();
+      ASSERT_EQ(work.size(), rep.size());
+      for (size_t i = 0; i < rep.size(); ++i) {
+        const SkipCounts& k = skips.at(rep[i].name);
+        EXPECT_GT(k.applied, 0) << rep[i].name;
+        EXPECT_DOUBLE_EQ(1.0 - static_cast<double>(k.needed) / static_cast<double>(k.applied), rep[i].input_cycles_skipped)
+            << s->Name() << " " << input_bits << " " << rep[i].name;
+        EXPECT_EQ(work[i].crossbars, rep[i].crossbars) << rep[i].name;
+        EXPECT_EQ(work[i].cells, rep[i].cells) << rep[i].name;
+        EXPECT_EQ(work[i].input_cycles, rep[i].input_cycles) << rep[i].name;
+        EXPECT_EQ(work[i].positions, static_cast<int64_t>(rep[i].positions)) << rep[i].name;
+      }
+    }
+  }
+  at::set_num_threads(1);
 }
 
 }  // namespace

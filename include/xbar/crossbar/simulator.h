@@ -63,7 +63,8 @@ class NetworkSimulator {
   ~NetworkSimulator();
 
   // Input ranges (per layer, from the float model) on the first mapping.calibration_images images
-  // of `data`, which are kept for the ADC calibration.
+  // of `data`, which are kept for the ADC calibration; in batches of kCalibrationBatch images
+  // whatever `batch_size` is (workload.h).
   void Calibrate(const Dataset& data, int64_t batch_size, torch::Device device);
   // Weight-side programming of every layer: faults (one stream per crossbar, or a measured map whose
   // every entry must address an allocated cell), variation, drift; then, with mapping.adc_range:
@@ -77,6 +78,8 @@ class NetworkSimulator {
   // Only the read statistics (ADC conversions, zero-skipping cycles), without the NMSE: lossless
   // layers then run on the exact fast path and count their reads on the lowered inputs.
   void SetReadStatsOnly(bool on) { reads_only_ = on; }
+  // Seconds between plain progress lines when stderr is not a terminal (train.log_interval).
+  void SetProgressInterval(double s) { progress_interval_s_ = s; }
   // Per-layer statistics of the last kCrossbar Evaluate.
   std::vector<LayerSimReport> Report() const;
   int64_t crossbars() const;
@@ -94,12 +97,12 @@ class NetworkSimulator {
   uint64_t seed_ = 0;
   int64_t image_offset_ = 0;  // index of the current batch's first image (read-noise keys)
   torch::Tensor calibration_images_;
-  int64_t calibration_batch_ = 1;
   torch::Device calibration_device_ = torch::kCPU;
   int64_t evaluated_images_ = 0;
   bool collect_ = false;
   bool stats_ = true;
   bool reads_only_ = false;
+  double progress_interval_s_ = 10.0;
 };
 
 // Integer input codes of a layer: round(x / scale) clamped to b_in-bit two's complement (signed)

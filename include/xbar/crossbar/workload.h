@@ -32,9 +32,14 @@ struct LayerInputs {
   double max_abs = 0, min = 0; // the range seen
 };
 
-// Ranges over `images` of the float model, as the simulator calibrates them (NetworkSimulator).
-std::map<std::string, LayerInputs> CalibrateInputs(Model& model, const torch::Tensor& images, int64_t batch_size,
-                                                   torch::Device device, int input_bits);
+// Images per forward pass of a calibration: fixed, because float32 GEMM kernels (and so the last
+// bits of the ranges) depend on the batch size, and results must not.
+constexpr int64_t kCalibrationBatch = 50;
+
+// Ranges over `images` of the float model, as the simulator calibrates them (NetworkSimulator),
+// in batches of kCalibrationBatch.
+std::map<std::string, LayerInputs> CalibrateInputs(Model& model, const torch::Tensor& images, torch::Device device,
+                                                   int input_bits);
 // Positions and signedness from one forward pass of `probe` (e.g. a seeded random normal batch: a
 // layer whose input is not behind a ReLU then sees negative values); no data needed.
 std::map<std::string, LayerInputs> ProbeInputs(Model& model, const torch::Tensor& probe, int input_bits);
