@@ -118,23 +118,34 @@ torch::Tensor QuantizeInputs(const torch::Tensor& x, double scale, bool signed_i
 
 // Exact integer result of a conv/linear on integer-valued float tensors. A float32 sum of integers
 // is exact while every partial sum stays below 2^24: when max|x|·max|w|·K could exceed that, the
-// inputs are split into x = 16·high + low (low in 0..15) and the two exact results combined in
-// float64; when even that could exceed it (16-bit weights and inputs), the layer runs in float64,
-// exact below 2^53. (oneDNN and BLAS compute convolutions as sums of products, never Winograd, on
-// the CPU.)
+// inputs are split into base-16 digits x = sum_i 16^i d_i (d_i in 0..15 except the top one, which
+// keeps the sign) until the top digit's bound is small enough, and the exact float32 results are
+// combined in float64 (16-bit inputs: four float32 convolutions); when even one digit could exceed
+// it, the layer runs in float64, exact below 2^53. (oneDNN and BLAS compute convolutions as sums
+// of products, never Winograd, on the CPU.)
 torch::Tensor ExactLayer(const LayerInfo& l, const torch::Tensor& xq, const torch::Tensor& w, double max_x) {
   const double max_w = w.abs().max().item<double>();
   const double K = static_cast<double>(l.gemm_rows());
+  constexpr double kExact = 16777216.0;  // 2^24
   auto apply = [&](const torch::Tensor& in, const torch::Tensor& weight) {
     return l.kind == LayerKind::kConv2d
                ? torch::conv2d(in, weight, {}, l.stride, l.padding, 1, l.groups)
                : torch::mm(in, weight.t());
   };
-  if (max_x * max_w * K < 16777216.0) return apply(xq, w).to(torch::kFloat64);
-  if (15.0 * max_w * K < 16777216.0 && std::ceil(max_x / 16.0) * max_w * K < 16777216.0) {
-    torch::Tensor high = torch::floor(xq / 16.0);
-    torch::Tensor low = xq - high * 16.0;
-    return apply(high, w).to(torch::kFloat64) * 16.0 + apply(low, w).to(torch::kFloat64);
+  if (max_x * max_w * K < kExact) return apply(xq, w).to(torch::kFloat64);
+  if (15.0 * max_w * K < kExact) {
+    torch::Tensor rest = xq;
+    torch::Tensor y;
+    double place = 1.0, bound = max_x;
+    while (bound * max_w * K >= kExact) {
+      torch::Tensor high = torch::floor(rest / 16.0);
+      torch::Tensor part = apply(rest - high * 16.0, w).to(torch::kFloat64) * place;
+      y = y.defined() ? y + part : part;
+      rest = high;
+      bound = std::ceil(bound / 16.0);
+      place *= 16.0;
+    }
+    return y + apply(rest, w).to(torch::kFloat64) * place;
   }
   XBAR_CHECK(max_x * max_w * K < 9007199254740992.0, "layer ", l.name, " too large for exact float64 sums");
   return apply(xq.to(torch::kFloat64), w.to(torch::kFloat64));

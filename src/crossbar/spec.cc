@@ -29,7 +29,10 @@ int MappingSpec::LosslessAdcBits(int64_t rows) const {
 
 int MappingSpec::AdcBits(int64_t rows) const {
   const int need = LosslessAdcBits(rows);
-  return adc_bits > 0 ? std::min(adc_bits, need) : need;
+  if (adc_bits == 0) return need;
+  // A chip's converters have mapping.adc_bits; only a column budget (TinyADC) sizes a layer's
+  // converters down to what its bounded reads need.
+  return column_budget > 0 ? std::min(adc_bits, need) : adc_bits;
 }
 
 int64_t MappingSpec::InputCycles(bool signed_inputs) const {

@@ -221,11 +221,16 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
       const int64_t cin = l.in_channels / l.groups;
       size_t tile = 0;
       for (int64_t g = 0; g < l.groups; ++g) {
+        // Column groups of a layer share their row sets (always, without row compaction): count
+        // each distinct set once.
+        std::map<std::vector<int64_t>, int64_t> by_rows;
         for (int64_t t = 0; t < s.group_tiles[static_cast<size_t>(g)]; ++t, ++tile) {
           const std::vector<int64_t>& rows = s.tile_rows[tile];
           const int64_t F = (static_cast<int64_t>(rows.size()) + m - 1) / m;
           s.skip.applied += P * B * out_h * out_w * F;
-          s.skip.needed += NeededCycles(need, l, g * cin, rows, m, out_h, out_w);
+          auto it = by_rows.find(rows);
+          if (it == by_rows.end()) it = by_rows.emplace(rows, NeededCycles(need, l, g * cin, rows, m, out_h, out_w)).first;
+          s.skip.needed += it->second;
         }
       }
       torch::Tensor y = ExactLayer(l, xq, s.qweight.to(x.device()), in.signed_inputs ? std::ldexp(1.0, map.input_bits - 1)

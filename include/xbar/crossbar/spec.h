@@ -48,8 +48,8 @@ struct MappingSpec {
   double ReadFullScale(int64_t rows) const;
   // Bits a read over `rows` rows needs to be lossless (plus the sign of an analog difference).
   int LosslessAdcBits(int64_t rows) const;
-  // The ADC of such a read: mapping.adc_bits, at most the lossless need (TinyADC sizing: a read
-  // whose current is bounded gets the smaller converter).
+  // The ADC of such a read: the lossless need when mapping.adc_bits is 0, else mapping.adc_bits,
+  // or with a column budget at most the lossless need (TinyADC: bounded reads, smaller converters).
   int AdcBits(int64_t rows) const;
   // Bit-serial input cycles of one MVM: ceil(b_in / v), or for signed inputs the low bits in
   // ceil((b_in - 1) / v) cycles plus one for the two's-complement sign bit.
