@@ -212,7 +212,7 @@ void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_
   stuck_ = sa0_ = sa1_ = 0;
   const bool draw_faults = faults != nullptr && faults->active();
   const double L = static_cast<double>(map_.levels());
-  const double g0 = 1.0 / (device_.on_off_ratio - 1.0);  // G_min in units of (G_max - G_min)
+  const double g0 = device_.g_min_levels();  // G_min in units of (G_max - G_min)
   const double drift = device_.drift_nu > 0 ? std::pow(device_.drift_time, -device_.drift_nu) : 1.0;
   int64_t crossbar = first_crossbar;
   for (size_t ti = 0; ti < tiles_.size(); ++ti) {

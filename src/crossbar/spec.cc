@@ -75,10 +75,6 @@ MappingSpec MappingSpec::FromConfig(const Config& cfg) {
 
 void MappingSpec::Validate(const std::string& where) const {
   const Encoding e = encoding();
-  if (dac_bits > input_bits) throw ConfigError(StrCat(where, ": dac_bits ", dac_bits, " exceed input_bits ", input_bits));
-  if (analog_subtract && !scheme->PairInOneArray()) {
-    throw ConfigError(StrCat(where, ": analog subtraction needs column pairs in one array, not ", scheme->Name()));
-  }
   // A crossbar must hold at least one weight: S cells per component (both cells of an in-array pair).
   if (LogicalColumns() < 1) {
     throw ConfigError(StrCat(where, ": ", cols, " columns cannot hold one ", weight_bits, "-bit weight of the ",

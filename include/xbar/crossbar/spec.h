@@ -56,8 +56,8 @@ struct MappingSpec {
   int64_t InputCycles(bool signed_inputs) const;
 
   static MappingSpec FromConfig(const Config& cfg);
-  // Throws ConfigError naming `where` when the fields do not fit together (a weight wider than an
-  // array, a DAC wider than the inputs, analog subtraction without a column pair, ...).
+  // Throws ConfigError naming `where` when an array cannot hold one weight (FromConfig also checks
+  // the DAC against the inputs, fragments against the rows and analog subtraction against pairs).
   void Validate(const std::string& where) const;
 };
 
