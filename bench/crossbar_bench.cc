@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "xbar/core/progress.h"
+#include "xbar/crossbar/ir_drop.h"
 #include "xbar/crossbar/layer.h"
 #include "xbar/crossbar/plan.h"
 #include "xbar/crossbar/simulator.h"
@@ -186,6 +187,22 @@ void BM_ZeroSkipResNet18(benchmark::State& state) {
   state.counters["cycle_share_layer5"] = share;
 }
 BENCHMARK(BM_ZeroSkipResNet18)->Args({2, 0})->Args({2, 1})->Args({2, 2})->Iterations(2)->Unit(benchmark::kSecond);
+
+
+// IR drop (issue 10, item 4): effective conductances of one array, fast first-order model vs the
+// exact banded nodal solve; arg 0 = array side, arg 1 = 0 fast / 1 exact. r G_max = 1e-4.
+void BM_IrDrop(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const bool exact = state.range(1) == 1;
+  torch::manual_seed(0);
+  torch::Tensor g = (0.1 + 0.3 * torch::randint(0, 4, {n, n}, torch::kFloat64)) * 1e-4;
+  for (auto _ : state) {
+    torch::Tensor e = xbar::IrDropEffective(g, 1.0, exact ? xbar::IrDropModel::kExact : xbar::IrDropModel::kFast);
+    benchmark::DoNotOptimize(e.data_ptr<double>());
+  }
+  state.SetLabel(exact ? "exact" : "fast");
+}
+BENCHMARK(BM_IrDrop)->Args({32, 0})->Args({32, 1})->Args({128, 0})->Args({128, 1})->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

@@ -39,13 +39,14 @@ std::vector<hw::LayerWork> Work(const RunContext& ctx, const std::string& weight
     torch::manual_seed(ctx.seed);
     const torch::Tensor probe = torch::randn({1, m.spec.in_channels, m.spec.height, m.spec.width_px}).to(ctx.device);
     *images = 0;
-    return NetworkWork(model, map, scales, ProbeInputs(model, probe, map.input_bits), nullptr, batch, ctx.device);
+    return NetworkWork(model, map, scales, ProbeInputs(model, probe, map.input_bits), nullptr, batch, ctx.device, nullptr,
+                       &arch.device);
   }
   const int64_t n_cal = std::min(m.data.train.size(), map.calibration_images);
   const auto inputs = CalibrateInputs(model, m.data.train.images.narrow(0, 0, n_cal), ctx.device, map.input_bits);
   *images = std::min<int64_t>(cfg.Int("estimate.images"), m.data.test.size());
   const torch::Tensor sample = m.data.test.images.narrow(0, 0, *images);
-  return NetworkWork(model, map, scales, inputs, &sample, batch, ctx.device);
+  return NetworkWork(model, map, scales, inputs, &sample, batch, ctx.device, nullptr, &arch.device);
 }
 
 nlohmann::ordered_json ChipJson(const hw::ArchSpec& a, const hw::TechTable& t, const hw::ChipCost& c) {
@@ -122,7 +123,8 @@ void RunEstimate(const EstimateArgs& args) {
                         {"cycle_share", w.cycle_share}, {"latency_us", l.latency_us}, {"adc_conversions", l.adc_conversions},
                         {"adc_conversions_all_planes",
                          w.conversions_per_cycle * static_cast<double>(w.positions * w.input_cycles)},
-                        {"mean_cell_level", work[i].mean_level}, {"sign_bits", l.sign_bits}, {"energy_nj", l.energy_nj},
+                        {"mean_cell_level", work[i].mean_level},
+                        {"read_current_ratio", work[i].read_current_ratio}, {"sign_bits", l.sign_bits}, {"energy_nj", l.energy_nj},
                         {"area_mm2", l.area_mm2}, {"weights", work[i].weights}, {"nonzero", work[i].nonzero},
                         {"energy_breakdown_nj", e}});
       csv += StrCat(l.name, ",", l.replicas, ",", l.crossbars, ",", l.imas, ",", l.adc_bits, ",", l.cycles, ",", l.latency_us, ",",

@@ -143,6 +143,11 @@ std::vector<KeySpec> BuildSchema() {
       Float("device.read_noise_sigma", "0", 0, 10, false, false, "Gaussian read noise per read, relative to each cell's G"),
       Float("device.drift_nu", "0", 0, 1, false, false, "conductance drift exponent: G(t) = G0 (t/t0)^-nu"),
       Float("device.drift_time", "1", 1, 1e12, false, false, "t / t0 at inference, for drift"),
+      Float("device.r_on_ohm", "1e6", 0, 1e12, true, false, "on-state resistance R_on = 1 / G_max (ohm), for IR drop"),
+      Float("device.wire_resistance_ohm", "0", 0, 1e6, false, false,
+            "word- and bit-line wire resistance per cell segment (ohm); 0 = no IR drop"),
+      Enum("device.ir_drop_model", "fast", {"fast", "exact"},
+           "IR drop: first-order model, or the exact nodal solve (arrays of at most 16384 cells)"),
       // ---- faults ----------------------------------------------------------------------------
       Float("faults.rate", "0", 0, 1, false, false, "total stuck-at probability per physical cell"),
       KeySpec{"faults.sa0_to_sa1", ValueType::kFloatList, "[1, 5.2]", 0, 1e9, false, false, {},

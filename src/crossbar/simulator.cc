@@ -367,6 +367,7 @@ std::vector<LayerSimReport> NetworkSimulator::Report() const {
     r.groups = s->info.groups;
     r.first_crossbar = crossbar;
     r.lossless = true;
+    double nominal = 0, effective = 0;
     for (const auto& g : s->groups) {
       r.rows = g->rows();
       r.cols += g->cols();
@@ -381,7 +382,10 @@ std::vector<LayerSimReport> NetworkSimulator::Report() const {
       r.sa1 += g->sa1_cells();
       r.lossless = r.lossless && g->lossless();
       r.weight_scale = g->weight_scale();
+      nominal += g->read_current_nominal();
+      effective += g->read_current_effective();
     }
+    r.read_current_ratio = nominal > 0 ? effective / nominal : 1.0;
     crossbar += r.crossbars;
     r.mean_level = r.cells > 0 ? r.mean_level / (static_cast<double>(r.cells) * static_cast<double>(map_.levels())) : 0.0;
     r.positions = evaluated_images_ > 0 ? static_cast<double>(s->vectors) / static_cast<double>(evaluated_images_) : 0.0;
@@ -433,6 +437,7 @@ nlohmann::ordered_json SimulateJson(const std::string& scheme, double accuracy, 
                   {"input_scale", r.input_scale},
                   {"stuck_off_cells", r.sa0},
                   {"stuck_on_cells", r.sa1},
+                  {"read_current_ratio", r.read_current_ratio},
                   {"lossless", r.lossless}});
   }
   return {{"schema_version", 1},

@@ -90,6 +90,15 @@ DeviceSpec DeviceSpec::FromConfig(const Config& cfg) {
   d.read_noise_sigma = cfg.Float("device.read_noise_sigma");
   d.drift_nu = cfg.Float("device.drift_nu");
   d.drift_time = cfg.Float("device.drift_time");
+  d.r_on_ohm = cfg.Float("device.r_on_ohm");
+  d.wire_resistance_ohm = cfg.Float("device.wire_resistance_ohm");
+  d.ir_drop_exact = cfg.Str("device.ir_drop_model") == "exact";
+  const int64_t cells = cfg.Int("mapping.crossbar_rows") * cfg.Int("mapping.crossbar_cols");
+  if (d.ir_drop_exact && d.wire_resistance_ohm > 0 && cells > kIrDropExactMaxCells) {
+    throw ConfigError(StrCat(cfg.Where("device.ir_drop_model"), ": device.ir_drop_model: exact solves arrays of at most ",
+                             kIrDropExactMaxCells, " cells, not ", cfg.Int("mapping.crossbar_rows"), "x",
+                             cfg.Int("mapping.crossbar_cols"), "; use fast"));
+  }
   return d;
 }
 

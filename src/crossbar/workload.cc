@@ -142,7 +142,8 @@ std::map<std::string, LayerInputs> ProbeInputs(Model& model, const torch::Tensor
 
 std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, const std::map<std::string, double>& scales,
                                        const std::map<std::string, LayerInputs>& inputs, const torch::Tensor* sample,
-                                       int64_t batch_size, torch::Device device, std::map<std::string, SkipCounts>* skips) {
+                                       int64_t batch_size, torch::Device device, std::map<std::string, SkipCounts>* skips,
+                                       const DeviceSpec* device_spec) {
   torch::NoGradGuard no_grad;
   struct Layer {
     hw::LayerWork work;
@@ -188,6 +189,16 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
       cells += p.cells;
       wk.adc_bits = std::max(wk.adc_bits, p.adc_bits);
       s.group_tiles.push_back(p.tiles);
+    }
+    if (device_spec != nullptr && device_spec->wire_resistance_ohm > 0) {
+      double nominal = 0, effective = 0;
+      for (int64_t g = 0; g < l.groups; ++g) {
+        CrossbarLayer xb(l.groups == 1 ? l.name : StrCat(l.name, "#", g), w2d.narrow(0, g * per_group, per_group),
+                         s.weight_scale, map, *device_spec);
+        nominal += xb.read_current_nominal();
+        effective += xb.read_current_effective();
+      }
+      wk.read_current_ratio = nominal > 0 ? effective / nominal : 1.0;
     }
     wk.cells = cells;
     wk.mean_level = cells > 0 ? level_sum / (static_cast<double>(cells) * static_cast<double>(L)) : 0.0;

@@ -376,7 +376,9 @@ CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& a, con
     // table's array at half level (G_min offset g0 = 1 / (on/off - 1) in level units).
     const double g0 = a.device.g_min_levels();
     const double current = (g0 + std::clamp(w.mean_level, 0.0, 1.0)) / (g0 + 0.5);
-    e["crossbar"] = static_cast<double>(w.crossbars) * lc.cycles * e_xbar_pj * current / 1000.0;
+    // IR drop lowers the current the drivers deliver (the wires' own loss included: with every word
+    // line driven, the driver current equals the column currents).
+    e["crossbar"] = static_cast<double>(w.crossbars) * lc.cycles * e_xbar_pj * current * w.read_current_ratio / 1000.0;
     e["dac"] = static_cast<double>(w.used_rows) * lc.cycles * e_dac_pj / 1000.0;
     e["sample-hold"] = static_cast<double>(w.used_cols) * lc.cycles * e_sh_pj / 1000.0;
     e[adc.name] = lc.adc_conversions * (adc.unit_power_mw() / adc.sample_rate_gsps) / 1000.0;

@@ -206,6 +206,14 @@ expect 2 "unknown scheme" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safet
 contains "$T/err" "expected one of two-column, two-crossbar, offset, polarized, complementary" "valid schemes listed"
 expect 2 "ADC bits out of range" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sx" --set mapping.adc_bits=33
 expect 2 "fault rate out of range" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sx" --set faults.rate=1.5
+expect 2 "exact IR drop on arrays too large for it" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sx" \
+  --set device.wire_resistance_ohm=1 --set device.ir_drop_model=exact --set mapping.crossbar_rows=256 --set mapping.crossbar_cols=256
+contains "$T/err" "device.ir_drop_model: exact solves arrays of at most 16384 cells, not 256x256; use fast" "IR-drop model error names the key"
+expect 0 "simulate with IR drop" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sir" "${SIM[@]}" \
+  --set device.r_on_ohm=1e4 --set device.wire_resistance_ohm=1
+if [ "$(json "$T/sir/simulate.json" "int(all(0.3 < l['read_current_ratio'] < 1 and not l['lossless'] for l in d['layers']))")" = 1 ]; then
+  ok "IR drop lowers every layer's read current ($(json "$T/sir/simulate.json" "[round(l['read_current_ratio'], 3) for l in d['layers']]"))"
+else bad "IR drop: $(json "$T/sir/simulate.json" "[(l['read_current_ratio'], l['lossless']) for l in d['layers']]")"; fi
 expect 2 "tile of zero rows" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sx" --set mapping.crossbar_rows=0
 expect 2 "absurd tile" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sx" --set mapping.crossbar_cols=100000000
 printf 'crossbar,row,col,type\n0,1,2,SA3\n' >"$T/fm.csv"
@@ -249,6 +257,19 @@ if [ "$(python3 -c "
 import json; a=json.load(open('$T/e1/estimate.json')); b=json.load(open('$T/e4/estimate.json'))
 print(int(a['model']==b['model'] and a['layers']==b['layers']))")" = 1 ]; then
   ok "the same estimate either way"; else bad "estimate with and without data differ"; fi
+expect 0 "estimate with IR drop" "$XBAR" estimate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/eir" "${SIM[@]}" \
+  --preset isaac --set device.r_on_ohm=1e4 --set device.wire_resistance_ohm=1
+if [ "$("$PY" -c "
+import json; a=json.load(open('$T/e1/estimate.json')); b=json.load(open('$T/eir/estimate.json')); s=json.load(open('$T/sir/simulate.json'))
+x=lambda d: sum(l['energy_breakdown_nj']['crossbar'] for l in d['layers'])
+print(int(x(b) < x(a) and all(l['read_current_ratio'] < 1 for l in b['layers']) and b['model']['crossbars'] == a['model']['crossbars']))")" = 1 ]; then
+  ok "IR drop lowers the crossbars' read energy in the estimate"; else bad "estimate with IR drop: $(json "$T/eir/estimate.json" "[l['read_current_ratio'] for l in d['layers']]")"; fi
+expect 0 "estimate with IR drop on simulate's chip" "$XBAR" estimate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/eir2" \
+  "${SIM[@]}" --set device.r_on_ohm=1e4 --set device.wire_resistance_ohm=1
+if [ "$("$PY" -c "
+import json; e=json.load(open('$T/eir2/estimate.json')); s=json.load(open('$T/sir/simulate.json'))
+print(int([round(l['read_current_ratio'], 12) for l in e['layers']] == [round(l['read_current_ratio'], 12) for l in s['layers']]))")" = 1 ]; then
+  ok "simulate and estimate see the same IR drop"; else bad "IR drop differs: $(json "$T/eir2/estimate.json" "[l['read_current_ratio'] for l in d['layers']]")"; fi
 expect 2 "unknown preset" "$XBAR" estimate -c "$CFG" -o "$T/ex" --preset tpu
 contains "$T/err" "expected one of generic, isaac, forms, islped19" "valid presets listed"
 expect 2 "an old duplicate key names its replacement" "$XBAR" estimate -c "$CFG" -o "$T/ex" --set arch.adc_bits=6

@@ -13,6 +13,11 @@
 // recombined digitally (shift-and-add, sign, bias). With a lossless ADC, no faults and an ideal
 // device the result equals the integer GEMM Reference() exactly.
 //
+// The engine schedules; the effects are stages (stage.h): weight-side ones at Program (stuck-at,
+// variation, drift), read-side ones on every MVM (DAC, IR drop, read noise, ADC). The sums run as
+// float GEMMs or bit-packed (kernels.h); the packed kernel and the exact fast path only while every
+// stage keeps the column sums integer. The exact reference is a separate engine (reference.h).
+//
 //   CrossbarLayer layer("conv1", w2d, 0.0, map, dev);   // w2d: [N, K] float weights
 //   layer.Program(faults, &injector);                    // weight-side: faults, variation, drift
 //   torch::Tensor y = layer.Forward(xq, signed_inputs);  // [M, N] float64, units of s_w·s_x
@@ -21,11 +26,14 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "xbar/crossbar/plan.h"
 #include "xbar/crossbar/spec.h"
+#include "xbar/crossbar/stage.h"
+#include "xbar/crossbar/tile.h"
 
 namespace xbar {
 
@@ -51,11 +59,13 @@ class CrossbarLayer {
                 const DeviceSpec& device);
 
   // Weight-side non-idealities, applied once: stuck-at faults (from `faults`, may be null),
-  // lognormal variation and drift (device). Cells are numbered for fault maps starting at
+  // lognormal variation and drift (device), then what the read side fixes at programming (IR drop,
+  // read-noise variances, worst-case ADC ranges). Cells are numbered for fault maps starting at
   // `first_crossbar` (see docs/USER_GUIDE.md). Resets any earlier programming.
   void Program(FaultInjector* faults, uint64_t seed, int64_t first_crossbar);
 
-  // Exact integer GEMM of integer-valued inputs xq [M, K] with the quantised weights: [M, N] float64.
+  // Exact integer GEMM of integer-valued inputs xq [M, K] with the quantised weights: [M, N] float64
+  // (the reference engine, reference.h).
   torch::Tensor Reference(const torch::Tensor& xq) const;
   // The crossbar MVM of integer-valued inputs xq [M, K]. Read noise (if any) is a pure function of
   // (noise_seed, crossbar, fragment, input plane, MVM index, column), where row m of xq is MVM
@@ -89,55 +99,24 @@ class CrossbarLayer {
   int64_t used_columns() const;    // bit lines holding weights, summed over the physical arrays
   double level_sum() const;        // sum of the programmed cell levels (0..L), over every used cell
   int adc_bits() const;            // bits of the widest ADC read (configured, or lossless need)
-  int64_t stuck_cells() const { return stuck_; }
+  int64_t stuck_cells() const { return sa0_ + sa1_; }
   int64_t sa0_cells() const { return sa0_; }
   int64_t sa1_cells() const { return sa1_; }
+  // Array current with every word line driven, with IR drop over without (1 when it is off): the
+  // factor IR drop applies to the crossbars' read current and so to their read energy.
+  double read_current_ratio() const { return current_nominal_ > 0 ? current_effective_ / current_nominal_ : 1.0; }
+  // The two currents (siemens x 1 V, summed over the arrays; 0 when IR drop is off).
+  double read_current_nominal() const { return current_nominal_; }
+  double read_current_effective() const { return current_effective_; }
+  // The read-side stages in order, e.g. "dac > ir-drop > adc".
+  std::string read_stages() const { return chain_.Names(); }
   // True when Forward provably equals Reference (lossless ADC, no faults, ideal device).
   bool lossless() const;
 
  private:
-  struct Read {
-    int component = 0;       // component array; analog pair reads use 0 minus 1
-    int slice = 0;           // -1: the offset scheme's unit column
-    bool difference = false; // analog subtraction of the pair
-    double coef = 1.0;       // digital weight of the read: ±2^(c·slice), or -bias for the unit column
-  };
-  struct Tile {
-    std::vector<int64_t> rows, cols;   // GEMM rows (inputs) and columns (outputs) on this crossbar
-    torch::Tensor ideal;               // [A, R_t, C_t * S] programmed levels (float)
-    torch::Tensor unit;                // [R_t] offset scheme's unit column (levels), else undefined
-    torch::Tensor sign;                // polarized: [groups, C_t] fragment signs (+1/-1/0)
-    torch::Tensor reads;               // [groups, g, NR] effective read matrix (after programming)
-    torch::Tensor noise_var;           // [groups, g, NR] squared read-noise scale per cell, or undefined
-    torch::Tensor step, top;           // [NR] ADC LSB (level units) and top code per read column
-    torch::Tensor calib;               // [NR] max |partial sum| seen while calibrating
-    std::vector<int64_t> calib_hist;   // [reads][kCalibrationBins] |partial sums| (percentile < 100)
-    torch::Tensor worst_fs;            // [NR] worst-case full scale per read column (float64)
-    int64_t groups = 1, group_rows = 0;
-    // Bit-packed reads (empty when a cell is not integer-valued): plane p holds bit plane_shift[p]
-    // of the positive (or, plane_negative[p], negative) part of every read, as words of 64 rows:
-    // packed[((group * planes + p) * words + w) * NR + column].
-    std::vector<uint64_t> packed;
-    std::vector<int> plane_shift, plane_negative;
-    int64_t words = -1;  // -1: not packed yet (PackReads runs on the first Forward that can use it)
-    int kernel = 0;  // 0: undecided (auto), 1: float, 2: packed
-    // ADC tables per read column (from SetAdc): 1/LSB, code range; digital weight per group [G, NR].
-    std::vector<float> adc_inv, adc_lo, adc_hi;
-    std::vector<double> adc_scale;
-  };
-  void PackReads(Tile& t) const;
-  // Column sums of one input row (words [dac_bits][words]) on group `group`: acc[NR].
-  void PackedRow(const Tile& t, int64_t group, const uint64_t* x, int64_t* acc) const;
-  // Column sums [G, rows, NR] from inputs packed by PackInputs ([G * rows][dac_bits][words]).
-  torch::Tensor PackedSums(const Tile& t, const std::vector<uint64_t>& inputs, int64_t rows) const;
-
-  int64_t Planes(bool signed_inputs) const;
-  void Encode(Tile& t) const;
-  void BuildReads(Tile& t, const torch::Tensor& effective, const torch::Tensor& unit) const;
-  void SetAdc(Tile& t, const torch::Tensor& full_scale) const;
-  // Adds the column sums [G, rows, NR] of a calibration read to the tile's ranges.
-  void Calibrate(Tile& t, const torch::Tensor& sums);
-  static constexpr int64_t kCalibrationBins = 4096;
+  StageContext Context(FaultInjector* faults = nullptr, uint64_t seed = 0) const {
+    return StageContext{name_, map_, device_, reads_, faults, seed};
+  }
 
   std::string name_;
   MappingSpec map_;
@@ -145,12 +124,14 @@ class CrossbarLayer {
   int64_t K_ = 0, N_ = 0;
   double scale_ = 0.0;
   torch::Tensor q_;  // [N, K] quantised weights (float holding integers)
-  int slices_ = 1, components_ = 1;
   LevelTable levels_;  // the scheme's cell level of every integer weight
-  std::vector<Read> reads_;
-  std::vector<Tile> tiles_;
-  int64_t stuck_ = 0, sa0_ = 0, sa1_ = 0;
-  bool calibrating_ = false, faulty_ = false;
+  std::vector<ReadSpec> reads_;
+  std::vector<CrossbarTile> tiles_;
+  std::vector<std::unique_ptr<WeightStage>> weight_stages_;
+  ReadChain chain_;
+  int64_t sa0_ = 0, sa1_ = 0;
+  double current_nominal_ = 0, current_effective_ = 0;
+  bool calibrating_ = false, changed_ = false;
   SumKernel kernel_ = SumKernel::kAuto;
 };
 

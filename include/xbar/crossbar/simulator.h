@@ -51,6 +51,7 @@ struct LayerSimReport {
   bool signed_inputs = false;
   double weight_scale = 0.0, input_scale = 0.0;
   int64_t sa0 = 0, sa1 = 0;
+  double read_current_ratio = 1.0;     // IR drop: array current with it over without (1 = off)
   bool lossless = false;
 };
 

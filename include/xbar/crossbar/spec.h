@@ -61,14 +61,22 @@ struct MappingSpec {
   void Validate(const std::string& where) const;
 };
 
+// The exact IR-drop model's size limit (ir_drop.h: a banded solve of 2 R C nodes, O(R C^3)).
+constexpr int64_t kIrDropExactMaxCells = 16384;
+
 struct DeviceSpec {
   double on_off_ratio = 10.0;      // G_max / G_min (e.g. 1 MOhm / 10 MOhm)
   double variation_sigma = 0.0;    // lognormal device-to-device variation: G' = G exp(N(0, s^2))
   double read_noise_sigma = 0.0;   // Gaussian read noise per read, relative to each cell's G
   double drift_nu = 0.0;           // G(t) = G0 (t/t0)^-nu
   double drift_time = 1.0;         // t / t0 at inference
+  double r_on_ohm = 1e6;           // R_on = 1 / G_max (ISLPED'19: 1 MOhm on, 10 MOhm off)
+  double wire_resistance_ohm = 0;  // word/bit-line wire per cell segment (IR drop, ir_drop.h); 0 = off
+  bool ir_drop_exact = false;      // exact nodal solve instead of the fast model (small arrays only)
   static DeviceSpec FromConfig(const Config& cfg);
-  bool ideal() const { return variation_sigma == 0 && read_noise_sigma == 0 && drift_nu == 0; }
+  bool ideal() const {
+    return variation_sigma == 0 && read_noise_sigma == 0 && drift_nu == 0 && wire_resistance_ohm == 0;
+  }
   // G_min in units of the level span G_max - G_min: 1 / (on/off - 1).
   double g_min_levels() const { return 1.0 / (on_off_ratio - 1.0); }
 };

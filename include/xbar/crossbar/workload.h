@@ -53,9 +53,12 @@ struct SkipCounts {
 // conversions, mean cell level and sign bits; with `sample` (images) the zero-skipping share,
 // counted from the activations of the ideal quantised network over those images. `inputs` must
 // hold every layer (CalibrateInputs or ProbeInputs). `skips` (optional) receives the raw counts.
+// With a `device_spec` that has wire resistance, each layer's crossbars are programmed (CrossbarLayer)
+// to measure what IR drop does to their read current (LayerWork::read_current_ratio).
 std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, const std::map<std::string, double>& scales,
                                        const std::map<std::string, LayerInputs>& inputs, const torch::Tensor* sample,
                                        int64_t batch_size, torch::Device device,
-                                       std::map<std::string, SkipCounts>* skips = nullptr);
+                                       std::map<std::string, SkipCounts>* skips = nullptr,
+                                       const DeviceSpec* device_spec = nullptr);
 
 }  // namespace xbar

@@ -122,6 +122,8 @@ struct LayerWork {
   double conversions_per_cycle = 0; // ADC conversions per input cycle of one MVM (0 = used_cols x fragments)
   double mean_level = 0.5;          // mean programmed level / L of the used cells: read current scales
                                     // the crossbar energy (the table's figure is for a half-level array)
+  double read_current_ratio = 1.0;  // IR drop: array current with every word line driven over the
+                                    // current without wire resistance (scales the crossbar energy)
   int64_t sign_bits = 0;            // FORMS sign indicators (one per fragment per column), stored digitally
   int adc_bits = 0;                 // ADC resolution this layer needs (0 = the architecture's)
   int64_t input_cycles = 0;         // bit-serial cycles per MVM (signed inputs need a sign cycle; 0 = unsigned)

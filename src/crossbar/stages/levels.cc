@@ -1,0 +1,38 @@
+// The scheme's cell levels of a tile: level quantisation, the first weight-side step, applied once
+// when a layer is mapped (the programming stages start from these levels).
+#include "xbar/crossbar/stage.h"
+
+namespace xbar {
+
+void EncodeTile(CrossbarTile& t, const torch::Tensor& q, const LevelTable& levels, const MappingSpec& map) {
+  const int64_t R = t.num_rows(), C = t.num_cols();
+  const int A = map.scheme->Components(), S = map.slices();
+  auto index = [](const std::vector<int64_t>& v) {
+    return torch::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())}, torch::kInt64).clone();
+  };
+  // [R, C] integer weights of this crossbar, and their level-table indices.
+  torch::Tensor w = q.index_select(0, index(t.cols)).index_select(1, index(t.rows)).t().contiguous();
+  torch::Tensor idx = (w + static_cast<float>(levels.qmax)).to(torch::kInt64).reshape({-1});
+  std::vector<torch::Tensor> comps(static_cast<size_t>(A));
+  for (int a = 0; a < A; ++a) {
+    std::vector<torch::Tensor> per_slice;
+    for (int s = 0; s < S; ++s) per_slice.push_back(levels.Of(a, s).index_select(0, idx).view({R, C}));
+    comps[static_cast<size_t>(a)] = torch::stack(per_slice, 2).reshape({R, C * S});  // column j*S + s
+  }
+  t.ideal = torch::stack(comps, 0).to(torch::kFloat32);
+  if (map.scheme->UnitColumn(map.encoding())) t.unit = torch::ones({R}, torch::kFloat32);
+  // ADC groups: FORMS converts every fragment of m rows; the other schemes the whole column.
+  const int64_t g = map.GroupRows(R);
+  t.group_rows = g;
+  t.groups = (R + g - 1) / g;
+  if (map.scheme->SignPerFragment()) {
+    torch::Tensor padded = torch::zeros({t.groups * g, C}, torch::kFloat32);
+    padded.narrow(0, 0, R).copy_(w);
+    auto frag = padded.view({t.groups, g, C});
+    auto has_pos = frag.gt(0).any(1), has_neg = frag.lt(0).any(1);
+    // CheckTile has made sure no fragment holds both signs.
+    t.sign = has_pos.to(torch::kFloat32) - has_neg.to(torch::kFloat32);  // [groups, C]
+  }
+}
+
+}  // namespace xbar
