@@ -32,14 +32,6 @@ void PackDigits(const uint8_t* d, int64_t n, int k, uint64_t* out, int64_t words
   }
 }
 
-// acc[c] += popcount(x & col[c]) << shift over n columns (vectorises to vpopcntq on AVX-512).
-inline void PopcountAdd(uint64_t x, const uint64_t* col, int64_t n, int shift, int64_t* acc) {
-  for (int64_t c = 0; c < n; ++c) acc[c] += static_cast<int64_t>(__builtin_popcountll(x & col[c])) << shift;
-}
-inline void PopcountSub(uint64_t x, const uint64_t* col, int64_t n, int shift, int64_t* acc) {
-  for (int64_t c = 0; c < n; ++c) acc[c] -= static_cast<int64_t>(__builtin_popcountll(x & col[c])) << shift;
-}
-
 }  // namespace
 
 std::vector<uint64_t> PackInputs(const torch::Tensor& xg, int v) {
@@ -93,27 +85,6 @@ void PackReads(CrossbarTile& t, int v) {
         }
         PackDigits(d.data(), g, 0, words.data(), W);
         for (int64_t w = 0; w < W; ++w) t.packed[static_cast<size_t>(((gi * NP + p) * W + w) * NR + c)] = words[static_cast<size_t>(w)];
-      }
-    }
-  }
-}
-
-void PackedRow(const CrossbarTile& t, int64_t group, const uint64_t* x, int v, int64_t* acc) {
-  const int64_t NR = t.read_columns(), W = t.words;
-  const auto NP = static_cast<int64_t>(t.plane_shift.size());
-  std::fill(acc, acc + NR, 0);
-  for (int64_t p = 0; p < NP; ++p) {
-    const uint64_t* wp = t.packed.data() + (group * NP + p) * W * NR;
-    for (int64_t k = 0; k < v; ++k) {
-      const int shift = t.plane_shift[static_cast<size_t>(p)] + static_cast<int>(k);
-      for (int64_t w = 0; w < W; ++w) {
-        const uint64_t xw = x[k * W + w];
-        if (xw == 0) continue;
-        if (t.plane_negative[static_cast<size_t>(p)]) {
-          PopcountSub(xw, wp + w * NR, NR, shift, acc);
-        } else {
-          PopcountAdd(xw, wp + w * NR, NR, shift, acc);
-        }
       }
     }
   }
