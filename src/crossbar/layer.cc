@@ -64,8 +64,7 @@ void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_
   for (size_t ti = 0; ti < tiles_.size(); ++ti) {
     CrossbarTile& t = tiles_[ti];
     TileCells cells;
-    cells.levels = t.ideal.clone();
-    cells.unit = t.unit.defined() ? t.unit.clone() : torch::Tensor();
+    cells.source = &t;
     cells.tile = static_cast<int64_t>(ti);
     cells.first_crossbar = crossbar;
     for (const auto& stage : weight_stages_) stage->Apply(cells, ctx);

@@ -6,10 +6,10 @@ namespace xbar {
 // is one file in stages/ and one line here.
 std::vector<std::unique_ptr<WeightStage>> BuildWeightStages(const MappingSpec& map, const DeviceSpec& device) {
   std::vector<std::unique_ptr<WeightStage>> out;
-  // The scheme's levels are written first, when the layer is mapped (EncodeTile, stages/levels.cc).
   auto add = [&](std::unique_ptr<WeightStage> s) {
     if (s) out.push_back(std::move(s));
   };
+  add(MakeLevelsStage());  // the scheme's levels (encoded once per tile by EncodeTile)
   add(MakeStuckAtStage());
   add(MakeVariationStage(device));
   add(MakeDriftStage(device));

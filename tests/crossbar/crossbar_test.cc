@@ -9,6 +9,7 @@
 #include "xbar/crossbar/layer.h"
 #include "xbar/crossbar/plan.h"
 #include "xbar/crossbar/simulator.h"
+#include "xbar/crossbar/stage.h"
 #include "xbar/crossbar/workload.h"
 #include "xbar/models/zoo.h"
 
@@ -618,6 +619,30 @@ torch::Tensor RandomArray(int64_t rows, int64_t cols, double g_max, uint64_t see
   return (0.1 + 0.9 * level) * g_max;
 }
 
+TEST(Stages, ListsFollowTheHardwareDescriptionInOrder) {
+  auto names = [](const std::vector<std::unique_ptr<WeightStage>>& l) {
+    std::string out;
+    for (const auto& s : l) out += (out.empty() ? "" : " > ") + std::string(s->Name());
+    return out;
+  };
+  const MappingSpec map = Map(kTwoColumn, 128, 128, 2, 1);
+  DeviceSpec ideal;
+  EXPECT_EQ(names(BuildWeightStages(map, ideal)), "levels > stuck-at");
+  EXPECT_EQ(BuildReadStages(map, ideal).Names(), "dac > adc");
+  EXPECT_TRUE(BuildReadStages(map, ideal).exact());
+  DeviceSpec all;
+  all.variation_sigma = 0.1;
+  all.drift_nu = 0.05;
+  all.drift_time = 100;
+  all.read_noise_sigma = 0.01;
+  all.wire_resistance_ohm = 1;
+  EXPECT_EQ(names(BuildWeightStages(map, all)), "levels > stuck-at > variation > drift");
+  EXPECT_EQ(BuildReadStages(map, all).Names(), "dac > ir-drop > read-noise > adc");
+  EXPECT_FALSE(BuildReadStages(map, all).exact());
+  all.drift_time = 1;  // no time elapsed: no drift stage
+  EXPECT_EQ(names(BuildWeightStages(map, all)), "levels > stuck-at > variation");
+}
+
 TEST(IrDrop, ExactSolveMatchesClosedFormsOfSmallNetworks) {
   // One cell between two wire segments: I = V / (2 r + 1/G); the fast model is exact here too.
   torch::Tensor g = torch::full({1, 1}, 1e-3, torch::kFloat64);
@@ -703,7 +728,9 @@ TEST(IrDrop, StageLowersTheReadCurrentAndLeavesTheExactPath) {
       // Read current within 2 % of its drop; the output error within 20 % of the exact model's
       // (measured: 0-13 %; a pair's difference of two large currents magnifies the model's error).
       EXPECT_NEAR(cx, c, 0.02 * (1.0 - c) + 1e-6) << s->Name() << " r " << r;
-      if (ex > 1e-3) EXPECT_NEAR(e, ex, 0.2 * ex) << s->Name() << " r " << r;
+      if (ex > 1e-3) {
+        EXPECT_NEAR(e, ex, 0.2 * ex) << s->Name() << " r " << r;
+      }
     }
   }
 }

@@ -1,7 +1,7 @@
 // xbar/crossbar/stage.h — non-idealities as ordered, separately testable stages (SPEC §4).
 //
 // Weight-side stages run once, when a tile is programmed, on its cells' conductances: the scheme's
-// levels, stuck-at faults, device variation, drift. Read-side stages act on every MVM in the order
+// levels (level quantisation), stuck-at faults, device variation, drift. Read-side stages act on every MVM in the order
 // DAC -> array -> noise -> ADC: the DAC cuts inputs into bit-planes, the array sums currents (IR drop
 // on its wires changes what a read sees), read noise perturbs the sums, the ADC converts them.
 // BuildWeightStages / BuildReadStages make the ordered lists from the hardware description, with
@@ -34,6 +34,7 @@ class FaultInjector;
 // (level + g0) (G_max - G_min) with g0 = DeviceSpec::g_min_levels(), so level 0 is G_min and L is
 // G_max.
 struct TileCells {
+  const CrossbarTile* source = nullptr;  // the tile being programmed (its scheme levels: tile.ideal)
   torch::Tensor levels;  // [A, R, C*S] per component (column j*S + s), float
   torch::Tensor unit;    // [R] the offset scheme's unit column, or undefined
   // What a read sees when it differs from the programmed conductance (IR drop); undefined = the same.
@@ -149,14 +150,16 @@ ReadChain BuildReadStages(const MappingSpec& map, const DeviceSpec& device);
 // The stages (one file each in src/crossbar/stages/); a Make function returns null when the
 // hardware description switches the effect off.
 std::unique_ptr<WeightStage> MakeLevelsStage();
+std::unique_ptr<WeightStage> MakeLevelsStage();
 std::unique_ptr<WeightStage> MakeStuckAtStage();
 std::unique_ptr<WeightStage> MakeVariationStage(const DeviceSpec& device);
 std::unique_ptr<WeightStage> MakeDriftStage(const DeviceSpec& device);
 std::unique_ptr<ReadStage> MakeIrDropStage(const DeviceSpec& device);
 std::unique_ptr<ReadStage> MakeReadNoiseStage(const DeviceSpec& device);
 
-// The scheme's cell levels of a tile (stages/levels.cc): fills tile.ideal, tile.unit, the ADC groups
-// and, for a sign per fragment, tile.sign, from the layer's integer weights q [N, K].
+// The scheme's cell levels of a tile (stages/levels.cc), once when the layer is mapped: fills
+// tile.ideal, tile.unit, the ADC groups and, for a sign per fragment, tile.sign, from the layer's
+// integer weights q [N, K]. The levels stage then writes tile.ideal into the cells at every Program.
 void EncodeTile(CrossbarTile& tile, const torch::Tensor& q, const LevelTable& levels, const MappingSpec& map);
 
 }  // namespace xbar

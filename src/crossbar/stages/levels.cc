@@ -1,5 +1,6 @@
-// The scheme's cell levels of a tile: level quantisation, the first weight-side step, applied once
-// when a layer is mapped (the programming stages start from these levels).
+// The scheme's cell levels of a tile: level quantisation, the first weight-side stage. EncodeTile
+// looks every weight's levels up once, when the layer is mapped; the stage programs them into the
+// cells, which the later stages (faults, variation, drift) then change.
 #include "xbar/crossbar/stage.h"
 
 namespace xbar {
@@ -34,5 +35,20 @@ void EncodeTile(CrossbarTile& t, const torch::Tensor& q, const LevelTable& level
     t.sign = has_pos.to(torch::kFloat32) - has_neg.to(torch::kFloat32);  // [groups, C]
   }
 }
+
+namespace {
+
+class Levels : public WeightStage {
+ public:
+  const char* Name() const override { return "levels"; }
+  void Apply(TileCells& cells, const StageContext& /*ctx*/) const override {
+    cells.levels = cells.source->ideal.clone();
+    cells.unit = cells.source->unit.defined() ? cells.source->unit.clone() : torch::Tensor();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<WeightStage> MakeLevelsStage() { return std::make_unique<Levels>(); }
 
 }  // namespace xbar
