@@ -1,9 +1,10 @@
 // xbar/crossbar/stage.h — non-idealities as ordered, separately testable stages (SPEC §4).
 //
 // Weight-side stages run once, when a tile is programmed, on its cells' conductances: the scheme's
-// levels (level quantisation), stuck-at faults, device variation, drift. Read-side stages act on every MVM in the order
-// DAC -> array -> noise -> ADC: the DAC cuts inputs into bit-planes, the array sums currents (IR drop
-// on its wires changes what a read sees), read noise perturbs the sums, the ADC converts them.
+// levels (level quantisation), stuck-at faults, device variation, drift. Read-side stages act on
+// every MVM in the order DAC -> array -> noise -> ADC: the DAC cuts inputs into bit-planes, the
+// array sums currents (IR drop on its wires changes what a read sees), read noise perturbs the
+// sums, the ADC converts them.
 // BuildWeightStages / BuildReadStages make the ordered lists from the hardware description, with
 // only the stages the description switches on. CrossbarLayer (layer.h) schedules them and owns the
 // sum kernels; it runs its exact integer kernels only while every stage keeps the sums integer.
