@@ -4,7 +4,7 @@ namespace xbar {
 
 // The registry of non-idealities: each list in the order the effects act (SPEC §4). A new effect
 // is one file in stages/ and one line here.
-std::vector<std::unique_ptr<WeightStage>> BuildWeightStages(const MappingSpec& map, const DeviceSpec& device) {
+std::vector<std::unique_ptr<WeightStage>> BuildWeightStages(const MappingSpec& /*map*/, const DeviceSpec& device) {
   std::vector<std::unique_ptr<WeightStage>> out;
   auto add = [&](std::unique_ptr<WeightStage> s) {
     if (s) out.push_back(std::move(s));
@@ -13,7 +13,6 @@ std::vector<std::unique_ptr<WeightStage>> BuildWeightStages(const MappingSpec& m
   add(MakeStuckAtStage());
   add(MakeVariationStage(device));
   add(MakeDriftStage(device));
-  (void)map;
   return out;
 }
 

@@ -143,6 +143,14 @@ TEST(Arch, CostModelReadsTheDeviceOnOffRatio) {
   a.device.on_off_ratio = 3;  // g0 = 1/2
   const double e3 = Estimate({w}, a, t).layers[0].energy_breakdown_nj.at("crossbar");
   EXPECT_NEAR(e3 / e10, ((0.5 + 0.25) / (0.5 + 0.5)) / ((1.0 / 9 + 0.25) / (1.0 / 9 + 0.5)), 1e-12);
+  // IR drop: the read current the workload measured scales the crossbar energy, nothing else.
+  const CostReport full = Estimate({w}, a, t);
+  w.read_current_ratio = 0.8;
+  const CostReport dropped = Estimate({w}, a, t);
+  EXPECT_NEAR(dropped.layers[0].energy_breakdown_nj.at("crossbar") / full.layers[0].energy_breakdown_nj.at("crossbar"), 0.8,
+              1e-12);
+  EXPECT_EQ(dropped.layers[0].energy_breakdown_nj.at("dac"), full.layers[0].energy_breakdown_nj.at("dac"));
+  EXPECT_EQ(dropped.layers[0].latency_us, full.layers[0].latency_us);
 }
 
 LayerWork Layer(int64_t positions, int64_t crossbars, double share = 1.0) {

@@ -5,7 +5,7 @@
 // read, [groups, group rows, reads x columns]), the read-noise variances and the ADC tables. The
 // engine (layer.h) fills the geometry and schedules the work; the stages (stage.h) fill the rest.
 //
-//   std::vector<ReadSpec> reads = ReadsOf(map, /*analog_subtract=*/false);
+//   std::vector<ReadSpec> reads = ReadsOf(map);   // per slice (and component), unit column last
 //   torch::Tensor m = AssembleReads(tile, reads, cells.levels, cells.unit, map.slices());  // [G, g, NR]
 #pragma once
 
