@@ -18,10 +18,6 @@ namespace {
 const auto kF32 = torch::TensorOptions().dtype(torch::kFloat32);
 const auto kF64 = torch::TensorOptions().dtype(torch::kFloat64);
 
-torch::Tensor Index(const std::vector<int64_t>& v) {
-  return torch::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())}, torch::kInt64).clone();
-}
-
 }  // namespace
 
 CrossbarLayer::CrossbarLayer(std::string name, const torch::Tensor& w2d, double weight_scale, const MappingSpec& map,
@@ -112,10 +108,13 @@ int64_t CrossbarLayer::crossbars() const {
   return static_cast<int64_t>(tiles_.size()) * map_.scheme->ArraysPerTile();
 }
 
+int64_t CrossbarLayer::TileColumns(const CrossbarTile& t) const {
+  return t.num_cols() * map_.slices() * map_.scheme->Components() + (t.unit.defined() ? 1 : 0);
+}
+
 int64_t CrossbarLayer::cells() const {
   int64_t n = 0;
-  const int64_t per_output = map_.slices() * map_.scheme->Components();
-  for (const CrossbarTile& t : tiles_) n += t.num_rows() * (t.num_cols() * per_output + (t.unit.defined() ? 1 : 0));
+  for (const CrossbarTile& t : tiles_) n += t.num_rows() * TileColumns(t);
   return n;
 }
 
@@ -127,8 +126,7 @@ int64_t CrossbarLayer::used_rows() const {
 
 int64_t CrossbarLayer::used_columns() const {
   int64_t n = 0;
-  const int64_t per_output = map_.slices() * map_.scheme->Components();
-  for (const CrossbarTile& t : tiles_) n += t.num_cols() * per_output + (t.unit.defined() ? 1 : 0);
+  for (const CrossbarTile& t : tiles_) n += TileColumns(t);
   return n;
 }
 
@@ -174,7 +172,7 @@ void CrossbarLayer::CountReads(const torch::Tensor& xq_in, bool signed_inputs, R
     const int64_t F = (R + m - 1) / m;
     stats->input_cycles += P * M * F;
     if (last_rows == nullptr || *last_rows != t.rows) {
-      torch::Tensor xr = xq.index_select(1, Index(t.rows));
+      torch::Tensor xr = xq.index_select(1, IndexTensor(t.rows));
       if (F * m != R) xr = torch::constant_pad_nd(xr, {0, F * m - R}, 0);
       torch::Tensor fr = xr.view({M, F, m});
       torch::Tensor planes = torch::ceil(torch::ceil(torch::log2(fr.clamp_min(0).amax(2) + 1)) / static_cast<double>(v));
@@ -216,7 +214,7 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       const int64_t R = t.num_rows(), C = t.num_cols();
       const int64_t G = t.groups, g = t.group_rows, NR = t.read_columns();
       if (cached_rows == nullptr || *cached_rows != t.rows || xg.size(2) != g) {
-        torch::Tensor xt = X.index_select(2, Index(t.rows));  // [P, M, R]
+        torch::Tensor xt = X.index_select(2, IndexTensor(t.rows));  // [P, M, R]
         if (G * g != R) xt = torch::constant_pad_nd(xt, {0, G * g - R}, 0);
         xg = xt.reshape({P * M, G, g}).permute({1, 0, 2}).contiguous();  // [G, P*M, g]
         cached_rows = &t.rows;

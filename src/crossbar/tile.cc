@@ -23,6 +23,10 @@ std::vector<ReadSpec> ReadsOf(const MappingSpec& map) {
   return reads;
 }
 
+torch::Tensor IndexTensor(const std::vector<int64_t>& v) {
+  return torch::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())}, torch::kInt64).clone();
+}
+
 torch::Tensor AssembleReads(const CrossbarTile& t, const std::vector<ReadSpec>& reads, const torch::Tensor& levels,
                             const torch::Tensor& unit, int slices) {
   const int64_t R = t.num_rows(), C = t.num_cols();

@@ -114,6 +114,8 @@ class CrossbarLayer {
   bool lossless() const;
 
  private:
+  // Bit lines a tile's weights (and unit column) take, over its arrays.
+  int64_t TileColumns(const CrossbarTile& t) const;
   StageContext Context(FaultInjector* faults = nullptr, uint64_t seed = 0) const {
     return StageContext{name_, map_, device_, reads_, faults, seed};
   }

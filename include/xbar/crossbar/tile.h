@@ -62,6 +62,9 @@ struct CrossbarTile {
   int64_t read_columns() const { return reads.size(2); }
 };
 
+// A tile's GEMM rows or columns as an int64 index tensor (for index_select).
+torch::Tensor IndexTensor(const std::vector<int64_t>& v);
+
 // The read matrix [G, g, NR] of per-component cell values `levels` [A, R, C*S] (and the unit
 // column [R], if any): each read's columns side by side, rows padded to whole groups.
 torch::Tensor AssembleReads(const CrossbarTile& t, const std::vector<ReadSpec>& reads, const torch::Tensor& levels,

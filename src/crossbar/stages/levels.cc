@@ -8,11 +8,8 @@ namespace xbar {
 void EncodeTile(CrossbarTile& t, const torch::Tensor& q, const LevelTable& levels, const MappingSpec& map) {
   const int64_t R = t.num_rows(), C = t.num_cols();
   const int A = map.scheme->Components(), S = map.slices();
-  auto index = [](const std::vector<int64_t>& v) {
-    return torch::from_blob(const_cast<int64_t*>(v.data()), {static_cast<int64_t>(v.size())}, torch::kInt64).clone();
-  };
   // [R, C] integer weights of this crossbar, and their level-table indices.
-  torch::Tensor w = q.index_select(0, index(t.cols)).index_select(1, index(t.rows)).t().contiguous();
+  torch::Tensor w = q.index_select(0, IndexTensor(t.cols)).index_select(1, IndexTensor(t.rows)).t().contiguous();
   torch::Tensor idx = (w + static_cast<float>(levels.qmax)).to(torch::kInt64).reshape({-1});
   std::vector<torch::Tensor> comps(static_cast<size_t>(A));
   for (int a = 0; a < A; ++a) {
