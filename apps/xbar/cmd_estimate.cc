@@ -34,19 +34,18 @@ std::vector<hw::LayerWork> Work(const RunContext& ctx, const std::string& weight
   LoadedModel m = LoadModelAndData(ctx, weights, /*train_split=*/arch.zero_skipping, /*data_needed=*/arch.zero_skipping);
   Model& model = *m.model;
   const std::map<std::string, double> scales = StoredScales(m.bytes, weights);
-  const int64_t batch = cfg.Int("simulate.batch_size");
   if (!arch.zero_skipping) {
     torch::manual_seed(ctx.seed);
     const torch::Tensor probe = torch::randn({1, m.spec.in_channels, m.spec.height, m.spec.width_px}).to(ctx.device);
     *images = 0;
-    return NetworkWork(model, map, scales, ProbeInputs(model, probe, map.input_bits), nullptr, batch, ctx.device, nullptr,
+    return NetworkWork(model, map, scales, ProbeInputs(model, probe, map.input_bits), nullptr, ctx.device, nullptr,
                        &arch.device);
   }
   const int64_t n_cal = std::min(m.data.train.size(), map.calibration_images);
   const auto inputs = CalibrateInputs(model, m.data.train.images.narrow(0, 0, n_cal), ctx.device, map.input_bits);
   *images = std::min<int64_t>(cfg.Int("estimate.images"), m.data.test.size());
   const torch::Tensor sample = m.data.test.images.narrow(0, 0, *images);
-  return NetworkWork(model, map, scales, inputs, &sample, batch, ctx.device, nullptr, &arch.device);
+  return NetworkWork(model, map, scales, inputs, &sample, ctx.device, nullptr, &arch.device);
 }
 
 nlohmann::ordered_json ChipJson(const hw::ArchSpec& a, const hw::TechTable& t, const hw::ChipCost& c) {

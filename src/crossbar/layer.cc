@@ -220,8 +220,9 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
         cached_rows = &t.rows;
         xbits.clear();
       }
-      // Column sums of every read in every cycle, [G, P*M, NR]: a float GEMM, or bit-packed; both
-      // are exact. Once a crossbar runs bit-packed, its sums are computed row by row inside the ADC
+      // Column sums of every read in every cycle, [G, P*M, NR]: the fixed-order float kernel, or
+      // bit-packed; both exact on integer cells, and the float one the same bits wherever a
+      // position sits (kernels/float.cc). Once a crossbar runs bit-packed, its sums are computed row by row inside the ADC
       // loop below and never stored.
       const bool can_pack = t.words > 0;
       const bool fused = can_pack && !calibrating_ &&
@@ -230,14 +231,14 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       if (fused) {
         if (xbits.empty()) xbits = PackInputs(xg, v);
       } else if (!can_pack || kernel_ == SumKernel::kFloat || t.kernel == 1) {
-        sums = torch::bmm(xg, t.reads);
+        sums = FloatSums(xg, t.reads);
       } else if (kernel_ == SumKernel::kPacked || t.kernel == 2) {
         if (xbits.empty()) xbits = PackInputs(xg, v);
         sums = PackedSums(t, xbits, P * M, v);
       } else {  // undecided: time both on these positions and keep the faster
         using Clock = std::chrono::steady_clock;
         const auto t0 = Clock::now();
-        sums = torch::bmm(xg, t.reads);
+        sums = FloatSums(xg, t.reads);
         const auto t1 = Clock::now();
         if (xbits.empty()) xbits = PackInputs(xg, v);
         torch::Tensor alt = PackedSums(t, xbits, P * M, v);

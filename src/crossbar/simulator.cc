@@ -113,7 +113,9 @@ int64_t NetworkSimulator::crossbars() const {
 torch::Tensor QuantizeInputs(const torch::Tensor& x, double scale, bool signed_inputs, int input_bits) {
   const double qmax = signed_inputs ? std::ldexp(1.0, input_bits - 1) - 1 : std::ldexp(1.0, input_bits) - 1;
   const double qmin = signed_inputs ? -qmax - 1 : 0.0;
-  return torch::clamp(torch::round(x / scale), qmin, qmax);
+  torch::Tensor q = x / scale;
+  q.round_();
+  return q.clamp_(qmin, qmax);
 }
 
 // Exact integer result of a conv/linear on integer-valued float tensors. A float32 sum of integers

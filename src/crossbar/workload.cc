@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 
 #include "xbar/core/error.h"
 #include "xbar/crossbar/plan.h"
 #include "xbar/crossbar/simulator.h"
+#include "xbar/crossbar/threads.h"
 
 namespace xbar {
 namespace {
@@ -20,26 +22,80 @@ void Finish(std::map<std::string, LayerInputs>& in, int input_bits) {
   }
 }
 
-// Records every layer's input range and positions while running the float model.
-LayerOverride Recorder(Model& model, std::map<std::string, LayerInputs>& in) {
+// Records every layer's input range and positions while running the float model; safe to call
+// from several threads at once (the ranges are maxima and minima: the same in any order).
+LayerOverride Recorder(Model& model, std::map<std::string, LayerInputs>& in, std::mutex& mu) {
   for (const LayerInfo& l : model.layers()) in[l.name];
-  return [&in](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
-    LayerInputs& r = in.at(l.name);
-    r.max_abs = std::max(r.max_abs, x.abs().max().item<double>());
-    r.min = std::min(r.min, x.min().item<double>());
+  return [&in, &mu](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
+    const double max_abs = x.abs().max().item<double>(), min = x.min().item<double>();
     torch::Tensor y = ideal(x);
-    r.positions = y.numel() / (y.size(0) * l.out_channels);
+    const int64_t positions = y.numel() / (y.size(0) * l.out_channels);
+    std::lock_guard<std::mutex> lock(mu);
+    LayerInputs& r = in.at(l.name);
+    r.max_abs = std::max(r.max_abs, max_abs);
+    r.min = std::min(r.min, min);
+    r.positions = positions;
     return y;
   };
 }
 
-// Input cycles a fragment needs per quantised input value: the planes up to its highest non-zero
-// bit, or every plane for a negative (two's-complement) input, as uint8.
-torch::Tensor PlanesNeeded(const torch::Tensor& xq, const MappingSpec& map, bool signed_inputs) {
-  const int64_t P = map.InputCycles(signed_inputs);
-  torch::Tensor planes = torch::ceil(torch::ceil(torch::log2(xq.clamp_min(0) + 1)) / static_cast<double>(map.dac_bits));
-  if (signed_inputs) planes = torch::where(xq.lt(0), torch::full_like(planes, static_cast<double>(P)), planes);
-  return planes.to(torch::kUInt8).contiguous();
+// Runs `model` over `images` in batches of kCalibrationBatch. On the CPU the batches run side by
+// side, each on one thread: a batch's float32 sums are then the same as on one thread (a
+// multi-threaded GEMM may sum in another order, and a range or activation that moves by one ulp
+// moves every quantised input after it), so results do not depend on the thread count.
+void ForwardInBatches(Model& model, const torch::Tensor& images, torch::Device device) {
+  const int64_t n = images.size(0);
+  const int64_t batches = (n + kCalibrationBatch - 1) / kCalibrationBatch;
+  auto run = [&](int64_t b) {
+    torch::NoGradGuard no_grad;
+    const int64_t start = b * kCalibrationBatch;
+    model.forward(images.slice(0, start, std::min(n, start + kCalibrationBatch)).to(device));
+  };
+  if (!device.is_cpu()) {
+    for (int64_t b = 0; b < batches; ++b) run(b);
+    return;
+  }
+  if (at::get_num_threads() == 1 || batches == 1) {
+    OneThread one;  // no side-by-side batches: each on one thread all the same
+    for (int64_t b = 0; b < batches; ++b) run(b);
+    return;
+  }
+  // Inside at::parallel_for, ATen's own loops and OpenBLAS (OpenMP) run on the calling thread.
+  at::parallel_for(0, batches, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) run(b);
+  });
+}
+
+// Input cycles a fragment needs per quantised input value, as uint8: the planes up to its highest
+// non-zero bit (ceil(bit length / DAC bits)), or all `P` for a negative (two's-complement) input.
+// `xq` is [B, C, H, W] (conv: the result is zero-padded by `pad` on each side) or [B, K] (linear).
+// One pass: no float temporaries.
+torch::Tensor PlanesNeeded(const torch::Tensor& xq, int dac_bits, int64_t P, int64_t pad) {
+  const torch::Tensor x = xq.to(torch::kCPU, torch::kFloat32).contiguous();
+  const bool conv = x.dim() == 4;
+  const int64_t rows = conv ? x.size(0) * x.size(1) * x.size(2) : x.size(0);
+  const int64_t W = x.size(x.dim() - 1);
+  const int64_t H = conv ? x.size(2) : 1;
+  const int64_t Wp = W + 2 * pad;
+  torch::Tensor need = conv ? torch::zeros({x.size(0), x.size(1), H + 2 * pad, Wp}, torch::kUInt8)
+                            : torch::empty({x.size(0), W}, torch::kUInt8);
+  const float* xp = x.data_ptr<float>();
+  uint8_t* np = need.data_ptr<uint8_t>();
+  uint8_t table[65];  // planes needed per bit length
+  for (int bits = 0; bits <= 64; ++bits) table[bits] = static_cast<uint8_t>((bits + dac_bits - 1) / dac_bits);
+  const uint8_t all = static_cast<uint8_t>(P);
+  at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      // Row r of the input is row (r % H) of plane (r / H); padded, it starts `pad` rows and columns in.
+      uint8_t* dst = conv ? np + ((r / H) * (H + 2 * pad) + r % H + pad) * Wp + pad : np + r * W;
+      const float* src = xp + r * W;
+      for (int64_t i = 0; i < W; ++i) {
+        const float v = src[i];
+        dst[i] = v < 0 ? all : table[64 - __builtin_clzll(static_cast<uint64_t>(v) | 1) - (v < 1 ? 1 : 0)];
+      }
+    }
+  });
+  return need;
 }
 
 // Cycles needed by the fragments (map.fragment_rows consecutive entries of `rows`) of one tile,
@@ -104,26 +160,17 @@ int64_t NeededCycles(const torch::Tensor& need, const LayerInfo& l, int64_t chan
 
 std::map<std::string, LayerInputs> CalibrateInputs(Model& model, const torch::Tensor& images, torch::Device device,
                                                    int input_bits) {
-  const int64_t batch_size = kCalibrationBatch;
   torch::NoGradGuard no_grad;
   model.eval();
   std::map<std::string, LayerInputs> in;
-  model.SetLayerOverride(Recorder(model, in));
-  // One thread: a multi-threaded float32 GEMM may sum in another order, and a range that moves by
-  // one ulp moves every quantised input after it.
-  const int threads = at::get_num_threads();
-  at::set_num_threads(1);
-  const int64_t n = images.size(0);
+  std::mutex mu;
+  model.SetLayerOverride(Recorder(model, in, mu));
   try {
-    for (int64_t start = 0; start < n; start += batch_size) {
-      model.forward(images.slice(0, start, std::min(n, start + batch_size)).to(device));
-    }
+    ForwardInBatches(model, images, device);
   } catch (...) {
-    at::set_num_threads(threads);
     model.SetLayerOverride(nullptr);
     throw;
   }
-  at::set_num_threads(threads);
   model.SetLayerOverride(nullptr);
   Finish(in, input_bits);
   return in;
@@ -133,7 +180,8 @@ std::map<std::string, LayerInputs> ProbeInputs(Model& model, const torch::Tensor
   torch::NoGradGuard no_grad;
   model.eval();
   std::map<std::string, LayerInputs> in;
-  model.SetLayerOverride(Recorder(model, in));
+  std::mutex mu;
+  model.SetLayerOverride(Recorder(model, in, mu));
   model.forward(probe);
   model.SetLayerOverride(nullptr);
   Finish(in, input_bits);
@@ -142,7 +190,7 @@ std::map<std::string, LayerInputs> ProbeInputs(Model& model, const torch::Tensor
 
 std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, const std::map<std::string, double>& scales,
                                        const std::map<std::string, LayerInputs>& inputs, const torch::Tensor* sample,
-                                       int64_t batch_size, torch::Device device, std::map<std::string, SkipCounts>* skips,
+                                       torch::Device device, std::map<std::string, SkipCounts>* skips,
                                        const DeviceSpec* device_spec) {
   torch::NoGradGuard no_grad;
   struct Layer {
@@ -150,7 +198,7 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
     std::vector<std::vector<int64_t>> tile_rows;  // per group: every tile's rows, in group order
     std::vector<int64_t> group_tiles;             // tiles per group
     torch::Tensor qweight;                        // quantised weights in the layer's shape (float)
-    torch::Tensor bias;                           // float64, or undefined
+    torch::Tensor bias;                           // or undefined
     double weight_scale = 1.0;
     SkipCounts skip;
   };
@@ -207,15 +255,20 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
     wk.nonzero = w2d.ne(0).sum().item<int64_t>();
     if (sample != nullptr) {
       s.qweight = QuantizeWeights(w2d, s.weight_scale, map.weight_bits).view(w.sizes());
-      if (auto* b = params.find(l.name + ".bias")) s.bias = b->detach().cpu().to(torch::kFloat64);
+      if (auto* b = params.find(l.name + ".bias")) s.bias = b->detach().cpu();
     }
   }
   if (sample != nullptr) {
-    // The ideal crossbar network (quantised inputs and weights, exact sums): each layer counts its
+    // The ideal crossbar network (quantised inputs and weights, float32 sums): each layer counts its
     // fragments' needed cycles on its quantised inputs, then computes what a lossless crossbar does.
+    // The sums are exact while they stay below 2^24 (8-bit inputs on small layers); beyond that a
+    // float32 sum rounds, which can move a later layer's quantised input by one step: an exact sum
+    // would cost two to four GEMMs per layer for a statistic that such a step almost never changes
+    // (docs/BENCHMARKS.md measures by how much).
+    std::mutex mu;
     model.eval();
     model.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn&) {
-      Layer& s = layers.at(l.name);
+      const Layer& s = layers.at(l.name);
       const LayerInputs& in = inputs.at(l.name);
       torch::Tensor xq = QuantizeInputs(x, in.scale, in.signed_inputs, map.input_bits);
       const int64_t B = x.size(0), P = map.InputCycles(in.signed_inputs), m = map.fragment_rows;
@@ -224,12 +277,12 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
       if (l.kind == LayerKind::kConv2d) {
         out_h = (x.size(2) + 2 * l.padding - l.kernel_h) / l.stride + 1;
         out_w = (x.size(3) + 2 * l.padding - l.kernel_w) / l.stride + 1;
-        need = PlanesNeeded(torch::constant_pad_nd(xq.cpu(), {l.padding, l.padding, l.padding, l.padding}, 0), map,
-                            in.signed_inputs);
+        need = PlanesNeeded(xq, map.dac_bits, P, l.padding);
       } else {
-        need = PlanesNeeded(xq.cpu().reshape({B, -1}), map, in.signed_inputs);
+        need = PlanesNeeded(xq.reshape({B, -1}), map.dac_bits, P, 0);
       }
       const int64_t cin = l.in_channels / l.groups;
+      SkipCounts counts;
       size_t tile = 0;
       for (int64_t g = 0; g < l.groups; ++g) {
         // Column groups of a layer share their row sets (always, without row compaction): count
@@ -238,24 +291,30 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
         for (int64_t t = 0; t < s.group_tiles[static_cast<size_t>(g)]; ++t, ++tile) {
           const std::vector<int64_t>& rows = s.tile_rows[tile];
           const int64_t F = (static_cast<int64_t>(rows.size()) + m - 1) / m;
-          s.skip.applied += P * B * out_h * out_w * F;
+          counts.applied += P * B * out_h * out_w * F;
           auto it = by_rows.find(rows);
           if (it == by_rows.end()) it = by_rows.emplace(rows, NeededCycles(need, l, g * cin, rows, m, out_h, out_w)).first;
-          s.skip.needed += it->second;
+          counts.needed += it->second;
         }
       }
-      torch::Tensor y = ExactLayer(l, xq, s.qweight.to(x.device()), in.signed_inputs ? std::ldexp(1.0, map.input_bits - 1)
-                                                                                     : std::ldexp(1.0, map.input_bits) - 1) *
-                        (s.weight_scale * in.scale);
-      if (s.bias.defined()) {
-        torch::Tensor bias = s.bias.to(x.device());
-        y = l.kind == LayerKind::kConv2d ? y + bias.view({1, -1, 1, 1}) : y + bias;
+      {
+        std::lock_guard<std::mutex> lock(mu);  // integer sums: the same in any order
+        Layer& t = layers.at(l.name);
+        t.skip.applied += counts.applied;
+        t.skip.needed += counts.needed;
       }
-      return y.to(torch::kFloat32);
+      const torch::Tensor w = s.qweight.to(x.device());
+      torch::Tensor y = l.kind == LayerKind::kConv2d ? torch::conv2d(xq, w, {}, l.stride, l.padding, 1, l.groups)
+                                                     : torch::mm(xq.reshape({B, -1}), w.t());
+      y.mul_(s.weight_scale * in.scale);
+      if (s.bias.defined()) y.add_(l.kind == LayerKind::kConv2d ? s.bias.to(x.device()).view({1, -1, 1, 1}) : s.bias.to(x.device()));
+      return y;
     });
-    const int64_t n = sample->size(0);
-    for (int64_t start = 0; start < n; start += batch_size) {
-      model.forward(sample->slice(0, start, std::min(n, start + batch_size)).to(device));
+    try {
+      ForwardInBatches(model, *sample, device);
+    } catch (...) {
+      model.SetLayerOverride(nullptr);
+      throw;
     }
     model.SetLayerOverride(nullptr);
   }

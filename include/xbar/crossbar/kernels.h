@@ -1,4 +1,5 @@
-// xbar/crossbar/kernels.h — the engine's exact sum kernels besides the float GEMM: AND + popcount
+// xbar/crossbar/kernels.h — the engine's sum kernels: a fixed-order float kernel for any read
+// values (FloatSums), and the exact kernels for integer-valued cells: AND + popcount
 // over bit-packed input digits and cell planes (integer-valued cells only). A column sum of g rows
 // is sum_k 2^k sum_p ±2^shift_p popcount(x_k & cells_p) over the v input bits k and the cell planes
 // p (positive and negative parts of every read), so it is exact at any size.
@@ -28,6 +29,9 @@ void PackReads(CrossbarTile& t, int v);
 inline void PackedRow(const CrossbarTile& t, int64_t group, const uint64_t* x, int v, int64_t* acc);
 // Column sums [G, rows, NR] from inputs packed by PackInputs.
 torch::Tensor PackedSums(const CrossbarTile& t, const std::vector<uint64_t>& inputs, int64_t rows, int v);
+// Column sums [G, rows, NR] of float reads [G, g, NR] (kernels/float.cc): bmm(xg, reads), each sum
+// in row order, so its bits do not depend on where the row sits or on the thread count.
+torch::Tensor FloatSums(const torch::Tensor& xg, const torch::Tensor& reads);
 
 // ---- inline definitions ---------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@
 //
 // The engine schedules; the effects are stages (stage.h): weight-side ones at Program (stuck-at,
 // variation, drift), read-side ones on every MVM (DAC, IR drop, read noise, ADC). The sums run as
-// float GEMMs or bit-packed (kernels.h); the packed kernel and the exact fast path only while every
+// fixed-order float sums or bit-packed (kernels.h); the packed kernel and the exact fast path only while every
 // stage keeps the column sums integer. The exact reference is a separate engine (reference.h).
 //
 //   CrossbarLayer layer("conv1", w2d, 0.0, map, dev);   // w2d: [N, K] float weights
@@ -39,7 +39,7 @@ namespace xbar {
 
 class FaultInjector;
 
-// How Forward computes the column sums of a crossbar: float GEMM of digit planes, or AND + popcount
+// How Forward computes the column sums of a crossbar: float sums of digit planes (FloatSums), or AND + popcount
 // over bit-packed input and cell planes (integer-valued cells only: no variation, drift or read
 // noise). Both are exact; kAuto times both on the first positions of each crossbar and keeps the
 // faster.

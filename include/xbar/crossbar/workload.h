@@ -9,7 +9,7 @@
 // ideal (lossless) crossbar network, with each tile's rows.
 //
 //   std::map<std::string, LayerInputs> in = ProbeInputs(model, torch::randn({1, 1, 28, 28}));
-//   std::vector<hw::LayerWork> work = NetworkWork(model, map, scales, in, nullptr, 200, torch::kCPU);
+//   std::vector<hw::LayerWork> work = NetworkWork(model, map, scales, in, nullptr, torch::kCPU);
 #pragma once
 
 #include <torch/torch.h>
@@ -32,8 +32,9 @@ struct LayerInputs {
   double max_abs = 0, min = 0; // the range seen
 };
 
-// Images per forward pass of a calibration: fixed, because float32 GEMM kernels (and so the last
-// bits of the ranges) depend on the batch size, and results must not.
+// Images per forward pass of a calibration or a zero-skipping count: fixed, because float32 GEMM
+// kernels (and so the last bits of the ranges) depend on the batch size, and results must not.
+// Batches run side by side on the CPU, each on one thread.
 constexpr int64_t kCalibrationBatch = 50;
 
 // Ranges over `images` of the float model, as the simulator calibrates them (NetworkSimulator),
@@ -51,13 +52,14 @@ struct SkipCounts {
 
 // Per layer, in model.layers() order: the planner's counts, positions, input cycles, ADC bits and
 // conversions, mean cell level and sign bits; with `sample` (images) the zero-skipping share,
-// counted from the activations of the ideal quantised network over those images. `inputs` must
+// counted from the activations of the ideal quantised network (float32 sums, exact below 2^24)
+// over those images, in batches of kCalibrationBatch side by side. `inputs` must
 // hold every layer (CalibrateInputs or ProbeInputs). `skips` (optional) receives the raw counts.
 // With a `device_spec` that has wire resistance, each layer's crossbars are programmed (CrossbarLayer)
 // to measure what IR drop does to their read current (LayerWork::read_current_ratio).
 std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, const std::map<std::string, double>& scales,
                                        const std::map<std::string, LayerInputs>& inputs, const torch::Tensor* sample,
-                                       int64_t batch_size, torch::Device device,
+                                       torch::Device device,
                                        std::map<std::string, SkipCounts>* skips = nullptr,
                                        const DeviceSpec* device_spec = nullptr);
 

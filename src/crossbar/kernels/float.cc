@@ -1,0 +1,112 @@
+// The engine's float sum kernel: column sums of float conductances (variation, drift, IR drop),
+// each one a sum over the crossbar's rows in row order.
+//
+// A BLAS GEMM gives other last bits for the same position when it sits in another row of the GEMM
+// (another batch size or chunk) or when BLAS splits the GEMM between threads. Here every output is
+// the same sequence of float operations wherever it sits: one vector lane per column, rows padded
+// to whole blocks and columns to whole vectors, so one code path computes them all — an explicit
+// fused multiply-add with AVX-512, else a multiply then an add (this file is compiled without FMA
+// contraction, CMakeLists.txt, so the compiler cannot fuse some and not others). Results are the
+// same at any batch size and thread count. Digit rows that are all zero (most of the high
+// bit-planes) are skipped: acc + 0 * w == acc. 6 rows x 4 vectors of accumulators stay in AVX-512
+// registers: 0.9-1.5x the speed of the OpenBLAS bmm it replaces (docs/BENCHMARKS.md).
+#include <ATen/Parallel.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cstring>
+
+#include "xbar/crossbar/kernels.h"
+
+namespace xbar {
+namespace {
+
+constexpr int64_t kLanes = 16;                                 // floats per vector
+typedef float Vec __attribute__((vector_size(kLanes * 4)));   // AVX-512 with -march=native
+constexpr int64_t kRows = 6;                                   // input rows per block
+
+inline Vec Load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof(v)); }
+
+// acc + d * w, one rounding (FMA) with AVX-512, else two (this file has no FMA contraction): the
+// same in every lane and every code path of one build.
+inline Vec MulAdd(Vec acc, float d, Vec w) {
+#if defined(__AVX512F__)
+  return reinterpret_cast<Vec>(_mm512_fmadd_ps(_mm512_set1_ps(d), reinterpret_cast<__m512>(w), reinterpret_cast<__m512>(acc)));
+#else
+  return acc + d * w;
+#endif
+}
+
+// out[q][v] = sum over r of x[q][r] * w[r][v] for kRows input rows (stride g) and V vectors of
+// columns (w and out: stride NRp floats), rows in order. Loops over q and v are unrolled and the
+// accumulators never have their address taken, so they stay in registers.
+template <int V>
+inline void Block(const float* x, int64_t g, const float* w, int64_t NRp, float* out) {
+  Vec acc[kRows][V];
+#pragma GCC unroll 8
+  for (int q = 0; q < kRows; ++q) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[q][v] = Vec{};
+  }
+  for (int64_t r = 0; r < g; ++r) {
+    bool any = false;
+#pragma GCC unroll 8
+    for (int q = 0; q < kRows; ++q) any |= x[q * g + r] != 0.0f;
+    if (!any) continue;  // all-zero digits: acc + 0 * w == acc
+    Vec wv[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) wv[v] = Load(w + r * NRp + v * kLanes);
+#pragma GCC unroll 8
+    for (int q = 0; q < kRows; ++q) {
+      const float d = x[q * g + r];
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) acc[q][v] = MulAdd(acc[q][v], d, wv[v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int q = 0; q < kRows; ++q) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) Store(out + q * NRp + v * kLanes, acc[q][v]);
+  }
+}
+
+}  // namespace
+
+torch::Tensor FloatSums(const torch::Tensor& xg_in, const torch::Tensor& reads_in) {
+  const int64_t G = xg_in.size(0), rows = xg_in.size(1), g = xg_in.size(2), NR = reads_in.size(2);
+  const int64_t NRp = (NR + kLanes - 1) / kLanes * kLanes, rows_p = (rows + kRows - 1) / kRows * kRows;
+  // Padded copies: zero columns and zero rows.
+  torch::Tensor reads = reads_in.to(torch::kFloat32);
+  if (NRp != NR) reads = torch::constant_pad_nd(reads, {0, NRp - NR}, 0);
+  reads = reads.contiguous();
+  torch::Tensor xg = xg_in.to(torch::kFloat32);
+  if (rows_p != rows) xg = torch::constant_pad_nd(xg, {0, 0, 0, rows_p - rows}, 0);
+  xg = xg.contiguous();
+  torch::Tensor out = torch::empty({G, rows_p, NRp}, torch::kFloat32);
+  const float* xp = xg.data_ptr<float>();
+  const float* rp = reads.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t blocks = rows_p / kRows, vectors = NRp / kLanes;
+  at::parallel_for(0, G * blocks, 4, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t grp = b / blocks, i0 = (b % blocks) * kRows;
+      const float* w = rp + grp * g * NRp;
+      const float* x = xp + (grp * rows_p + i0) * g;
+      float* o = op + (grp * rows_p + i0) * NRp;
+      int64_t v = 0;
+      for (; v + 4 <= vectors; v += 4) Block<4>(x, g, w + v * kLanes, NRp, o + v * kLanes);
+      for (; v < vectors; ++v) Block<1>(x, g, w + v * kLanes, NRp, o + v * kLanes);
+    }
+  });
+  if (NRp == NR && rows_p == rows) return out;
+  return out.narrow(1, 0, rows).narrow(2, 0, NR).contiguous();
+}
+
+}  // namespace xbar
