@@ -95,6 +95,49 @@ void BM_LeNetInference(benchmark::State& state) {
 }
 BENCHMARK(BM_LeNetInference)->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
 
+// Issue 11, item 5: one Monte Carlo fault sample (program a random stuck-at map at 1e-3, then the
+// test set) against one float inference of the same images, on both cores. Args: model (0 LeNet-5
+// on 10,000 1x28x28 images, 1 VGG-8 x0.25 on 2,000), mode (0 float inference, 1 fault sample
+// folded into integer weights (lossless ADC), 2 the same sample on the engine (statistics on, so
+// it cannot fold), 3 a sample with a 6-bit ADC (the engine)).
+void BM_FaultSample(benchmark::State& state) {
+  at::set_num_threads(2);
+  xbar::Progress::SetEnabled(false);
+  torch::manual_seed(0);
+  xbar::ModelSpec spec;
+  int64_t n = 10000;
+  if (state.range(0) == 1) {
+    spec.name = "vgg8";
+    spec.width = 0.25;
+    n = 2000;
+  }
+  auto model = xbar::CreateModel(spec);
+  xbar::Dataset data{torch::randn({n, 1, 28, 28}), torch::zeros({n}, torch::kInt64)};
+  const int mode = static_cast<int>(state.range(1));
+  xbar::MappingSpec map = Map(mode == 3 ? 6 : 0);
+  xbar::NetworkSimulator sim(*model, map, xbar::DeviceSpec{});
+  sim.SetQuiet(true);
+  sim.Calibrate(data, 200, torch::kCPU);
+  sim.SetCollectStats(mode == 2);
+  xbar::FaultSpec f;
+  uint64_t sample = 0;
+  for (auto _ : state) {
+    if (mode == 0) {
+      benchmark::DoNotOptimize(sim.Evaluate(data, xbar::SimMode::kFloat, 200, torch::kCPU));
+      continue;
+    }
+    f.sa0_rate = 1e-3 / 6.2;
+    f.sa1_rate = 1e-3 * 5.2 / 6.2;
+    f.seed = ++sample;
+    sim.Program(f, f.seed);
+    benchmark::DoNotOptimize(sim.Evaluate(data, xbar::SimMode::kCrossbar, 200, torch::kCPU));
+  }
+  state.counters["samples/s"] = benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  const char* what[] = {"float inference", "fault sample, folded", "fault sample, engine", "fault sample, 6-bit ADC"};
+  state.SetLabel(std::string(state.range(0) == 0 ? "lenet5, 10000 images: " : "vgg8 x0.25, 2000 images: ") + what[mode]);
+}
+BENCHMARK(BM_FaultSample)->ArgsProduct({{0, 1}, {0, 1, 2, 3}})->Unit(benchmark::kMillisecond);
+
 // Issue 4: seconds per image of VGG-8 on 3x32x32 inputs through the full engine: 8-bit weights and
 // activations, 1-bit cells, 128x128 crossbars (two-column), 1-bit DAC, 5-bit ADC; batch 1, 8, 200.
 // All cores (the engine and LibTorch both use at::parallel_for).

@@ -13,5 +13,6 @@ void RegisterKeys(CLI::App& app);
 void RegisterCompress(CLI::App& app);
 void RegisterSimulate(CLI::App& app);
 void RegisterEstimate(CLI::App& app);
+void RegisterFaults(CLI::App& app);
 
 }  // namespace xbar::app

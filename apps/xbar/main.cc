@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   xbar::app::RegisterCompress(app);
   xbar::app::RegisterSimulate(app);
   xbar::app::RegisterEstimate(app);
+  xbar::app::RegisterFaults(app);
   xbar::app::RegisterKeys(app);
 
   xbar::InstallInterruptHandlers();

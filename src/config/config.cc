@@ -133,6 +133,24 @@ Config::Value ParseValue(const KeySpec& spec, const YAML::Node& node, const std:
   auto fail = [&]() {
     return ConfigError(StrCat(where, ": ", key, ": expected ", DescribeExpected(spec), ", got '", v.s, "'"));
   };
+  if (spec.type == ValueType::kEnumList) {
+    std::vector<YAML::Node> items;
+    if (node.IsSequence()) {
+      for (const auto& item : node) items.push_back(item);
+    } else if (node.IsScalar() && !node.Scalar().empty()) {
+      items.push_back(node);
+    } else if (!node.IsSequence()) {
+      throw fail();
+    }
+    for (const auto& item : items) {
+      if (!item.IsScalar() ||
+          std::find(spec.choices.begin(), spec.choices.end(), item.Scalar()) == spec.choices.end()) {
+        throw fail();
+      }
+      v.names.push_back(item.Scalar());
+    }
+    return v;
+  }
   if (spec.type == ValueType::kFloatList) {
     std::vector<YAML::Node> items;
     if (node.IsSequence()) {
@@ -179,6 +197,7 @@ Config::Value ParseValue(const KeySpec& spec, const YAML::Node& node, const std:
       v.s = text;
       break;
     case ValueType::kFloatList:
+    case ValueType::kEnumList:
       break;
   }
   return v;
@@ -239,6 +258,11 @@ std::string DescribeExpected(const KeySpec& spec) {
     }
     case ValueType::kFloatList:
       return "a list of numbers" + range();
+    case ValueType::kEnumList: {
+      std::string s = "a list of names, each one of ";
+      for (size_t i = 0; i < spec.choices.size(); ++i) s += (i ? ", " : "") + spec.choices[i];
+      return s;
+    }
   }
   return "?";
 }
@@ -393,6 +417,10 @@ bool Config::Bool(const std::string& key) const { return Get(key, ValueType::kBo
 const std::vector<double>& Config::FloatList(const std::string& key) const {
   return Get(key, ValueType::kFloatList).list;
 }
+
+const std::vector<std::string>& Config::EnumList(const std::string& key) const {
+  return Get(key, ValueType::kEnumList).names;
+}
 const std::string& Config::Str(const std::string& key) const {
   auto it = values_.find(key);
   XBAR_CHECK(it != values_.end(), "config key '", key, "' is not in the schema");
@@ -427,6 +455,11 @@ std::string Config::Text(const std::string& key) const {
     case ValueType::kFloatList: {
       std::string s = "[";
       for (size_t i = 0; i < v.list.size(); ++i) s += (i ? ", " : "") + FormatNumber(v.list[i]);
+      return s + "]";
+    }
+    case ValueType::kEnumList: {
+      std::string s = "[";
+      for (size_t i = 0; i < v.names.size(); ++i) s += (i ? ", " : "") + v.names[i];
       return s + "]";
     }
     default: return v.s;
@@ -483,6 +516,11 @@ std::string Config::ToYaml() const {
       case ValueType::kFloatList:
         em << YAML::Flow << YAML::BeginSeq;
         for (double x : v.list) em << FormatNumber(x);
+        em << YAML::EndSeq;
+        break;
+      case ValueType::kEnumList:
+        em << YAML::Flow << YAML::BeginSeq;
+        for (const std::string& x : v.names) em << x;
         em << YAML::EndSeq;
         break;
     }

@@ -104,6 +104,42 @@ bool CrossbarLayer::lossless() const {
   return true;
 }
 
+torch::Tensor CrossbarLayer::FoldedWeights() const {
+  torch::NoGradGuard no_grad;
+  if (!chain_.exact()) return {};
+  torch::Tensor w = torch::zeros({N_, K_}, kF64);
+  double* wp = w.data_ptr<double>();
+  for (const CrossbarTile& t : tiles_) {
+    if (!chain_.adc->Lossless(t)) return {};
+    const torch::Tensor reads = t.reads.to(torch::kCPU, torch::kFloat64).contiguous();  // [G, g, NR]
+    if (!reads.eq(reads.round()).all().item<bool>()) return {};
+    const int64_t G = t.groups, g = t.group_rows, NR = t.read_columns(), C = t.num_cols(), R = t.num_rows();
+    const int64_t weight_cols = (NR / C) * C;  // the offset scheme's unit column comes last
+    const double* rp = reads.data_ptr<double>();
+    // Forward: code = row · inv (lossless: exact), out[j] += Σ code[c0 + j] · scale[c0 + j] + Σ unit
+    // codes · scale, per group, with x = Σ_p weight_p · digit_p: linear in x row by row.
+    for (int64_t gi = 0; gi < G; ++gi) {
+      const double* sc = t.adc_scale.data() + gi * NR;
+      for (int64_t rr = 0; rr < g; ++rr) {
+        const int64_t r = gi * g + rr;
+        if (r >= R) break;  // padding rows: no input
+        const double* row = rp + r * NR;
+        const int64_t k = t.rows[static_cast<size_t>(r)];
+        double unit = 0;
+        for (int64_t c = weight_cols; c < NR; ++c) unit += row[c] * static_cast<double>(t.adc_inv[static_cast<size_t>(c)]) * sc[c];
+        for (int64_t j = 0; j < C; ++j) {
+          double sum = unit;
+          for (int64_t c0 = 0; c0 < weight_cols; c0 += C) {
+            sum += row[c0 + j] * static_cast<double>(t.adc_inv[static_cast<size_t>(c0 + j)]) * sc[c0 + j];
+          }
+          wp[t.cols[static_cast<size_t>(j)] * K_ + k] += sum;
+        }
+      }
+    }
+  }
+  return w;
+}
+
 int64_t CrossbarLayer::crossbars() const {
   return static_cast<int64_t>(tiles_.size()) * map_.scheme->ArraysPerTile();
 }

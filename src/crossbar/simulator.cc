@@ -63,6 +63,10 @@ struct NetworkSimulator::LayerState {
   std::vector<std::unique_ptr<CrossbarLayer>> groups;  // one per convolution group
   torch::Tensor bias;
   torch::Tensor fast_weight;  // quantised weights in the layer's own shape, for the exact fast path
+  // Faulty but still exact crossbars as one integer weight tensor in the layer's shape (folded
+  // after each Program on first use; undefined when not foldable).
+  torch::Tensor folded_weight;
+  bool folded_checked = false;
   torch::Tensor float_weight;  // the float weights (float64), for the NMSE reference
   double input_scale = 1.0;
   bool signed_inputs = false;
@@ -183,10 +187,30 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
     }
     return cols;
   };
-  if (exact && (!collect_ || reads_only_)) {
-    // The fast path: what a lossless, fault-free crossbar computes, as one exact float GEMM/conv.
+  // Without statistics, crossbars whose faults keep them an exact integer map (lossless ADC, no
+  // variation, drift, noise or IR drop) run as that map: the same results at fast-path speed.
+  bool folded = false;
+  if (!exact && !collect_ && mode == SimMode::kCrossbar) {
+    if (!s.folded_checked) {
+      std::vector<torch::Tensor> parts;
+      for (const auto& g : s.groups) {
+        torch::Tensor f = g->FoldedWeights();
+        if (!f.defined()) {
+          parts.clear();
+          break;
+        }
+        parts.push_back(f);
+      }
+      s.folded_weight = parts.empty() ? torch::Tensor() : torch::cat(parts, 0).to(torch::kFloat32).view(s.fast_weight.sizes());
+      s.folded_checked = true;
+    }
+    folded = s.folded_weight.defined();
+  }
+  if ((exact || folded) && (!collect_ || reads_only_)) {
+    // The fast path: what a lossless crossbar computes, as one exact float GEMM/conv (fault-free:
+    // the quantised weights; with stuck cells: the folded ones).
     torch::Tensor xq = quantize(x);
-    torch::Tensor w = s.fast_weight.to(x.device());
+    torch::Tensor w = (folded ? s.folded_weight : s.fast_weight).to(x.device());
     torch::Tensor y = ExactLayer(l, xq, w, std::max(std::fabs(qmin), qmax)) *
                       (s.groups[0]->weight_scale() * s.input_scale);
     if (s.bias.defined()) {
@@ -290,6 +314,10 @@ void NetworkSimulator::CalibrateAdc() {
 
 void NetworkSimulator::Program(const FaultSpec& faults, uint64_t seed) {
   seed_ = seed;
+  for (auto& s : layers_) {
+    s->folded_weight = torch::Tensor();
+    s->folded_checked = false;
+  }
   FaultInjector injector(faults);
   int64_t crossbar = 0;
   for (auto& s : layers_) {
@@ -344,11 +372,11 @@ EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t
                                     .to(torch::kCPU, torch::kFloat64).contiguous();
       for (int64_t i = 0; i < per_image.numel(); ++i) loss += per_image.data_ptr<double>()[i];
       correct += out.argmax(1).eq(y).sum().item<int64_t>();
-      if (bar.Due() || b + 1 == batches) {
+      if (!quiet_ && (bar.Due() || b + 1 == batches)) {
         bar.Update(b + 1, StrCat("acc ", 100.0 * static_cast<double>(correct) / static_cast<double>(start + n), "%"));
       }
     }
-    if (mode == SimMode::kCrossbar) bar.Finish(StrCat("acc ", data.size() > 0 ? 100.0 * static_cast<double>(correct) / static_cast<double>(data.size()) : 0.0, "%"));
+    if (mode == SimMode::kCrossbar && !quiet_) bar.Finish(StrCat("acc ", data.size() > 0 ? 100.0 * static_cast<double>(correct) / static_cast<double>(data.size()) : 0.0, "%"));
   }
   image_offset_ = 0;
   model_.SetLayerOverride(nullptr);

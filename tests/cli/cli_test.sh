@@ -234,6 +234,43 @@ RC=$?
 if [ "$RC" -eq 4 ] && [ ! -e "$T/si/simulate.json" ] && grep -q "interrupted after" "$T/si.err"; then
   ok "simulate: progress, SIGINT -> exit 4, no simulate.json"; else bad "simulate SIGINT: exit $RC, $(tail -2 "$T/si.err")"; fi
 
+# ---- faults: Monte Carlo campaigns (issue 11) ---------------------------------------------------
+FLT=(--set threads=1 --set dataset.train_subset=400 --set dataset.test_subset=100 --set faults.samples=3
+     --set "faults.rates=[1e-3, 1e-2, 5e-2]" --set "faults.schemes=[two-column, complementary]" --set faults.refine_steps=2)
+expect 0 "faults campaign" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/f1" "${FLT[@]}"
+if [ "$(json "$T/f1/faults.json" "int(d['schema_version']==1 and d['samples']==3 and len(d['curves'])==2 and all(len(p['accuracies'])==3 and p['ci95'][0]<=p['accuracy_mean']<=p['ci95'][1] for c in d['curves'] for p in c['points']) and d['curves'][1]['scheme']=='complementary' and all(c['points'][0]['accuracy_mean']>=c['points'][-1]['accuracy_mean'] for c in d['curves']))")" = 1 ]; then
+  ok "faults.json: curves, points with samples and confidence intervals"; else bad "faults.json: $(head -c 800 "$T/f1/faults.json")"; fi
+[ "$(wc -l < "$T/f1/faults.csv")" -ge 7 ] && [ ! -e "$T/f1/faults.partial.json" ] && ok "faults.csv written, checkpoint removed" ||
+  bad "faults.csv: $(cat "$T/f1/faults.csv")"
+[ "$(grep -c '<polyline' "$T/f1/faults.svg")" -eq 2 ] && ! grep -q '<script' "$T/f1/faults.svg" && ok "faults.svg: one curve per scheme" ||
+  bad "faults.svg: $(head -c 300 "$T/f1/faults.svg")"
+expect 0 "faults again, two threads" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/f2" "${FLT[@]}" --set threads=2
+cmp -s "$T/f1/faults.json" "$T/f2/faults.json" && ok "faults.json byte-identical across runs and thread counts" ||
+  bad "faults.json differs: $(diff "$T/f1/faults.json" "$T/f2/faults.json" | head -4)"
+# SIGINT after the first points: exit 4, a checkpoint; --resume finishes with the same file.
+"$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/f3" "${FLT[@]}" --set train.log_interval=0 >/dev/null 2>"$T/f3.err" &
+PID=$!
+for _ in $(seq 1 3000); do [ -e "$T/f3/faults.partial.json" ] && break; sleep 0.01; done
+kill -INT $PID
+wait $PID
+RC=$?
+if [ "$RC" -eq 4 ] && [ -e "$T/f3/faults.partial.json" ] && [ ! -e "$T/f3/faults.json" ]; then ok "faults: SIGINT -> exit 4, checkpoint kept"; else
+  bad "faults SIGINT: exit $RC, $(tail -2 "$T/f3.err")"; fi
+expect 2 "faults: resume with other settings" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/f3" "${FLT[@]}" \
+  --set faults.samples=4 --resume
+contains "$T/err" "written with other settings" "changed settings refused on resume"
+expect 0 "faults --resume" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/f3" "${FLT[@]}" --resume
+cmp -s "$T/f1/faults.json" "$T/f3/faults.json" && contains "$T/err" "points resumed" "resumed campaign equals the uninterrupted one" ||
+  bad "resumed faults.json differs: $(diff "$T/f1/faults.json" "$T/f3/faults.json" | head -4)"
+expect 2 "faults: decreasing rates" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/fx" --set "faults.rates=[1e-2, 1e-3]"
+contains "$T/err" "faults.rates: expected increasing rates" "decreasing grid named"
+expect 2 "faults: empty grid" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/fx" --set "faults.rates=[]"
+expect 2 "faults: rate above 1" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/fx" --set "faults.rates=[0.1, 2]"
+expect 2 "faults: samples < 1" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/fx" --set faults.samples=0
+expect 2 "faults: unknown scheme" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/fx" --set "faults.schemes=[two-colum]"
+contains "$T/err" "faults.schemes" "unknown scheme's key named"
+expect 2 "faults: faults.rate set" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/fx" --set faults.rate=0.01
+
 # ---- estimate --------------------------------------------------------------------------------
 expect 0 "estimate isaac peak" "$XBAR" estimate -c "$CFG" -o "$T/e0" --preset isaac
 if [ "$(json "$T/e0/estimate.json" "int(d['schema_version']==1 and d['preset']=='isaac' and abs(d['power_w']/65.8-1)<0.03 and abs(d['area_mm2']/85.4-1)<0.03)")" = 1 ]; then

@@ -95,8 +95,9 @@ TEST(Config, SetOverridesAreValidatedLikeTheFile) {
 }
 
 TEST(Config, ResolvedYamlRoundTripsEveryValue) {
-  Config c = Config::Parse("name: x\ntrain:\n  lr: 0.1\n  optimizer: sgd\ndataset:\n  path: 'a: b'\n", "t.yaml",
-                           {"seed=3"});
+  Config c = Config::Parse(
+      "name: x\ntrain:\n  lr: 0.1\n  optimizer: sgd\ndataset:\n  path: 'a: b'\nfaults:\n  schemes: [complementary, offset]\n",
+      "t.yaml", {"seed=3"});
   const std::string yaml = c.ToYaml();
   Config back = Config::Parse(yaml, "resolved.yaml");
   for (const auto& spec : Schema()) {
@@ -108,8 +109,14 @@ TEST(Config, ResolvedYamlRoundTripsEveryValue) {
       case ValueType::kString:
       case ValueType::kEnum: EXPECT_EQ(back.Str(spec.key), c.Str(spec.key)) << spec.key; break;
       case ValueType::kFloatList: EXPECT_EQ(back.FloatList(spec.key), c.FloatList(spec.key)) << spec.key; break;
+      case ValueType::kEnumList: EXPECT_EQ(back.EnumList(spec.key), c.EnumList(spec.key)) << spec.key; break;
     }
   }
+  EXPECT_EQ(back.EnumList("faults.schemes"), (std::vector<std::string>{"complementary", "offset"}));
+  EXPECT_TRUE(Config::Parse("", "e.yaml").EnumList("faults.schemes").empty());
+  EXPECT_EQ(ErrorOf("", {"faults.schemes=[two-column, complimentary]"}),
+            "--set faults.schemes=[two-column, complimentary]: faults.schemes: expected a list of names, each one of two-column, two-crossbar, offset, polarized, "
+            "complementary, got '[two-column, complimentary]'");
   EXPECT_EQ(back.Str("dataset.path"), "a: b");
   EXPECT_NE(yaml.find("train:\n  epochs: 15  # default\n"), std::string::npos) << yaml;
   EXPECT_NE(yaml.find("seed: 3  # --set seed=3\n"), std::string::npos) << yaml;

@@ -4,6 +4,7 @@
 #include "xbar/compress/projection.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
+#include "xbar/crossbar/campaign.h"
 #include "xbar/crossbar/faults.h"
 #include "xbar/crossbar/ir_drop.h"
 #include "xbar/crossbar/layer.h"
@@ -758,6 +759,140 @@ TEST(IrDrop, StageLowersTheReadCurrentAndLeavesTheExactPath) {
       }
     }
   }
+}
+
+}  // namespace
+}  // namespace xbar
+
+namespace xbar {
+namespace {
+
+// ---- Fault campaigns (issue 11) -------------------------------------------------------------------
+
+TEST(Campaign, StudentQuantilesAndConfidenceIntervals) {
+  // Two-sided 95 % quantiles of Student's t (tables; scipy.stats.t.ppf(0.975, dof)).
+  EXPECT_NEAR(StudentT975(1), 12.7062, 1e-4);
+  EXPECT_NEAR(StudentT975(3), 3.18245, 1e-5);
+  EXPECT_NEAR(StudentT975(9), 2.26216, 1e-5);
+  EXPECT_NEAR(StudentT975(10), 2.22814, 5e-5);
+  EXPECT_NEAR(StudentT975(29), 2.04523, 2e-5);
+  EXPECT_NEAR(StudentT975(99), 1.98422, 1e-5);
+  const PointStats p = Summarize(0.01, {0.8, 0.9, 1.0});
+  EXPECT_DOUBLE_EQ(p.mean, 0.9);
+  EXPECT_NEAR(p.std, 0.1, 1e-12);
+  EXPECT_NEAR(p.ci_high - p.mean, 4.302652729749464 * 0.1 / std::sqrt(3.0), 1e-12);
+  EXPECT_NEAR(p.mean - p.ci_low, p.ci_high - p.mean, 1e-15);
+  const PointStats one = Summarize(0.01, {0.7});
+  EXPECT_EQ(one.std, 0.0);
+  EXPECT_EQ(one.ci_low, 0.7);
+}
+
+TEST(Campaign, TolerableRateIsBisectedBetweenTheGridPoints) {
+  // Accuracy 0.9 - 10 * rate, no noise: the 0.01-drop threshold 0.89 is crossed at rate 1e-3.
+  auto eval = [](double rate, bool refined) { return Summarize(rate, {0.9 - 10 * rate, 0.9 - 10 * rate}, refined); };
+  const std::vector<double> grid = {1e-4, 5e-4, 2e-3, 1e-2};
+  const Curve c = RunCurve(grid, 0.89, 6, eval);
+  EXPECT_EQ(c.points.size(), grid.size() + 6);
+  EXPECT_LE(c.tolerance.rate, 1e-3);
+  EXPECT_GT(c.tolerance.rate, 1e-3 / std::pow(2e-3 / 5e-4, 1.0 / 64) * 0.999);  // six halvings of the log bracket
+  EXPECT_FALSE(c.tolerance.below_grid || c.tolerance.above_grid);
+  for (size_t i = 1; i < c.points.size(); ++i) EXPECT_LT(c.points[i - 1].rate, c.points[i].rate);
+  // Zero spread: the interval collapses onto the passing and failing rates.
+  EXPECT_DOUBLE_EQ(c.tolerance.ci_low, c.tolerance.rate);
+  ASSERT_TRUE(c.tolerance.ci_high.has_value());
+  EXPECT_GT(*c.tolerance.ci_high, 1e-3);
+  // A curve that never drops, and one that drops at once.
+  EXPECT_TRUE(RunCurve(grid, 0.0, 3, eval).tolerance.above_grid);
+  const Curve low = RunCurve(grid, 0.95, 3, eval);
+  EXPECT_TRUE(low.tolerance.below_grid);
+  EXPECT_EQ(low.tolerance.rate, 0.0);
+  EXPECT_EQ(low.points.size(), grid.size());
+}
+
+}  // namespace
+}  // namespace xbar
+
+namespace xbar {
+namespace {
+
+TEST(Campaign, FaultyLosslessCrossbarsFoldIntoIntegerWeightsExactly) {
+  // With a lossless ADC, stuck cells keep the crossbar an integer linear map: FoldedWeights() must
+  // reproduce the engine bit for bit, for every scheme, signed and unsigned inputs, 1- and 2-bit
+  // cells, FORMS fragments and the offset scheme's unit column.
+  struct Case {
+    const Scheme* scheme;
+    int cell_bits, dac_bits;
+    bool analog;
+  };
+  for (const Case& c : {Case{kTwoColumn, 2, 1, false}, Case{kTwoColumn, 1, 2, true}, Case{kTwoCrossbar, 2, 1, false},
+                        Case{kOffset, 2, 1, false}, Case{kPolarized, 2, 1, false}, Case{kComplementary, 2, 1, false},
+                        Case{kComplementary, 1, 1, false}}) {
+    for (bool signed_inputs : {false, true}) {
+      MappingSpec map = Map(c.scheme, 64, 64, c.cell_bits, c.dac_bits, c.analog);
+      map.weight_bits = 8;
+      FaultSpec fs;
+      fs.sa0_rate = 0.01;
+      fs.sa1_rate = 0.05;
+      fs.seed = 11;
+      FaultInjector inj(fs);
+      torch::Tensor wq = Weights(40, 150, 3, true);
+      if (c.scheme == kPolarized) wq = wq.abs();  // single-signed fragments
+      CrossbarLayer layer("l", wq, 0.0, map, DeviceSpec{});
+      layer.Program(&inj, 5, 0);
+      ASSERT_GT(layer.stuck_cells(), 0);
+      ASSERT_FALSE(layer.lossless());
+      const torch::Tensor w = layer.FoldedWeights();
+      ASSERT_TRUE(w.defined()) << c.scheme->Name();
+      const torch::Tensor x = Inputs(90, 150, 8, signed_inputs, 5);
+      const torch::Tensor engine = layer.Forward(x, signed_inputs, 0, nullptr);
+      const torch::Tensor folded = torch::mm(x.to(torch::kFloat64), w.t());
+      EXPECT_TRUE(torch::equal(engine, folded)) << c.scheme->Name() << " cells " << c.cell_bits << " signed " << signed_inputs
+                                                << ": max diff " << (engine - folded).abs().max().item<double>();
+      EXPECT_FALSE(torch::equal(w, layer.Reference(torch::eye(150)).t())) << "the faults show in the folded weights";
+    }
+  }
+  // A network with stuck cells: without statistics it runs on the folded weights, with them on the
+  // engine; the same loss and accuracy to the last bit.
+  if (FileExists(std::string(kFashionMnistPath) + "/t10k-images-idx3-ubyte.gz")) {
+    at::set_num_threads(2);
+    DatasetSpec d;
+    d.train_subset = 100;
+    d.test_subset = 150;
+    DataBundle data = LoadData(d, 0);
+    torch::manual_seed(0);
+    auto m = CreateModel(ModelSpec{});
+    for (const Scheme* s : {kTwoColumn, kComplementary}) {
+      MappingSpec map = Map(s, 128, 128, 2, 1);
+      map.calibration_images = 100;
+      NetworkSimulator sim(*m, map, DeviceSpec{});
+      sim.Calibrate(data.train, 50, torch::kCPU);
+      FaultSpec fs;
+      fs.sa0_rate = 0.002;
+      fs.sa1_rate = 0.01;
+      fs.seed = 3;
+      sim.Program(fs, 3);
+      sim.SetCollectStats(true);
+      const EvalResult engine = sim.Evaluate(data.test, SimMode::kCrossbar, 50, torch::kCPU);
+      sim.SetCollectStats(false);
+      const EvalResult fast = sim.Evaluate(data.test, SimMode::kCrossbar, 50, torch::kCPU);
+      EXPECT_EQ(engine.loss, fast.loss) << s->Name();
+      EXPECT_EQ(engine.accuracy, fast.accuracy) << s->Name();
+      const EvalResult ideal = sim.Evaluate(data.test, SimMode::kReference, 50, torch::kCPU);
+      EXPECT_NE(ideal.loss, fast.loss) << s->Name() << ": the faults matter";
+    }
+    at::set_num_threads(1);
+  }
+  // Not foldable: variation makes cells non-integer, a lossy ADC rounds.
+  DeviceSpec var;
+  var.variation_sigma = 0.05;
+  CrossbarLayer v("v", Weights(8, 30, 1, false), 0.0, Map(kTwoColumn, 64, 64, 2, 1), var);
+  v.Program(nullptr, 1, 0);
+  EXPECT_FALSE(v.FoldedWeights().defined());
+  MappingSpec lossy = Map(kTwoColumn, 64, 64, 2, 1);
+  lossy.adc_bits = 3;
+  CrossbarLayer a("a", Weights(8, 30, 1, false), 0.0, lossy, DeviceSpec{});
+  a.Program(nullptr, 1, 0);
+  EXPECT_FALSE(a.FoldedWeights().defined());
 }
 
 }  // namespace

@@ -25,7 +25,7 @@
 
 namespace xbar {
 
-enum class ValueType { kInt, kFloat, kBool, kString, kEnum, kFloatList };
+enum class ValueType { kInt, kFloat, kBool, kString, kEnum, kFloatList, kEnumList };
 
 // One key of the schema. A '*' path segment matches any name (for per-layer overrides).
 struct KeySpec {
@@ -36,7 +36,7 @@ struct KeySpec {
   double max = 1e308;
   bool min_exclusive = false;
   bool max_exclusive = false;
-  std::vector<std::string> choices;  // kEnum: the valid names
+  std::vector<std::string> choices;  // kEnum, kEnumList: the valid names
   std::string help;                  // one line, with the unit
 };
 
@@ -64,6 +64,7 @@ class Config {
     bool b = false;
     std::string s;               // kString / kEnum; also the text as given for every type
     std::vector<double> list;    // kFloatList
+    std::vector<std::string> names;  // kEnumList
     std::string where;           // "file.yaml:12", "--set", "preset isaac (configs/arch/isaac.yaml:9)", or "default"
     enum class Origin { kDefault, kPreset, kUser } origin = Origin::kDefault;
   };
@@ -81,6 +82,7 @@ class Config {
   bool Bool(const std::string& key) const;
   const std::string& Str(const std::string& key) const;  // kString and kEnum
   const std::vector<double>& FloatList(const std::string& key) const;
+  const std::vector<std::string>& EnumList(const std::string& key) const;
 
   // True when the key was given in the file or by --set (not defaulted, not from the preset).
   bool IsSet(const std::string& key) const;

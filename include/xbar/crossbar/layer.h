@@ -112,6 +112,12 @@ class CrossbarLayer {
   std::string read_stages() const { return chain_.Names(); }
   // True when Forward provably equals Reference (lossless ADC, no faults, ideal device).
   bool lossless() const;
+  // What the programmed crossbars compute as one integer matrix [N, K] (float64): every cell's
+  // level (stuck-at faults included) times its read column's digital weight, summed per weight.
+  // Defined only while Forward is exactly x · Wᵀ: integer cell levels (no variation or drift), no
+  // read-side stage that changes sums (read noise, IR drop) and lossless ADCs; undefined otherwise.
+  // A faulty chip then runs at fast-path speed (issue 11, fast samples).
+  torch::Tensor FoldedWeights() const;
 
  private:
   // Bit lines a tile's weights (and unit column) take, over its arrays.

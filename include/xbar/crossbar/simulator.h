@@ -81,6 +81,8 @@ class NetworkSimulator {
   void SetReadStatsOnly(bool on) { reads_only_ = on; }
   // Seconds between plain progress lines when stderr is not a terminal (train.log_interval).
   void SetProgressInterval(double s) { progress_interval_s_ = s; }
+  // No progress lines at all (a caller that runs many evaluations shows its own).
+  void SetQuiet(bool quiet) { quiet_ = quiet; }
   // Per-layer statistics of the last kCrossbar Evaluate.
   std::vector<LayerSimReport> Report() const;
   int64_t crossbars() const;
@@ -104,6 +106,7 @@ class NetworkSimulator {
   bool stats_ = true;
   bool reads_only_ = false;
   double progress_interval_s_ = 10.0;
+  bool quiet_ = false;
 };
 
 // Integer input codes of a layer: round(x / scale) clamped to b_in-bit two's complement (signed)

@@ -1,0 +1,249 @@
+// xbar faults -c EXP.yaml --weights IN.safetensors [--weights MORE.safetensors ...] [-o DIR] [--resume]
+//
+// Monte Carlo fault campaign (SPEC §5.4): for every weights file (e.g. models of different prune
+// ratios) and every scheme of faults.schemes, the accuracy over faults.samples random stuck-at maps
+// at every rate of faults.rates, then the tolerable fault rate of each curve (campaign.h). Each
+// sample's fault map is seeded by what it models — (seed, weights file, scheme, rate, sample) — so
+// a point's result does not depend on the order or on which points were resumed. After every point
+// the finished samples go to faults.partial.json; --resume keeps them when the configuration is
+// unchanged (the file is removed once the campaign is done). Writes faults.json, faults.csv and
+// faults.svg (accuracy vs rate with confidence bands, log x).
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "commands.h"
+#include "common.h"
+#include "xbar/core/error.h"
+#include "xbar/core/fs.h"
+#include "xbar/core/platform.h"
+#include "xbar/core/progress.h"
+#include "xbar/core/rng.h"
+#include "xbar/crossbar/campaign.h"
+#include "xbar/crossbar/scheme.h"
+#include "xbar/crossbar/simulator.h"
+#include "xbar/report/plot.h"
+
+namespace xbar::app {
+namespace {
+
+struct FaultsArgs {
+  std::string config, out;
+  std::vector<std::string> weights, sets;
+  bool resume = false;
+};
+
+// The shortest text that reads back as the same double (keys and CSV).
+std::string RateText(double rate) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof(buf), rate);
+  return std::string(buf, r.ptr);
+}
+
+// Share of zero weights over the conv/linear layers.
+double PruneRatio(Model& model) {
+  int64_t zeros = 0, total = 0;
+  for (const LayerInfo& l : model.layers()) {
+    const torch::Tensor w = model.LayerWeight(l.name).detach();
+    zeros += w.eq(0).sum().item<int64_t>();
+    total += w.numel();
+  }
+  return total > 0 ? static_cast<double>(zeros) / static_cast<double>(total) : 0.0;
+}
+
+nlohmann::ordered_json PointJson(const PointStats& p) {
+  return {{"fault_rate", p.rate},           {"accuracy_mean", p.mean}, {"accuracy_std", p.std},
+          {"ci95", {p.ci_low, p.ci_high}}, {"samples", p.accuracies.size()}, {"refined", p.refined},
+          {"accuracies", p.accuracies}};
+}
+
+void RunFaults(const FaultsArgs& a) {
+  std::string out = a.out;
+  if (out.empty()) out = JoinPath(JoinPath("runs", Config::Load(a.config, a.sets).Str("name")), "faults");
+  RunContext ctx = Setup(a.config, a.sets, out, true);
+  const Config& cfg = ctx.cfg;
+  // The grid and the campaign's own keys, checked before any work.
+  const std::vector<double>& rates = cfg.FloatList("faults.rates");
+  if (rates.empty()) throw ConfigError(StrCat(cfg.Where("faults.rates"), ": faults.rates: expected at least one rate"));
+  for (size_t i = 0; i < rates.size(); ++i) {
+    if (rates[i] <= 0 || (i > 0 && rates[i] <= rates[i - 1])) {
+      throw ConfigError(StrCat(cfg.Where("faults.rates"), ": faults.rates: expected increasing rates in (0, 1], got ",
+                               cfg.Text("faults.rates")));
+    }
+  }
+  for (const char* key : {"faults.rate", "faults.sa0_rate", "faults.sa1_rate", "faults.map"}) {
+    if (cfg.IsSet(key)) {
+      throw ConfigError(StrCat(cfg.Where(key), ": ", key, ": xbar faults draws its own fault maps at the rates of "
+                               "faults.rates (split by faults.sa0_to_sa1); remove ", key));
+    }
+  }
+  const int64_t samples = cfg.Int("faults.samples");
+  const double max_drop = cfg.Float("faults.max_drop");
+  const int refine = static_cast<int>(cfg.Int("faults.refine_steps"));
+  std::vector<std::string> schemes = cfg.EnumList("faults.schemes");
+  if (schemes.empty()) schemes.push_back(cfg.Str("mapping.scheme"));
+  const std::vector<double>& ratio = cfg.FloatList("faults.sa0_to_sa1");
+  const FaultSpec base = FaultSpec::FromConfig(cfg);  // validates faults.sa0_to_sa1
+  (void)base;
+  const DeviceSpec device = DeviceSpec::FromConfig(cfg);
+  const int64_t batch = cfg.Int("simulate.batch_size");
+  // With device variation or read noise the fault-free accuracy is itself random: sample it too.
+  const bool random_device = device.variation_sigma > 0 || device.read_noise_sigma > 0;
+
+  // Resume: finished points of an interrupted run with the same settings.
+  std::map<std::string, std::string> fp = Fingerprint(cfg, {"dataset", "model", "mapping", "device", "faults", "arch"});
+  for (size_t i = 0; i < a.weights.size(); ++i) fp[StrCat("weights.", i)] = a.weights[i];
+  const std::string partial_path = JoinPath(ctx.run_dir, "faults.partial.json");
+  nlohmann::ordered_json partial = {{"fingerprint", fp}, {"points", nlohmann::ordered_json::object()}};
+  if (a.resume && FileExists(partial_path)) {
+    nlohmann::ordered_json old;
+    try {
+      old = nlohmann::ordered_json::parse(ReadFile(partial_path));
+    } catch (const nlohmann::json::exception&) {
+      throw InputError(StrCat(partial_path, ": not a faults checkpoint (invalid JSON); delete it or run without --resume"));
+    }
+    if (!old.contains("fingerprint") || old["fingerprint"] != nlohmann::ordered_json(fp)) {
+      throw ConfigError(StrCat(partial_path, ": written with other settings (config, weights or seed); run without "
+                               "--resume to start over"));
+    }
+    partial["points"] = old.value("points", nlohmann::ordered_json::object());
+  }
+  const int64_t resumed = static_cast<int64_t>(partial["points"].size());
+
+  const int64_t curves = static_cast<int64_t>(a.weights.size() * schemes.size());
+  const int64_t per_curve = (static_cast<int64_t>(rates.size()) + refine) * samples + (random_device ? samples : 1);
+  Progress bar("faults", curves * per_curve, stderr, -1, cfg.Float("train.log_interval"));
+  int64_t done = 0;
+
+  nlohmann::ordered_json curves_json = nlohmann::ordered_json::array();
+  std::vector<PlotSeries> plot;
+  std::ostringstream csv;
+  csv << "weights,scheme,prune_ratio,fault_rate,refined,samples,accuracy_mean,accuracy_std,ci95_low,ci95_high\n";
+  std::string model_name;
+  int64_t test_images = 0;
+  for (size_t wi = 0; wi < a.weights.size(); ++wi) {
+    const std::string& weights = a.weights[wi];
+    LoadedModel m = LoadModelAndData(ctx, weights, /*train_split=*/true);
+    model_name = m.spec.name;
+    test_images = m.data.test.size();
+    const double prune_ratio = PruneRatio(*m.model);
+    const std::map<std::string, double> scales = StoredScales(m.bytes, weights);
+    for (const std::string& scheme : schemes) {
+      MappingSpec map = MappingSpec::FromConfig(cfg);
+      map.scheme = &FindScheme(scheme, "faults.schemes");
+      NetworkSimulator sim(*m.model, map, device, scales);
+      sim.SetCollectStats(false);
+      sim.SetQuiet(true);
+      sim.Calibrate(m.data.train, batch, ctx.device);
+      const std::string curve_key = StrCat(wi, "/", scheme);
+      // One point: its samples, resumed or simulated; saved as soon as it is complete.
+      auto point = [&](double rate, bool refined, int64_t n) {
+        const std::string key = StrCat(curve_key, "/", RateText(rate));
+        std::vector<double> acc;
+        if (partial["points"].contains(key)) {
+          acc = partial["points"][key].get<std::vector<double>>();
+          done += n;
+        } else {
+          for (int64_t k = 0; k < n; ++k) {
+            if (InterruptRequested()) {
+              throw InterruptedError(StrCat("interrupted; ", partial["points"].size(), " finished points are in ",
+                                            partial_path, " (xbar faults --resume continues)"));
+            }
+            FaultSpec f;
+            f.sa0_rate = rate * ratio[0] / (ratio[0] + ratio[1]);
+            f.sa1_rate = rate * ratio[1] / (ratio[0] + ratio[1]);
+            f.seed = DeriveSeed(ctx.seed, StrCat("faults/", weights, "/", scheme, "/", RateText(rate)),
+                                static_cast<uint64_t>(k));
+            sim.Program(f, f.seed);
+            acc.push_back(sim.Evaluate(m.data.test, SimMode::kCrossbar, batch, ctx.device).accuracy);
+            bar.Update(++done, StrCat(scheme, " rate ", rate, " sample ", k + 1, "/", n));
+          }
+          partial["points"][key] = acc;
+          WriteJson(partial_path, partial);
+        }
+        return Summarize(rate, std::move(acc), refined);
+      };
+      const PointStats fault_free = point(0.0, false, random_device ? samples : 1);
+      const double threshold = fault_free.mean - max_drop;
+      const Curve c = RunCurve(rates, threshold, refine, [&](double rate, bool refined) {
+        return point(rate, refined, samples);
+      });
+      nlohmann::ordered_json pts = nlohmann::ordered_json::array();
+      PlotSeries line;
+      line.label = a.weights.size() > 1 ? StrCat(scheme, ", prune ", static_cast<int>(std::lround(100 * prune_ratio)), " %")
+                                        : scheme;
+      for (const PointStats& p : c.points) {
+        line.x.push_back(p.rate);
+        line.y.push_back(p.mean);
+        line.lo.push_back(p.ci_low);
+        line.hi.push_back(p.ci_high);
+        pts.push_back(PointJson(p));
+        csv << weights << "," << scheme << "," << prune_ratio << "," << RateText(p.rate) << "," << (p.refined ? 1 : 0)
+            << "," << p.accuracies.size() << "," << RateText(p.mean) << "," << RateText(p.std) << ","
+            << RateText(p.ci_low) << "," << RateText(p.ci_high) << "\n";
+      }
+      plot.push_back(std::move(line));
+      const Tolerance& t = c.tolerance;
+      curves_json.push_back({{"scheme", scheme},
+                             {"weights", weights},
+                             {"prune_ratio", prune_ratio},
+                             {"placement", false},
+                             {"fault_free_accuracy", fault_free.mean},
+                             {"fault_free", PointJson(fault_free)},
+                             {"threshold", threshold},
+                             {"tolerable_fault_rate", t.rate},
+                             {"tolerable_fault_rate_ci95", {t.ci_low, t.ci_high ? nlohmann::ordered_json(*t.ci_high)
+                                                                                : nlohmann::ordered_json(nullptr)}},
+                             {"below_grid", t.below_grid},
+                             {"above_grid", t.above_grid},
+                             {"points", pts}});
+      std::printf("%-14s %-40s prune %.3f  fault-free %.2f%%  tolerable rate %s%s\n", scheme.c_str(), weights.c_str(),
+                  prune_ratio, 100 * fault_free.mean, RateText(t.rate).c_str(),
+                  t.below_grid ? " (below the grid)" : t.above_grid ? " (above the grid)" : "");
+    }
+  }
+  bar.Finish(StrCat(curves, " curves", resumed > 0 ? StrCat(", ", resumed, " points resumed") : std::string()));
+  // Tolerable rate of every curve against the first (the baseline).
+  nlohmann::ordered_json ratios = nlohmann::ordered_json::array();
+  const double base_rate = curves_json[0]["tolerable_fault_rate"].get<double>();
+  for (size_t i = 0; i < curves_json.size(); ++i) {
+    const double r = curves_json[i]["tolerable_fault_rate"].get<double>();
+    ratios.push_back({{"curve", i},
+                      {"scheme", curves_json[i]["scheme"]},
+                      {"weights", curves_json[i]["weights"]},
+                      {"vs_curve_0", base_rate > 0 ? nlohmann::ordered_json(r / base_rate) : nlohmann::ordered_json(nullptr)}});
+  }
+  nlohmann::ordered_json j = {{"schema_version", 1},
+                              {"model", model_name},
+                              {"sa0_to_sa1", ratio},
+                              {"samples", samples},
+                              {"max_drop", max_drop},
+                              {"test_images", test_images},
+                              {"seed", ctx.seed},
+                              {"curves", curves_json},
+                              {"tolerable_ratios", ratios}};
+  WriteJson(JoinPath(ctx.run_dir, "faults.json"), j);
+  WriteFileAtomic(JoinPath(ctx.run_dir, "faults.csv"), csv.str());
+  WriteFileAtomic(JoinPath(ctx.run_dir, "faults.svg"),
+                  LinePlotSvg({StrCat(model_name, ": accuracy vs stuck-at rate (mean, 95 % CI, ", samples, " maps per point)"),
+                               "stuck-at fault rate per cell", StrCat("accuracy on ", test_images, " test images"), true},
+                              plot));
+  std::remove(partial_path.c_str());  // finished: faults.json holds every sample
+  std::printf("wrote %s, faults.csv and faults.svg\n", JoinPath(ctx.run_dir, "faults.json").c_str());
+}
+
+}  // namespace
+
+void RegisterFaults(CLI::App& app) {
+  auto args = std::make_shared<FaultsArgs>();
+  CLI::App* cmd = app.add_subcommand("faults", "Monte Carlo stuck-at fault campaign: accuracy vs fault rate per scheme and model");
+  AddConfigOptions(cmd, &args->config, &args->sets);
+  cmd->add_option("--weights", args->weights, "model .safetensors; repeat for several models (e.g. prune ratios)")
+      ->required();
+  cmd->add_option("-o,--out", args->out, "run directory (default runs/<name>/faults)");
+  cmd->add_flag("--resume", args->resume, "keep the finished points of an interrupted campaign in the run directory");
+  cmd->callback([args]() { RunFaults(*args); });
+}
+
+}  // namespace xbar::app
