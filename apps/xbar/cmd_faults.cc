@@ -84,8 +84,7 @@ void RunFaults(const FaultsArgs& a) {
   std::vector<std::string> schemes = cfg.EnumList("faults.schemes");
   if (schemes.empty()) schemes.push_back(cfg.Str("mapping.scheme"));
   const std::vector<double>& ratio = cfg.FloatList("faults.sa0_to_sa1");
-  const FaultSpec base = FaultSpec::FromConfig(cfg);  // validates faults.sa0_to_sa1
-  (void)base;
+  FaultSpec::FromConfig(cfg);  // validates faults.sa0_to_sa1
   const DeviceSpec device = DeviceSpec::FromConfig(cfg);
   const int64_t batch = cfg.Int("simulate.batch_size");
   // With device variation or read noise the fault-free accuracy is itself random: sample it too.
@@ -156,7 +155,12 @@ void RunFaults(const FaultsArgs& a) {
             f.seed = DeriveSeed(ctx.seed, StrCat("faults/", weights, "/", scheme, "/", RateText(rate)),
                                 static_cast<uint64_t>(k));
             sim.Program(f, f.seed);
-            acc.push_back(sim.Evaluate(m.data.test, SimMode::kCrossbar, batch, ctx.device).accuracy);
+            try {
+              acc.push_back(sim.Evaluate(m.data.test, SimMode::kCrossbar, batch, ctx.device).accuracy);
+            } catch (const InterruptedError&) {
+              throw InterruptedError(StrCat("interrupted; ", partial["points"].size(), " finished points are in ",
+                                            partial_path, " (xbar faults --resume continues)"));
+            }
             bar.Update(++done, StrCat(scheme, " rate ", rate, " sample ", k + 1, "/", n));
           }
           partial["points"][key] = acc;

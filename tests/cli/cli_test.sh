@@ -254,7 +254,8 @@ for _ in $(seq 1 3000); do [ -e "$T/f3/faults.partial.json" ] && break; sleep 0.
 kill -INT $PID
 wait $PID
 RC=$?
-if [ "$RC" -eq 4 ] && [ -e "$T/f3/faults.partial.json" ] && [ ! -e "$T/f3/faults.json" ]; then ok "faults: SIGINT -> exit 4, checkpoint kept"; else
+if [ "$RC" -eq 4 ] && [ -e "$T/f3/faults.partial.json" ] && [ ! -e "$T/f3/faults.json" ] && grep -q "xbar faults --resume continues" "$T/f3.err"; then
+  ok "faults: SIGINT -> exit 4, checkpoint kept"; else
   bad "faults SIGINT: exit $RC, $(tail -2 "$T/f3.err")"; fi
 expect 2 "faults: resume with other settings" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/f3" "${FLT[@]}" \
   --set faults.samples=4 --resume
