@@ -11,6 +11,9 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <map>
+#include <memory>
+#include <optional>
 #include <sstream>
 
 #include "commands.h"
@@ -52,10 +55,22 @@ double PruneRatio(Model& model) {
   return total > 0 ? static_cast<double>(zeros) / static_cast<double>(total) : 0.0;
 }
 
-nlohmann::ordered_json PointJson(const PointStats& p) {
-  return {{"fault_rate", p.rate},           {"accuracy_mean", p.mean}, {"accuracy_std", p.std},
-          {"ci95", {p.ci_low, p.ci_high}}, {"samples", p.accuracies.size()}, {"refined", p.refined},
-          {"accuracies", p.accuracies}};
+// A point of a curve: `value` is the fault rate, or the axis value at the fixed fault rate.
+nlohmann::ordered_json PointJson(const PointStats& p, const std::string& axis, double fixed_rate) {
+  nlohmann::ordered_json j;
+  if (axis == "faults.rate") {
+    j["fault_rate"] = p.rate;
+  } else {
+    j["value"] = p.rate;
+    j["fault_rate"] = fixed_rate;
+  }
+  j["accuracy_mean"] = p.mean;
+  j["accuracy_std"] = p.std;
+  j["ci95"] = {p.ci_low, p.ci_high};
+  j["samples"] = p.accuracies.size();
+  j["refined"] = p.refined;
+  j["accuracies"] = p.accuracies;
+  return j;
 }
 
 void RunFaults(const FaultsArgs& a) {
@@ -63,21 +78,46 @@ void RunFaults(const FaultsArgs& a) {
   if (out.empty()) out = JoinPath(JoinPath("runs", Config::Load(a.config, a.sets).Str("name")), "faults");
   RunContext ctx = Setup(a.config, a.sets, out, true);
   const Config& cfg = ctx.cfg;
-  // The grid and the campaign's own keys, checked before any work.
-  const std::vector<double>& rates = cfg.FloatList("faults.rates");
-  if (rates.empty()) throw ConfigError(StrCat(cfg.Where("faults.rates"), ": faults.rates: expected at least one rate"));
+  // The swept axis, its grid and the campaign's own keys, checked before any work.
+  const std::string axis = cfg.Str("faults.axis");
+  const bool rate_axis = axis == "faults.rate";
+  if (!rate_axis) {
+    const KeySpec* spec = FindKeySpec(axis);
+    const bool numeric = spec != nullptr && (spec->type == ValueType::kFloat || spec->type == ValueType::kInt);
+    if (!numeric || (axis.rfind("mapping.", 0) != 0 && axis.rfind("device.", 0) != 0)) {
+      throw ConfigError(StrCat(cfg.Where("faults.axis"), ": faults.axis: expected faults.rate or a numeric mapping.* or "
+                               "device.* key (see xbar keys), got '", axis, "'"));
+    }
+  }
+  const char* grid_key = rate_axis ? "faults.rates" : "faults.axis_values";
+  const std::vector<double>& rates = cfg.FloatList(grid_key);
+  if (rates.empty()) throw ConfigError(StrCat(cfg.Where(grid_key), ": ", grid_key, ": expected at least one value"));
   for (size_t i = 0; i < rates.size(); ++i) {
-    if (rates[i] <= 0 || (i > 0 && rates[i] <= rates[i - 1])) {
-      throw ConfigError(StrCat(cfg.Where("faults.rates"), ": faults.rates: expected increasing rates in (0, 1], got ",
-                               cfg.Text("faults.rates")));
+    if ((rate_axis && rates[i] <= 0) || (i > 0 && rates[i] <= rates[i - 1])) {
+      throw ConfigError(StrCat(cfg.Where(grid_key), ": ", grid_key, ": expected increasing ",
+                               rate_axis ? "rates in (0, 1]" : "values", ", got ", cfg.Text(grid_key)));
     }
   }
   for (const char* key : {"faults.rate", "faults.sa0_rate", "faults.sa1_rate", "faults.map"}) {
-    if (cfg.IsSet(key)) {
+    if (cfg.IsSet(key) && !(key == std::string("faults.rate") && !rate_axis)) {
       throw ConfigError(StrCat(cfg.Where(key), ": ", key, ": xbar faults draws its own fault maps at the rates of "
-                               "faults.rates (split by faults.sa0_to_sa1); remove ", key));
+                               "faults.rates (or at faults.rate along another faults.axis), split by faults.sa0_to_sa1; "
+                               "remove ", key));
     }
   }
+  // The configuration of one grid value (validated like --set: a value outside the key's range is
+  // an error naming faults.axis_values).
+  auto at_value = [&](double value) {
+    Config c = cfg;
+    if (!rate_axis) {
+      const KeySpec* spec = FindKeySpec(axis);
+      c.Set(axis, spec->type == ValueType::kInt ? std::to_string(std::llround(value)) : RateText(value),
+            StrCat(cfg.Where("faults.axis_values"), ": faults.axis_values"));
+    }
+    return c;
+  };
+  for (double v : rates) at_value(v);
+  const double fixed_rate = rate_axis ? 0.0 : cfg.Float("faults.rate");
   const int64_t samples = cfg.Int("faults.samples");
   const double max_drop = cfg.Float("faults.max_drop");
   const int refine = static_cast<int>(cfg.Int("faults.refine_steps"));
@@ -85,10 +125,18 @@ void RunFaults(const FaultsArgs& a) {
   if (schemes.empty()) schemes.push_back(cfg.Str("mapping.scheme"));
   const std::vector<double>& ratio = cfg.FloatList("faults.sa0_to_sa1");
   FaultSpec::FromConfig(cfg);  // validates faults.sa0_to_sa1
-  const DeviceSpec device = DeviceSpec::FromConfig(cfg);
   const int64_t batch = cfg.Int("simulate.batch_size");
-  // With device variation or read noise the fault-free accuracy is itself random: sample it too.
-  const bool random_device = device.variation_sigma > 0 || device.read_noise_sigma > 0;
+  // With device variation or read noise (anywhere on the grid) an accuracy is random: the
+  // reference point is sampled too.
+  bool random_device = false;
+  for (double v : rates) {
+    const DeviceSpec d = DeviceSpec::FromConfig(at_value(v));
+    random_device = random_device || d.variation_sigma > 0 || d.read_noise_sigma > 0;
+  }
+  {
+    const DeviceSpec d = DeviceSpec::FromConfig(cfg);
+    random_device = random_device || d.variation_sigma > 0 || d.read_noise_sigma > 0;
+  }
 
   // Resume: finished points of an interrupted run with the same settings.
   std::map<std::string, std::string> fp = Fingerprint(cfg, {"dataset", "model", "mapping", "device", "faults", "arch"});
@@ -118,7 +166,8 @@ void RunFaults(const FaultsArgs& a) {
   nlohmann::ordered_json curves_json = nlohmann::ordered_json::array();
   std::vector<PlotSeries> plot;
   std::ostringstream csv;
-  csv << "weights,scheme,prune_ratio,fault_rate,refined,samples,accuracy_mean,accuracy_std,ci95_low,ci95_high\n";
+  csv << "weights,scheme,prune_ratio," << (rate_axis ? "fault_rate" : axis)
+      << ",refined,samples,accuracy_mean,accuracy_std,ci95_low,ci95_high\n";
   std::string model_name;
   int64_t test_images = 0;
   for (size_t wi = 0; wi < a.weights.size(); ++wi) {
@@ -129,21 +178,35 @@ void RunFaults(const FaultsArgs& a) {
     const double prune_ratio = PruneRatio(*m.model);
     const std::map<std::string, double> scales = StoredScales(m.bytes, weights);
     for (const std::string& scheme : schemes) {
-      MappingSpec map = MappingSpec::FromConfig(cfg);
-      map.scheme = &FindScheme(scheme, "faults.schemes");
-      NetworkSimulator sim(*m.model, map, device, scales);
-      sim.SetCollectStats(false);
-      sim.SetQuiet(true);
-      sim.Calibrate(m.data.train, batch, ctx.device);
+      // One simulator per hardware description: for the rate axis one for the whole curve; along
+      // another axis one per grid value (and one for the reference, the config's own value).
+      std::map<std::string, std::unique_ptr<NetworkSimulator>> sims;
+      auto simulator = [&](const Config& c) -> NetworkSimulator& {
+        const std::string key = rate_axis ? std::string() : c.Text(axis);
+        auto it = sims.find(key);
+        if (it != sims.end()) return *it->second;
+        MappingSpec map = MappingSpec::FromConfig(c);
+        map.scheme = &FindScheme(scheme, "faults.schemes");
+        auto sim = std::make_unique<NetworkSimulator>(*m.model, map, DeviceSpec::FromConfig(c), scales);
+        sim->SetCollectStats(false);
+        sim->SetQuiet(true);
+        sim->Calibrate(m.data.train, batch, ctx.device);
+        return *sims.emplace(key, std::move(sim)).first->second;
+      };
       const std::string curve_key = StrCat(wi, "/", scheme);
-      // One point: its samples, resumed or simulated; saved as soon as it is complete.
-      auto point = [&](double rate, bool refined, int64_t n) {
-        const std::string key = StrCat(curve_key, "/", RateText(rate));
+      // One point: its samples, resumed or simulated; saved as soon as it is complete. `value` is
+      // the fault rate, or the axis value (nullopt: the reference configuration).
+      auto point = [&](std::optional<double> value, bool refined, int64_t n) {
+        const std::string vtext = value ? RateText(*value) : std::string("reference");
+        const std::string key = StrCat(curve_key, "/", vtext);
+        const double rate = rate_axis ? value.value_or(0.0) : fixed_rate;
         std::vector<double> acc;
         if (partial["points"].contains(key)) {
           acc = partial["points"][key].get<std::vector<double>>();
           done += n;
         } else {
+          const Config c = value && !rate_axis ? at_value(*value) : cfg;
+          NetworkSimulator& sim = simulator(c);
           for (int64_t k = 0; k < n; ++k) {
             if (InterruptRequested()) {
               throw InterruptedError(StrCat("interrupted; ", partial["points"].size(), " finished points are in ",
@@ -152,7 +215,7 @@ void RunFaults(const FaultsArgs& a) {
             FaultSpec f;
             f.sa0_rate = rate * ratio[0] / (ratio[0] + ratio[1]);
             f.sa1_rate = rate * ratio[1] / (ratio[0] + ratio[1]);
-            f.seed = DeriveSeed(ctx.seed, StrCat("faults/", weights, "/", scheme, "/", RateText(rate)),
+            f.seed = DeriveSeed(ctx.seed, StrCat("faults/", weights, "/", scheme, "/", rate_axis ? "" : axis + "=", vtext),
                                 static_cast<uint64_t>(k));
             sim.Program(f, f.seed);
             try {
@@ -161,18 +224,20 @@ void RunFaults(const FaultsArgs& a) {
               throw InterruptedError(StrCat("interrupted; ", partial["points"].size(), " finished points are in ",
                                             partial_path, " (xbar faults --resume continues)"));
             }
-            bar.Update(++done, StrCat(scheme, " rate ", rate, " sample ", k + 1, "/", n));
+            bar.Update(++done, StrCat(scheme, " ", rate_axis ? "rate" : axis, " ", value ? vtext : "reference", " sample ",
+                                      k + 1, "/", n));
           }
           partial["points"][key] = acc;
           WriteJson(partial_path, partial);
         }
-        return Summarize(rate, std::move(acc), refined);
+        return Summarize(value.value_or(0.0), std::move(acc), refined);
       };
-      const PointStats fault_free = point(0.0, false, random_device ? samples : 1);
+      // The reference: fault-free (rate axis), or the config's own value of the axis at faults.rate.
+      const PointStats fault_free = point(rate_axis ? std::optional<double>(0.0) : std::nullopt, false,
+                                          random_device || (!rate_axis && fixed_rate > 0) ? samples : 1);
       const double threshold = fault_free.mean - max_drop;
-      const Curve c = RunCurve(rates, threshold, refine, [&](double rate, bool refined) {
-        return point(rate, refined, samples);
-      });
+      const Curve c = RunCurve(
+          rates, threshold, refine, [&](double v, bool refined) { return point(v, refined, samples); }, rate_axis);
       nlohmann::ordered_json pts = nlohmann::ordered_json::array();
       PlotSeries line;
       line.label = a.weights.size() > 1 ? StrCat(scheme, ", prune ", static_cast<int>(std::lround(100 * prune_ratio)), " %")
@@ -182,37 +247,41 @@ void RunFaults(const FaultsArgs& a) {
         line.y.push_back(p.mean);
         line.lo.push_back(p.ci_low);
         line.hi.push_back(p.ci_high);
-        pts.push_back(PointJson(p));
+        pts.push_back(PointJson(p, axis, fixed_rate));
         csv << weights << "," << scheme << "," << prune_ratio << "," << RateText(p.rate) << "," << (p.refined ? 1 : 0)
             << "," << p.accuracies.size() << "," << RateText(p.mean) << "," << RateText(p.std) << ","
             << RateText(p.ci_low) << "," << RateText(p.ci_high) << "\n";
       }
       plot.push_back(std::move(line));
       const Tolerance& t = c.tolerance;
-      curves_json.push_back({{"scheme", scheme},
-                             {"weights", weights},
-                             {"prune_ratio", prune_ratio},
-                             {"placement", false},
-                             {"fault_free_accuracy", fault_free.mean},
-                             {"fault_free", PointJson(fault_free)},
-                             {"threshold", threshold},
-                             {"tolerable_fault_rate", t.rate},
-                             {"tolerable_fault_rate_ci95", {t.ci_low, t.ci_high ? nlohmann::ordered_json(*t.ci_high)
-                                                                                : nlohmann::ordered_json(nullptr)}},
-                             {"below_grid", t.below_grid},
-                             {"above_grid", t.above_grid},
-                             {"points", pts}});
-      std::printf("%-14s %-40s prune %.3f  fault-free %.2f%%  tolerable rate %s%s\n", scheme.c_str(), weights.c_str(),
-                  prune_ratio, 100 * fault_free.mean, RateText(t.rate).c_str(),
+      const char* tol_key = rate_axis ? "tolerable_fault_rate" : "tolerable_value";
+      nlohmann::ordered_json cj = {{"scheme", scheme}, {"weights", weights}, {"prune_ratio", prune_ratio}, {"placement", false}};
+      if (!rate_axis) {
+        cj["axis"] = axis;
+        cj["fault_rate"] = fixed_rate;
+      }
+      cj[rate_axis ? "fault_free_accuracy" : "reference_accuracy"] = fault_free.mean;
+      cj[rate_axis ? "fault_free" : "reference"] = PointJson(fault_free, axis, fixed_rate);
+      cj["threshold"] = threshold;
+      cj[tol_key] = t.rate;
+      cj[StrCat(tol_key, "_ci95")] = {t.ci_low, t.ci_high ? nlohmann::ordered_json(*t.ci_high) : nlohmann::ordered_json(nullptr)};
+      cj["below_grid"] = t.below_grid;
+      cj["above_grid"] = t.above_grid;
+      cj["points"] = pts;
+      curves_json.push_back(cj);
+      std::printf("%-14s %-40s prune %.3f  %s %.2f%%  tolerable %s %s%s\n", scheme.c_str(), weights.c_str(),
+                  prune_ratio, rate_axis ? "fault-free" : "reference", 100 * fault_free.mean,
+                  rate_axis ? "rate" : axis.c_str(), RateText(t.rate).c_str(),
                   t.below_grid ? " (below the grid)" : t.above_grid ? " (above the grid)" : "");
     }
   }
   bar.Finish(StrCat(curves, " curves", resumed > 0 ? StrCat(", ", resumed, " points resumed") : std::string()));
   // Tolerable rate of every curve against the first (the baseline).
   nlohmann::ordered_json ratios = nlohmann::ordered_json::array();
-  const double base_rate = curves_json[0]["tolerable_fault_rate"].get<double>();
+  const char* tol_key = rate_axis ? "tolerable_fault_rate" : "tolerable_value";
+  const double base_rate = curves_json[0][tol_key].get<double>();
   for (size_t i = 0; i < curves_json.size(); ++i) {
-    const double r = curves_json[i]["tolerable_fault_rate"].get<double>();
+    const double r = curves_json[i][tol_key].get<double>();
     ratios.push_back({{"curve", i},
                       {"scheme", curves_json[i]["scheme"]},
                       {"weights", curves_json[i]["weights"]},
@@ -223,6 +292,7 @@ void RunFaults(const FaultsArgs& a) {
                               {"sa0_to_sa1", ratio},
                               {"samples", samples},
                               {"max_drop", max_drop},
+                              {"axis", axis},
                               {"test_images", test_images},
                               {"seed", ctx.seed},
                               {"curves", curves_json},
@@ -230,8 +300,10 @@ void RunFaults(const FaultsArgs& a) {
   WriteJson(JoinPath(ctx.run_dir, "faults.json"), j);
   WriteFileAtomic(JoinPath(ctx.run_dir, "faults.csv"), csv.str());
   WriteFileAtomic(JoinPath(ctx.run_dir, "faults.svg"),
-                  LinePlotSvg({StrCat(model_name, ": accuracy vs stuck-at rate (mean, 95 % CI, ", samples, " maps per point)"),
-                               "stuck-at fault rate per cell", StrCat("accuracy on ", test_images, " test images"), true},
+                  LinePlotSvg({StrCat(model_name, ": accuracy vs ", rate_axis ? "stuck-at rate" : axis, " (mean, 95 % CI, ",
+                                      samples, " samples per point)"),
+                               rate_axis ? "stuck-at fault rate per cell" : axis,
+                               StrCat("accuracy on ", test_images, " test images"), rate_axis},
                               plot));
   std::remove(partial_path.c_str());  // finished: faults.json holds every sample
   std::printf("wrote %s, faults.csv and faults.svg\n", JoinPath(ctx.run_dir, "faults.json").c_str());

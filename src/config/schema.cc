@@ -164,6 +164,11 @@ std::vector<KeySpec> BuildSchema() {
             "xbar faults: accuracy loss (absolute) a tolerable fault rate may cost against fault-free"),
       Int("faults.refine_steps", "3", 0, 20,
           "xbar faults: bisection steps (geometric) refining each curve's tolerable rate between grid points"),
+      Str("faults.axis", "faults.rate",
+          "xbar faults: the swept quantity: faults.rate (grid faults.rates), or a numeric mapping.* / device.* key "
+          "(grid faults.axis_values, at the fixed faults.rate)"),
+      KeySpec{"faults.axis_values", ValueType::kFloatList, "[]", -1e308, 1e308, false, false, {},
+              "xbar faults: increasing values of faults.axis when it is not faults.rate"},
       // ---- simulate --------------------------------------------------------------------------
       Int("simulate.batch_size", "200", 1, 65536, "images per simulated batch"),
       Int("estimate.images", "200", 1, 1000000, "test images whose input bit-planes measure zero-skipping (xbar estimate, zero-skipping architectures)"),

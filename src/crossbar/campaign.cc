@@ -42,7 +42,7 @@ PointStats Summarize(double rate, std::vector<double> accuracies, bool refined) 
 }
 
 Curve RunCurve(const std::vector<double>& rates, double threshold, int refine_steps,
-               const std::function<PointStats(double rate, bool refined)>& eval) {
+               const std::function<PointStats(double rate, bool refined)>& eval, bool geometric) {
   Curve c;
   for (double r : rates) c.points.push_back(eval(r, false));
   size_t fail = c.points.size();
@@ -62,7 +62,7 @@ Curve RunCurve(const std::vector<double>& rates, double threshold, int refine_st
   } else {
     double lo = rates[fail - 1], hi = rates[fail];
     for (int s = 0; s < refine_steps; ++s) {
-      const double mid = std::sqrt(lo * hi);
+      const double mid = geometric ? std::sqrt(lo * hi) : 0.5 * (lo + hi);
       PointStats p = eval(mid, true);
       (p.mean >= threshold ? lo : hi) = mid;
       c.points.push_back(std::move(p));

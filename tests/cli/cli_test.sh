@@ -263,6 +263,17 @@ contains "$T/err" "written with other settings" "changed settings refused on res
 expect 0 "faults --resume" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/f3" "${FLT[@]}" --resume
 cmp -s "$T/f1/faults.json" "$T/f3/faults.json" && contains "$T/err" "points resumed" "resumed campaign equals the uninterrupted one" ||
   bad "resumed faults.json differs: $(diff "$T/f1/faults.json" "$T/f3/faults.json" | head -4)"
+# Another axis of the hardware description: variation sigma at a fixed fault rate.
+expect 0 "faults along device.variation_sigma" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/fv" \
+  --set threads=1 --set dataset.train_subset=400 --set dataset.test_subset=100 --set faults.samples=2 --set faults.rate=1e-3 \
+  --set faults.axis=device.variation_sigma --set "faults.axis_values=[0.05, 0.3]" --set faults.refine_steps=1
+if [ "$(json "$T/fv/faults.json" "int(d['axis']=='device.variation_sigma' and [p['value'] for p in d['curves'][0]['points'] if not p['refined']]==[0.05, 0.3] and all(p['fault_rate']==1e-3 for p in d['curves'][0]['points']) and 'tolerable_value' in d['curves'][0] and d['curves'][0]['points'][0]['accuracy_mean'] > d['curves'][0]['points'][-1]['accuracy_mean'])")" = 1 ]; then
+  ok "faults.json along a device axis"; else bad "axis faults.json: $(head -c 600 "$T/fv/faults.json")"; fi
+expect 2 "faults: axis not a numeric hardware key" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/fx" \
+  --set faults.axis=mapping.scheme --set "faults.axis_values=[1]"
+contains "$T/err" "faults.axis: expected faults.rate or a numeric" "non-numeric axis named"
+expect 2 "faults: axis value out of range" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/fx" \
+  --set faults.axis=device.variation_sigma --set "faults.axis_values=[0.1, 20]"
 expect 2 "faults: decreasing rates" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/fx" --set "faults.rates=[1e-2, 1e-3]"
 contains "$T/err" "faults.rates: expected increasing rates" "decreasing grid named"
 expect 2 "faults: empty grid" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/fx" --set "faults.rates=[]"

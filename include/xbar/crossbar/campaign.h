@@ -46,8 +46,9 @@ struct Curve {
   Tolerance tolerance;
 };
 
-// Evaluates `rates` (increasing, > 0) with `eval`, then `refine_steps` bisection points.
+// Evaluates `rates` (increasing; > 0 when `geometric`) with `eval`, then `refine_steps` bisection
+// points: geometric midpoints (fault rates on a log grid) or arithmetic ones (any other axis).
 Curve RunCurve(const std::vector<double>& rates, double threshold, int refine_steps,
-               const std::function<PointStats(double rate, bool refined)>& eval);
+               const std::function<PointStats(double rate, bool refined)>& eval, bool geometric = true);
 
 }  // namespace xbar
