@@ -120,7 +120,9 @@ void RunFaults(const FaultsArgs& a) {
   const double fixed_rate = rate_axis ? 0.0 : cfg.Float("faults.rate");
   const int64_t samples = cfg.Int("faults.samples");
   const double max_drop = cfg.Float("faults.max_drop");
-  const int refine = static_cast<int>(cfg.Int("faults.refine_steps"));
+  // An integer axis (e.g. mapping.adc_bits) is not bisected: its grid is all there is.
+  const bool int_axis = !rate_axis && FindKeySpec(axis)->type == ValueType::kInt;
+  const int refine = int_axis ? 0 : static_cast<int>(cfg.Int("faults.refine_steps"));
   std::vector<std::string> schemes = cfg.EnumList("faults.schemes");
   if (schemes.empty()) schemes.push_back(cfg.Str("mapping.scheme"));
   const std::vector<double>& ratio = cfg.FloatList("faults.sa0_to_sa1");
