@@ -105,18 +105,20 @@ void RunFaults(const FaultsArgs& a) {
                                "remove ", key));
     }
   }
-  // The configuration of one grid value (validated like --set: a value outside the key's range is
-  // an error naming faults.axis_values).
+  // The configuration of one grid value: faults.rate, or the axis key (validated like --set: a value
+  // outside the key's range is an error naming faults.axis_values). Its faults come from
+  // FaultSpec::FromConfig like simulate's.
   auto at_value = [&](double value) {
     Config c = cfg;
-    if (!rate_axis) {
+    if (rate_axis) {
+      c.Set("faults.rate", RateText(value), "faults.rates");
+    } else {
       const KeySpec* spec = FindKeySpec(axis);
       c.Set(axis, spec->type == ValueType::kInt ? std::to_string(std::llround(value)) : RateText(value),
             StrCat(cfg.Where("faults.axis_values"), ": faults.axis_values"));
     }
     return c;
   };
-  for (double v : rates) at_value(v);
   const double fixed_rate = rate_axis ? 0.0 : cfg.Float("faults.rate");
   const int64_t samples = cfg.Int("faults.samples");
   const double max_drop = cfg.Float("faults.max_drop");
@@ -126,19 +128,17 @@ void RunFaults(const FaultsArgs& a) {
   std::vector<std::string> schemes = cfg.EnumList("faults.schemes");
   if (schemes.empty()) schemes.push_back(cfg.Str("mapping.scheme"));
   const std::vector<double>& ratio = cfg.FloatList("faults.sa0_to_sa1");
-  FaultSpec::FromConfig(cfg);  // validates faults.sa0_to_sa1
   const int64_t batch = cfg.Int("simulate.batch_size");
   // With device variation or read noise (anywhere on the grid) an accuracy is random: the
-  // reference point is sampled too.
-  bool random_device = false;
-  for (double v : rates) {
-    const DeviceSpec d = DeviceSpec::FromConfig(at_value(v));
-    random_device = random_device || d.variation_sigma > 0 || d.read_noise_sigma > 0;
-  }
-  {
-    const DeviceSpec d = DeviceSpec::FromConfig(cfg);
-    random_device = random_device || d.variation_sigma > 0 || d.read_noise_sigma > 0;
-  }
+  // reference point is sampled too. Building every grid value's specs also checks them all.
+  auto random = [](const Config& c) {
+    FaultSpec::FromConfig(c);
+    const DeviceSpec d = DeviceSpec::FromConfig(c);
+    return d.variation_sigma > 0 || d.read_noise_sigma > 0;
+  };
+  bool random_device = random(cfg);
+  for (double v : rates) random_device = random(at_value(v)) || random_device;
+  const char* tol_key = rate_axis ? "tolerable_fault_rate" : "tolerable_value";
 
   // Resume: finished points of an interrupted run with the same settings.
   std::map<std::string, std::string> fp = Fingerprint(cfg, {"dataset", "model", "mapping", "device", "faults", "arch"});
@@ -159,6 +159,10 @@ void RunFaults(const FaultsArgs& a) {
     partial["points"] = old.value("points", nlohmann::ordered_json::object());
   }
   const int64_t resumed = static_cast<int64_t>(partial["points"].size());
+  auto interrupted = [&]() {
+    return InterruptedError(StrCat("interrupted; ", partial["points"].size(), " finished points are in ", partial_path,
+                                   " (xbar faults --resume continues)"));
+  };
 
   const int64_t curves = static_cast<int64_t>(a.weights.size() * schemes.size());
   const int64_t per_curve = (static_cast<int64_t>(rates.size()) + refine) * samples + (random_device ? samples : 1);
@@ -201,33 +205,25 @@ void RunFaults(const FaultsArgs& a) {
       auto point = [&](std::optional<double> value, bool refined, int64_t n) {
         const std::string vtext = value ? RateText(*value) : std::string("reference");
         const std::string key = StrCat(curve_key, "/", vtext);
-        const double rate = rate_axis ? value.value_or(0.0) : fixed_rate;
         std::vector<double> acc;
         if (partial["points"].contains(key)) {
           acc = partial["points"][key].get<std::vector<double>>();
           done += n;
         } else {
-          const Config c = value && !rate_axis ? at_value(*value) : cfg;
+          const Config c = value || rate_axis ? at_value(value.value_or(0.0)) : cfg;
           NetworkSimulator& sim = simulator(c);
+          FaultSpec f = FaultSpec::FromConfig(c);
           for (int64_t k = 0; k < n; ++k) {
-            if (InterruptRequested()) {
-              throw InterruptedError(StrCat("interrupted; ", partial["points"].size(), " finished points are in ",
-                                            partial_path, " (xbar faults --resume continues)"));
-            }
-            FaultSpec f;
-            f.sa0_rate = rate * ratio[0] / (ratio[0] + ratio[1]);
-            f.sa1_rate = rate * ratio[1] / (ratio[0] + ratio[1]);
+            if (InterruptRequested()) throw interrupted();
             f.seed = DeriveSeed(ctx.seed, StrCat("faults/", weights, "/", scheme, "/", rate_axis ? "" : axis + "=", vtext),
                                 static_cast<uint64_t>(k));
             sim.Program(f, f.seed);
             try {
               acc.push_back(sim.Evaluate(m.data.test, SimMode::kCrossbar, batch, ctx.device).accuracy);
             } catch (const InterruptedError&) {
-              throw InterruptedError(StrCat("interrupted; ", partial["points"].size(), " finished points are in ",
-                                            partial_path, " (xbar faults --resume continues)"));
+              throw interrupted();
             }
-            bar.Update(++done, StrCat(scheme, " ", rate_axis ? "rate" : axis, " ", value ? vtext : "reference", " sample ",
-                                      k + 1, "/", n));
+            bar.Update(++done, StrCat(scheme, " ", rate_axis ? "rate" : axis, " ", vtext, " sample ", k + 1, "/", n));
           }
           partial["points"][key] = acc;
           WriteJson(partial_path, partial);
@@ -256,7 +252,6 @@ void RunFaults(const FaultsArgs& a) {
       }
       plot.push_back(std::move(line));
       const Tolerance& t = c.tolerance;
-      const char* tol_key = rate_axis ? "tolerable_fault_rate" : "tolerable_value";
       nlohmann::ordered_json cj = {{"scheme", scheme}, {"weights", weights}, {"prune_ratio", prune_ratio}, {"placement", false}};
       if (!rate_axis) {
         cj["axis"] = axis;
@@ -280,7 +275,6 @@ void RunFaults(const FaultsArgs& a) {
   bar.Finish(StrCat(curves, " curves", resumed > 0 ? StrCat(", ", resumed, " points resumed") : std::string()));
   // Tolerable rate of every curve against the first (the baseline).
   nlohmann::ordered_json ratios = nlohmann::ordered_json::array();
-  const char* tol_key = rate_axis ? "tolerable_fault_rate" : "tolerable_value";
   const double base_rate = curves_json[0][tol_key].get<double>();
   for (size_t i = 0; i < curves_json.size(); ++i) {
     const double r = curves_json[i][tol_key].get<double>();

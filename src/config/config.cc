@@ -133,37 +133,26 @@ Config::Value ParseValue(const KeySpec& spec, const YAML::Node& node, const std:
   auto fail = [&]() {
     return ConfigError(StrCat(where, ": ", key, ": expected ", DescribeExpected(spec), ", got '", v.s, "'"));
   };
-  if (spec.type == ValueType::kEnumList) {
-    std::vector<YAML::Node> items;
-    if (node.IsSequence()) {
-      for (const auto& item : node) items.push_back(item);
-    } else if (node.IsScalar() && !node.Scalar().empty()) {
-      items.push_back(node);
-    } else if (!node.IsSequence()) {
-      throw fail();
-    }
-    for (const auto& item : items) {
-      if (!item.IsScalar() ||
-          std::find(spec.choices.begin(), spec.choices.end(), item.Scalar()) == spec.choices.end()) {
-        throw fail();
-      }
-      v.names.push_back(item.Scalar());
-    }
-    return v;
-  }
-  if (spec.type == ValueType::kFloatList) {
+  if (spec.type == ValueType::kFloatList || spec.type == ValueType::kEnumList) {
+    // A YAML sequence, or one scalar for a one-element list ('' is an empty list of names).
     std::vector<YAML::Node> items;
     if (node.IsSequence()) {
       for (const auto& item : node) items.push_back(item);
     } else if (node.IsScalar()) {
-      items.push_back(node);
+      if (spec.type == ValueType::kFloatList || !node.Scalar().empty()) items.push_back(node);
     } else {
       throw fail();
     }
     for (const auto& item : items) {
-      double x = 0;
-      if (!item.IsScalar() || !ParseFloat(item.Scalar(), &x) || !InRange(spec, x)) throw fail();
-      v.list.push_back(x);
+      if (!item.IsScalar()) throw fail();
+      if (spec.type == ValueType::kEnumList) {
+        if (std::find(spec.choices.begin(), spec.choices.end(), item.Scalar()) == spec.choices.end()) throw fail();
+        v.names.push_back(item.Scalar());
+      } else {
+        double x = 0;
+        if (!ParseFloat(item.Scalar(), &x) || !InRange(spec, x)) throw fail();
+        v.list.push_back(x);
+      }
     }
     return v;
   }

@@ -210,14 +210,40 @@ void CrossbarLayer::CountReads(const torch::Tensor& xq_in, bool signed_inputs, R
     if (last_rows == nullptr || *last_rows != t.rows) {
       torch::Tensor xr = xq.index_select(1, IndexTensor(t.rows));
       if (F * m != R) xr = torch::constant_pad_nd(xr, {0, F * m - R}, 0);
-      torch::Tensor fr = xr.view({M, F, m});
-      torch::Tensor planes = torch::ceil(torch::ceil(torch::log2(fr.clamp_min(0).amax(2) + 1)) / static_cast<double>(v));
-      if (signed_inputs) planes = torch::where(fr.lt(0).any(2), torch::full_like(planes, static_cast<double>(P)), planes);
-      last_needed = static_cast<int64_t>(planes.sum().item<double>());
+      // A fragment needs the cycles of its most demanding input (planes are monotone in the value).
+      last_needed = PlanesNeeded(xr, static_cast<int>(v), P, 0).view({M, F, m}).amax(2).sum().item<int64_t>();
       last_rows = &t.rows;
     }
     stats->input_cycles_needed += last_needed;
   }
+}
+
+torch::Tensor PlanesNeeded(const torch::Tensor& xq, int dac_bits, int64_t P, int64_t pad) {
+  const torch::Tensor x = xq.to(torch::kCPU, torch::kFloat32).contiguous();
+  const bool conv = x.dim() == 4;
+  const int64_t rows = conv ? x.size(0) * x.size(1) * x.size(2) : x.size(0);
+  const int64_t W = x.size(x.dim() - 1);
+  const int64_t H = conv ? x.size(2) : 1;
+  const int64_t Wp = W + 2 * pad;
+  torch::Tensor need = conv ? torch::zeros({x.size(0), x.size(1), H + 2 * pad, Wp}, torch::kUInt8)
+                            : torch::empty({x.size(0), W}, torch::kUInt8);
+  const float* xp = x.data_ptr<float>();
+  uint8_t* np = need.data_ptr<uint8_t>();
+  uint8_t table[65];  // planes needed per bit length
+  for (int bits = 0; bits <= 64; ++bits) table[bits] = static_cast<uint8_t>((bits + dac_bits - 1) / dac_bits);
+  const uint8_t all = static_cast<uint8_t>(P);
+  at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      // Row r of the input is row (r % H) of plane (r / H); padded, it starts `pad` rows and columns in.
+      uint8_t* dst = conv ? np + ((r / H) * (H + 2 * pad) + r % H + pad) * Wp + pad : np + r * W;
+      const float* src = xp + r * W;
+      for (int64_t i = 0; i < W; ++i) {
+        const float v = src[i];
+        dst[i] = v < 0 ? all : table[64 - __builtin_clzll(static_cast<uint64_t>(v) | 1) - (v < 1 ? 1 : 0)];
+      }
+    }
+  });
+  return need;
 }
 
 torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inputs, uint64_t noise_seed,
@@ -258,8 +284,8 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       }
       // Column sums of every read in every cycle, [G, P*M, NR]: the fixed-order float kernel, or
       // bit-packed; both exact on integer cells, and the float one the same bits wherever a
-      // position sits (kernels/float.cc). Once a crossbar runs bit-packed, its sums are computed row by row inside the ADC
-      // loop below and never stored.
+      // position sits (kernels/float.cc). Once a crossbar runs bit-packed, its sums are computed
+      // row by row inside the ADC loop below and never stored.
       const bool can_pack = t.words > 0;
       const bool fused = can_pack && !calibrating_ &&
                          (kernel_ == SumKernel::kPacked || (kernel_ == SumKernel::kAuto && t.kernel == 2));

@@ -22,6 +22,18 @@ void Finish(std::map<std::string, LayerInputs>& in, int input_bits) {
   }
 }
 
+// Installs a layer override for its lifetime (also when the forward pass throws).
+class ScopedOverride {
+ public:
+  ScopedOverride(Model& model, LayerOverride fn) : model_(model) { model_.SetLayerOverride(std::move(fn)); }
+  ~ScopedOverride() { model_.SetLayerOverride(nullptr); }
+  ScopedOverride(const ScopedOverride&) = delete;
+  ScopedOverride& operator=(const ScopedOverride&) = delete;
+
+ private:
+  Model& model_;
+};
+
 // Records every layer's input range and positions while running the float model; safe to call
 // from several threads at once (the ranges are maxima and minima: the same in any order).
 LayerOverride Recorder(Model& model, std::map<std::string, LayerInputs>& in, std::mutex& mu) {
@@ -64,38 +76,6 @@ void ForwardInBatches(Model& model, const torch::Tensor& images, torch::Device d
   at::parallel_for(0, batches, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) run(b);
   });
-}
-
-// Input cycles a fragment needs per quantised input value, as uint8: the planes up to its highest
-// non-zero bit (ceil(bit length / DAC bits)), or all `P` for a negative (two's-complement) input.
-// `xq` is [B, C, H, W] (conv: the result is zero-padded by `pad` on each side) or [B, K] (linear).
-// One pass: no float temporaries.
-torch::Tensor PlanesNeeded(const torch::Tensor& xq, int dac_bits, int64_t P, int64_t pad) {
-  const torch::Tensor x = xq.to(torch::kCPU, torch::kFloat32).contiguous();
-  const bool conv = x.dim() == 4;
-  const int64_t rows = conv ? x.size(0) * x.size(1) * x.size(2) : x.size(0);
-  const int64_t W = x.size(x.dim() - 1);
-  const int64_t H = conv ? x.size(2) : 1;
-  const int64_t Wp = W + 2 * pad;
-  torch::Tensor need = conv ? torch::zeros({x.size(0), x.size(1), H + 2 * pad, Wp}, torch::kUInt8)
-                            : torch::empty({x.size(0), W}, torch::kUInt8);
-  const float* xp = x.data_ptr<float>();
-  uint8_t* np = need.data_ptr<uint8_t>();
-  uint8_t table[65];  // planes needed per bit length
-  for (int bits = 0; bits <= 64; ++bits) table[bits] = static_cast<uint8_t>((bits + dac_bits - 1) / dac_bits);
-  const uint8_t all = static_cast<uint8_t>(P);
-  at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      // Row r of the input is row (r % H) of plane (r / H); padded, it starts `pad` rows and columns in.
-      uint8_t* dst = conv ? np + ((r / H) * (H + 2 * pad) + r % H + pad) * Wp + pad : np + r * W;
-      const float* src = xp + r * W;
-      for (int64_t i = 0; i < W; ++i) {
-        const float v = src[i];
-        dst[i] = v < 0 ? all : table[64 - __builtin_clzll(static_cast<uint64_t>(v) | 1) - (v < 1 ? 1 : 0)];
-      }
-    }
-  });
-  return need;
 }
 
 // Cycles needed by the fragments (map.fragment_rows consecutive entries of `rows`) of one tile,
@@ -164,14 +144,10 @@ std::map<std::string, LayerInputs> CalibrateInputs(Model& model, const torch::Te
   model.eval();
   std::map<std::string, LayerInputs> in;
   std::mutex mu;
-  model.SetLayerOverride(Recorder(model, in, mu));
-  try {
+  {
+    ScopedOverride record(model, Recorder(model, in, mu));
     ForwardInBatches(model, images, device);
-  } catch (...) {
-    model.SetLayerOverride(nullptr);
-    throw;
   }
-  model.SetLayerOverride(nullptr);
   Finish(in, input_bits);
   return in;
 }
@@ -181,9 +157,10 @@ std::map<std::string, LayerInputs> ProbeInputs(Model& model, const torch::Tensor
   model.eval();
   std::map<std::string, LayerInputs> in;
   std::mutex mu;
-  model.SetLayerOverride(Recorder(model, in, mu));
-  model.forward(probe);
-  model.SetLayerOverride(nullptr);
+  {
+    ScopedOverride record(model, Recorder(model, in, mu));
+    model.forward(probe);
+  }
   Finish(in, input_bits);
   return in;
 }
@@ -267,8 +244,8 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
     // (docs/BENCHMARKS.md measures by how much).
     std::mutex mu;
     model.eval();
-    model.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn&) {
-      const Layer& s = layers.at(l.name);
+    ScopedOverride count(model, [&](const LayerInfo& l, const torch::Tensor& x, const LayerFn&) {
+      Layer& s = layers.at(l.name);
       const LayerInputs& in = inputs.at(l.name);
       torch::Tensor xq = QuantizeInputs(x, in.scale, in.signed_inputs, map.input_bits);
       const int64_t B = x.size(0), P = map.InputCycles(in.signed_inputs), m = map.fragment_rows;
@@ -299,9 +276,8 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
       }
       {
         std::lock_guard<std::mutex> lock(mu);  // integer sums: the same in any order
-        Layer& t = layers.at(l.name);
-        t.skip.applied += counts.applied;
-        t.skip.needed += counts.needed;
+        s.skip.applied += counts.applied;
+        s.skip.needed += counts.needed;
       }
       const torch::Tensor w = s.qweight.to(x.device());
       torch::Tensor y = l.kind == LayerKind::kConv2d ? torch::conv2d(xq, w, {}, l.stride, l.padding, 1, l.groups)
@@ -310,13 +286,7 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
       if (s.bias.defined()) y.add_(l.kind == LayerKind::kConv2d ? s.bias.to(x.device()).view({1, -1, 1, 1}) : s.bias.to(x.device()));
       return y;
     });
-    try {
-      ForwardInBatches(model, *sample, device);
-    } catch (...) {
-      model.SetLayerOverride(nullptr);
-      throw;
-    }
-    model.SetLayerOverride(nullptr);
+    ForwardInBatches(model, *sample, device);
   }
   std::vector<hw::LayerWork> out;
   for (const std::string& name : order) {

@@ -39,6 +39,12 @@ namespace xbar {
 
 class FaultInjector;
 
+// Input cycles a fragment row needs per quantised input value, as uint8: the planes up to its
+// highest non-zero bit (ceil(bit length / DAC bits)), or all `P` for a negative (two's-complement)
+// input. `xq` is [B, C, H, W] (conv: the result is zero-padded by `pad` on each side) or [B, K].
+// One pass, no float temporaries; zero-skipping counts (CountReads, NetworkWork) use it.
+torch::Tensor PlanesNeeded(const torch::Tensor& xq, int dac_bits, int64_t P, int64_t pad);
+
 // How Forward computes the column sums of a crossbar: float sums of digit planes (FloatSums), or AND + popcount
 // over bit-packed input and cell planes (integer-valued cells only: no variation, drift or read
 // noise). Both are exact; kAuto times both on the first positions of each crossbar and keeps the

@@ -151,7 +151,6 @@ ReadChain BuildReadStages(const MappingSpec& map, const DeviceSpec& device);
 // The stages (one file each in src/crossbar/stages/); a Make function returns null when the
 // hardware description switches the effect off.
 std::unique_ptr<WeightStage> MakeLevelsStage();
-std::unique_ptr<WeightStage> MakeLevelsStage();
 std::unique_ptr<WeightStage> MakeStuckAtStage();
 std::unique_ptr<WeightStage> MakeVariationStage(const DeviceSpec& device);
 std::unique_ptr<WeightStage> MakeDriftStage(const DeviceSpec& device);
