@@ -11,6 +11,7 @@ PACKAGES=(
   dataset-fashion-mnist   # default data: /usr/share/datasets/fashion-mnist
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libopenmpi-dev openmpi-bin  # mpirun -np N xbar faults: a campaign across processes or machines
   python3-torch           # tests only: checks that PyTorch loads our state dicts and we load its
 )
 

@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include "xbar/core/dist.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
 #include "xbar/core/platform.h"
@@ -8,9 +9,14 @@
 
 namespace xbar::app {
 
-RunContext Setup(const std::string& config_path, const std::vector<std::string>& sets, const std::string& out_dir,
-                 bool default_run_dir) {
-  RunContext ctx;
+namespace {
+
+void SetupOneRank(RunContext& ctx, const std::string& config_path, const std::vector<std::string>& sets,
+                  const std::string& out_dir, bool default_run_dir, bool distributed) {
+  if (dist::Size() > 1 && !distributed) {
+    throw ConfigError(StrCat("started as ", dist::Size(), " MPI ranks, but only xbar faults splits its work across "
+                             "ranks; run this command without mpirun"));
+  }
   ctx.cfg = Config::Load(config_path, sets);
   Config& cfg = ctx.cfg;
 
@@ -36,10 +42,18 @@ RunContext Setup(const std::string& config_path, const std::vector<std::string>&
   }
 
   ctx.run_dir = !out_dir.empty() ? out_dir : (default_run_dir ? JoinPath("runs", cfg.Str("name")) : "");
-  if (!ctx.run_dir.empty()) {
+  if (!ctx.run_dir.empty() && dist::Rank() == 0) {
     MakeDirs(ctx.run_dir);
     WriteFileAtomic(JoinPath(ctx.run_dir, "config.resolved.yaml"), cfg.ToYaml());
   }
+}
+
+}  // namespace
+
+RunContext Setup(const std::string& config_path, const std::vector<std::string>& sets, const std::string& out_dir,
+                 bool default_run_dir, bool distributed) {
+  RunContext ctx;
+  dist::Agree([&] { SetupOneRank(ctx, config_path, sets, out_dir, default_run_dir, distributed); });
   return ctx;
 }
 

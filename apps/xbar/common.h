@@ -25,9 +25,11 @@ struct RunContext {
 
 // Loads the experiment, applies --set overrides, resolves automatic values (threads), sets
 // LibTorch's thread count, seeds torch's generator and parses the device. When `out_dir` is
-// non-empty or `default_run_dir` is set, creates the run directory and writes config.resolved.yaml.
+// non-empty or `default_run_dir` is set, creates the run directory and writes config.resolved.yaml
+// (rank 0 of an MPI world). Errors are agreed between the ranks (dist::Agree); a command that is
+// not `distributed` refuses to run under mpirun with more than one rank.
 RunContext Setup(const std::string& config_path, const std::vector<std::string>& sets, const std::string& out_dir,
-                 bool default_run_dir);
+                 bool default_run_dir, bool distributed = false);
 
 // A weights file with the model it describes and the dataset it is evaluated on.
 struct LoadedModel {

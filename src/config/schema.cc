@@ -154,6 +154,10 @@ std::vector<KeySpec> BuildSchema() {
               "stuck-off : stuck-on ratio splitting faults.rate (seed 000: 1 : 5.2)"},
       Float("faults.sa0_rate", "0", 0, 1, false, false, "stuck-off (G_min) rate, instead of rate + ratio"),
       Float("faults.sa1_rate", "0", 0, 1, false, false, "stuck-on (G_max) rate, instead of rate + ratio"),
+      Enum("faults.placement", "off", {"off", "on", "both"},
+           "fault-map-aware placement: per crossbar, inputs on word lines, outputs on column groups and (pair "
+           "schemes) each column pair's direct or complementary encoding chosen for the known stuck cells; both = "
+           "xbar faults runs placed and unplaced curves"),
       Str("faults.map", "", "measured fault map, CSV lines crossbar,row,col,type (type SA0 or SA1); replaces the rates"),
       KeySpec{"faults.rates", ValueType::kFloatList, "[1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2]", 0, 1,
               false, false, {}, "xbar faults: fault-rate grid (increasing), each point faults.samples random fault maps"},

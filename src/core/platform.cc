@@ -1,6 +1,7 @@
 #include "xbar/core/platform.h"
 
 #include <link.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -56,6 +57,10 @@ std::optional<std::string> SlowBlasWarningFor(const std::string& blas) {
 }
 
 int HardwareThreads() {
+  // The CPUs this process may run on (taskset, cgroups' cpusets, an MPI launcher's binding).
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
   unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);
 }

@@ -10,6 +10,7 @@
 namespace xbar {
 namespace {
 std::atomic<bool> g_enabled{true};
+std::atomic<bool> g_silent{false};
 constexpr int kBarWidth = 24;
 constexpr double kTtyRedrawS = 0.1;
 }  // namespace
@@ -30,6 +31,7 @@ std::string FormatDuration(double seconds) {
 }
 
 void Progress::SetEnabled(bool enabled) { g_enabled = enabled; }
+void Progress::SetSilent(bool silent) { g_silent = silent; }
 
 Progress::Progress(std::string label, int64_t total, std::FILE* out, int tty, double interval_s)
     : label_(std::move(label)),
@@ -63,6 +65,7 @@ void Progress::Finish(const std::string& status) {
 }
 
 void Progress::Print(int64_t done, const std::string& status, bool final_line) {
+  if (g_silent) return;
   const double t = elapsed_s();
   const double frac = std::min(1.0, static_cast<double>(done) / static_cast<double>(total_));
   const double eta = frac > 0 ? t * (1.0 - frac) / frac : NAN;

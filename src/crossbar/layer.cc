@@ -50,12 +50,16 @@ CrossbarLayer::CrossbarLayer(std::string name, const torch::Tensor& w2d, double 
   Program(nullptr, 0, 0);
 }
 
-void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_crossbar) {
+void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_crossbar,
+                            const std::vector<double>* input_moments) {
   torch::NoGradGuard no_grad;
+  XBAR_CHECK(input_moments == nullptr || static_cast<int64_t>(input_moments->size()) == K_, "layer ", name_, ": ",
+             input_moments->size(), " input moments for ", K_, " rows");
   sa0_ = sa1_ = 0;
+  placement_seconds_ = harm_before_ = harm_after_ = 0;
   current_nominal_ = current_effective_ = 0;
   changed_ = false;
-  const StageContext ctx = Context(faults, seed);
+  const StageContext ctx = Context(faults, seed, input_moments);
   int64_t crossbar = first_crossbar;
   for (size_t ti = 0; ti < tiles_.size(); ++ti) {
     CrossbarTile& t = tiles_[ti];
@@ -72,6 +76,10 @@ void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_
     t.words = -1;  // packed on the first Forward that needs it
     sa0_ += cells.sa0;
     sa1_ += cells.sa1;
+    t.placement = std::move(cells.placement);
+    placement_seconds_ += cells.placement_seconds;
+    harm_before_ += t.placement.cost_before;
+    harm_after_ += t.placement.cost_after;
     current_nominal_ += cells.current_nominal;
     current_effective_ += cells.current_effective;
     changed_ = changed_ || cells.changed;

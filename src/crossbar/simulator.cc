@@ -56,6 +56,23 @@ torch::Tensor FixedOrderLinear(const torch::Tensor& x_in, const torch::Tensor& w
   return y;
 }
 
+// Lowering: conv -> im2col rows [B*L, in/G*kh*kw] per group; linear -> [B, in].
+std::vector<torch::Tensor> LowerInputs(const LayerInfo& l, const torch::Tensor& xin) {
+  std::vector<torch::Tensor> cols(static_cast<size_t>(l.groups));
+  if (l.kind == LayerKind::kConv2d) {
+    const int64_t cin = l.in_channels / l.groups;
+    for (int64_t g = 0; g < l.groups; ++g) {
+      torch::Tensor u = torch::nn::functional::unfold(
+          xin.narrow(1, g * cin, cin),
+          torch::nn::functional::UnfoldFuncOptions({l.kernel_h, l.kernel_w}).padding(l.padding).stride(l.stride));
+      cols[static_cast<size_t>(g)] = u.transpose(1, 2).reshape({-1, u.size(1)});
+    }
+  } else {
+    cols[0] = xin;
+  }
+  return cols;
+}
+
 }  // namespace
 
 struct NetworkSimulator::LayerState {
@@ -75,6 +92,8 @@ struct NetworkSimulator::LayerState {
   ReadStats reads;
   double err2 = 0, err2_ref = 0, ref2 = 0, float2 = 0;
   int64_t vectors = 0;  // input vectors (MVMs) of group 0
+  // Fault-map-aware placement: E[x_k²] of every GEMM row, per group (calibration images).
+  std::vector<std::vector<double>> moments;
 };
 
 NetworkSimulator::NetworkSimulator(Model& model, const MappingSpec& map, const DeviceSpec& device,
@@ -168,24 +187,13 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
   const double qmax = s.signed_inputs ? std::ldexp(1.0, map_.input_bits - 1) - 1 : std::ldexp(1.0, map_.input_bits) - 1;
   const double qmin = s.signed_inputs ? -qmax - 1 : 0.0;
   auto quantize = [&](const torch::Tensor& v) { return QuantizeInputs(v, s.input_scale, s.signed_inputs, map_.input_bits); };
-  // Lowering: conv -> im2col rows [B*L, in/G*kh*kw] per group; linear -> [B, in].
   int64_t out_h = 1, out_w = 1;
   auto lower = [&](const torch::Tensor& xin) {
-    std::vector<torch::Tensor> cols(static_cast<size_t>(l.groups));
     if (l.kind == LayerKind::kConv2d) {
       out_h = (xin.size(2) + 2 * l.padding - l.kernel_h) / l.stride + 1;
       out_w = (xin.size(3) + 2 * l.padding - l.kernel_w) / l.stride + 1;
-      const int64_t cin = l.in_channels / l.groups;
-      for (int64_t g = 0; g < l.groups; ++g) {
-        torch::Tensor u = torch::nn::functional::unfold(
-            xin.narrow(1, g * cin, cin),
-            torch::nn::functional::UnfoldFuncOptions({l.kernel_h, l.kernel_w}).padding(l.padding).stride(l.stride));
-        cols[static_cast<size_t>(g)] = u.transpose(1, 2).reshape({-1, u.size(1)});
-      }
-    } else {
-      cols[0] = xin;
     }
-    return cols;
+    return LowerInputs(l, xin);
   };
   // Without statistics, crossbars whose faults keep them an exact integer map (lossless ADC, no
   // variation, drift, noise or IR drop) run as that map: the same results at fast-path speed.
@@ -312,8 +320,45 @@ void NetworkSimulator::CalibrateAdc() {
   }
 }
 
+void NetworkSimulator::ComputeInputMoments() {
+  // E[x_k²] of every GEMM row over the calibration images, from the float model's layer inputs
+  // (the scale of a layer's inputs does not matter: placement compares rows of one layer).
+  torch::NoGradGuard no_grad;
+  XBAR_CHECK(calibration_images_.defined(), "Calibrate() before Program() with fault-map-aware placement");
+  std::map<std::string, LayerState*> by_name;
+  for (auto& s : layers_) {
+    by_name[s->info.name] = s.get();
+    s->moments.assign(s->groups.size(), {});
+    for (size_t g = 0; g < s->groups.size(); ++g) s->moments[g].assign(static_cast<size_t>(s->groups[g]->rows()), 0.0);
+  }
+  std::map<std::string, int64_t> vectors;
+  model_.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
+    LayerState& s = *by_name.at(l.name);
+    const std::vector<torch::Tensor> cols = LowerInputs(l, x.to(torch::kCPU, torch::kFloat64));
+    for (size_t g = 0; g < cols.size(); ++g) {
+      const torch::Tensor sq = cols[g].reshape({-1, cols[g].size(-1)}).square().sum(0).contiguous();
+      const double* p = sq.data_ptr<double>();
+      for (size_t k = 0; k < s.moments[g].size(); ++k) s.moments[g][k] += p[k];
+      if (g == 0) vectors[l.name] += cols[g].reshape({-1, cols[g].size(-1)}).size(0);
+    }
+    return ideal(x);
+  });
+  const int64_t n = calibration_images_.size(0);
+  for (int64_t start = 0; start < n; start += kCalibrationBatch) {
+    model_.forward(calibration_images_.slice(0, start, std::min(n, start + kCalibrationBatch)).to(calibration_device_));
+  }
+  model_.SetLayerOverride(nullptr);
+  for (auto& s : layers_) {
+    const double v = static_cast<double>(std::max<int64_t>(1, vectors[s->info.name]));
+    for (auto& m : s->moments) {
+      for (double& x : m) x /= v;
+    }
+  }
+}
+
 void NetworkSimulator::Program(const FaultSpec& faults, uint64_t seed) {
   seed_ = seed;
+  if (faults.placement && (layers_.empty() || layers_[0]->moments.empty())) ComputeInputMoments();
   for (auto& s : layers_) {
     s->folded_weight = torch::Tensor();
     s->folded_checked = false;
@@ -322,7 +367,8 @@ void NetworkSimulator::Program(const FaultSpec& faults, uint64_t seed) {
   int64_t crossbar = 0;
   for (auto& s : layers_) {
     for (auto& g : s->groups) {
-      g->Program(&injector, DeriveSeed(seed, "program"), crossbar);
+      const size_t gi = static_cast<size_t>(&g - s->groups.data());
+      g->Program(&injector, DeriveSeed(seed, "program"), crossbar, faults.placement ? &s->moments[gi] : nullptr);
       crossbar += g->crossbars();
     }
   }
@@ -480,6 +526,52 @@ nlohmann::ordered_json SimulateJson(const std::string& scheme, double accuracy, 
           {"stuck_off_cells", sa0},
           {"stuck_on_cells", sa1},
           {"layers", ls}};
+}
+
+double NetworkSimulator::placement_seconds() const {
+  double s = 0;
+  for (const auto& l : layers_) {
+    for (const auto& g : l->groups) s += g->placement_seconds();
+  }
+  return s;
+}
+
+std::vector<LayerPlacementReport> NetworkSimulator::Placements() const {
+  std::vector<LayerPlacementReport> out;
+  int64_t crossbar = 0;
+  for (const auto& s : layers_) {
+    for (const auto& g : s->groups) {
+      LayerPlacementReport r;
+      r.name = g->name();
+      r.seconds = g->placement_seconds();
+      r.harm_before = g->placement_harm_before();
+      r.harm_after = g->placement_harm_after();
+      for (int64_t t = 0; t < g->tiles(); ++t) {
+        const TilePlacement& pl = g->placement(t);
+        const int64_t first = crossbar + t * map_.scheme->ArraysPerTile();
+        if (pl.empty()) continue;
+        TilePlacementReport tr;
+        tr.tile = t;
+        tr.first_crossbar = first;
+        const std::vector<int64_t>& rows = g->tile_rows(t);
+        const std::vector<int64_t>& cols = g->tile_cols(t);
+        tr.word_lines.assign(rows.size(), -1);
+        tr.column_groups.assign(cols.size(), -1);
+        for (size_t i = 0; i < rows.size(); ++i) tr.word_lines[static_cast<size_t>(pl.row[i])] = rows[i];
+        for (size_t j = 0; j < cols.size(); ++j) tr.column_groups[static_cast<size_t>(pl.slot[j])] = cols[j];
+        const int S = map_.slices();
+        for (size_t c = 0; c < pl.flip.size(); ++c) {
+          if (pl.flip[c]) tr.flipped.push_back({cols[c / static_cast<size_t>(S)], static_cast<int>(c % static_cast<size_t>(S))});
+        }
+        tr.harm_before = pl.cost_before;
+        tr.harm_after = pl.cost_after;
+        r.tiles.push_back(std::move(tr));
+      }
+      crossbar += g->crossbars();
+      out.push_back(std::move(r));
+    }
+  }
+  return out;
 }
 
 }  // namespace xbar

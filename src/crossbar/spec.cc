@@ -130,6 +130,16 @@ FaultSpec FaultSpec::FromConfig(const Config& cfg) {
     throw ConfigError(StrCat(cfg.Where("faults.map"), ": faults.map: a measured fault map replaces the random "
                              "rates; set faults.rate to 0"));
   }
+  const std::string& placement = cfg.Str("faults.placement");
+  if (placement == "both") {
+    throw ConfigError(StrCat(cfg.Where("faults.placement"), ": faults.placement: 'both' (placed and unplaced curves) is "
+                             "for xbar faults; one chip is placed or not: on or off"));
+  }
+  f.placement = placement == "on";
+  if (f.placement && DeviceSpec::FromConfig(cfg).wire_resistance_ohm > 0) {
+    throw ConfigError(StrCat(cfg.Where("faults.placement"), ": faults.placement: not modelled together with IR drop "
+                             "(device.wire_resistance_ohm > 0: the placed rows and columns would see other wire drops)"));
+  }
   f.seed = static_cast<uint64_t>(cfg.Int("seed"));
   return f;
 }

@@ -4,14 +4,7 @@
 set -u
 XBAR=$1
 ROOT=$2
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-PY=/usr/bin/python3
-FAILS=0
-PASSES=0
-ok() { PASSES=$((PASSES + 1)); echo "ok: $1"; }
-bad() { FAILS=$((FAILS + 1)); echo "FAIL: $1"; }
-json() { "$PY" -c "import json,sys; d=json.load(open('$1')); print($2)"; }
+source "$(dirname "$0")/harness.sh"
 
 # expect CODE "description" command... : exit code and a single-line stderr for errors.
 expect() {
@@ -222,6 +215,16 @@ contains "$T/err" "fm.csv:2: unknown fault type 'SA3'" "fault map line named"
 expect 0 "simulate with faults" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sf" "${SIM[@]}" --set faults.rate=0.01
 if [ "$(json "$T/sf/simulate.json" "int(d['stuck_on_cells'] > 4*d['stuck_off_cells'] > 0 and d['accuracy'] < d['accuracy_quantized'])")" = 1 ]; then
   ok "1% stuck-at faults at 1:5.2 degrade two-column"; else bad "faults: $(json "$T/sf/simulate.json" "(d['stuck_off_cells'], d['stuck_on_cells'], d['accuracy'])")"; fi
+expect 0 "simulate with faults, placed on them" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sp" "${SIM[@]}" \
+  --set faults.rate=0.01 --set faults.placement=on
+if [ "$(json "$T/sp/placement.json" "int(d['harm_after'] < 0.5 * d['harm_before'] and all(sorted(t['word_lines']) == sorted(set(t['word_lines'])) and min(t['word_lines']) >= 0 and min(t['column_groups']) >= 0 for l in d['layers'] for t in l['tiles']) and sum(len(l['tiles']) for l in d['layers']) > 0)")" = 1 ] &&
+   [ "$(json "$T/sp/simulate.json" "int(d['placement'] and d['stuck_on_cells'] == $(json "$T/sf/simulate.json" "d['stuck_on_cells']"))")" = 1 ]; then
+  ok "placement.json: permutations per crossbar, harm more than halved on the same chip"; else bad "placement: $(head -c 400 "$T/sp/placement.json")"; fi
+expect 2 "simulate: placement both" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sx" --set faults.rate=0.01 \
+  --set faults.placement=both
+contains "$T/err" "faults.placement: 'both' (placed and unplaced curves) is for xbar faults" "placement both refused by simulate"
+expect 2 "simulate: placement with IR drop" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sx" \
+  --set faults.rate=0.01 --set faults.placement=on --set device.wire_resistance_ohm=1
 
 # A long simulation shows progress and stops on SIGINT with exit 4, writing no results.
 "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/si" --set threads=1 --set dataset.train_subset=400 \
@@ -244,6 +247,12 @@ if [ "$(json "$T/f1/faults.json" "int(d['schema_version']==1 and d['samples']==3
   bad "faults.csv: $(cat "$T/f1/faults.csv")"
 [ "$(grep -c '<polyline' "$T/f1/faults.svg")" -eq 2 ] && ! grep -q '<script' "$T/f1/faults.svg" && ok "faults.svg: one curve per scheme" ||
   bad "faults.svg: $(head -c 300 "$T/f1/faults.svg")"
+expect 0 "faults, placed and unplaced" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/fp" "${FLT[@]}" \
+  --set faults.placement=both
+if [ "$(json "$T/fp/faults.json" "int([c['placement'] for c in d['curves']] == [False, True, False, True] and [c['points'] for c in d['curves'][0::2]] == $(json "$T/f1/faults.json" "[c['points'] for c in d['curves']]") and all('vs_unplaced' in r for r in d['tolerable_ratios'][1::2]))")" = 1 ] &&
+   [ "$(json "$T/fp/faults.timing.json" "int(all(c['placed_chips'] > 0 and c['placement_seconds_per_chip'] > 0 for c in d['curves'][1::2]))")" = 1 ]; then
+  ok "faults.placement both: a placed curve after each unplaced one (which equals the plain campaign)"; else
+  bad "placed faults.json: $(head -c 600 "$T/fp/faults.json")"; fi
 expect 0 "faults again, two threads" "$XBAR" faults -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/f2" "${FLT[@]}" --set threads=2
 cmp -s "$T/f1/faults.json" "$T/f2/faults.json" && ok "faults.json byte-identical across runs and thread counts" ||
   bad "faults.json differs: $(diff "$T/f1/faults.json" "$T/f2/faults.json" | head -4)"

@@ -1,6 +1,9 @@
 // The crossbar engine against the exact integer reference (issue 4, deliverable 7).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <numeric>
+
 #include "xbar/compress/projection.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
@@ -8,6 +11,7 @@
 #include "xbar/crossbar/faults.h"
 #include "xbar/crossbar/ir_drop.h"
 #include "xbar/crossbar/layer.h"
+#include "xbar/crossbar/placement.h"
 #include "xbar/crossbar/plan.h"
 #include "xbar/crossbar/simulator.h"
 #include "xbar/crossbar/stage.h"
@@ -814,6 +818,83 @@ TEST(Campaign, TolerableRateIsBisectedBetweenTheGridPoints) {
 
 namespace xbar {
 namespace {
+
+TEST(Placement, AssignmentIsOptimal) {
+  // Against brute force over every injective map of n rows into m columns.
+  torch::manual_seed(4);
+  for (int64_t n : {1, 3, 4, 5}) {
+    const int64_t m = 6;
+    torch::Tensor c = torch::rand({n, m}, torch::kFloat64) * 10;
+    c.masked_fill_(torch::rand({n, m}).lt(0.3), 0.0);  // ties, as with fault-free positions
+    std::vector<double> cost(c.data_ptr<double>(), c.data_ptr<double>() + n * m);
+    const std::vector<int64_t> pick = MinCostAssignment(cost, n, m);
+    double got = 0;
+    std::vector<bool> used(m, false);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_GE(pick[i], 0);
+      ASSERT_FALSE(used[pick[i]]) << "columns are distinct";
+      used[pick[i]] = true;
+      got += cost[i * m + pick[i]];
+    }
+    std::vector<int64_t> perm(m);
+    std::iota(perm.begin(), perm.end(), 0);
+    double best = 1e300;
+    do {
+      double sum = 0;
+      for (int64_t i = 0; i < n; ++i) sum += cost[i * m + perm[i]];
+      best = std::min(best, sum);
+    } while (std::next_permutation(perm.begin(), perm.end()));
+    EXPECT_NEAR(got, best, 1e-9) << "n " << n;
+  }
+}
+
+TEST(Placement, HarmModelIsWhatTheEngineComputesAndPlacementLowersIt) {
+  // The harm PlaceTile minimises, Σ_k m_k Σ_n (W_folded - q)², must be the engine's: computed
+  // from the folded weights of the programmed crossbars it equals the layer's harm before (the
+  // mapping's own placement) and after, for every scheme; placement lowers it a lot and the placed
+  // crossbars still compute exactly x · W_foldedᵀ (flips keep every pair's difference).
+  struct Case {
+    const Scheme* scheme;
+    int cell_bits;
+  };
+  torch::manual_seed(9);
+  const int64_t K = 150, N = 40;
+  std::vector<double> moments(K);
+  const torch::Tensor mt = torch::rand({K}, torch::kFloat64).square() * 100;
+  for (int64_t k = 0; k < K; ++k) moments[k] = k % 7 == 3 ? 0.0 : mt[k].item<double>();  // some dead inputs
+  const torch::Tensor mk = torch::tensor(moments, torch::kFloat64);
+  for (const Case& c : {Case{kTwoColumn, 2}, Case{kTwoCrossbar, 2}, Case{kOffset, 2}, Case{kPolarized, 2},
+                        Case{kComplementary, 2}, Case{kComplementary, 1}}) {
+    MappingSpec map = Map(c.scheme, 64, 64, c.cell_bits, 1);
+    map.weight_bits = 8;
+    FaultSpec fs;
+    fs.sa0_rate = 0.005;
+    fs.sa1_rate = 0.02;
+    fs.seed = 11;
+    torch::Tensor wq = Weights(N, K, 3, true);
+    if (c.scheme == kPolarized) wq = wq.abs();
+    CrossbarLayer layer("l", wq, 0.0, map, DeviceSpec{});
+    const torch::Tensor q = layer.quantized().to(torch::kFloat64);
+    auto harm = [&](const torch::Tensor& w) { return ((w - q).square() * mk.view({1, -1})).sum().item<double>(); };
+    FaultInjector inj(fs);
+    layer.Program(&inj, 5, 0);
+    const double unplaced = harm(layer.FoldedWeights());
+    layer.Program(&inj, 5, 0, &moments);
+    const torch::Tensor w = layer.FoldedWeights();
+    ASSERT_TRUE(w.defined()) << c.scheme->Name();
+    const double placed = harm(w);
+    const std::string what = StrCat(c.scheme->Name(), " ", c.cell_bits, "-bit cells");
+    EXPECT_NEAR(layer.placement_harm_before(), unplaced, 1e-9 * unplaced) << what;
+    EXPECT_NEAR(layer.placement_harm_after(), placed, 1e-9 * std::max(1.0, placed)) << what;
+    EXPECT_LT(placed, 0.5 * unplaced) << what << ": placement should at least halve the harm";
+    EXPECT_GT(layer.stuck_cells(), 0);
+    const torch::Tensor x = Inputs(30, K, 8, false, 5);
+    EXPECT_TRUE(torch::equal(layer.Forward(x, false, 0, nullptr), torch::mm(x.to(torch::kFloat64), w.t()))) << what;
+    bool moved = false;
+    for (int64_t t = 0; t < layer.tiles(); ++t) moved = moved || !layer.placement(t).empty();
+    EXPECT_TRUE(moved) << what;
+  }
+}
 
 TEST(Campaign, FaultyLosslessCrossbarsFoldIntoIntegerWeightsExactly) {
   // With a lossless ADC, stuck cells keep the crossbar an integer linear map: FoldedWeights() must

@@ -18,7 +18,7 @@ std::optional<std::string> SlowBlasWarning();
 // The same decision for a given library path.
 std::optional<std::string> SlowBlasWarningFor(const std::string& blas_path);
 
-// Number of online CPU cores.
+// Number of CPU cores this process may use (its affinity mask: taskset, cpusets, mpirun binding).
 int HardwareThreads();
 
 // SIGINT/SIGTERM set a flag instead of killing the process, so long stages can stop at a safe

@@ -34,6 +34,8 @@ class Progress {
 
   // When false (tests, --quiet) nothing but Finish() lines are printed.
   static void SetEnabled(bool enabled);
+  // When true nothing at all is printed, Finish() lines included (MPI ranks other than 0).
+  static void SetSilent(bool silent);
 
  private:
   void Print(int64_t done, const std::string& status, bool final_line);

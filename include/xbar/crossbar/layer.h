@@ -67,8 +67,11 @@ class CrossbarLayer {
   // Weight-side non-idealities, applied once: stuck-at faults (from `faults`, may be null),
   // lognormal variation and drift (device), then what the read side fixes at programming (IR drop,
   // read-noise variances, worst-case ADC ranges). Cells are numbered for fault maps starting at
-  // `first_crossbar` (see docs/USER_GUIDE.md). Resets any earlier programming.
-  void Program(FaultInjector* faults, uint64_t seed, int64_t first_crossbar);
+  // `first_crossbar` (see docs/USER_GUIDE.md). Resets any earlier programming. With
+  // `input_moments` (E[x_k²] per GEMM row k), every tile with stuck cells is first placed on them
+  // (fault-map-aware placement, placement.h).
+  void Program(FaultInjector* faults, uint64_t seed, int64_t first_crossbar,
+               const std::vector<double>* input_moments = nullptr);
 
   // Exact integer GEMM of integer-valued inputs xq [M, K] with the quantised weights: [M, N] float64
   // (the reference engine, reference.h).
@@ -124,12 +127,21 @@ class CrossbarLayer {
   // read-side stage that changes sums (read noise, IR drop) and lossless ADCs; undefined otherwise.
   // A faulty chip then runs at fast-path speed (issue 11, fast samples).
   torch::Tensor FoldedWeights() const;
+  // The last programming's placement: per tile (empty: the mapping's order) with the tile's GEMM
+  // rows and columns, and over the layer the seconds it took and the harm before and after.
+  const TilePlacement& placement(int64_t tile) const { return tiles_[static_cast<size_t>(tile)].placement; }
+  const std::vector<int64_t>& tile_rows(int64_t tile) const { return tiles_[static_cast<size_t>(tile)].rows; }
+  const std::vector<int64_t>& tile_cols(int64_t tile) const { return tiles_[static_cast<size_t>(tile)].cols; }
+  double placement_seconds() const { return placement_seconds_; }
+  double placement_harm_before() const { return harm_before_; }
+  double placement_harm_after() const { return harm_after_; }
 
  private:
   // Bit lines a tile's weights (and unit column) take, over its arrays.
   int64_t TileColumns(const CrossbarTile& t) const;
-  StageContext Context(FaultInjector* faults = nullptr, uint64_t seed = 0) const {
-    return StageContext{name_, map_, device_, reads_, faults, seed};
+  StageContext Context(FaultInjector* faults = nullptr, uint64_t seed = 0,
+                       const std::vector<double>* input_moments = nullptr) const {
+    return StageContext{name_, map_, device_, reads_, faults, seed, input_moments};
   }
 
   std::string name_;
@@ -137,6 +149,7 @@ class CrossbarLayer {
   DeviceSpec device_;
   int64_t K_ = 0, N_ = 0;
   double scale_ = 0.0;
+  double placement_seconds_ = 0, harm_before_ = 0, harm_after_ = 0;
   torch::Tensor q_;  // [N, K] quantised weights (float holding integers)
   LevelTable levels_;  // the scheme's cell level of every integer weight
   std::vector<ReadSpec> reads_;

@@ -55,6 +55,21 @@ struct LayerSimReport {
   bool lossless = false;
 };
 
+// Fault-map-aware placement of one crossbar (tile): which GEMM input drives each allocated word
+// line and which GEMM output each column group serves, in physical order, and the column pairs
+// stored the other way (output, slice); its harm (placement.h) before and after.
+struct TilePlacementReport {
+  int64_t tile = 0, first_crossbar = 0;
+  std::vector<int64_t> word_lines, column_groups;
+  std::vector<std::pair<int64_t, int>> flipped;
+  double harm_before = 0, harm_after = 0;
+};
+struct LayerPlacementReport {
+  std::string name;  // the crossbar layer (conv#g for a grouped convolution's group g)
+  double seconds = 0, harm_before = 0, harm_after = 0;
+  std::vector<TilePlacementReport> tiles;  // tiles with stuck cells only
+};
+
 class NetworkSimulator {
  public:
   // `weight_scales`: per layer quantisation steps to keep (e.g. from compression); others are
@@ -85,6 +100,10 @@ class NetworkSimulator {
   void SetQuiet(bool quiet) { quiet_ = quiet; }
   // Per-layer statistics of the last kCrossbar Evaluate.
   std::vector<LayerSimReport> Report() const;
+  // The placement of the last Program with FaultSpec::placement, per crossbar layer.
+  std::vector<LayerPlacementReport> Placements() const;
+  // Seconds the last Program spent placing (0 without placement).
+  double placement_seconds() const;
   int64_t crossbars() const;
 
  private:
@@ -92,6 +111,7 @@ class NetworkSimulator {
   torch::Tensor RunLayer(LayerState& s, const LayerInfo& info, const torch::Tensor& x, const LayerFn& ideal,
                          SimMode mode);
   void CalibrateAdc();
+  void ComputeInputMoments();
 
   Model& model_;
   MappingSpec map_;

@@ -85,6 +85,7 @@ struct FaultSpec {
   double sa0_rate = 0.0;  // stuck-off (G_min) probability per physical cell
   double sa1_rate = 0.0;  // stuck-on (G_max) probability per physical cell
   std::string map_file;   // measured fault map (CSV: crossbar,row,col,type); replaces the rates
+  bool placement = false; // fault-map-aware placement of every tile on its stuck cells (placement.h)
   uint64_t seed = 0;
   static FaultSpec FromConfig(const Config& cfg);
   bool any() const { return sa0_rate > 0 || sa1_rate > 0 || !map_file.empty(); }

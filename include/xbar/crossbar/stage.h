@@ -43,6 +43,8 @@ struct TileCells {
   int64_t tile = 0;            // tile index within the layer
   int64_t first_crossbar = 0;  // physical crossbar number of the tile (fault maps)
   int64_t sa0 = 0, sa1 = 0;    // stuck cells placed
+  TilePlacement placement;     // fault-map-aware placement chosen by the stuck-at stage (or empty)
+  double placement_seconds = 0;
   bool changed = false;        // some cell left its ideal level
   // Array current with every word line driven at the same voltage, summed over the tile's physical
   // arrays (siemens): nominal, and as IR drop leaves it (ir-drop stage; 0 when it is off).
@@ -57,6 +59,8 @@ struct StageContext {
   const std::vector<ReadSpec>& reads;
   FaultInjector* faults = nullptr;  // programming only; may be null
   uint64_t seed = 0;                // programming seed (variation draws)
+  // Fault-map-aware placement (placement.h) when set: E[x_k²] of every GEMM row k of the layer.
+  const std::vector<double>* input_moments = nullptr;
 };
 
 // One batch of column sums: which MVMs they belong to (read-noise keys).

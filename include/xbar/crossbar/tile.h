@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "xbar/crossbar/placement.h"
 #include "xbar/crossbar/spec.h"
 
 namespace xbar {
@@ -55,6 +56,8 @@ struct CrossbarTile {
   std::vector<uint64_t> packed;
   std::vector<int> plane_shift, plane_negative;
   int64_t words = -1;  // -1: not packed yet (PackReads runs on the first Forward that can use it)
+  // Fault-map-aware placement of the last programming (empty: the mapping's own order).
+  TilePlacement placement;
   int kernel = 0;      // 0: undecided (auto), 1: float, 2: packed
 
   int64_t num_rows() const { return static_cast<int64_t>(rows.size()); }
