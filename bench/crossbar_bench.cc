@@ -99,7 +99,8 @@ BENCHMARK(BM_LeNetInference)->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
 // test set) against one float inference of the same images, on both cores. Args: model (0 LeNet-5
 // on 10,000 1x28x28 images, 1 VGG-8 x0.25 on 2,000), mode (0 float inference, 1 fault sample
 // folded into integer weights (lossless ADC), 2 the same sample on the engine (statistics on, so
-// it cannot fold), 3 a sample with a 6-bit ADC (the engine)).
+// it cannot fold), 3 a sample with a 6-bit ADC (the engine), 4 a folded sample placed on its
+// stuck cells first (faults.placement: on; the input moments are measured once, at the first)).
 void BM_FaultSample(benchmark::State& state) {
   at::set_num_threads(2);
   xbar::Progress::SetEnabled(false);
@@ -129,14 +130,16 @@ void BM_FaultSample(benchmark::State& state) {
     f.sa0_rate = 1e-3 / 6.2;
     f.sa1_rate = 1e-3 * 5.2 / 6.2;
     f.seed = ++sample;
+    f.placement = mode == 4;
     sim.Program(f, f.seed);
     benchmark::DoNotOptimize(sim.Evaluate(data, xbar::SimMode::kCrossbar, 200, torch::kCPU));
   }
   state.counters["samples/s"] = benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
-  const char* what[] = {"float inference", "fault sample, folded", "fault sample, engine", "fault sample, 6-bit ADC"};
+  const char* what[] = {"float inference", "fault sample, folded", "fault sample, engine", "fault sample, 6-bit ADC",
+                        "fault sample, placed + folded"};
   state.SetLabel(std::string(state.range(0) == 0 ? "lenet5, 10000 images: " : "vgg8 x0.25, 2000 images: ") + what[mode]);
 }
-BENCHMARK(BM_FaultSample)->ArgsProduct({{0, 1}, {0, 1, 2, 3}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FaultSample)->ArgsProduct({{0, 1}, {0, 1, 2, 3, 4}})->Unit(benchmark::kMillisecond);
 
 // Issue 4: seconds per image of VGG-8 on 3x32x32 inputs through the full engine: 8-bit weights and
 // activations, 1-bit cells, 128x128 crossbars (two-column), 1-bit DAC, 5-bit ADC; batch 1, 8, 200.
