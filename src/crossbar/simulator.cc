@@ -288,6 +288,7 @@ void NetworkSimulator::Calibrate(const Dataset& data, int64_t batch_size, torch:
   calibration_device_ = device;
   const std::map<std::string, LayerInputs> in = CalibrateInputs(model_, calibration_images_, device, map_.input_bits);
   for (auto& s : layers_) {
+    s->moments.clear();  // placement's input moments come from these images: measured again when needed
     const LayerInputs& r = in.at(s->info.name);
     s->input_max = r.max_abs;
     s->input_min = r.min;
@@ -336,10 +337,11 @@ void NetworkSimulator::ComputeInputMoments() {
     LayerState& s = *by_name.at(l.name);
     const std::vector<torch::Tensor> cols = LowerInputs(l, x.to(torch::kCPU, torch::kFloat64));
     for (size_t g = 0; g < cols.size(); ++g) {
-      const torch::Tensor sq = cols[g].reshape({-1, cols[g].size(-1)}).square().sum(0).contiguous();
+      const torch::Tensor rows = cols[g].reshape({-1, cols[g].size(-1)});
+      const torch::Tensor sq = rows.square().sum(0).contiguous();
       const double* p = sq.data_ptr<double>();
       for (size_t k = 0; k < s.moments[g].size(); ++k) s.moments[g][k] += p[k];
-      if (g == 0) vectors[l.name] += cols[g].reshape({-1, cols[g].size(-1)}).size(0);
+      if (g == 0) vectors[l.name] += rows.size(0);
     }
     return ideal(x);
   });
