@@ -17,9 +17,10 @@ configure:
 build: configure
 	cmake --build $(BUILD) -j$(JOBS)
 
-# The main job: for now, train and evaluate the default experiment (LeNet-5 on Fashion-MNIST).
+# The main job: the default experiment end to end (train, compress, simulate, faults, estimate,
+# report) on Fashion-MNIST; a five-line summary and the path of report.html at the end.
 run: build
-	$(BUILD)/xbar train -c $(CONFIG)
+	$(BUILD)/xbar run -c $(CONFIG)
 
 test: build
 	cd $(BUILD) && ctest -j$(JOBS) --output-on-failure

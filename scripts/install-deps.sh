@@ -13,6 +13,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin  # mpirun -np N xbar faults: a campaign across processes or machines
   python3-torch           # tests only: checks that PyTorch loads our state dicts and we load its
+  chromium fonts-dejavu-core  # tests only: renders report.html headless (no network, no console errors)
 )
 
 missing=()

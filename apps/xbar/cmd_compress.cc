@@ -12,14 +12,6 @@
 #include "xbar/models/zoo.h"
 
 namespace xbar::app {
-namespace {
-
-struct CompressArgs {
-  std::string config, weights, out;
-  std::vector<std::string> sets;
-  bool resume = false;
-};
-
 void RunCompress(const CompressArgs& a) {
   // Compressed weights go to runs/<name>/compress by default, beside (not over) the trained ones.
   std::string out = a.out;
@@ -70,8 +62,6 @@ void RunCompress(const CompressArgs& a) {
     throw InternalError("compressed weights violate their constraints; see compress.json");
   }
 }
-
-}  // namespace
 
 void RegisterCompress(CLI::App& app) {
   auto args = std::make_shared<CompressArgs>();

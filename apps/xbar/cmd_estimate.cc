@@ -17,11 +17,6 @@
 namespace xbar::app {
 namespace {
 
-struct EstimateArgs {
-  std::string config, weights, out, preset;
-  std::vector<std::string> sets;
-};
-
 // The network's work on the architecture's crossbars (workload.h). Without zero-skipping nothing
 // depends on the data: positions and which layers take signed inputs come from one forward pass of a
 // seeded random batch, and no data is read (unless the weights file lacks its input shape). With
@@ -72,6 +67,8 @@ nlohmann::ordered_json ChipJson(const hw::ArchSpec& a, const hw::TechTable& t, c
           {"adc_share_of_tile_area", c.adc_area_share},
           {"components", comps}};
 }
+
+}  // namespace
 
 void RunEstimate(const EstimateArgs& args) {
   std::vector<std::string> sets = args.sets;
@@ -161,8 +158,6 @@ void RunEstimate(const EstimateArgs& args) {
   WriteFileAtomic(JoinPath(ctx.run_dir, "estimate.csv"), csv);
   std::printf("wrote %s and estimate.csv\n", JoinPath(ctx.run_dir, "estimate.json").c_str());
 }
-
-}  // namespace
 
 void RegisterEstimate(CLI::App& app) {
   auto args = std::make_shared<EstimateArgs>();

@@ -11,15 +11,6 @@
 #include "xbar/train/trainer.h"
 
 namespace xbar::app {
-namespace {
-
-struct EvalArgs {
-  std::string config;
-  std::string weights;
-  std::string out;
-  std::vector<std::string> sets;
-};
-
 void RunEval(const EvalArgs& a) {
   RunContext ctx = Setup(a.config, a.sets, a.out, /*default_run_dir=*/false);
   const Config& cfg = ctx.cfg;
@@ -37,8 +28,6 @@ void RunEval(const EvalArgs& a) {
     WriteJson(JoinPath(ctx.run_dir, "eval.json"), j);
   }
 }
-
-}  // namespace
 
 void RegisterEval(CLI::App& app) {
   auto args = std::make_shared<EvalArgs>();

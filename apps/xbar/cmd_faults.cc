@@ -3,7 +3,7 @@
 // Monte Carlo fault campaign (SPEC §5.4): for every weights file (e.g. models of different prune
 // ratios) and every scheme of faults.schemes, the accuracy over faults.samples random stuck-at maps
 // at every rate of faults.rates, then the tolerable fault rate of each curve (campaign.h). Each
-// sample's fault map is seeded by what it models — (seed, weights file, scheme, rate, sample) — so
+// sample's fault map is seeded by what it models — (seed, weights content, scheme, rate, sample) — so
 // a point's result does not depend on the order or on which points were resumed. After every point
 // the finished samples go to faults.partial.json; --resume keeps them when the configuration is
 // unchanged (the file is removed once the campaign is done). Writes faults.json, faults.csv and
@@ -42,12 +42,6 @@
 
 namespace xbar::app {
 namespace {
-
-struct FaultsArgs {
-  std::string config, out;
-  std::vector<std::string> weights, sets;
-  bool resume = false;
-};
 
 // The shortest text that reads back as the same double (keys and CSV).
 std::string RateText(double rate) {
@@ -175,12 +169,18 @@ Campaign ReadCampaign(const Config& cfg) {
   return k;
 }
 
+}  // namespace
+
 void RunFaults(const FaultsArgs& a) {
   std::string out = a.out;
-  if (out.empty()) {
-    dist::Agree([&] { out = JoinPath(JoinPath("runs", Config::Load(a.config, a.sets).Str("name")), "faults"); });
-  }
-  RunContext ctx = Setup(a.config, a.sets, out, true, /*distributed=*/true);
+  std::vector<std::string> sets = a.sets;
+  dist::Agree([&] {
+    const Config probe = Config::Load(a.config, a.sets);
+    if (out.empty()) out = JoinPath(JoinPath("runs", probe.Str("name")), "faults");
+    // faults.test_images: a shorter test set for the campaign than for the other stages.
+    if (const int64_t n = probe.Int("faults.test_images"); n > 0) sets.push_back(StrCat("dataset.test_subset=", n));
+  });
+  RunContext ctx = Setup(a.config, sets, out, true, /*distributed=*/true);
   const Config& cfg = ctx.cfg;
   Campaign camp;
   Config chip;  // cfg as FaultSpec reads it (OneChip)
@@ -198,16 +198,19 @@ void RunFaults(const FaultsArgs& a) {
   const char* tol_key = rate_axis ? "tolerable_fault_rate" : "tolerable_value";
 
   // Resume: finished points of an interrupted run with the same settings.
+  // Each weights file by its content (FNV-1a of its bytes): fault maps are seeded by what a file
+  // holds, not where it lies, so the same model gives the same chips in any directory.
+  std::vector<uint64_t> content(a.weights.size());
+  dist::Agree([&] {
+    for (size_t i = 0; i < a.weights.size(); ++i) content[i] = HashBytes(ReadFile(a.weights[i]));
+  });
   std::map<std::string, std::string> fp = Fingerprint(cfg, {"dataset", "model", "mapping", "device", "faults", "arch"});
-  for (size_t i = 0; i < a.weights.size(); ++i) fp[StrCat("weights.", i)] = a.weights[i];
+  for (size_t i = 0; i < a.weights.size(); ++i) fp[StrCat("weights.", i)] = StrCat(a.weights[i], " #", content[i]);
   const std::string partial_path = JoinPath(ctx.run_dir, "faults.partial.json");
   nlohmann::ordered_json partial = {{"fingerprint", fp}, {"points", nlohmann::ordered_json::object()}};
-  // Under MPI every rank must run the same campaign on the same files: one hash of the settings,
-  // the run directory and the weights' bytes, compared before any work.
-  uint64_t inputs_hash = HashBytes(StrCat(nlohmann::ordered_json(fp).dump(), "|", ctx.run_dir, "|", a.resume));
-  dist::Agree([&] {
-    for (const std::string& w : a.weights) inputs_hash = Mix64(inputs_hash ^ HashBytes(ReadFile(w)));
-  });
+  // Under MPI every rank must run the same campaign on the same files: one hash of the settings
+  // (with the weights' contents) and the run directory, compared before any work.
+  const uint64_t inputs_hash = HashBytes(StrCat(nlohmann::ordered_json(fp).dump(), "|", ctx.run_dir, "|", a.resume));
   dist::CheckSame(inputs_hash, "the configuration, run directory or weights files");
   // Rank 0 reads the checkpoint and hands its points to the others.
   dist::Agree([&] {
@@ -293,7 +296,7 @@ void RunFaults(const FaultsArgs& a) {
             std::vector<double> mine;
             for (int64_t k = rank; k < n; k += ranks) {
               if (InterruptRequested()) throw interrupted();
-              f.seed = DeriveSeed(ctx.seed, StrCat("faults/", weights, "/", scheme, "/", rate_axis ? "" : axis + "=", vtext),
+              f.seed = DeriveSeed(ctx.seed, StrCat("faults/", content[wi], "/", scheme, "/", rate_axis ? "" : axis + "=", vtext),
                                   static_cast<uint64_t>(k));
               sim.Program(f, f.seed);
               if (placed) {
@@ -418,8 +421,6 @@ void RunFaults(const FaultsArgs& a) {
   std::remove(partial_path.c_str());  // finished: faults.json holds every sample
   std::printf("wrote %s, faults.csv and faults.svg\n", JoinPath(ctx.run_dir, "faults.json").c_str());
 }
-
-}  // namespace
 
 void RegisterFaults(CLI::App& app) {
   auto args = std::make_shared<FaultsArgs>();

@@ -11,11 +11,6 @@
 namespace xbar::app {
 namespace {
 
-struct SimulateArgs {
-  std::string config, weights, out;
-  std::vector<std::string> sets;
-};
-
 // The fault-map-aware placement of this chip (faults.placement: on): per crossbar, the GEMM input
 // on each allocated word line and the GEMM output on each column group, in physical order, and the
 // column pairs stored the other way — what a chip's programming tables need.
@@ -56,6 +51,8 @@ void WritePlacement(const std::string& path, const NetworkSimulator& sim, const 
   std::fprintf(stderr, "xbar simulate: placed the crossbars on their stuck cells in %.3f s: harm %.4g -> %.4g; wrote %s\n",
                seconds, before, after, path.c_str());
 }
+
+}  // namespace
 
 void RunSimulate(const SimulateArgs& a) {
   std::string out = a.out;
@@ -102,8 +99,6 @@ void RunSimulate(const SimulateArgs& a) {
               static_cast<long long>(xb.count), 100 * flt.accuracy, 100 * ref.accuracy, 100 * xb.accuracy,
               JoinPath(ctx.run_dir, "simulate.json").c_str());
 }
-
-}  // namespace
 
 void RegisterSimulate(CLI::App& app) {
   auto args = std::make_shared<SimulateArgs>();

@@ -11,15 +11,6 @@
 #include "xbar/train/trainer.h"
 
 namespace xbar::app {
-namespace {
-
-struct TrainArgs {
-  std::string config;
-  std::string out;
-  std::vector<std::string> sets;
-  bool resume = false;
-};
-
 void RunTrain(const TrainArgs& a) {
   RunContext ctx = Setup(a.config, a.sets, a.out, /*default_run_dir=*/true);
   const Config& cfg = ctx.cfg;
@@ -78,8 +69,6 @@ void RunTrain(const TrainArgs& a) {
               100.0 * r.test.accuracy, r.test.loss, static_cast<long long>(r.test.count),
               static_cast<long long>(train_spec.epochs), r.seconds, model_path.c_str());
 }
-
-}  // namespace
 
 void RegisterTrain(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();

@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
   xbar::app::RegisterEstimate(app);
   xbar::app::RegisterFaults(app);
   xbar::app::RegisterKeys(app);
+  xbar::app::RegisterRun(app);
 
   xbar::InstallInterruptHandlers();
   try {

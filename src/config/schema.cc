@@ -166,6 +166,8 @@ std::vector<KeySpec> BuildSchema() {
               "xbar faults: signed-weight schemes to compare, one curve each per weights file ([] = mapping.scheme)"},
       Float("faults.max_drop", "0.01", 0, 1, true, false,
             "xbar faults: accuracy loss (absolute) a tolerable fault rate may cost against fault-free"),
+      Int("faults.test_images", "0", 0, 1 << 30,
+          "xbar faults: evaluate each sampled chip on the first N test images (0 = dataset.test_subset)"),
       Int("faults.refine_steps", "3", 0, 20,
           "xbar faults: bisection steps (geometric) refining each curve's tolerable rate between grid points"),
       Str("faults.axis", "faults.rate",
@@ -175,6 +177,18 @@ std::vector<KeySpec> BuildSchema() {
               "xbar faults: increasing values of faults.axis when it is not faults.rate"},
       // ---- simulate --------------------------------------------------------------------------
       Int("simulate.batch_size", "200", 1, 65536, "images per simulated batch"),
+      // ---- run: the whole pipeline (xbar run) -------------------------------------------------
+      KeySpec{"run.stages", ValueType::kEnumList, "[train, compress, simulate, faults, estimate, report]", 0, 0, false,
+              false, {"train", "compress", "simulate", "faults", "estimate", "report"},
+              "xbar run: the stages to run, in pipeline order (compress is passed through when no layer is constrained)"},
+      KeySpec{"run.schemes", ValueType::kEnumList, "[]", 0, 0, false, false, SchemeNames(),
+              "xbar run: signed-weight schemes simulated on the final weights, one simulate/<scheme> each ([] = mapping.scheme)"},
+      KeySpec{"run.faults_models", ValueType::kEnumList, "[]", 0, 0, false, false, {"trained", "compressed"},
+              "xbar run: the weights the fault campaign compares ([] = the final weights)"},
+      KeySpec{"run.estimate_presets", ValueType::kEnumList, "[]", 0, 0, false, false,
+              {"generic", "isaac", "forms", "islped19"},
+              "xbar run: reference chips the final weights are also priced on, besides this run's own hardware description"},
+      Str("report.title", "", "xbar run: the report's title (default: the experiment name)"),
       Int("estimate.images", "200", 1, 1000000, "test images whose input bit-planes measure zero-skipping (xbar estimate, zero-skipping architectures)"),
       // ---- arch: the preset, and the fields only the cost model reads -------------------------
       Str("arch.preset", "generic",

@@ -11,6 +11,7 @@ namespace xbar {
 namespace {
 std::atomic<bool> g_enabled{true};
 std::atomic<bool> g_silent{false};
+std::atomic<int> g_terminal{-1};  // SetTerminal: -1 = detect
 constexpr int kBarWidth = 24;
 constexpr double kTtyRedrawS = 0.1;
 }  // namespace
@@ -32,12 +33,13 @@ std::string FormatDuration(double seconds) {
 
 void Progress::SetEnabled(bool enabled) { g_enabled = enabled; }
 void Progress::SetSilent(bool silent) { g_silent = silent; }
+void Progress::SetTerminal(int tty) { g_terminal = tty; }
 
 Progress::Progress(std::string label, int64_t total, std::FILE* out, int tty, double interval_s)
     : label_(std::move(label)),
       total_(total > 0 ? total : 1),
       out_(out),
-      tty_(tty < 0 ? ::isatty(::fileno(out)) != 0 : tty != 0),
+      tty_(tty >= 0 ? tty != 0 : g_terminal >= 0 ? g_terminal != 0 : ::isatty(::fileno(out)) != 0),
       interval_s_(interval_s),
       start_(std::chrono::steady_clock::now()) {}
 

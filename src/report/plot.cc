@@ -9,7 +9,7 @@ namespace xbar {
 namespace {
 
 constexpr double kWidth = 720, kHeight = 440;
-constexpr double kLeft = 70, kRight = 190, kTop = 40, kBottom = 60;  // margins; the legend sits right
+constexpr double kLeft = 70, kRight = 215, kTop = 40, kBottom = 60;  // margins; the legend sits right
 const char* const kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
 
 std::string Escape(const std::string& s) {
@@ -137,6 +137,103 @@ std::string LinePlotSvg(const PlotOptions& o, const std::vector<PlotSeries>& ser
     s += "<line x1=\"" + Num(kLeft + pw + 12) + "\" y1=\"" + Num(ly) + "\" x2=\"" + Num(kLeft + pw + 32) + "\" y2=\"" + Num(ly) +
          "\" stroke=\"" + color + "\" stroke-width=\"3\"/>\n";
     s += "<text x=\"" + Num(kLeft + pw + 38) + "\" y=\"" + Num(ly + 4) + "\">" + Escape(sr.label) + "</text>\n";
+  }
+  s += "</svg>\n";
+  return s;
+}
+
+
+std::string BarPlotSvg(const PlotOptions& o, const std::vector<std::string>& categories,
+                       const std::vector<BarSeries>& series, bool stacked, bool log_y) {
+  const size_t n = categories.size();
+  auto value = [&](const BarSeries& sr, size_t i) {
+    const double v = i < sr.values.size() ? sr.values[i] : std::nan("");
+    return std::isfinite(v) && v >= 0 ? v : std::nan("");
+  };
+  double vmax = 0, vmin_pos = std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < n; ++i) {
+    double sum = 0;
+    for (const BarSeries& sr : series) {
+      const double v = value(sr, i);
+      if (!std::isfinite(v)) continue;
+      sum += v;
+      vmax = std::max(vmax, v);
+      if (v > 0) vmin_pos = std::min(vmin_pos, v);
+    }
+    if (stacked) vmax = std::max(vmax, sum);
+  }
+  if (vmax <= 0) vmax = 1;
+  double y0 = 0, y1 = vmax * 1.05;
+  log_y = log_y && std::isfinite(vmin_pos);
+  if (log_y) {
+    y0 = std::pow(10.0, std::floor(std::log10(vmin_pos)));
+    y1 = std::pow(10.0, std::ceil(std::log10(vmax)));
+    if (y1 <= y0) y1 = y0 * 10;
+  }
+  // Long category names are written at an angle below the axis.
+  size_t longest = 0;
+  for (const std::string& c : categories) longest = std::max(longest, c.size());
+  const bool slanted = n > 6 || longest > 10;
+  const double bottom = slanted ? kBottom + std::min<double>(90, 6.0 * static_cast<double>(longest)) : kBottom;
+  const double height = kHeight - kBottom + bottom;
+  const double pw = kWidth - kLeft - kRight, ph = height - kTop - bottom;
+  auto Y = [&](double v) {
+    if (log_y) return kTop + ph * (1 - (std::log10(std::max(v, y0)) - std::log10(y0)) / (std::log10(y1) - std::log10(y0)));
+    return kTop + ph * (1 - (v - y0) / (y1 - y0));
+  };
+  std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + Num(kWidth) + "\" height=\"" + Num(height) +
+                  "\" viewBox=\"0 0 " + Num(kWidth) + " " + Num(height) + "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+  s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  s += "<text x=\"" + Num(kLeft + pw / 2) + "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" + Escape(o.title) + "</text>\n";
+  std::vector<double> yt;
+  if (log_y) {
+    for (double v = y0; v <= y1 * 1.0001; v *= 10) yt.push_back(v);
+  } else {
+    yt = LinearTicks(y0, y1);
+  }
+  for (double v : yt) {
+    s += "<line x1=\"" + Num(kLeft) + "\" y1=\"" + Num(Y(v)) + "\" x2=\"" + Num(kLeft + pw) + "\" y2=\"" + Num(Y(v)) +
+         "\" stroke=\"#ddd\"/>\n";
+    s += "<text x=\"" + Num(kLeft - 6) + "\" y=\"" + Num(Y(v) + 4) + "\" text-anchor=\"end\">" + Tick(v) + "</text>\n";
+  }
+  s += "<text transform=\"translate(18 " + Num(kTop + ph / 2) + ") rotate(-90)\" text-anchor=\"middle\">" +
+       Escape(o.y_label) + (log_y ? " (log scale)" : "") + "</text>\n";
+  s += "<text x=\"" + Num(kLeft + pw / 2) + "\" y=\"" + Num(height - 8) + "\" text-anchor=\"middle\">" + Escape(o.x_label) +
+       "</text>\n";
+  const double slot = n > 0 ? pw / static_cast<double>(n) : pw;
+  const size_t groups = stacked ? 1 : std::max<size_t>(1, series.size());
+  const double bar_w = 0.8 * slot / static_cast<double>(groups);
+  for (size_t i = 0; i < n; ++i) {
+    double base = log_y ? y0 : 0;
+    for (size_t k = 0; k < series.size(); ++k) {
+      const double v = value(series[k], i);
+      if (!std::isfinite(v)) continue;
+      const std::string color = kColors[k % (sizeof(kColors) / sizeof(kColors[0]))];
+      const double x = kLeft + slot * static_cast<double>(i) + 0.1 * slot + (stacked ? 0 : bar_w * static_cast<double>(k));
+      const double top = stacked ? base + v : v;
+      const double ya = Y(top), yb = Y(stacked ? base : (log_y ? y0 : 0));
+      s += "<rect x=\"" + Num(x) + "\" y=\"" + Num(ya) + "\" width=\"" + Num(bar_w) + "\" height=\"" +
+           Num(std::max(0.0, yb - ya)) + "\" fill=\"" + color + "\"><title>" + Escape(categories[i]) + ", " +
+           Escape(series[k].label) + ": " + Tick(v) + "</title></rect>\n";
+      if (stacked) base = top;
+    }
+    const double cx = kLeft + slot * (static_cast<double>(i) + 0.5);
+    if (slanted) {
+      s += "<text transform=\"translate(" + Num(cx) + " " + Num(kTop + ph + 14) + ") rotate(-35)\" text-anchor=\"end\">" +
+           Escape(categories[i]) + "</text>\n";
+    } else {
+      s += "<text x=\"" + Num(cx) + "\" y=\"" + Num(kTop + ph + 18) + "\" text-anchor=\"middle\">" + Escape(categories[i]) +
+           "</text>\n";
+    }
+  }
+  s += "<rect x=\"" + Num(kLeft) + "\" y=\"" + Num(kTop) + "\" width=\"" + Num(pw) + "\" height=\"" + Num(ph) +
+       "\" fill=\"none\" stroke=\"#333\"/>\n";
+  for (size_t k = 0; k < series.size(); ++k) {
+    const std::string color = kColors[k % (sizeof(kColors) / sizeof(kColors[0]))];
+    const double ly = kTop + 10 + 20 * static_cast<double>(k);
+    s += "<rect x=\"" + Num(kLeft + pw + 12) + "\" y=\"" + Num(ly - 6) + "\" width=\"20\" height=\"12\" fill=\"" + color +
+         "\"/>\n";
+    s += "<text x=\"" + Num(kLeft + pw + 38) + "\" y=\"" + Num(ly + 4) + "\">" + Escape(series[k].label) + "</text>\n";
   }
   s += "</svg>\n";
   return s;

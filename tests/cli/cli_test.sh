@@ -30,7 +30,7 @@ expect() {
 contains() { if grep -qF -- "$2" "$1"; then ok "$3"; else bad "$3: '$2' not in $(cat "$1")"; fi; }
 
 SMALL=(--set threads=1 --set dataset.train_subset=2000 --set dataset.test_subset=1000 --set train.epochs=2)
-CFG="$ROOT/configs/default.yaml"
+CFG="$ROOT/configs/examples/lenet5-train.yaml"
 
 # ---- usage and config errors: exit 2 -------------------------------------------------------
 expect 0 "--version" "$XBAR" --version

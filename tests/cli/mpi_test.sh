@@ -11,7 +11,7 @@ source "$(dirname "$0")/harness.sh"
 # OpenMPI refuses to start as root (CI containers) unless told twice.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 MPI=(timeout 300 "$MPIRUN" --oversubscribe)
-CFG="$ROOT/configs/default.yaml"
+CFG="$ROOT/configs/examples/lenet5-train.yaml"
 W="$T/a/model.safetensors"
 
 # expect_error CODE TEXT "description" command... : the exit code, and TEXT on the only 'xbar:' line.

@@ -36,6 +36,9 @@ class Progress {
   static void SetEnabled(bool enabled);
   // When true nothing at all is printed, Finish() lines included (MPI ranks other than 0).
   static void SetSilent(bool silent);
+  // Overrides terminal detection for bars created later (-1: detect on their stream): a caller
+  // that tees stderr into a log file through a pipe keeps the redrawn bar on the terminal.
+  static void SetTerminal(int tty);
 
  private:
   void Print(int64_t done, const std::string& status, bool final_line);

@@ -25,4 +25,16 @@ struct PlotOptions {
 // and a legend.
 std::string LinePlotSvg(const PlotOptions& options, const std::vector<PlotSeries>& series);
 
+// One bar series: a value per category (NaN: no bar).
+struct BarSeries {
+  std::string label;
+  std::vector<double> values;
+};
+
+// An SVG bar chart over `categories` (e.g. layers): grouped bars side by side, or `stacked` into
+// one bar per category (e.g. energy by component). Values must be >= 0; with `log_y` bars start
+// at the decade below the smallest positive value.
+std::string BarPlotSvg(const PlotOptions& options, const std::vector<std::string>& categories,
+                       const std::vector<BarSeries>& series, bool stacked = false, bool log_y = false);
+
 }  // namespace xbar
