@@ -376,7 +376,8 @@ class Pipeline {
         j["weights"] = "model.safetensors";
         j["imported_from"] = a_.weights;
         WriteJson(JoinPath(sdir, "train.json"), j);
-        return Cmd("eval", {"--weights", Quote(a_.weights)});
+        return "cp " + Quote(a_.weights) + " " + Quote(Weights("train")) + "\n" +
+               Cmd("eval", {"--weights", Quote(Weights("train")), "-o", Quote(sdir)});
       }
       RunTrain(TrainArgs{a_.config, sdir, a_.sets, resume});
       return Cmd("train", {"-o", Quote(sdir)});
@@ -415,7 +416,10 @@ class Pipeline {
       const std::string w = Weights(FinalWeightsStage());
       RunEstimate(EstimateArgs{a_.config, w, JoinPath(sdir, "own"), "", a_.sets});
       std::string cmds = Cmd("estimate", {"--weights", Quote(w), "-o", Quote(JoinPath(sdir, "own"))});
-      if (compress_) {
+      if (compress_ && cfg_.Str("mapping.scheme") == "polarized") {
+        std::fprintf(stderr, "-- estimate: the trained weights are not priced on this chip: its polarized scheme needs "
+                             "polarised weights\n");
+      } else if (compress_) {
         // The trained (dense) weights on the same chip: what compression saves.
         std::fprintf(stderr, "-- estimate: the trained (dense) weights on the same hardware description\n");
         RunEstimate(EstimateArgs{a_.config, Weights("train"), JoinPath(sdir, "dense"), "", a_.sets});
@@ -480,7 +484,9 @@ class Pipeline {
     if (Active("faults")) r["faults"] = take("faults", "faults.json");
     if (Active("estimate")) {
       r["estimate"] = take("estimate", JoinPath("own", "estimate.json"));
-      if (compress_) r["estimate_dense"] = take("estimate", JoinPath("dense", "estimate.json"));
+      if (compress_ && FileExists(JoinPath(StageDir("estimate"), JoinPath("dense", "estimate.json")))) {
+        r["estimate_dense"] = take("estimate", JoinPath("dense", "estimate.json"));
+      }
       nlohmann::ordered_json presets = nlohmann::ordered_json::object();
       for (const std::string& p : cfg_.EnumList("run.estimate_presets")) {
         nlohmann::ordered_json j = take("estimate", JoinPath(p, "estimate.json"));

@@ -111,10 +111,16 @@ std::string LinePlotSvg(const PlotOptions& o, const std::vector<PlotSeries>& ser
        Escape(o.x_label) + (o.log_x ? " (log scale)" : "") + "</text>\n";
   s += "<text transform=\"translate(18 " + Num(kTop + ph / 2) + ") rotate(-90)\" text-anchor=\"middle\">" + Escape(o.y_label) +
        "</text>\n";
-  // Series: band, line, markers; legend.
+  // Series: band, line, markers; legend (taller entries when a label takes two lines).
+  double legend_step = 20;
+  for (const PlotSeries& sr : series) {
+    if (sr.label.size() > 22 && sr.label.find(" + ") != std::string::npos) legend_step = 31;
+  }
   for (size_t k = 0; k < series.size(); ++k) {
     const PlotSeries& sr = series[k];
-    const std::string color = kColors[k % (sizeof(kColors) / sizeof(kColors[0]))];
+    const size_t ci = sr.color >= 0 ? static_cast<size_t>(sr.color) : k;
+    const std::string color = kColors[ci % (sizeof(kColors) / sizeof(kColors[0]))];
+    const std::string dash = sr.dashed ? "\" stroke-dasharray=\"7 4" : "";
     std::vector<size_t> idx;
     for (size_t i = 0; i < sr.x.size(); ++i) {
       if (usable(sr.x[i]) && std::isfinite(sr.y[i])) idx.push_back(i);
@@ -128,15 +134,22 @@ std::string LinePlotSvg(const PlotOptions& o, const std::vector<PlotSeries>& ser
     }
     std::string line;
     for (size_t i : idx) line += Num(X(sr.x[i])) + "," + Num(Y(sr.y[i])) + " ";
-    s += "<polyline points=\"" + line + "\" fill=\"none\" stroke=\"" + color + "\" stroke-width=\"2\"/>\n";
+    s += "<polyline points=\"" + line + "\" fill=\"none\" stroke=\"" + color + dash + "\" stroke-width=\"2\"/>\n";
     for (size_t i : idx) {
       s += "<circle cx=\"" + Num(X(sr.x[i])) + "\" cy=\"" + Num(Y(sr.y[i])) + "\" r=\"3\" fill=\"" + color + "\"><title>" +
            Escape(sr.label) + ": " + Tick(sr.x[i]) + ", " + Tick(sr.y[i]) + "</title></circle>\n";
     }
-    const double ly = kTop + 10 + 20 * static_cast<double>(k);
+    // A long label ("scheme, model + placement") continues on a second line from its " + ".
+    const double ly = kTop + 10 + legend_step * static_cast<double>(k);
     s += "<line x1=\"" + Num(kLeft + pw + 12) + "\" y1=\"" + Num(ly) + "\" x2=\"" + Num(kLeft + pw + 32) + "\" y2=\"" + Num(ly) +
-         "\" stroke=\"" + color + "\" stroke-width=\"3\"/>\n";
-    s += "<text x=\"" + Num(kLeft + pw + 38) + "\" y=\"" + Num(ly + 4) + "\">" + Escape(sr.label) + "</text>\n";
+         "\" stroke=\"" + color + dash + "\" stroke-width=\"3\"/>\n";
+    const size_t cut = sr.label.size() > 22 ? sr.label.find(" + ") : std::string::npos;
+    if (cut == std::string::npos) {
+      s += "<text x=\"" + Num(kLeft + pw + 38) + "\" y=\"" + Num(ly + 4) + "\">" + Escape(sr.label) + "</text>\n";
+    } else {
+      s += "<text x=\"" + Num(kLeft + pw + 38) + "\" y=\"" + Num(ly + 4) + "\">" + Escape(sr.label.substr(0, cut)) +
+           "<tspan x=\"" + Num(kLeft + pw + 38) + "\" dy=\"13\">" + Escape(sr.label.substr(cut + 1)) + "</tspan></text>\n";
+    }
   }
   s += "</svg>\n";
   return s;

@@ -150,9 +150,13 @@ void FaultsFigure(const json& r, std::vector<ReportFigure>* out) {
   const bool rate_axis = Str(f, {"axis"}).empty() || Str(f, {"axis"}) == "faults.rate";
   const char* xkey = rate_axis ? "fault_rate" : "value";
   int k = 0;
+  std::map<std::string, int> colors;  // one colour per (model, scheme); placed chips dashed
   for (const json& c : f["curves"]) {
     PlotSeries s;
     s.label = CurveLabel(c, models.size() > 1);
+    const std::string base = Str(c, {"weights"}) + "|" + Str(c, {"scheme"});
+    s.color = colors.emplace(base, static_cast<int>(colors.size())).first->second;
+    s.dashed = At(c, {"placement"}) == true;
     std::vector<const json*> pts;
     for (const json& p : c["points"]) pts.push_back(&p);
     std::sort(pts.begin(), pts.end(), [&](const json* a, const json* b) { return Num(*a, {xkey}) < Num(*b, {xkey}); });

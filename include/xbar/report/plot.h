@@ -14,6 +14,8 @@ struct PlotSeries {
   std::string label;
   std::vector<double> x, y;
   std::vector<double> lo, hi;  // optional band (e.g. a 95 % confidence interval): same size as x, or empty
+  int color = -1;              // palette index (-1: the series' position), so related curves can share one
+  bool dashed = false;         // drawn dashed (e.g. the same chips with placement)
 };
 
 struct PlotOptions {
