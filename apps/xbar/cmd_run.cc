@@ -389,13 +389,23 @@ class Pipeline {
     if (stage == "simulate") {
       std::string cmds;
       for (const std::string& scheme : Schemes()) {
+        std::vector<std::string> extra = {"mapping.scheme=" + scheme};
+        // faults.placement: both is the campaign's (placed and unplaced curves); one chip is simulated unplaced.
+        if (cfg_.Str("faults.placement") == "both") extra.push_back("faults.placement=off");
         std::vector<std::string> sets = a_.sets;
-        sets.push_back("mapping.scheme=" + scheme);
+        std::vector<std::string> cmd_sets;
+        for (const std::string& e : extra) {
+          sets.push_back(e);
+          cmd_sets.push_back("--set");
+          cmd_sets.push_back(Quote(e));
+        }
         const std::string out = JoinPath(sdir, scheme);
         std::fprintf(stderr, "-- simulate: scheme %s\n", scheme.c_str());
         RunSimulate(SimulateArgs{a_.config, Weights(FinalWeightsStage()), out, sets});
-        cmds += (cmds.empty() ? "" : "\n") + Cmd("simulate", {"--set", Quote("mapping.scheme=" + scheme), "--weights",
-                                                              Quote(Weights(FinalWeightsStage())), "-o", Quote(out)});
+        for (const std::string& x : {std::string("--weights"), Quote(Weights(FinalWeightsStage())), std::string("-o"), Quote(out)}) {
+          cmd_sets.push_back(x);
+        }
+        cmds += (cmds.empty() ? "" : "\n") + Cmd("simulate", cmd_sets);
       }
       return cmds;
     }

@@ -146,9 +146,10 @@ void FaultsFigure(const json& r, std::vector<ReportFigure>* out) {
   std::set<std::string> models;
   for (const json& c : f["curves"]) models.insert(Str(c, {"weights"}));
   std::vector<PlotSeries> series;
-  std::string csv = "curve,scheme,weights,prune_ratio,placement,fault_rate,accuracy_mean,accuracy_std,ci95_low,ci95_high,samples\n";
   const bool rate_axis = Str(f, {"axis"}).empty() || Str(f, {"axis"}) == "faults.rate";
   const char* xkey = rate_axis ? "fault_rate" : "value";
+  std::string csv = std::string("curve,scheme,weights,prune_ratio,placement,") + (rate_axis ? "fault_rate" : Str(f, {"axis"})) +
+                    ",accuracy_mean,accuracy_std,ci95_low,ci95_high,samples\n";
   int k = 0;
   std::map<std::string, int> colors;  // one colour per (model, scheme); placed chips dashed
   for (const json& c : f["curves"]) {
@@ -342,7 +343,9 @@ std::vector<std::string> Summary(const json& r) {
   if (curves.is_array() && !curves.empty()) {
     std::set<std::string> models;
     for (const json& c : curves) models.insert(Str(c, {"weights"}));
-    std::string s = "tolerable stuck-at rate (<= " + Fmt("%.3g", 100 * Num(r, {"faults", "max_drop"}, 0.01)) + " % loss): ";
+    const std::string axis = Str(r, {"faults", "axis"});
+    std::string s = (axis.empty() || axis == "faults.rate" ? std::string("tolerable stuck-at rate") : "tolerable " + axis) +
+                    " (<= " + Fmt("%.3g", 100 * Num(r, {"faults", "max_drop"}, 0.01)) + " % loss): ";
     for (size_t i = 0; i < curves.size(); ++i) {
       s += (i ? ", " : "") + CurveLabel(curves[i], models.size() > 1) + " " + Tolerable(curves[i], FirstRate(curves[i]));
     }
