@@ -97,7 +97,7 @@ expect_status "$T/a" compress "up to date" "--only faults --force"
 # (xbar itself in the background, not a shell function: the signal must reach xbar)
 "$XBAR" run -c "$CFG" "${SMALL[@]}" -o "$T/k" >/dev/null 2>&1 &
 pid=$!
-for _ in $(seq 1 600); do [ -e "$T/k/compress/admm/checkpoint.safetensors" ] && break; sleep 0.1; done
+for _ in $(seq 1 3000); do [ -e "$T/k/compress/admm/checkpoint.safetensors" ] && break; sleep 0.1; done
 kill -KILL $pid 2>/dev/null
 wait $pid 2>/dev/null
 if [ -e "$T/k/compress/stage.started" ] && [ ! -e "$T/k/compress/stage.json" ]; then ok "killed in compress"; else bad "not killed in compress"; fi
@@ -108,7 +108,7 @@ expect_status "$T/k" compress resumed "after SIGKILL"
 
 "$XBAR" run -c "$CFG" "${SMALL[@]}" -o "$T/s" >/dev/null 2>&1 &
 pid=$!
-for _ in $(seq 1 900); do [ -e "$T/s/faults/faults.partial.json" ] && break; sleep 0.1; done
+for _ in $(seq 1 3000); do [ -e "$T/s/faults/faults.partial.json" ] && break; sleep 0.1; done
 kill -TERM $pid 2>/dev/null
 wait $pid
 rc=$?
