@@ -210,9 +210,9 @@ class Pipeline {
       RunStage(stage);
       if (!a_.until.empty() && stage == a_.until) break;
     }
-    WriteResults();
+    const nlohmann::ordered_json results = WriteResults();
     restore.Now();
-    if (!bounded || enabled_.count("report")) PrintSummary(begin);
+    if (!bounded || enabled_.count("report")) PrintSummary(results, begin);
   }
 
  private:
@@ -443,8 +443,7 @@ class Pipeline {
       return cmds;
     }
     // report
-    WriteResults();
-    const Report rep = BuildReport(Results(), ReadFile(JoinPath(dir_, "config.resolved.yaml")));
+    const Report rep = BuildReport(WriteResults(), ReadFile(JoinPath(dir_, "config.resolved.yaml")));
     const std::string fig_dir = JoinPath(dir_, "report");
     MakeDirs(fig_dir);
     for (const ReportFigure& f : rep.figures) {
@@ -517,15 +516,18 @@ class Pipeline {
     return r;
   }
 
-  void WriteResults() { WriteJson(JoinPath(dir_, "results.json"), Results()); }
+  nlohmann::ordered_json WriteResults() {
+    nlohmann::ordered_json r = Results();
+    WriteJson(JoinPath(dir_, "results.json"), r);
+    return r;
+  }
 
-  void PrintSummary(std::chrono::steady_clock::time_point begin) {
-    const nlohmann::json r = Results();
-    const Report rep = BuildReport(r, "");
+  void PrintSummary(const nlohmann::ordered_json& results, std::chrono::steady_clock::time_point begin) {
+    const std::vector<std::string> summary = ReportSummary(results);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
     std::fprintf(stderr, "\n");
     std::fflush(stderr);
-    for (const std::string& line : rep.summary) std::printf("%s\n", line.c_str());
+    for (const std::string& line : summary) std::printf("%s\n", line.c_str());
     if (FileExists(JoinPath(dir_, "report.html"))) {
       std::printf("report: %s (run took %s; results.json and run.log beside it)\n", JoinPath(dir_, "report.html").c_str(),
                   FormatDuration(s).c_str());

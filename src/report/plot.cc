@@ -12,18 +12,6 @@ constexpr double kWidth = 720, kHeight = 440;
 constexpr double kLeft = 70, kRight = 215, kTop = 40, kBottom = 60;  // margins; the legend sits right
 const char* const kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
 
-std::string Escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '&') out += "&amp;";
-    else if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '"') out += "&quot;";
-    else out += c;
-  }
-  return out;
-}
-
 std::string Num(double v) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.2f", v);
@@ -54,6 +42,18 @@ std::vector<double> LinearTicks(double lo, double hi) {
 }
 
 }  // namespace
+
+std::string XmlEscape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '&') out += "&amp;";
+    else if (c == '<') out += "&lt;";
+    else if (c == '>') out += "&gt;";
+    else if (c == '"') out += "&quot;";
+    else out += c;
+  }
+  return out;
+}
 
 std::string LinePlotSvg(const PlotOptions& o, const std::vector<PlotSeries>& series) {
   auto usable = [&](double x) { return std::isfinite(x) && (!o.log_x || x > 0); };
@@ -87,7 +87,7 @@ std::string LinePlotSvg(const PlotOptions& o, const std::vector<PlotSeries>& ser
   std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + Num(kWidth) + "\" height=\"" + Num(kHeight) +
                   "\" viewBox=\"0 0 " + Num(kWidth) + " " + Num(kHeight) + "\" font-family=\"sans-serif\" font-size=\"12\">\n";
   s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  s += "<text x=\"" + Num(kLeft + pw / 2) + "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" + Escape(o.title) + "</text>\n";
+  s += "<text x=\"" + Num(kLeft + pw / 2) + "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" + XmlEscape(o.title) + "</text>\n";
   // Grid and ticks.
   std::vector<double> xt;
   if (o.log_x) {
@@ -108,8 +108,8 @@ std::string LinePlotSvg(const PlotOptions& o, const std::vector<PlotSeries>& ser
   s += "<rect x=\"" + Num(kLeft) + "\" y=\"" + Num(kTop) + "\" width=\"" + Num(pw) + "\" height=\"" + Num(ph) +
        "\" fill=\"none\" stroke=\"#333\"/>\n";
   s += "<text x=\"" + Num(kLeft + pw / 2) + "\" y=\"" + Num(kHeight - 16) + "\" text-anchor=\"middle\">" +
-       Escape(o.x_label) + (o.log_x ? " (log scale)" : "") + "</text>\n";
-  s += "<text transform=\"translate(18 " + Num(kTop + ph / 2) + ") rotate(-90)\" text-anchor=\"middle\">" + Escape(o.y_label) +
+       XmlEscape(o.x_label) + (o.log_x ? " (log scale)" : "") + "</text>\n";
+  s += "<text transform=\"translate(18 " + Num(kTop + ph / 2) + ") rotate(-90)\" text-anchor=\"middle\">" + XmlEscape(o.y_label) +
        "</text>\n";
   // Series: band, line, markers; legend (taller entries when a label takes two lines).
   double legend_step = 20;
@@ -137,7 +137,7 @@ std::string LinePlotSvg(const PlotOptions& o, const std::vector<PlotSeries>& ser
     s += "<polyline points=\"" + line + "\" fill=\"none\" stroke=\"" + color + dash + "\" stroke-width=\"2\"/>\n";
     for (size_t i : idx) {
       s += "<circle cx=\"" + Num(X(sr.x[i])) + "\" cy=\"" + Num(Y(sr.y[i])) + "\" r=\"3\" fill=\"" + color + "\"><title>" +
-           Escape(sr.label) + ": " + Tick(sr.x[i]) + ", " + Tick(sr.y[i]) + "</title></circle>\n";
+           XmlEscape(sr.label) + ": " + Tick(sr.x[i]) + ", " + Tick(sr.y[i]) + "</title></circle>\n";
     }
     // A long label ("scheme, model + placement") continues on a second line from its " + ".
     const double ly = kTop + 10 + legend_step * static_cast<double>(k);
@@ -145,10 +145,10 @@ std::string LinePlotSvg(const PlotOptions& o, const std::vector<PlotSeries>& ser
          "\" stroke=\"" + color + dash + "\" stroke-width=\"3\"/>\n";
     const size_t cut = sr.label.size() > 22 ? sr.label.find(" + ") : std::string::npos;
     if (cut == std::string::npos) {
-      s += "<text x=\"" + Num(kLeft + pw + 38) + "\" y=\"" + Num(ly + 4) + "\">" + Escape(sr.label) + "</text>\n";
+      s += "<text x=\"" + Num(kLeft + pw + 38) + "\" y=\"" + Num(ly + 4) + "\">" + XmlEscape(sr.label) + "</text>\n";
     } else {
-      s += "<text x=\"" + Num(kLeft + pw + 38) + "\" y=\"" + Num(ly + 4) + "\">" + Escape(sr.label.substr(0, cut)) +
-           "<tspan x=\"" + Num(kLeft + pw + 38) + "\" dy=\"13\">" + Escape(sr.label.substr(cut + 1)) + "</tspan></text>\n";
+      s += "<text x=\"" + Num(kLeft + pw + 38) + "\" y=\"" + Num(ly + 4) + "\">" + XmlEscape(sr.label.substr(0, cut)) +
+           "<tspan x=\"" + Num(kLeft + pw + 38) + "\" dy=\"13\">" + XmlEscape(sr.label.substr(cut + 1)) + "</tspan></text>\n";
     }
   }
   s += "</svg>\n";
@@ -197,7 +197,7 @@ std::string BarPlotSvg(const PlotOptions& o, const std::vector<std::string>& cat
   std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + Num(kWidth) + "\" height=\"" + Num(height) +
                   "\" viewBox=\"0 0 " + Num(kWidth) + " " + Num(height) + "\" font-family=\"sans-serif\" font-size=\"12\">\n";
   s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  s += "<text x=\"" + Num(kLeft + pw / 2) + "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" + Escape(o.title) + "</text>\n";
+  s += "<text x=\"" + Num(kLeft + pw / 2) + "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" + XmlEscape(o.title) + "</text>\n";
   std::vector<double> yt;
   if (log_y) {
     for (double v = y0; v <= y1 * 1.0001; v *= 10) yt.push_back(v);
@@ -210,8 +210,8 @@ std::string BarPlotSvg(const PlotOptions& o, const std::vector<std::string>& cat
     s += "<text x=\"" + Num(kLeft - 6) + "\" y=\"" + Num(Y(v) + 4) + "\" text-anchor=\"end\">" + Tick(v) + "</text>\n";
   }
   s += "<text transform=\"translate(18 " + Num(kTop + ph / 2) + ") rotate(-90)\" text-anchor=\"middle\">" +
-       Escape(o.y_label) + (log_y ? " (log scale)" : "") + "</text>\n";
-  s += "<text x=\"" + Num(kLeft + pw / 2) + "\" y=\"" + Num(height - 8) + "\" text-anchor=\"middle\">" + Escape(o.x_label) +
+       XmlEscape(o.y_label) + (log_y ? " (log scale)" : "") + "</text>\n";
+  s += "<text x=\"" + Num(kLeft + pw / 2) + "\" y=\"" + Num(height - 8) + "\" text-anchor=\"middle\">" + XmlEscape(o.x_label) +
        "</text>\n";
   const double slot = n > 0 ? pw / static_cast<double>(n) : pw;
   const size_t groups = stacked ? 1 : std::max<size_t>(1, series.size());
@@ -226,16 +226,16 @@ std::string BarPlotSvg(const PlotOptions& o, const std::vector<std::string>& cat
       const double top = stacked ? base + v : v;
       const double ya = Y(top), yb = Y(stacked ? base : (log_y ? y0 : 0));
       s += "<rect x=\"" + Num(x) + "\" y=\"" + Num(ya) + "\" width=\"" + Num(bar_w) + "\" height=\"" +
-           Num(std::max(0.0, yb - ya)) + "\" fill=\"" + color + "\"><title>" + Escape(categories[i]) + ", " +
-           Escape(series[k].label) + ": " + Tick(v) + "</title></rect>\n";
+           Num(std::max(0.0, yb - ya)) + "\" fill=\"" + color + "\"><title>" + XmlEscape(categories[i]) + ", " +
+           XmlEscape(series[k].label) + ": " + Tick(v) + "</title></rect>\n";
       if (stacked) base = top;
     }
     const double cx = kLeft + slot * (static_cast<double>(i) + 0.5);
     if (slanted) {
       s += "<text transform=\"translate(" + Num(cx) + " " + Num(kTop + ph + 14) + ") rotate(-35)\" text-anchor=\"end\">" +
-           Escape(categories[i]) + "</text>\n";
+           XmlEscape(categories[i]) + "</text>\n";
     } else {
-      s += "<text x=\"" + Num(cx) + "\" y=\"" + Num(kTop + ph + 18) + "\" text-anchor=\"middle\">" + Escape(categories[i]) +
+      s += "<text x=\"" + Num(cx) + "\" y=\"" + Num(kTop + ph + 18) + "\" text-anchor=\"middle\">" + XmlEscape(categories[i]) +
            "</text>\n";
     }
   }
@@ -246,7 +246,7 @@ std::string BarPlotSvg(const PlotOptions& o, const std::vector<std::string>& cat
     const double ly = kTop + 10 + 20 * static_cast<double>(k);
     s += "<rect x=\"" + Num(kLeft + pw + 12) + "\" y=\"" + Num(ly - 6) + "\" width=\"20\" height=\"12\" fill=\"" + color +
          "\"/>\n";
-    s += "<text x=\"" + Num(kLeft + pw + 38) + "\" y=\"" + Num(ly + 4) + "\">" + Escape(series[k].label) + "</text>\n";
+    s += "<text x=\"" + Num(kLeft + pw + 38) + "\" y=\"" + Num(ly + 4) + "\">" + XmlEscape(series[k].label) + "</text>\n";
   }
   s += "</svg>\n";
   return s;

@@ -14,17 +14,7 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string Esc(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '&') out += "&amp;";
-    else if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '"') out += "&quot;";
-    else out += c;
-  }
-  return out;
-}
+std::string Esc(const std::string& s) { return XmlEscape(s); }
 
 std::string Fmt(const char* f, double v) {
   char buf[64];
@@ -90,6 +80,20 @@ std::string Cell(const std::string& s) {
   return q + "\"";
 }
 std::string CellNum(double v) { return std::isfinite(v) ? Fmt("%.10g", v) : ""; }
+
+// A bar figure's data: one row per category, one column per series (empty cell: no value).
+std::string BarCsv(const std::string& first_column, const std::vector<std::string>& categories,
+                   const std::vector<BarSeries>& series, const std::string& column_suffix = "") {
+  std::string csv = Cell(first_column);
+  for (const BarSeries& s : series) csv += "," + Cell(s.label + column_suffix);
+  csv += "\n";
+  for (size_t i = 0; i < categories.size(); ++i) {
+    csv += Cell(categories[i]);
+    for (const BarSeries& s : series) csv += "," + CellNum(i < s.values.size() ? s.values[i] : std::nan(""));
+    csv += "\n";
+  }
+  return csv;
+}
 
 // "adc-9b" and "adc-7b" are one component across chips and layers.
 std::string Component(const std::string& name) { return name.rfind("adc-", 0) == 0 ? "adc" : name; }
@@ -247,7 +251,7 @@ void CostFigures(const json& r, std::vector<ReportFigure>* out) {
     }
   }
   auto figure = [&](const std::string& id, const std::string& title, const std::string& unit, const std::string& caption,
-                    const std::vector<std::map<std::string, double>>& values, double scale) {
+                    const std::vector<std::map<std::string, double>>& values) {
     std::set<std::string> names;
     for (const auto& m : values) {
       for (const auto& kv : m) names.insert(kv.first);
@@ -255,32 +259,24 @@ void CostFigures(const json& r, std::vector<ReportFigure>* out) {
     if (names.empty()) return;
     std::vector<std::string> cats(names.begin(), names.end());
     std::vector<BarSeries> series;
-    std::string csv = "component";
-    for (const Chip& c : chips) csv += "," + Cell(c.name);
-    csv += "\n";
     for (size_t k = 0; k < chips.size(); ++k) {
       BarSeries s{chips[k].name, {}};
-      for (const auto& n : cats) s.values.push_back(values[k].count(n) ? scale * values[k].at(n) : 0.0);
+      for (const auto& n : cats) s.values.push_back(values[k].count(n) ? values[k].at(n) : 0.0);
       series.push_back(std::move(s));
-    }
-    for (size_t i = 0; i < cats.size(); ++i) {
-      csv += Cell(cats[i]);
-      for (const auto& s : series) csv += "," + CellNum(s.values[i]);
-      csv += "\n";
     }
     ReportFigure f;
     f.id = id;
     f.title = title;
     f.caption = caption;
     f.svg = BarPlotSvg({title, "component", unit, false}, cats, series, false, /*log_y=*/true);
-    f.csv = csv;
+    f.csv = BarCsv("component", cats, series);
     out->push_back(std::move(f));
   };
   figure("energy_breakdown", "Energy per inference by component", "energy per inference (nJ)",
          "Where each inference's energy goes on each chip (log scale): ADCs usually dominate a crossbar accelerator.",
-         energy, 1.0);
+         energy);
   figure("area_breakdown", "Chip area by component", "area (mm²)",
-         "Area of each chip's components (log scale), whole chip as the preset describes it.", area, 1.0);
+         "Area of each chip's components (log scale), whole chip as the preset describes it.", area);
 
   // Per-layer latency.
   const json& own = At(*chips[0].est, {"layers"});
@@ -288,9 +284,6 @@ void CostFigures(const json& r, std::vector<ReportFigure>* out) {
     std::vector<std::string> names;
     std::vector<BarSeries> series;
     for (const json& l : own) names.push_back(Str(l, {"name"}));
-    std::string csv = "layer";
-    for (const Chip& c : chips) csv += "," + Cell(c.name + " latency_us");
-    csv += "\n";
     for (const Chip& c : chips) {
       BarSeries s{c.name, std::vector<double>(names.size(), std::nan(""))};
       const json& ls = At(*c.est, {"layers"});
@@ -302,25 +295,22 @@ void CostFigures(const json& r, std::vector<ReportFigure>* out) {
       }
       series.push_back(std::move(s));
     }
-    for (size_t i = 0; i < names.size(); ++i) {
-      csv += Cell(names[i]);
-      for (const auto& s : series) csv += "," + CellNum(s.values[i]);
-      csv += "\n";
-    }
     ReportFigure f;
     f.id = "layer_latency";
     f.title = "Latency per layer";
     f.caption = "Time each layer's crossbars take for one image (µs, log scale); in a pipelined chip the slowest "
                 "layer sets the frame rate.";
     f.svg = BarPlotSvg({f.title, "layer", "latency (µs)", false}, names, series, false, true);
-    f.csv = csv;
+    f.csv = BarCsv("layer", names, series, " latency_us");
     out->push_back(std::move(f));
   }
 }
 
 // ---- text -----------------------------------------------------------------------------------
 
-std::vector<std::string> Summary(const json& r) {
+}  // namespace
+
+std::vector<std::string> ReportSummary(const json& r) {
   std::vector<std::string> lines;
   std::string acc = "accuracy: ";
   if (At(r, {"train", "test_accuracy"}).is_number()) acc += "trained " + Pct(Num(r, {"train", "test_accuracy"}));
@@ -368,6 +358,8 @@ std::vector<std::string> Summary(const json& r) {
   return lines;
 }
 
+namespace {
+
 const char* kCss = R"(body{font-family:sans-serif;max-width:1180px;margin:24px auto;padding:0 16px;color:#222;line-height:1.45}
 h1{margin-bottom:4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:36px}
 .sub{color:#666;margin-top:0}.summary{background:#f4f7fb;border-left:4px solid #1f77b4;padding:10px 16px;margin:16px 0}
@@ -408,7 +400,7 @@ Report BuildReport(const json& r, const std::string& resolved_config_yaml) {
   FaultsFigure(r, &rep.figures);
   LayerFigures(r, &rep.figures);
   CostFigures(r, &rep.figures);
-  rep.summary = Summary(r);
+  rep.summary = ReportSummary(r);
 
   std::string title = Str(r, {"title"});
   if (title.empty()) title = Str(r, {"name"});

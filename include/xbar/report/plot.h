@@ -10,6 +10,9 @@
 
 namespace xbar {
 
+// Text made safe inside XML/HTML elements and attribute values (&, <, >, ").
+std::string XmlEscape(const std::string& text);
+
 struct PlotSeries {
   std::string label;
   std::vector<double> x, y;

@@ -32,4 +32,7 @@ struct Report {
 // simulate_schemes, faults, estimate, estimate_presets, stages, provenance; any may be missing).
 Report BuildReport(const nlohmann::json& results, const std::string& resolved_config_yaml);
 
+// Only the summary lines (Report::summary) of the same results.
+std::vector<std::string> ReportSummary(const nlohmann::json& results);
+
 }  // namespace xbar
