@@ -12,7 +12,10 @@ PACKAGES=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin  # mpirun -np N xbar faults: a campaign across processes or machines
-  python3-torch           # tests only: checks that PyTorch loads our state dicts and we load its
+  libonnx-dev libprotobuf-dev  # ONNX import and export (model.onnx)
+  pybind11-dev python3-dev     # the Python module (import xbar)
+  python3-torch           # the Python module's tensors; tests: PyTorch loads our state dicts and we load its
+  python3-onnx python3-torchvision python3-pytest  # tests only: real ONNX exports, the pytest suite
   chromium fonts-dejavu-core  # tests only: renders report.html headless (no network, no console errors)
 )
 

@@ -1,4 +1,4 @@
-// xbar compress -c EXP.yaml --weights IN.safetensors [-o DIR] [--set key=value ...] [--resume]
+// xbar compress -c EXP.yaml [--weights IN.safetensors|IN.onnx] [--model NET.onnx] [-o DIR] [--set key=value ...] [--resume]
 #include <cstdio>
 
 #include "commands.h"
@@ -8,6 +8,7 @@
 #include "xbar/core/fs.h"
 #include "xbar/core/rng.h"
 #include "xbar/data/dataset.h"
+#include "xbar/models/onnx.h"
 #include "xbar/models/state_dict.h"
 #include "xbar/models/zoo.h"
 
@@ -48,7 +49,12 @@ void RunCompress(const CompressArgs& a) {
   const std::string model_path = JoinPath(ctx.run_dir, "model.safetensors");
   SaveModel(model_path, *model, meta);
   j["weights"] = "model.safetensors";
-  j["input_weights"] = a.weights;
+  if (mspec.is_onnx()) {
+    // Export back: the same graph with the compressed weights, for PyTorch / onnxruntime users.
+    SaveOnnx(*model, JoinPath(ctx.run_dir, "model.onnx"), meta);
+    j["onnx"] = "model.onnx";
+  }
+  j["input_weights"] = loaded.source;
   WriteJson(JoinPath(ctx.run_dir, "compress.json"), j);
   std::printf("compressed %s: %lld of %lld weights non-zero (%.1fx), %.1fx fewer storage bits, crossbars %lld -> %lld, "
               "accuracy %.2f%% -> %.2f%%, constraint violations %lld; wrote %s\n",
@@ -67,7 +73,7 @@ void RegisterCompress(CLI::App& app) {
   auto args = std::make_shared<CompressArgs>();
   CLI::App* cmd = app.add_subcommand("compress", "ADMM compression under crossbar constraints");
   AddConfigOptions(cmd, &args->config, &args->sets);
-  cmd->add_option("--weights", args->weights, "trained model .safetensors")->required();
+  cmd->add_option("--weights", args->weights, "trained model .safetensors or .onnx (default: model.onnx)");
   cmd->add_option("-o,--out", args->out, "run directory (default runs/<name>/compress)");
   cmd->add_flag("--resume", args->resume, "continue from the phase checkpoints in the run directory");
   cmd->callback([args]() { RunCompress(*args); });

@@ -28,7 +28,7 @@ std::vector<hw::LayerWork> Work(const RunContext& ctx, const std::string& weight
   const MappingSpec& map = arch.map;
   LoadedModel m = LoadModelAndData(ctx, weights, /*train_split=*/arch.zero_skipping, /*data_needed=*/arch.zero_skipping);
   Model& model = *m.model;
-  const std::map<std::string, double> scales = StoredScales(m.bytes, weights);
+  const std::map<std::string, double> scales = StoredScales(m);
   if (!arch.zero_skipping) {
     torch::manual_seed(ctx.seed);
     const torch::Tensor probe = torch::randn({1, m.spec.in_channels, m.spec.height, m.spec.width_px}).to(ctx.device);
@@ -98,9 +98,11 @@ void RunEstimate(const EstimateArgs& args) {
               chip.peak_gops_per_s_per_mm2, chip.peak_gops_per_w, chip.cycle_ns);
 
   std::string csv = "layer,replicas,crossbars,imas,adc_bits,cycles,latency_us,adc_conversions,energy_nj,area_mm2\n";
-  if (!args.weights.empty()) {
+  // model.onnx without --weights: the graph with its own weights.
+  const std::string weights = !args.weights.empty() ? args.weights : ctx.cfg.Str("model.onnx");
+  if (!weights.empty()) {
     int64_t images = 0;
-    const std::vector<hw::LayerWork> work = Work(ctx, args.weights, arch, &images);
+    const std::vector<hw::LayerWork> work = Work(ctx, weights, arch, &images);
     int64_t weights_total = 0, nonzero = 0;
     for (const hw::LayerWork& w : work) {
       weights_total += w.weights;
@@ -126,7 +128,7 @@ void RunEstimate(const EstimateArgs& args) {
       csv += StrCat(l.name, ",", l.replicas, ",", l.crossbars, ",", l.imas, ",", l.adc_bits, ",", l.cycles, ",", l.latency_us, ",",
                     l.adc_conversions, ",", l.energy_nj, ",", l.area_mm2, "\n");
     }
-    j["model"] = {{"weights", args.weights},
+    j["model"] = {{"weights", weights},
                   {"weights_total", weights_total},
                   {"weights_nonzero", nonzero},
                   {"crossbars", cost.crossbars},
@@ -163,7 +165,7 @@ void RegisterEstimate(CLI::App& app) {
   auto args = std::make_shared<EstimateArgs>();
   CLI::App* cmd = app.add_subcommand("estimate", "hardware cost (area, power, energy, throughput) on an accelerator architecture");
   AddConfigOptions(cmd, &args->config, &args->sets);
-  cmd->add_option("--weights", args->weights, "model .safetensors to map and price (without it: the chip's peak figures)");
+  cmd->add_option("--weights", args->weights, "model .safetensors or .onnx to map and price (default: model.onnx; without either: the chip's peak figures)");
   cmd->add_option("--preset", args->preset, "architecture: isaac, forms, islped19, or a YAML path (overrides arch.preset)");
   cmd->add_option("-o,--out", args->out, "run directory (default runs/<name>/estimate)");
   cmd->callback([args]() { RunEstimate(*args); });

@@ -23,7 +23,7 @@ void RunEval(const EvalArgs& a) {
               static_cast<long long>(r.count), data.name.c_str());
   if (!ctx.run_dir.empty()) {
     nlohmann::ordered_json j = {{"schema_version", 1},   {"model", mspec.name},     {"dataset", data.name},
-                                {"weights", a.weights},  {"test_accuracy", r.accuracy}, {"test_loss", r.loss},
+                                {"weights", m.source},  {"test_accuracy", r.accuracy}, {"test_loss", r.loss},
                                 {"test_images", r.count}};
     WriteJson(JoinPath(ctx.run_dir, "eval.json"), j);
   }
@@ -33,7 +33,7 @@ void RegisterEval(CLI::App& app) {
   auto args = std::make_shared<EvalArgs>();
   CLI::App* cmd = app.add_subcommand("eval", "evaluate a weights file on the configured test set");
   AddConfigOptions(cmd, &args->config, &args->sets);
-  cmd->add_option("--weights", args->weights, "model .safetensors file")->required();
+  cmd->add_option("--weights", args->weights, "model .safetensors or .onnx (default: model.onnx)");
   cmd->add_option("-o,--out", args->out, "write eval.json and config.resolved.yaml here");
   cmd->callback([args]() { RunEval(*args); });
 }

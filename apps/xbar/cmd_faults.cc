@@ -171,11 +171,15 @@ Campaign ReadCampaign(const Config& cfg) {
 
 }  // namespace
 
-void RunFaults(const FaultsArgs& a) {
+void RunFaults(const FaultsArgs& args) {
+  FaultsArgs a = args;
   std::string out = a.out;
   std::vector<std::string> sets = a.sets;
   dist::Agree([&] {
     const Config probe = Config::Load(a.config, a.sets);
+    // Without --weights: the network of model.onnx with its own weights.
+    if (a.weights.empty() && !probe.Str("model.onnx").empty()) a.weights.push_back(probe.Str("model.onnx"));
+    if (a.weights.empty()) throw ConfigError("--weights: required unless model.onnx (or --model FILE.onnx) is set");
     if (out.empty()) out = JoinPath(JoinPath("runs", probe.Str("name")), "faults");
     // faults.test_images: a shorter test set for the campaign than for the other stages.
     if (const int64_t n = probe.Int("faults.test_images"); n > 0) sets.push_back(StrCat("dataset.test_subset=", n));
@@ -255,7 +259,7 @@ void RunFaults(const FaultsArgs& a) {
     model_name = m.spec.name;
     test_images = m.data.test.size();
     const double prune_ratio = PruneRatio(*m.model);
-    const std::map<std::string, double> scales = StoredScales(m.bytes, weights);
+    const std::map<std::string, double> scales = StoredScales(m);
     for (const std::string& scheme : schemes) {
       // One simulator per hardware description: for the rate axis one for the whole curve; along
       // another axis one per grid value (and one for the reference, the config's own value).
@@ -427,7 +431,7 @@ void RegisterFaults(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("faults", "Monte Carlo stuck-at fault campaign: accuracy vs fault rate per scheme and model");
   AddConfigOptions(cmd, &args->config, &args->sets);
   cmd->add_option("--weights", args->weights, "model .safetensors; repeat for several models (e.g. prune ratios)")
-      ->required();
+      ;
   cmd->add_option("-o,--out", args->out, "run directory (default runs/<name>/faults)");
   cmd->add_flag("--resume", args->resume, "keep the finished points of an interrupted campaign in the run directory");
   cmd->callback([args]() { RunFaults(*args); });

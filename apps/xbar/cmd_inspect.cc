@@ -1,4 +1,4 @@
-// xbar inspect FILE.safetensors [--crossbar 128x128] [--json]
+// xbar inspect FILE.safetensors|FILE.onnx [--crossbar 128x128] [--json]
 // Lists tensors, metadata and, per conv/linear weight, its GEMM shape and how many R x C crossbar
 // tiles it needs (one cell per weight, before bit slicing and sign handling), both dense and
 // counting only tiles that hold a non-zero weight (masked mapping).
@@ -9,7 +9,10 @@
 #include "commands.h"
 #include "common.h"
 #include "xbar/core/error.h"
+#include "xbar/core/fs.h"
 #include "xbar/core/safetensors.h"
+#include "xbar/models/onnx.h"
+#include "xbar/models/state_dict.h"
 
 namespace xbar::app {
 namespace {
@@ -49,7 +52,22 @@ void RunInspect(const InspectArgs& a) {
     throw ConfigError(StrCat("--crossbar ", a.crossbar, ": expected ROWSxCOLS with each in [1, 65536], e.g. 128x128"));
   }
   const int64_t R = std::stoll(m[1]), C = std::stoll(m[2]);
-  const SafeTensors st = ReadSafeTensors(a.file);
+  if (IsDirectory(a.file)) throw InputError(StrCat(a.file, ": is a directory, expected a .safetensors or .onnx file"));
+  const std::string bytes = ReadFile(a.file);
+  SafeTensors st;
+  if (LooksLikeOnnx(a.file, bytes)) {
+    // An ONNX graph: its layers' weights in PyTorch's layout, named as the pipeline names them.
+    std::shared_ptr<Model> model = LoadOnnxModelFromBytes(bytes, a.file);
+    const OnnxInfo& info = OnnxModelInfo(*model);
+    std::map<std::string, std::string> meta = info.metadata;
+    meta["architecture"] = "onnx";
+    meta["input_shape"] = StrCat("[", info.channels, ", ", info.height, ", ", info.width, "]");
+    meta["num_classes"] = std::to_string(info.num_classes);
+    meta["onnx_graph_hash"] = info.graph_hash;
+    st = ModelToSafeTensors(*model, meta);
+  } else {
+    st = ParseSafeTensors(bytes, a.file);
+  }
 
   std::vector<std::string> names;
   for (const auto& [name, t] : st.tensors) names.push_back(name);

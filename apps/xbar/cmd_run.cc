@@ -34,6 +34,7 @@
 #include "xbar/core/platform.h"
 #include "xbar/core/progress.h"
 #include "xbar/core/rng.h"
+#include "xbar/models/onnx.h"
 #include "xbar/report/report.h"
 
 namespace xbar::app {
@@ -167,6 +168,13 @@ class Pipeline {
   Pipeline(const RunArgs& a, RunContext ctx) : a_(a), ctx_(std::move(ctx)), cfg_(ctx_.cfg), dir_(ctx_.run_dir) {
     for (const std::string& s : cfg_.EnumList("run.stages")) enabled_.insert(s);
     compress_ = enabled_.count("compress") > 0 && HasCompression();
+    // The train stage imports --weights, or else model.onnx's own weights (a network brought
+    // trained; `xbar train --model` fine-tunes it); an ONNX import stays ONNX (train/model.onnx).
+    imported_ = !a_.weights.empty() ? a_.weights : cfg_.Str("model.onnx");
+    if (!imported_.empty()) {
+      if (IsDirectory(imported_)) throw InputError(StrCat(imported_, ": is a directory, expected a weights file"));
+      if (LooksLikeOnnx(imported_, ReadFile(imported_))) train_file_ = "model.onnx";
+    }
     if (enabled_.count("faults")) FaultModels();  // config errors before any work
   }
 
@@ -229,7 +237,9 @@ class Pipeline {
 
   // The stage whose weights the later stages read: compress when it runs, else train.
   std::string FinalWeightsStage() const { return compress_ ? "compress" : "train"; }
-  std::string Weights(const std::string& stage) const { return JoinPath(StageDir(stage), "model.safetensors"); }
+  std::string Weights(const std::string& stage) const {
+    return JoinPath(StageDir(stage), stage == "train" ? train_file_ : "model.safetensors");
+  }
 
   std::vector<std::string> FaultModels() const {
     std::vector<std::string> out;
@@ -298,7 +308,11 @@ class Pipeline {
         if (k != "train.log_interval" && k != "train.eval_batch_size") fp[k] = cfg_.Text(k);
       }
     }
-    if (stage == "train" && !a_.weights.empty()) fp["imported weights (FNV-1a)"] = Hex(HashBytes(ReadFile(a_.weights)));
+    if (stage == "train" && !imported_.empty()) fp["imported weights (FNV-1a)"] = Hex(HashBytes(ReadFile(imported_)));
+    // An ONNX network is an input like imported weights: its bytes, not its path, decide.
+    if (const std::string& onnx = cfg_.Str("model.onnx"); !onnx.empty() && FileExists(onnx)) {
+      fp["model.onnx (FNV-1a)"] = Hex(HashBytes(ReadFile(onnx)));
+    }
     for (const std::string& in : Inputs(stage)) fp["input " + in] = Key(in);
     return keys_[stage] = Hex(HashBytes(fp.dump()));
   }
@@ -367,16 +381,16 @@ class Pipeline {
   std::string Execute(const std::string& stage, bool resume) {
     const std::string sdir = StageDir(stage);
     if (stage == "train") {
-      if (!a_.weights.empty()) {
+      if (!imported_.empty()) {
         // Imported weights: copied into the run (the run directory then holds all its inputs), evaluated.
-        WriteFileAtomic(Weights("train"), ReadFile(a_.weights));
+        WriteFileAtomic(Weights("train"), ReadFile(imported_));
         EvalArgs e{a_.config, Weights("train"), sdir, a_.sets};
         RunEval(e);
         nlohmann::ordered_json j = ReadJsonFile(JoinPath(sdir, "eval.json"));
-        j["weights"] = "model.safetensors";
-        j["imported_from"] = a_.weights;
+        j["weights"] = train_file_;
+        j["imported_from"] = imported_;
         WriteJson(JoinPath(sdir, "train.json"), j);
-        return "cp " + Quote(a_.weights) + " " + Quote(Weights("train")) + "\n" +
+        return "cp " + Quote(imported_) + " " + Quote(Weights("train")) + "\n" +
                Cmd("eval", {"--weights", Quote(Weights("train")), "-o", Quote(sdir)});
       }
       RunTrain(TrainArgs{a_.config, sdir, a_.sets, resume});
@@ -542,6 +556,8 @@ class Pipeline {
   const Config& cfg_;
   std::string dir_;
   std::set<std::string> enabled_;
+  std::string imported_;                         // --weights, or model.onnx: the train stage imports it
+  std::string train_file_ = "model.safetensors";  // the train stage's weights file (model.onnx for ONNX)
   bool compress_ = false;
   std::map<std::string, std::string> keys_;
   nlohmann::ordered_json stages_ = nlohmann::ordered_json::object();

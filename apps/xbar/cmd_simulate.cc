@@ -72,7 +72,7 @@ void RunSimulate(const SimulateArgs& a) {
   std::fprintf(stderr, "xbar simulate: hardware preset %s (config.resolved.yaml marks each value's source)\n",
                cfg.Str("arch.preset").c_str());
 
-  NetworkSimulator sim(*m.model, map, device, StoredScales(a.weights));
+  NetworkSimulator sim(*m.model, map, device, StoredScales(m));
   sim.SetProgressInterval(cfg.Float("train.log_interval"));
   sim.Calibrate(m.data.train, batch, ctx.device);
   sim.Program(faults, ctx.seed);
@@ -81,10 +81,10 @@ void RunSimulate(const SimulateArgs& a) {
   const EvalResult xb = sim.Evaluate(m.data.test, SimMode::kCrossbar, batch, ctx.device);
   const std::vector<LayerSimReport> layers = sim.Report();
   nlohmann::ordered_json j = SimulateJson(map.scheme->Name(), xb.accuracy, flt.accuracy, ref.accuracy, layers);
-  j["weights"] = a.weights;
+  j["weights"] = m.source;
   j["test_images"] = xb.count;
   j["placement"] = faults.placement;
-  if (faults.placement) WritePlacement(JoinPath(ctx.run_dir, "placement.json"), sim, faults, a.weights, map);
+  if (faults.placement) WritePlacement(JoinPath(ctx.run_dir, "placement.json"), sim, faults, m.source, map);
   WriteJson(JoinPath(ctx.run_dir, "simulate.json"), j);
 
   std::printf("%-22s %5s %7s %5s %14s %11s %7s %8s %9s\n", "layer", "tiles", "xbars", "ADC", "conversions", "NMSE",
@@ -104,7 +104,7 @@ void RegisterSimulate(CLI::App& app) {
   auto args = std::make_shared<SimulateArgs>();
   CLI::App* cmd = app.add_subcommand("simulate", "run a model's test set on simulated crossbars");
   AddConfigOptions(cmd, &args->config, &args->sets);
-  cmd->add_option("--weights", args->weights, "model .safetensors (trained or compressed)")->required();
+  cmd->add_option("--weights", args->weights, "model .safetensors or .onnx, trained or compressed (default: model.onnx)");
   cmd->add_option("-o,--out", args->out, "run directory (default runs/<name>/simulate)");
   cmd->callback([args]() { RunSimulate(*args); });
 }

@@ -6,6 +6,7 @@
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
 #include "xbar/data/dataset.h"
+#include "xbar/models/onnx.h"
 #include "xbar/models/state_dict.h"
 #include "xbar/models/zoo.h"
 #include "xbar/train/trainer.h"
@@ -16,12 +17,20 @@ void RunTrain(const TrainArgs& a) {
   const Config& cfg = ctx.cfg;
   const DatasetSpec data_spec = DatasetSpec::FromConfig(cfg);
   const TrainSpec train_spec = TrainSpec::FromConfig(cfg);
-  std::fprintf(stderr, "xbar train: %s on %s, %lld epochs, %d threads, run directory %s\n",
-               cfg.Str("model.name").c_str(), data_spec.name.c_str(), static_cast<long long>(train_spec.epochs),
-               ctx.threads, ctx.run_dir.c_str());
-
-  DataBundle data = LoadData(data_spec, ctx.seed);
   ModelSpec mspec = ModelSpec::FromConfig(cfg);
+  std::fprintf(stderr, "xbar train: %s on %s, %lld epochs, %d threads, run directory %s\n",
+               mspec.is_onnx() ? mspec.onnx.c_str() : mspec.name.c_str(), data_spec.name.c_str(),
+               static_cast<long long>(train_spec.epochs), ctx.threads, ctx.run_dir.c_str());
+
+  // An ONNX model is fine-tuned from its own weights, so its inputs are normalised as it was trained.
+  Normalization norm;
+  LoadOptions lo;
+  if (mspec.is_onnx()) {
+    const OnnxInfo info = ReadOnnxInfo(mspec.onnx);
+    mspec.onnx_hash = info.graph_hash;
+    lo.norm = ResolveNormalization(cfg, info.metadata, mspec.onnx, &norm);
+  }
+  DataBundle data = LoadData(data_spec, ctx.seed, lo);
   mspec.in_channels = data.channels;
   mspec.height = data.height;
   mspec.width_px = data.width;
@@ -45,11 +54,13 @@ void RunTrain(const TrainArgs& a) {
   TrainResult r = Train(*model, data, train_spec, opt);
 
   const std::string model_path = JoinPath(ctx.run_dir, "model.safetensors");
-  SaveModel(model_path, *model, ModelMetadata(mspec, data.name, data.norm.mean, data.norm.std));
+  const auto meta = ModelMetadata(mspec, data.name, data.norm.mean, data.norm.std);
+  SaveModel(model_path, *model, meta);
+  if (mspec.is_onnx()) SaveOnnx(*model, JoinPath(ctx.run_dir, "model.onnx"), meta);  // the fine-tuned graph
 
   nlohmann::ordered_json j = {
       {"schema_version", 1},
-      {"model", mspec.name},
+      {"model", mspec.is_onnx() ? mspec.onnx : mspec.name},
       {"dataset", data.name},
       {"epochs", train_spec.epochs},
       {"test_accuracy", r.test.accuracy},

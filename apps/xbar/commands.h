@@ -44,6 +44,12 @@ void RunSimulate(const SimulateArgs& a);
 void RunEstimate(const EstimateArgs& a);
 void RunFaults(const FaultsArgs& a);
 
+// Every subcommand, the version flag and "exactly one subcommand" (cli.cc).
+void RegisterAll(CLI::App& app);
+// Parses and runs one command line (without the program name) in this process: the Python module's
+// entry point. Throws xbar::Error (a parse error is a ConfigError) instead of exiting.
+void RunCommandLine(const std::vector<std::string>& args);
+
 void RegisterTrain(CLI::App& app);
 void RegisterEval(CLI::App& app);
 void RegisterInspect(CLI::App& app);

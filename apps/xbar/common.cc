@@ -5,6 +5,7 @@
 #include "xbar/core/fs.h"
 #include "xbar/core/platform.h"
 #include "xbar/core/safetensors.h"
+#include "xbar/models/onnx.h"
 #include "xbar/models/state_dict.h"
 
 namespace xbar::app {
@@ -57,36 +58,102 @@ RunContext Setup(const std::string& config_path, const std::vector<std::string>&
   return ctx;
 }
 
-LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights, bool train_split, bool data_needed) {
+const Normalization* ResolveNormalization(const Config& cfg, const std::map<std::string, std::string>& meta,
+                                          const std::string& source, Normalization* storage) {
+  if (!cfg.FloatList("dataset.mean").empty()) return nullptr;  // LoadData applies dataset.mean/std
+  const std::string& mode = cfg.Str("dataset.normalize");
+  if (mode == "false") return nullptr;
+  if (NormalizationFromMetadata(meta, &storage->mean, &storage->std)) return storage;
+  if (mode == "true") return nullptr;  // this training set's statistics, as asked
+  throw InputError(StrCat(source, ": has no input normalisation (metadata normalize_mean/normalize_std); set "
+                          "dataset.normalize: false if it was trained on raw [0, 1] pixels, or dataset.mean and "
+                          "dataset.std to the per-channel statistics it was trained with"));
+}
+
+LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights_arg, bool train_split,
+                             bool data_needed) {
   const Config& cfg = ctx.cfg;
   LoadedModel out;
-  out.bytes = ReadFile(weights);
-  const SafeTensors st = ParseSafeTensors(out.bytes, weights);
-  out.spec = ModelSpec::FromConfig(cfg);
-  const bool has_meta = st.metadata.count("architecture") > 0;
-  if (has_meta) {
-    ModelSpec from_file = ModelSpecFromMetadata(st.metadata, weights);
-    if (cfg.IsSet("model.name") && from_file.name != out.spec.name) {
-      throw InputError(StrCat(weights, ": holds a '", from_file.name, "' model but ", cfg.Where("model.name"),
-                              " sets model.name: ", out.spec.name));
-    }
-    out.spec = from_file;
+  const std::string& onnx_cfg = cfg.Str("model.onnx");
+  std::string weights = weights_arg;
+  if (weights.empty()) {
+    if (onnx_cfg.empty()) throw ConfigError("--weights: required unless model.onnx (or --model FILE.onnx) is set");
+    weights = onnx_cfg;
   }
+  if (IsDirectory(weights)) throw InputError(StrCat(weights, ": is a directory, expected a weights file"));
+  out.bytes = ReadFile(weights);
+  out.source = weights;
+  std::map<std::string, std::string>& meta = out.meta;
+  SafeTensors st;
+  bool safetensors = false, has_meta = false;
+  out.spec = ModelSpec::FromConfig(cfg);
+  if (LooksLikeOnnx(weights, out.bytes)) {
+    // The graph and its weights in one file.
+    out.model = LoadOnnxModelFromBytes(out.bytes, weights);
+    meta = OnnxModelInfo(*out.model).metadata;
+    out.spec.name = "onnx";
+    out.spec.onnx = weights;
+    has_meta = true;
+  } else {
+    st = ParseSafeTensors(out.bytes, weights);
+    safetensors = true;
+    meta = st.metadata;
+    has_meta = meta.count("architecture") > 0;
+    if (has_meta) {
+      ModelSpec from_file = ModelSpecFromMetadata(meta, weights);
+      if (from_file.is_onnx()) {
+        // Weights of an ONNX graph: the graph is model.onnx (or the file they were made from).
+        const std::string graph = !onnx_cfg.empty() ? onnx_cfg : from_file.onnx;
+        if (!FileExists(graph)) {
+          throw InputError(StrCat(weights, ": holds weights of the ONNX graph '", from_file.onnx,
+                                  "', which is not there; set model.onnx to that graph"));
+        }
+        out.model = LoadOnnxModel(graph);
+        const std::string& hash = OnnxModelInfo(*out.model).graph_hash;
+        if (hash != from_file.onnx_hash) {
+          throw InputError(StrCat(weights, ": holds weights of an ONNX graph with structure hash ", from_file.onnx_hash,
+                                  " but ", graph, " has ", hash, " (a different network)"));
+        }
+        from_file.onnx = graph;
+      } else if (!onnx_cfg.empty()) {
+        throw InputError(StrCat(weights, ": holds a zoo '", from_file.name, "' model but ", cfg.Where("model.onnx"),
+                                " sets model.onnx: ", onnx_cfg));
+      } else if (cfg.IsSet("model.name") && from_file.name != out.spec.name) {
+        throw InputError(StrCat(weights, ": holds a '", from_file.name, "' model but ", cfg.Where("model.name"),
+                                " sets model.name: ", out.spec.name));
+      }
+      out.spec = from_file;
+    } else if (out.spec.is_onnx()) {
+      out.model = LoadOnnxModel(out.spec.onnx);  // a bare state dict with the graph's layer names
+    }
+    has_meta = has_meta || out.model != nullptr;
+  }
+  if (out.model) {  // an ONNX graph: the shape and classes are its own
+    const OnnxInfo& info = OnnxModelInfo(*out.model);
+    out.spec.onnx_hash = info.graph_hash;
+    out.spec.in_channels = info.channels;
+    out.spec.height = info.height;
+    out.spec.width_px = info.width;
+    out.spec.num_classes = info.num_classes;
+  }
+  auto finish = [&] {
+    if (!out.model) out.model = CreateModel(out.spec);
+    if (safetensors) LoadStateDict(*out.model, st, weights);
+    out.model->to(ctx.device);
+  };
   const DatasetSpec data_spec = DatasetSpec::FromConfig(cfg);
   if (has_meta && !data_needed) {
-    out.model = CreateModel(out.spec);
-    LoadStateDict(*out.model, st, weights);
-    out.model->to(ctx.device);
+    finish();
     return out;
   }
-  if (has_meta && st.metadata.count("dataset") && st.metadata.at("dataset") != data_spec.name) {
-    std::fprintf(stderr, "xbar: note: %s was trained on %s, used here with %s\n", weights.c_str(),
-                 st.metadata.at("dataset").c_str(), data_spec.name.c_str());
+  if (meta.count("dataset") && meta.at("dataset") != data_spec.name) {
+    std::fprintf(stderr, "xbar: warning: %s was trained on %s; evaluating it on %s (dataset.name), as configured\n",
+                 weights.c_str(), meta.at("dataset").c_str(), data_spec.name.c_str());
   }
   Normalization norm;
   LoadOptions lo;
   lo.train = train_split;
-  if (NormalizationFromMetadata(st.metadata, &norm.mean, &norm.std)) lo.norm = &norm;
+  lo.norm = ResolveNormalization(cfg, meta, weights, &norm);
   out.data = LoadData(data_spec, ctx.seed, lo);
   const DataBundle& d = out.data;
   if (!has_meta) {
@@ -98,10 +165,11 @@ LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights, 
     throw InputError(StrCat(weights, ": model expects ", out.spec.in_channels, "x", out.spec.height, "x",
                             out.spec.width_px, " inputs but ", data_spec.name, " has ", d.channels, "x", d.height, "x",
                             d.width));
+  } else if (out.spec.num_classes != d.num_classes) {
+    throw InputError(StrCat(weights, ": model has ", out.spec.num_classes, " classes but ", data_spec.name, " has ",
+                            d.num_classes));
   }
-  out.model = CreateModel(out.spec);
-  LoadStateDict(*out.model, st, weights);
-  out.model->to(ctx.device);
+  finish();
   return out;
 }
 
@@ -110,6 +178,9 @@ void AddConfigOptions(CLI::App* cmd, std::string* config, std::vector<std::strin
   cmd->add_option("--set", *sets, "override a config key: section.key=value (repeatable)")
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option_function<std::string>(
+      "--model", [sets](const std::string& file) { sets->push_back("model.onnx=" + file); },
+      "an ONNX network to use instead of model.name (the same as --set model.onnx=FILE)");
 }
 
 std::map<std::string, std::string> Fingerprint(const Config& cfg, const std::vector<std::string>& sections) {
@@ -126,18 +197,15 @@ std::map<std::string, std::string> Fingerprint(const Config& cfg, const std::vec
 void WriteJson(const std::string& path, const nlohmann::ordered_json& j) { WriteFileAtomic(path, j.dump(2) + "\n"); }
 
 // Per-layer quantisation steps stored by `xbar compress` (metadata "quantization").
-std::map<std::string, double> StoredScales(const std::string& weights) { return StoredScales(ReadFile(weights), weights); }
-
-std::map<std::string, double> StoredScales(const std::string& bytes, const std::string& weights) {
+std::map<std::string, double> StoredScales(const LoadedModel& m) {
   std::map<std::string, double> scales;
-  const SafeTensors st = ParseSafeTensors(bytes, weights, /*with_data=*/false);
-  auto it = st.metadata.find("quantization");
-  if (it == st.metadata.end()) return scales;
+  auto it = m.meta.find("quantization");
+  if (it == m.meta.end()) return scales;
   try {
     const nlohmann::json q = nlohmann::json::parse(it->second);  // kept alive for items()
     for (const auto& [name, entry] : q.items()) scales[name] = entry.at("scale").get<double>();
   } catch (const std::exception& e) {
-    throw InputError(StrCat(weights, ": malformed 'quantization' metadata (", e.what(), ")"));
+    throw InputError(StrCat(m.source, ": malformed 'quantization' metadata (", e.what(), ")"));
   }
   return scales;
 }

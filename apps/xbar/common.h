@@ -34,18 +34,26 @@ RunContext Setup(const std::string& config_path, const std::vector<std::string>&
 // A weights file with the model it describes and the dataset it is evaluated on.
 struct LoadedModel {
   std::string bytes;  // the file's content (fingerprints)
+  std::map<std::string, std::string> meta;  // safetensors metadata or ONNX metadata_props
+  std::string source;                       // the weights file's path
   std::shared_ptr<Model> model;
   ModelSpec spec;
   DataBundle data;
 };
 
-// Reads a weights file, builds its model and loads the configured dataset normalised as the model
+// Reads a weights file (safetensors or ONNX; "" = model.onnx), builds its model and loads the configured dataset normalised as the model
 // was trained. The architecture comes from the file's metadata when it has one (files written by
 // xbar do; a model.name set in the config must agree); a PyTorch export without metadata is built
 // from the config and the data's shape. `train_split` also loads the training data; with
 // `data_needed` false the data is loaded only when the file lacks the input shape (data left empty).
 LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights, bool train_split,
                              bool data_needed = true);
+
+// The normalisation a model file's inputs get (dataset.normalize, dataset.mean/std; docs/USER_GUIDE.md):
+// the file's statistics, or nullptr for LoadData to use dataset.mean/std, raw pixels or the training
+// set's. InputError when dataset.normalize is auto and the file carries no statistics.
+const Normalization* ResolveNormalization(const Config& cfg, const std::map<std::string, std::string>& meta,
+                                          const std::string& source, Normalization* storage);
 
 // Adds the options every experiment command shares: -c/--config (required) and repeatable --set.
 void AddConfigOptions(CLI::App* cmd, std::string* config, std::vector<std::string>* sets);
@@ -58,8 +66,6 @@ std::map<std::string, std::string> Fingerprint(const Config& cfg, const std::vec
 void WriteJson(const std::string& path, const nlohmann::ordered_json& j);
 
 // Per-layer quantisation steps stored by `xbar compress` (metadata "quantization"); empty when none.
-std::map<std::string, double> StoredScales(const std::string& weights);
-// The same from a weights file's content already read (LoadedModel::bytes).
-std::map<std::string, double> StoredScales(const std::string& bytes, const std::string& weights);
+std::map<std::string, double> StoredScales(const LoadedModel& m);
 
 }  // namespace xbar::app

@@ -46,17 +46,7 @@ int Fail(const std::string& message, int code) {
 
 int main(int argc, char** argv) {
   CLI::App app{"xbar — train, compress, map, simulate and cost DNNs on ReRAM crossbars"};
-  app.set_version_flag("--version", "xbar " XBAR_VERSION);
-  app.require_subcommand(1);
-  xbar::app::RegisterTrain(app);
-  xbar::app::RegisterEval(app);
-  xbar::app::RegisterInspect(app);
-  xbar::app::RegisterCompress(app);
-  xbar::app::RegisterSimulate(app);
-  xbar::app::RegisterEstimate(app);
-  xbar::app::RegisterFaults(app);
-  xbar::app::RegisterKeys(app);
-  xbar::app::RegisterRun(app);
+  xbar::app::RegisterAll(app);
 
   xbar::InstallInterruptHandlers();
   try {

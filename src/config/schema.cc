@@ -52,10 +52,19 @@ std::vector<KeySpec> BuildSchema() {
       Int("dataset.test_subset", "0", 0, kInf, "use the first N test images (0 = all)"),
       Enum("dataset.augment", "none", {"none", "flip", "crop", "crop-flip"},
            "training augmentation: horizontal flip and/or random 4-pixel-padded crop"),
-      Bool("dataset.normalize", "true", "subtract the training-set mean and divide by its std, per channel"),
+      Enum("dataset.normalize", "auto", {"auto", "true", "false"},
+           "input normalisation: auto = a weights file's normalize_mean/normalize_std (refused when it has "
+           "none), or the training set's statistics when training from scratch; true = the file's, else the "
+           "training set's; false = raw [0, 1] pixels"),
+      KeySpec{"dataset.mean", ValueType::kFloatList, "[]", -1e308, 1e308, false, false, {},
+              "per-channel mean subtracted from [0, 1] pixels (with dataset.std; overrides dataset.normalize)"},
+      KeySpec{"dataset.std", ValueType::kFloatList, "[]", 0, 1e308, true, false, {},
+              "per-channel standard deviation the pixels are divided by (with dataset.mean)"},
       // ---- model -----------------------------------------------------------------------------
       Enum("model.name", "lenet5", {"lenet5", "vgg8", "vgg11", "vgg16", "resnet20", "resnet18"},
            "architecture"),
+      Str("model.onnx", "", "an ONNX file to use instead of model.name (docs/MODELS.md); its graph input and "
+                            "output fix the image shape and class count"),
       Float("model.width", "1.0", 0, 8, true, false, "channel width multiplier (VGG and ResNet)"),
       Bool("model.batch_norm", "true", "VGG: batch normalisation after every conv layer"),
       // ---- train -----------------------------------------------------------------------------

@@ -118,6 +118,19 @@ SafeTensors ParseSafeTensors(const std::string& bytes, const std::string& source
   auto fail = [&](const std::string& what) -> InputError {
     return InputError(StrCat(source, ": not a valid safetensors file: ", what));
   };
+  // Formats users hand us by mistake, named with what to do instead (docs/MODELS.md).
+  if (bytes.compare(0, 4, "PK\x03\x04") == 0) {
+    throw InputError(StrCat(source, ": is a torch.save (zip) archive, not safetensors; write the state dict as "
+                            "safetensors or export the model with torch.onnx.export (docs/MODELS.md)"));
+  }
+  if (bytes.size() >= 2 && static_cast<uint8_t>(bytes[0]) == 0x80 && bytes[1] >= 2 && bytes[1] <= 5) {
+    throw InputError(StrCat(source, ": is a Python pickle (legacy torch.save), not safetensors; write the state dict "
+                            "as safetensors or export the model with torch.onnx.export (docs/MODELS.md)"));
+  }
+  if (bytes.size() >= 2 && bytes[0] == 0x08 && (bytes.size() < 9 || bytes[8] != '{')) {
+    throw InputError(StrCat(source, ": looks like an ONNX model, not safetensors; pass it as model.onnx or "
+                            "--model FILE.onnx"));
+  }
   if (bytes.size() < 8) throw fail(StrCat("file has ", bytes.size(), " bytes, too short for the 8-byte header length"));
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[i])) << (8 * i);

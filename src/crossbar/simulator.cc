@@ -64,7 +64,10 @@ std::vector<torch::Tensor> LowerInputs(const LayerInfo& l, const torch::Tensor& 
     for (int64_t g = 0; g < l.groups; ++g) {
       torch::Tensor u = torch::nn::functional::unfold(
           xin.narrow(1, g * cin, cin),
-          torch::nn::functional::UnfoldFuncOptions({l.kernel_h, l.kernel_w}).padding(l.padding).stride(l.stride));
+          torch::nn::functional::UnfoldFuncOptions({l.kernel_h, l.kernel_w})
+              .padding(l.padding)
+              .stride(l.stride)
+              .dilation(l.dilation));
       cols[static_cast<size_t>(g)] = u.transpose(1, 2).reshape({-1, u.size(1)});
     }
   } else {
@@ -154,7 +157,7 @@ torch::Tensor ExactLayer(const LayerInfo& l, const torch::Tensor& xq, const torc
   constexpr double kExact = 16777216.0;  // 2^24
   auto apply = [&](const torch::Tensor& in, const torch::Tensor& weight) {
     return l.kind == LayerKind::kConv2d
-               ? torch::conv2d(in, weight, {}, l.stride, l.padding, 1, l.groups)
+               ? torch::conv2d(in, weight, {}, l.stride, l.padding, l.dilation, l.groups)
                : torch::mm(in, weight.t());
   };
   if (max_x * max_w * K < kExact) return apply(xq, w).to(torch::kFloat64);
@@ -190,8 +193,8 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
   int64_t out_h = 1, out_w = 1;
   auto lower = [&](const torch::Tensor& xin) {
     if (l.kind == LayerKind::kConv2d) {
-      out_h = (xin.size(2) + 2 * l.padding - l.kernel_h) / l.stride + 1;
-      out_w = (xin.size(3) + 2 * l.padding - l.kernel_w) / l.stride + 1;
+      out_h = l.out_size(xin.size(2), l.kernel_h);
+      out_w = l.out_size(xin.size(3), l.kernel_w);
     }
     return LowerInputs(l, xin);
   };
@@ -270,7 +273,7 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
     torch::Tensor xd = x.to(torch::kCPU, torch::kFloat64);
     // A linear layer as plain dot products in a fixed order (BLAS picks kernels by batch size).
     torch::Tensor f = l.kind == LayerKind::kConv2d
-                          ? torch::conv2d(xd, s.float_weight, s.bias, l.stride, l.padding, 1, l.groups)
+                          ? torch::conv2d(xd, s.float_weight, s.bias, l.stride, l.padding, l.dilation, l.groups)
                           : FixedOrderLinear(xd.reshape({xd.size(0), -1}), s.float_weight, s.bias);
     AddSquares(y, f, B, &s.err2, &s.float2);
   }
@@ -434,6 +437,28 @@ EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t
   total.loss = total.count > 0 ? loss / static_cast<double>(total.count) : 0;
   total.accuracy = total.count > 0 ? static_cast<double>(correct) / static_cast<double>(total.count) : 0;
   return total;
+}
+
+torch::Tensor NetworkSimulator::Forward(const torch::Tensor& x, SimMode mode) {
+  model_.eval();
+  torch::NoGradGuard no_grad;
+  if (mode == SimMode::kFloat) return model_.forward(x);
+  std::map<std::string, LayerState*> by_name;
+  for (auto& s : layers_) by_name[s->info.name] = s.get();
+  collect_ = false;
+  image_offset_ = 0;
+  model_.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& in, const LayerFn& ideal) {
+    return RunLayer(*by_name.at(l.name), l, in, ideal, mode);
+  });
+  torch::Tensor out;
+  try {
+    out = model_.forward(x);
+  } catch (...) {
+    model_.SetLayerOverride(nullptr);
+    throw;
+  }
+  model_.SetLayerOverride(nullptr);
+  return out;
 }
 
 std::vector<LayerSimReport> NetworkSimulator::Report() const {

@@ -114,7 +114,7 @@ int64_t NeededCycles(const torch::Tensor& need, const LayerInfo& l, int64_t chan
           for (int64_t r = f * m; r < r1; ++r) {
             const int64_t k = rows[static_cast<size_t>(r)];
             const int64_t c = channel0 + k / khw, i = (k / l.kernel_w) % l.kernel_h, j = k % l.kernel_w;
-            const uint8_t* plane = np + ((b * C + c) * Hp + i) * Wp + j;
+            const uint8_t* plane = np + ((b * C + c) * Hp + i * l.dilation) * Wp + j * l.dilation;
             for (int64_t oy = 0; oy < out_h; ++oy) {
               const uint8_t* src = plane + oy * s * Wp;
               uint8_t* dst = acc.data() + oy * out_w;
@@ -252,8 +252,8 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
       int64_t out_h = 1, out_w = 1;
       torch::Tensor need;
       if (l.kind == LayerKind::kConv2d) {
-        out_h = (x.size(2) + 2 * l.padding - l.kernel_h) / l.stride + 1;
-        out_w = (x.size(3) + 2 * l.padding - l.kernel_w) / l.stride + 1;
+        out_h = l.out_size(x.size(2), l.kernel_h);
+        out_w = l.out_size(x.size(3), l.kernel_w);
         need = PlanesNeeded(xq, map.dac_bits, P, l.padding);
       } else {
         need = PlanesNeeded(xq.reshape({B, -1}), map.dac_bits, P, 0);
@@ -280,7 +280,7 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
         s.skip.needed += counts.needed;
       }
       const torch::Tensor w = s.qweight.to(x.device());
-      torch::Tensor y = l.kind == LayerKind::kConv2d ? torch::conv2d(xq, w, {}, l.stride, l.padding, 1, l.groups)
+      torch::Tensor y = l.kind == LayerKind::kConv2d ? torch::conv2d(xq, w, {}, l.stride, l.padding, l.dilation, l.groups)
                                                      : torch::mm(xq.reshape({B, -1}), w.t());
       y.mul_(s.weight_scale * in.scale);
       if (s.bias.defined()) y.add_(l.kind == LayerKind::kConv2d ? s.bias.to(x.device()).view({1, -1, 1, 1}) : s.bias.to(x.device()));

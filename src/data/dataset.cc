@@ -82,7 +82,14 @@ DatasetSpec DatasetSpec::FromConfig(const Config& cfg) {
   s.train_subset = cfg.Int("dataset.train_subset");
   s.test_subset = cfg.Int("dataset.test_subset");
   s.augment = cfg.Str("dataset.augment");
-  s.normalize = cfg.Bool("dataset.normalize");
+  s.normalize = cfg.Str("dataset.normalize");
+  s.mean = cfg.FloatList("dataset.mean");
+  s.std = cfg.FloatList("dataset.std");
+  if (s.mean.size() != s.std.size()) {
+    throw ConfigError(StrCat(cfg.Where(s.mean.empty() ? "dataset.std" : "dataset.mean"),
+                             ": dataset.mean and dataset.std: give both, one value per channel (got ", s.mean.size(),
+                             " and ", s.std.size(), ")"));
+  }
   if (s.path.empty() && s.name != "fashion-mnist") {
     throw ConfigError(StrCat(cfg.Where("dataset.name"), ": dataset.path: required for dataset '", s.name,
                              "' (only fashion-mnist has a default location)"));
@@ -96,7 +103,7 @@ DataBundle LoadData(const DatasetSpec& spec, uint64_t seed, const LoadOptions& o
   DataBundle b;
   b.name = spec.name;
   b.augment = spec.augment;
-  const bool need_train = options.train || options.norm == nullptr;
+  const bool need_train = options.train || (options.norm == nullptr && spec.mean.empty() && spec.normalize != "false");
   if (spec.name == "cifar10" || spec.name == "cifar100") {
     const bool c10 = spec.name == "cifar10";
     const std::string d = c10 ? ResolveCifarDir(dir, "cifar-10-batches-bin", "test_batch.bin")
@@ -151,11 +158,17 @@ DataBundle LoadData(const DatasetSpec& spec, uint64_t seed, const LoadOptions& o
     train_x = PixelsToTensor(train_set);
     train_y = LabelsToTensor(train_set);
   }
-  if (options.norm != nullptr) {
+  if (!spec.mean.empty()) {
+    if (static_cast<int64_t>(spec.mean.size()) != b.channels) {
+      throw ConfigError(StrCat("dataset.mean/dataset.std: ", spec.mean.size(), " values but ", spec.name, " has ",
+                               b.channels, " channel(s)"));
+    }
+    b.norm = {spec.mean, spec.std};
+  } else if (options.norm != nullptr) {
     b.norm = *options.norm;
     XBAR_CHECK(static_cast<int64_t>(b.norm.mean.size()) == b.channels, "normalisation has ", b.norm.mean.size(),
                " channels, data has ", b.channels);
-  } else if (spec.normalize) {
+  } else if (spec.normalize != "false") {
     b.norm = ComputeNormalization(train_x);
   } else {
     b.norm.mean.assign(static_cast<size_t>(b.channels), 0.0);

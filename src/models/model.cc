@@ -17,7 +17,7 @@ torch::Tensor Model::LayerWeight(const std::string& name) {
   return *p;
 }
 
-void Model::FinalizeLayers() {
+void Model::FinalizeLayers(const std::vector<std::string>& order) {
   layers_.clear();
   index_.clear();
   for (const auto& item : named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
@@ -37,6 +37,8 @@ void Model::FinalizeLayers() {
       XBAR_CHECK(pad != nullptr && (**pad)[0] == (**pad)[1], "only explicit square padding is supported");
       info.padding = (**pad)[0];
       info.groups = o.groups();
+      info.dilation = (*o.dilation())[0];
+      XBAR_CHECK((*o.dilation())[0] == (*o.dilation())[1], "non-square dilations are not supported");
       info.bias = o.bias();
     } else if (const auto* l = dynamic_cast<const torch::nn::LinearImpl*>(ptr)) {
       info.kind = LayerKind::kLinear;
@@ -49,6 +51,24 @@ void Model::FinalizeLayers() {
     index_[ptr] = layers_.size();
     layers_.push_back(std::move(info));
   }
+  if (order.empty()) return;
+  std::unordered_map<std::string, size_t> rank;
+  for (size_t i = 0; i < order.size(); ++i) rank[order[i]] = i;
+  std::vector<size_t> perm(layers_.size());
+  for (size_t i = 0; i < perm.size(); ++i) perm[i] = i;
+  auto pos = [&](size_t i) {
+    auto it = rank.find(layers_[i].name);
+    return it == rank.end() ? order.size() + i : it->second;
+  };
+  std::stable_sort(perm.begin(), perm.end(), [&](size_t a, size_t b) { return pos(a) < pos(b); });
+  std::vector<LayerInfo> sorted;
+  std::vector<size_t> new_index(layers_.size());
+  for (size_t k = 0; k < perm.size(); ++k) {
+    sorted.push_back(layers_[perm[k]]);
+    new_index[perm[k]] = k;
+  }
+  layers_ = std::move(sorted);
+  for (auto& [ptr, i] : index_) i = new_index[i];
 }
 
 torch::Tensor Model::Run(const torch::nn::Module* m, const torch::Tensor& x, const LayerFn& ideal) {

@@ -1,4 +1,5 @@
 #include "xbar/core/error.h"
+#include "xbar/models/onnx.h"
 #include "zoo_impl.h"
 
 namespace xbar {
@@ -19,6 +20,10 @@ ModelSpec ModelSpec::FromConfig(const Config& cfg) {
   s.name = cfg.Str("model.name");
   s.width = cfg.Float("model.width");
   s.batch_norm = cfg.Bool("model.batch_norm");
+  if (!cfg.Str("model.onnx").empty()) {
+    s.name = "onnx";
+    s.onnx = cfg.Str("model.onnx");
+  }
   return s;
 }
 
@@ -28,6 +33,19 @@ const std::vector<std::string>& ModelNames() {
 }
 
 std::shared_ptr<Model> CreateModel(const ModelSpec& s) {
+  if (s.is_onnx()) {
+    auto m = LoadOnnxModel(s.onnx);
+    const OnnxInfo& info = OnnxModelInfo(*m);
+    if (s.in_channels != info.channels || s.height != info.height || s.width_px != info.width) {
+      throw InputError(StrCat(s.onnx, ": the graph takes ", info.channels, "x", info.height, "x", info.width,
+                              " inputs but the data are ", s.in_channels, "x", s.height, "x", s.width_px));
+    }
+    if (s.num_classes != info.num_classes) {
+      throw InputError(StrCat(s.onnx, ": the graph outputs ", info.num_classes, " classes but the data have ",
+                              s.num_classes));
+    }
+    return m;
+  }
   if (s.in_channels < 1 || s.num_classes < 1) {
     throw ConfigError(StrCat("model: need >= 1 input channel and class, got ", s.in_channels, " and ", s.num_classes));
   }

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <cstring>
 #include <set>
 
@@ -54,6 +55,13 @@ std::string Get(const std::map<std::string, std::string>& meta, const std::strin
   return it->second;
 }
 
+// Whether a zoo architecture has batch normalisation.
+bool HasBatchNorm(const ModelSpec& spec) {
+  if (spec.name == "lenet5") return false;
+  if (spec.name == "resnet20" || spec.name == "resnet18") return true;
+  return spec.batch_norm;
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, torch::Tensor>> StateDict(torch::nn::Module& module) {
@@ -82,24 +90,46 @@ torch::Tensor FromRaw(const RawTensor& r) {
 std::map<std::string, std::string> ModelMetadata(const ModelSpec& spec, const std::string& dataset,
                                                  const std::vector<double>& norm_mean,
                                                  const std::vector<double>& norm_std) {
-  return {
+  std::map<std::string, std::string> m = {
       {"format", "pt"},  // the convention of Hugging Face's loaders for PyTorch state dicts
       {"architecture", spec.name},
       {"dataset", dataset},
       {"num_classes", std::to_string(spec.num_classes)},
       {"input_shape", nlohmann::json({spec.in_channels, spec.height, spec.width_px}).dump()},
-      {"width", nlohmann::json(spec.width).dump()},
-      {"batch_norm", spec.batch_norm ? "true" : "false"},
       {"normalize_mean", nlohmann::json(norm_mean).dump()},
       {"normalize_std", nlohmann::json(norm_std).dump()},
       {"producer", "xbar " XBAR_VERSION},
   };
+  if (spec.is_onnx()) {
+    m["onnx_file"] = spec.onnx;
+    m["onnx_graph_hash"] = spec.onnx_hash;
+  } else {
+    m["width"] = nlohmann::json(spec.width).dump();
+    m["batch_norm"] = HasBatchNorm(spec) ? "true" : "false";
+  }
+  return m;
 }
 
 ModelSpec ModelSpecFromMetadata(const std::map<std::string, std::string>& meta, const std::string& source) {
   ModelSpec s;
+  std::string missing;
+  for (const char* key : {"architecture", "num_classes", "input_shape"}) {
+    if (!meta.count(key)) missing += StrCat(missing.empty() ? "" : ", ", key);
+  }
+  if (meta.count("architecture") && meta.at("architecture") == "onnx") {
+    for (const char* key : {"onnx_file", "onnx_graph_hash"}) {
+      if (!meta.count(key)) missing += StrCat(missing.empty() ? "" : ", ", key);
+    }
+  }
+  if (!missing.empty()) {
+    throw InputError(StrCat(source, ": model metadata lacks ", missing, " (docs/MODELS.md lists the fields)"));
+  }
   try {
     s.name = Get(meta, "architecture", source);
+    if (s.is_onnx()) {
+      s.onnx = meta.at("onnx_file");
+      s.onnx_hash = meta.at("onnx_graph_hash");
+    }
     s.num_classes = std::stoll(Get(meta, "num_classes", source));
     auto shape = nlohmann::json::parse(Get(meta, "input_shape", source)).get<std::vector<int64_t>>();
     if (shape.size() != 3) throw InputError(StrCat(source, ": metadata input_shape must be [C, H, W]"));
@@ -144,33 +174,74 @@ void LoadStateDict(torch::nn::Module& model, const SafeTensors& st, const std::s
                    const std::string& prefix) {
   torch::NoGradGuard no_grad;
   const auto state = StateDict(model);
-  for (const auto& [name, t] : state) {
-    auto it = st.tensors.find(prefix + name);
-    if (it == st.tensors.end()) {
-      throw InputError(StrCat(source, ": missing tensor '", prefix + name, "' (shape ", ShapeText(t.sizes().vec()),
-                              ") that the model needs"));
+  std::set<std::string> known;
+  for (const auto& [name, t] : state) known.insert(prefix + name);
+
+  // The file's names as the model's: a DataParallel/DDP "module." prefix is stripped and torchvision's
+  // names for the same tensors (downsample -> shortcut, fc -> linear) are mapped, each said once.
+  std::map<std::string, std::string> rename;  // model name -> file name
+  bool stripped = false, mapped = false;
+  {
+    const std::string ddp = prefix + "module.";
+    bool all_ddp = !st.tensors.empty();
+    for (const auto& [name, r] : st.tensors) {
+      if (name.compare(0, prefix.size(), prefix) == 0) all_ddp = all_ddp && name.compare(0, ddp.size(), ddp) == 0;
     }
-    const RawTensor& r = it->second;
+    bool any_known = false;
+    for (const auto& [name, r] : st.tensors) any_known = any_known || known.count(name) > 0;
+    for (const auto& [name, r] : st.tensors) {
+      if (name.compare(0, prefix.size(), prefix) != 0) continue;
+      std::string m = name;
+      if (all_ddp && !any_known) {
+        m = prefix + name.substr(ddp.size());
+        stripped = true;
+      }
+      if (!known.count(m)) {
+        std::string alt = m;
+        for (size_t at = alt.find(".downsample."); at != std::string::npos; at = alt.find(".downsample.")) {
+          alt.replace(at, 12, ".shortcut.");
+        }
+        if (alt.compare(0, prefix.size() + 3, prefix + "fc.") == 0) alt = prefix + "linear." + alt.substr(prefix.size() + 3);
+        if (alt != m && known.count(alt)) {
+          m = alt;
+          mapped = true;
+        }
+      }
+      rename[m] = name;
+    }
+  }
+  const auto* as_model = dynamic_cast<const Model*>(&model);
+  const std::string hint = as_model != nullptr && as_model->arch() != "onnx" && prefix.empty()
+                               ? "; a network other than xbar's zoo definition (docs/MODELS.md) can be imported as ONNX"
+                               : "";
+  for (const auto& [name, t] : state) {
+    auto rn = rename.find(prefix + name);
+    if (rn == rename.end()) {
+      throw InputError(StrCat(source, ": missing tensor '", prefix + name, "' (shape ", ShapeText(t.sizes().vec()),
+                              ") that the model needs", hint));
+    }
+    const RawTensor& r = st.tensors.at(rn->second);
     if (r.shape != t.sizes().vec()) {
-      throw InputError(StrCat(source, ": tensor '", prefix + name, "' has shape ", ShapeText(r.shape),
-                              " but the model expects ", ShapeText(t.sizes().vec())));
+      throw InputError(StrCat(source, ": tensor '", rn->second, "' has shape ", ShapeText(r.shape),
+                              " but the model expects ", ShapeText(t.sizes().vec()), hint));
     }
     const bool want_float = t.is_floating_point();
     const bool have_float = r.dtype == DType::kF64 || r.dtype == DType::kF32 || r.dtype == DType::kF16 ||
                             r.dtype == DType::kBF16;
     if (want_float != have_float) {
-      throw InputError(StrCat(source, ": tensor '", prefix + name, "' has dtype ", DTypeName(r.dtype),
+      throw InputError(StrCat(source, ": tensor '", rn->second, "' has dtype ", DTypeName(r.dtype),
                               ", expected a ", want_float ? "floating-point" : "integer", " type"));
     }
     t.copy_(FromRaw(r).to(t.scalar_type()));
   }
-  std::set<std::string> known;
-  for (const auto& [name, t] : state) known.insert(prefix + name);
-  for (const auto& [name, r] : st.tensors) {
-    if (name.compare(0, prefix.size(), prefix) == 0 && known.count(name) == 0) {
-      throw InputError(StrCat(source, ": unexpected tensor '", name, "' that the model does not have"));
+  for (const auto& [m, name] : rename) {
+    if (known.count(m) == 0) {
+      throw InputError(StrCat(source, ": unexpected tensor '", name, "' that the model does not have", hint));
     }
   }
+  // Said once the file has loaded (a failed load prints only its error).
+  if (stripped) std::fprintf(stderr, "xbar: note: %s: stripped the DataParallel 'module.' prefix from its tensor names\n", source.c_str());
+  if (mapped) std::fprintf(stderr, "xbar: note: %s: mapped torchvision tensor names (downsample -> shortcut, fc -> linear)\n", source.c_str());
 }
 
 }  // namespace xbar

@@ -24,7 +24,7 @@ TEST(Config, EmptyFileAndMinimalFileUseDefaults) {
   EXPECT_EQ(c.Str("model.name"), "lenet5");
   EXPECT_EQ(c.Int("train.epochs"), 15);
   EXPECT_DOUBLE_EQ(c.Float("train.lr"), 1e-3);
-  EXPECT_TRUE(c.Bool("dataset.normalize"));
+  EXPECT_EQ(c.Str("dataset.normalize"), "auto");
   Config m = Config::Parse("dataset:\n  name: fashion-mnist\nmodel:\n  name: vgg8\n", "min.yaml");
   EXPECT_EQ(m.Str("model.name"), "vgg8");
   EXPECT_TRUE(m.IsSet("model.name"));

@@ -196,14 +196,14 @@ TEST(StateDict, StrictLoadingNamesTheOffendingTensor) {
   EXPECT_EQ(err(st), "");
   SafeTensors missing = st;
   missing.tensors.erase("fc3.bias");
-  EXPECT_EQ(err(missing), "w.safetensors: missing tensor 'fc3.bias' (shape [10]) that the model needs");
+  EXPECT_EQ(err(missing), "w.safetensors: missing tensor 'fc3.bias' (shape [10]) that the model needs; a network other than xbar's zoo definition (docs/MODELS.md) can be imported as ONNX");
   SafeTensors shaped = st;
   shaped.tensors["conv1.weight"].shape = {6, 3, 5, 5};
   shaped.tensors["conv1.weight"].bytes.resize(6 * 3 * 25 * 4);
-  EXPECT_EQ(err(shaped), "w.safetensors: tensor 'conv1.weight' has shape [6, 3, 5, 5] but the model expects [6, 1, 5, 5]");
+  EXPECT_EQ(err(shaped), "w.safetensors: tensor 'conv1.weight' has shape [6, 3, 5, 5] but the model expects [6, 1, 5, 5]; a network other than xbar's zoo definition (docs/MODELS.md) can be imported as ONNX");
   SafeTensors extra = st;
   extra.tensors["fc4.weight"] = st.tensors["fc3.bias"];
-  EXPECT_EQ(err(extra), "w.safetensors: unexpected tensor 'fc4.weight' that the model does not have");
+  EXPECT_EQ(err(extra), "w.safetensors: unexpected tensor 'fc4.weight' that the model does not have; a network other than xbar's zoo definition (docs/MODELS.md) can be imported as ONNX");
   SafeTensors typed = st;
   typed.tensors["fc3.bias"].dtype = DType::kI32;
   EXPECT_NE(err(typed).find("has dtype I32, expected a floating-point type"), std::string::npos);

@@ -88,6 +88,9 @@ class NetworkSimulator {
   void Program(const FaultSpec& faults, uint64_t seed);
 
   EvalResult Evaluate(const Dataset& data, SimMode mode, int64_t batch_size, torch::Device device);
+  // The network's output for one batch `x` (no statistics, no progress): the Python module's
+  // analog forward.
+  torch::Tensor Forward(const torch::Tensor& x, SimMode mode);
   // Statistics (NMSE against float and exact layers, ADC conversions, zero-skipping) cost extra
   // work per layer; on by default.
   void SetCollectStats(bool on) { stats_ = on; }

@@ -34,7 +34,8 @@ struct DatasetSpec {
   int64_t train_subset = 0;  // 0 = all
   int64_t test_subset = 0;   // 0 = all
   std::string augment = "none";
-  bool normalize = true;
+  std::string normalize = "auto";     // auto | true | false (dataset.normalize)
+  std::vector<double> mean, std;      // dataset.mean / dataset.std: explicit statistics (empty = none)
 
   static DatasetSpec FromConfig(const Config& cfg);
 };
@@ -61,7 +62,8 @@ struct DataBundle {
 
 struct LoadOptions {
   bool train = true;                           // load train/val (false: test only, e.g. for eval)
-  const Normalization* norm = nullptr;         // use these statistics instead of computing them
+  const Normalization* norm = nullptr;         // use these statistics (a model file's) instead of computing them
+                                               // (dataset.mean/std still take precedence)
 };
 
 // Loads, splits and normalises. Throws InputError naming the file for missing or corrupt data,

@@ -29,13 +29,15 @@ struct LayerInfo {
   LayerKind kind = LayerKind::kConv2d;
   int64_t in_channels = 0;   // linear: in_features
   int64_t out_channels = 0;  // linear: out_features
-  int64_t kernel_h = 1, kernel_w = 1, stride = 1, padding = 0, groups = 1;
+  int64_t kernel_h = 1, kernel_w = 1, stride = 1, padding = 0, groups = 1, dilation = 1;
   bool bias = false;
 
   // Crossbar (GEMM) orientation: rows = inputs in/groups * kh * kw, columns = outputs.
   int64_t gemm_rows() const { return in_channels / groups * kernel_h * kernel_w; }
   int64_t gemm_cols() const { return out_channels; }
   int64_t weight_count() const { return gemm_rows() * gemm_cols(); }
+  // A conv's output size along a spatial dimension of `in` pixels (kernel `k`: kernel_h or kernel_w).
+  int64_t out_size(int64_t in, int64_t k) const { return (in + 2 * padding - dilation * (k - 1) - 1) / stride + 1; }
   std::string weight_name() const { return name + ".weight"; }
 };
 
@@ -91,8 +93,9 @@ class Model : public torch::nn::Module {
  protected:
   torch::Tensor RunConv(torch::nn::Conv2dImpl& m, const torch::Tensor& x);
   torch::Tensor RunLinear(torch::nn::LinearImpl& m, const torch::Tensor& x);
-  // Call at the end of the subclass constructor, after registering modules in forward order.
-  void FinalizeLayers();
+  // Call at the end of the subclass constructor, after registering modules in forward order, or
+  // with `order` (module paths) when registration order is not the forward order.
+  void FinalizeLayers(const std::vector<std::string>& order = {});
 
  private:
   torch::Tensor Run(const torch::nn::Module* m, const torch::Tensor& x, const LayerFn& ideal);

@@ -29,6 +29,10 @@ struct ModelSpec {
   bool batch_norm = true;
   int64_t in_channels = 1, height = 28, width_px = 28;
   int64_t num_classes = 10;
+  std::string onnx;       // name "onnx": the graph file (model.onnx); shape and classes come from it
+  std::string onnx_hash;  // the graph's structure hash (OnnxInfo::graph_hash)
+
+  bool is_onnx() const { return name == "onnx"; }
 
   // name/width/batch_norm from the config; the input shape and classes come from the data.
   static ModelSpec FromConfig(const Config& cfg);
