@@ -5,6 +5,7 @@
 #include "common.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
+#include "xbar/core/rng.h"
 #include "xbar/data/dataset.h"
 #include "xbar/models/onnx.h"
 #include "xbar/models/state_dict.h"
@@ -51,6 +52,8 @@ void RunTrain(const TrainArgs& a) {
   opt.seed = ctx.seed;
   opt.device = ctx.device;
   opt.fingerprint = Fingerprint(cfg, {"dataset", "model", "train"});
+  // Fine-tuning starts from the ONNX file's weights: its content, not its path, must match on resume.
+  if (mspec.is_onnx()) opt.fingerprint["model.onnx (FNV-1a)"] = std::to_string(HashBytes(ReadFile(mspec.onnx)));
   TrainResult r = Train(*model, data, train_spec, opt);
 
   const std::string model_path = JoinPath(ctx.run_dir, "model.safetensors");

@@ -146,16 +146,16 @@ LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights_a
     finish();
     return out;
   }
-  if (meta.count("dataset") && meta.at("dataset") != data_spec.name) {
-    std::fprintf(stderr, "xbar: warning: %s was trained on %s; evaluating it on %s (dataset.name), as configured\n",
-                 weights.c_str(), meta.at("dataset").c_str(), data_spec.name.c_str());
-  }
   Normalization norm;
   LoadOptions lo;
   lo.train = train_split;
   lo.norm = ResolveNormalization(cfg, meta, weights, &norm);
   out.data = LoadData(data_spec, ctx.seed, lo);
   const DataBundle& d = out.data;
+  if (meta.count("dataset") && meta.at("dataset") != d.name) {
+    std::fprintf(stderr, "xbar: warning: %s was trained on %s; evaluating it on %s (dataset.*), as configured\n",
+                 weights.c_str(), meta.at("dataset").c_str(), d.name.c_str());
+  }
   if (!has_meta) {
     out.spec.in_channels = d.channels;
     out.spec.height = d.height;

@@ -56,6 +56,11 @@ std::vector<KeySpec> BuildSchema() {
            "input normalisation: auto = a weights file's normalize_mean/normalize_std (refused when it has "
            "none), or the training set's statistics when training from scratch; true = the file's, else the "
            "training set's; false = raw [0, 1] pixels"),
+      Int("dataset.image_size", "0", 0, 1024,
+          "resize images to N x N pixels (bilinear), e.g. 32 to feed CIFAR-shaped networks; 0 = as stored"),
+      Int("dataset.channels", "0", 0, 64,
+          "replicate a grey channel to N (e.g. 3) or average colour to 1; 0 = as stored. With image_size the "
+          "data is labelled a proxy (name@CxHxW) in every result"),
       KeySpec{"dataset.mean", ValueType::kFloatList, "[]", -1e308, 1e308, false, false, {},
               "per-channel mean subtracted from [0, 1] pixels (with dataset.std; overrides dataset.normalize)"},
       KeySpec{"dataset.std", ValueType::kFloatList, "[]", 0, 1e308, true, false, {},

@@ -83,6 +83,8 @@ DatasetSpec DatasetSpec::FromConfig(const Config& cfg) {
   s.test_subset = cfg.Int("dataset.test_subset");
   s.augment = cfg.Str("dataset.augment");
   s.normalize = cfg.Str("dataset.normalize");
+  s.image_size = cfg.Int("dataset.image_size");
+  s.channels = cfg.Int("dataset.channels");
   s.mean = cfg.FloatList("dataset.mean");
   s.std = cfg.FloatList("dataset.std");
   if (s.mean.size() != s.std.size()) {
@@ -95,6 +97,27 @@ DatasetSpec DatasetSpec::FromConfig(const Config& cfg) {
                              "' (only fashion-mnist has a default location)"));
   }
   return s;
+}
+
+// dataset.image_size / dataset.channels: [0, 1] pixels resized (bilinear) and the channels replicated
+// (one to many) or averaged (many to one).
+torch::Tensor AdaptImages(torch::Tensor x, const DatasetSpec& spec) {
+  const int64_t c = x.size(1);
+  if (spec.channels > 0 && c != spec.channels && c != 1 && spec.channels != 1) {
+    throw ConfigError(StrCat("dataset.channels: ", spec.channels, " from ", c, "-channel images; a proxy turns one "
+                             "channel into several (replicated) or several into one (averaged)"));
+  }
+  if (spec.channels == 1 && c > 1) x = x.mean(1, true);
+  if (spec.image_size > 0 && (x.size(2) != spec.image_size || x.size(3) != spec.image_size)) {
+    namespace F = torch::nn::functional;
+    x = F::interpolate(x, F::InterpolateFuncOptions()
+                              .size(std::vector<int64_t>{spec.image_size, spec.image_size})
+                              .mode(torch::kBilinear)
+                              .align_corners(false))
+            .clamp_(0.0, 1.0);
+  }
+  if (spec.channels > 1 && x.size(1) == 1) x = x.expand({-1, spec.channels, -1, -1}).contiguous();
+  return x;
 }
 
 DataBundle LoadData(const DatasetSpec& spec, uint64_t seed, const LoadOptions& options) {
@@ -151,12 +174,20 @@ DataBundle LoadData(const DatasetSpec& spec, uint64_t seed, const LoadOptions& o
   b.height = test_set.height;
   b.width = test_set.width;
 
-  torch::Tensor test_x = PixelsToTensor(test_set);
+  torch::Tensor test_x = AdaptImages(PixelsToTensor(test_set), spec);
   torch::Tensor test_y = LabelsToTensor(test_set);
   torch::Tensor train_x, train_y;
   if (need_train) {
-    train_x = PixelsToTensor(train_set);
+    train_x = AdaptImages(PixelsToTensor(train_set), spec);
     train_y = LabelsToTensor(train_set);
+  }
+  if (test_x.size(1) != b.channels || test_x.size(2) != b.height || test_x.size(3) != b.width) {
+    // A proxy for another input shape (e.g. Fashion-MNIST for CIFAR-sized networks): named so in
+    // every result file and model file that uses it.
+    b.channels = test_x.size(1);
+    b.height = test_x.size(2);
+    b.width = test_x.size(3);
+    b.name = StrCat(spec.name, "@", b.channels, "x", b.height, "x", b.width, " (proxy)");
   }
   if (!spec.mean.empty()) {
     if (static_cast<int64_t>(spec.mean.size()) != b.channels) {

@@ -186,6 +186,37 @@ TEST(Dataset, IdxFolderLoadsSplitsAndNormalises) {
   EXPECT_EQ(LoadData(spec, 0).test.size(), 12);
 }
 
+TEST(Dataset, ProxyShapesResizeReplicateAndAreLabelled) {
+  DatasetSpec spec;
+  spec.name = "mnist";
+  spec.path = WriteIdxDataset("mnist_proxy", true);
+  spec.normalize = "false";
+  const DataBundle raw = LoadData(spec, 0);
+  spec.image_size = 32;
+  spec.channels = 3;
+  const DataBundle b = LoadData(spec, 0);
+  EXPECT_EQ(b.name, "mnist@3x32x32 (proxy)");
+  EXPECT_EQ(b.test.images.sizes(), (std::vector<int64_t>{12, 3, 32, 32}));
+  EXPECT_EQ(b.train.images.sizes(), (std::vector<int64_t>{raw.train.size(), 3, 32, 32}));
+  EXPECT_EQ(b.channels, 3);
+  EXPECT_EQ(b.height, 32);
+  // The three channels are copies, and the resize is PyTorch's bilinear interpolation of the pixels.
+  EXPECT_TRUE(torch::equal(b.test.images.select(1, 0), b.test.images.select(1, 2)));
+  namespace F = torch::nn::functional;
+  const torch::Tensor want = F::interpolate(raw.test.images, F::InterpolateFuncOptions()
+                                                                 .size(std::vector<int64_t>{32, 32})
+                                                                 .mode(torch::kBilinear)
+                                                                 .align_corners(false));
+  EXPECT_TRUE(torch::allclose(b.test.images.select(1, 1), want.select(1, 0), 0, 1e-6));
+  EXPECT_TRUE(torch::equal(b.test.labels, raw.test.labels));
+  // Normalisation statistics are those of the proxy images, one per channel.
+  spec.normalize = "auto";
+  EXPECT_EQ(LoadData(spec, 0).norm.mean.size(), 3u);
+  spec.channels = 2;
+  spec.image_size = 0;
+  EXPECT_EQ(LoadData(spec, 0).name, "mnist@2x28x28 (proxy)");
+}
+
 TEST(Dataset, MissingFilesAndMismatchedSetsAreInputErrors) {
   DatasetSpec spec;
   spec.name = "mnist";

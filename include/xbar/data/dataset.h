@@ -35,6 +35,8 @@ struct DatasetSpec {
   int64_t test_subset = 0;   // 0 = all
   std::string augment = "none";
   std::string normalize = "auto";     // auto | true | false (dataset.normalize)
+  int64_t image_size = 0;             // resize to image_size x image_size (0 = as stored)
+  int64_t channels = 0;               // replicate / average to this many channels (0 = as stored)
   std::vector<double> mean, std;      // dataset.mean / dataset.std: explicit statistics (empty = none)
 
   static DatasetSpec FromConfig(const Config& cfg);
@@ -52,7 +54,7 @@ struct Dataset {
 };
 
 struct DataBundle {
-  std::string name;
+  std::string name;  // dataset.name, or "fashion-mnist@3x32x32 (proxy)" when resized / re-channelled
   int64_t channels = 0, height = 0, width = 0, num_classes = 0;
   std::vector<std::string> class_names;  // empty when the dataset has none
   std::string augment = "none";          // training augmentation (DatasetSpec::augment)
