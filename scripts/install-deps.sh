@@ -7,6 +7,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential make cmake ccache pkg-config
   libtorch-dev            # LibTorch 1.13.1 (CPU)
+  libgloo-dev             # headers of the Gloo backend LibTorch's c10d ships: multi-process training
   libopenblas0-openmp     # fast BLAS for LibTorch's GEMMs (reference BLAS is ~30x slower)
   dataset-fashion-mnist   # default data: /usr/share/datasets/fashion-mnist
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev zlib1g-dev

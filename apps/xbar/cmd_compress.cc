@@ -6,17 +6,22 @@
 #include "xbar/compress/compress.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
+#include "xbar/core/progress.h"
 #include "xbar/core/rng.h"
 #include "xbar/data/dataset.h"
 #include "xbar/models/onnx.h"
 #include "xbar/models/state_dict.h"
 #include "xbar/models/zoo.h"
+#include "xbar/train/data_parallel.h"
 
 namespace xbar::app {
 void RunCompress(const CompressArgs& a) {
   // Compressed weights go to runs/<name>/compress by default, beside (not over) the trained ones.
   std::string out = a.out;
   if (out.empty()) out = JoinPath(JoinPath("runs", Config::Load(a.config, a.sets).Str("name")), "compress");
+  // Several processes (RANK, WORLD_SIZE, ...; data_parallel.h) share every training phase; rank 0 writes.
+  const std::shared_ptr<DataParallel> dp = DataParallel::FromEnvironment();
+  if (!dp->leader()) Progress::SetSilent(true);
   RunContext ctx = Setup(a.config, a.sets, out, true);
   const Config& cfg = ctx.cfg;
   LoadedModel loaded = LoadModelAndData(ctx, a.weights, /*train_split=*/true);
@@ -34,9 +39,12 @@ void RunCompress(const CompressArgs& a) {
   o.device = ctx.device;
   o.fingerprint = Fingerprint(cfg, {"dataset", "model", "train", "compress", "mapping"});
   o.fingerprint["input weights (FNV-1a)"] = std::to_string(HashBytes(loaded.bytes));
+  o.data_parallel = dp;
   CompressResult r = Compress(*model, data, spec, o);
+  if (!dp->leader()) return;
 
   nlohmann::ordered_json j = CompressJson(r);
+  j["world_size"] = dp->world();
   std::map<std::string, std::string> meta = ModelMetadata(mspec, data.name, data.norm.mean, data.norm.std);
   nlohmann::json quant = nlohmann::json::object();
   for (const auto& l : r.layers) {

@@ -5,15 +5,21 @@
 #include "common.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
+#include "xbar/core/progress.h"
 #include "xbar/core/rng.h"
 #include "xbar/data/dataset.h"
 #include "xbar/models/onnx.h"
 #include "xbar/models/state_dict.h"
 #include "xbar/models/zoo.h"
+#include "xbar/train/data_parallel.h"
 #include "xbar/train/trainer.h"
 
 namespace xbar::app {
 void RunTrain(const TrainArgs& a) {
+  // Several processes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT; data_parallel.h) share the work;
+  // rank 0 writes every file.
+  const std::shared_ptr<DataParallel> dp = DataParallel::FromEnvironment();
+  if (!dp->leader()) Progress::SetSilent(true);
   RunContext ctx = Setup(a.config, a.sets, a.out, /*default_run_dir=*/true);
   const Config& cfg = ctx.cfg;
   const DatasetSpec data_spec = DatasetSpec::FromConfig(cfg);
@@ -51,10 +57,12 @@ void RunTrain(const TrainArgs& a) {
   opt.resume = a.resume;
   opt.seed = ctx.seed;
   opt.device = ctx.device;
+  opt.data_parallel = dp;
   opt.fingerprint = Fingerprint(cfg, {"dataset", "model", "train"});
   // Fine-tuning starts from the ONNX file's weights: its content, not its path, must match on resume.
   if (mspec.is_onnx()) opt.fingerprint["model.onnx (FNV-1a)"] = std::to_string(HashBytes(ReadFile(mspec.onnx)));
   TrainResult r = Train(*model, data, train_spec, opt);
+  if (!dp->leader()) return;
 
   const std::string model_path = JoinPath(ctx.run_dir, "model.safetensors");
   const auto meta = ModelMetadata(mspec, data.name, data.norm.mean, data.norm.std);
@@ -74,6 +82,7 @@ void RunTrain(const TrainArgs& a) {
       {"parameters", params},
       {"seed", ctx.seed},
       {"threads", ctx.threads},
+      {"world_size", dp->world()},
       {"resumed_from_epoch", r.resumed_from_epoch},
       {"weights", "model.safetensors"},
       {"history", HistoryToJson(r.history)},

@@ -219,6 +219,7 @@ TrainOptions PhaseOptions(const CompressOptions& o, const std::string& phase) {
   t.device = o.device;
   t.fingerprint = o.fingerprint;
   t.evaluate_test = false;
+  t.data_parallel = o.data_parallel;
   return t;
 }
 
@@ -444,6 +445,7 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
   };
   phase("dense");
 
+  const bool leader = !o.data_parallel || o.data_parallel->leader();  // writes the phase files
   const std::string admm_file = o.run_dir.empty() ? "" : JoinPath(o.run_dir, "admm.safetensors");
   const std::string search_file = o.run_dir.empty() ? "" : JoinPath(o.run_dir, "search.json");
   if (spec.search && o.resume && !search_file.empty() && FileExists(search_file)) {
@@ -460,7 +462,7 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
     std::fprintf(stderr, "search: chose sparsity %.4f\n", best);
     result.search = {{"chosen_sparsity", best}, {"max_loss", spec.search_max_loss}, {"dense_accuracy", dense_val},
                      {"candidates", result.search}};
-    if (!search_file.empty()) {
+    if (!search_file.empty() && leader) {
       WriteFileAtomic(search_file, nlohmann::json({{"search", result.search}, {"fingerprint", o.fingerprint}}).dump(2));
     }
   }
@@ -496,7 +498,7 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
       admm.Load(st, prefix, source);
     };
     Train(model, data, ts, t);
-    if (!admm_file.empty()) {
+    if (!admm_file.empty() && leader) {
       SaveModel(admm_file, model, {{"phase", "admm"}, {"fingerprint", nlohmann::json(o.fingerprint).dump()}});
     }
   }

@@ -1,5 +1,7 @@
 #include "xbar/train/trainer.h"
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -153,6 +155,20 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
     std::fprintf(stderr, "no checkpoint in %s; starting from scratch\n", options.run_dir.c_str());
   }
 
+  const std::shared_ptr<DataParallel> dp = options.data_parallel ? options.data_parallel : DataParallel::Single();
+  const bool several = dp->world() > 1;
+  std::vector<torch::Tensor> params;
+  for (const auto& p : model.parameters()) {
+    if (p.requires_grad()) params.push_back(p);
+  }
+  if (several) {
+    // Every process starts from rank 0's weights (and, resuming, its checkpoint's).
+    std::vector<torch::Tensor> state = params;
+    for (const auto& b : model.buffers()) {
+      if (b.is_floating_point()) state.push_back(b);
+    }
+    dp->Broadcast(state);
+  }
   const int64_t n = data.train.size();
   const auto t_start = std::chrono::steady_clock::now();
   for (int64_t epoch = result.resumed_from_epoch; epoch < spec.epochs; ++epoch) {
@@ -176,18 +192,37 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
       const int64_t start = b * spec.batch_size;
       const int64_t count = std::min(spec.batch_size, n - start);
       auto [x, y] = GetBatch(data.train, order, start, count);
-      x = Augment(x, data.augment, aug_rng).to(options.device);
+      x = Augment(x, data.augment, aug_rng);  // the whole global batch: the same draws at any world size
+      if (several) {
+        const auto [lo, hi] = dp->Shard(count);
+        x = x.slice(0, lo, hi);
+        y = y.slice(0, lo, hi);
+      }
+      x = x.to(options.device);
       y = y.to(options.device);
       opt->ZeroGrad();
       torch::Tensor out = model.forward(x);
-      torch::Tensor loss = torch::nn::functional::cross_entropy(out, y);
+      // This shard's share of the global batch's mean loss; the gradients' sum over the processes
+      // is then the gradient of that mean.
+      torch::Tensor loss = several ? torch::nn::functional::cross_entropy(
+                                         out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
+                                         static_cast<double>(count)
+                                   : torch::nn::functional::cross_entropy(out, y);
       loss.backward();
+      if (several) {
+        std::vector<torch::Tensor> grads;
+        for (auto& p : params) {
+          if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+          grads.push_back(p.grad());
+        }
+        dp->AllReduceSum(grads);
+      }
       if (options.after_backward) options.after_backward();
       opt->Step();
       if (options.after_step) options.after_step();
       {
         torch::NoGradGuard no_grad;
-        loss_sum.add_(loss.detach(), static_cast<double>(count));
+        loss_sum.add_(loss.detach(), static_cast<double>(count));  // several: this shard's part
         correct.add_(out.argmax(1).eq(y).sum());
       }
       seen += count;
@@ -195,6 +230,21 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
         bar.Update(b + 1, StrCat("loss ", Fixed(loss_sum.item<double>() / static_cast<double>(seen), 4), " acc ",
                                  Percent(static_cast<double>(correct.item<int64_t>()) / static_cast<double>(seen))));
       }
+    }
+    if (several) {
+      // The epoch's totals over all shards, and one set of batch-norm statistics (their mean).
+      torch::Tensor totals = torch::stack({loss_sum.to(torch::kCPU, torch::kFloat64),
+                                           correct.to(torch::kCPU, torch::kFloat64)});
+      dp->AllReduceSum({totals});
+      loss_sum.fill_(totals[0].item<double>());
+      correct.fill_(static_cast<int64_t>(std::llround(totals[1].item<double>())));
+      std::vector<torch::Tensor> stats;
+      for (const auto& b : model.buffers()) {
+        if (b.is_floating_point()) stats.push_back(b);
+      }
+      dp->AllReduceSum(stats);
+      torch::NoGradGuard no_grad;
+      for (auto& b : stats) b.div_(static_cast<double>(dp->world()));
     }
     EpochStats s;
     s.epoch = epoch + 1;
@@ -212,7 +262,7 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
     result.history.push_back(s);
     bar.Finish(status);
     if (options.on_epoch_end) options.on_epoch_end(epoch + 1);
-    if (!ckpt.empty()) {
+    if (!ckpt.empty() && dp->leader()) {
       const double total = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
       SaveCheckpoint(ckpt, model, *opt, result.history, total, options);
     }

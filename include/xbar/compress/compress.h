@@ -25,6 +25,7 @@
 #include "xbar/crossbar/spec.h"
 #include "xbar/data/dataset.h"
 #include "xbar/models/model.h"
+#include "xbar/train/trainer.h"
 #include "xbar/train/optimizer.h"
 
 namespace xbar {
@@ -89,6 +90,9 @@ struct CompressOptions {
   uint64_t seed = 0;
   torch::Device device = torch::kCPU;
   std::map<std::string, std::string> fingerprint;
+  // Several processes (data_parallel.h): every training phase splits its batches, ADMM's Z/U steps
+  // run on identical weights in every process, rank 0 writes the phase files. nullptr = one process.
+  std::shared_ptr<DataParallel> data_parallel;
 };
 
 CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec& spec, const CompressOptions& options);

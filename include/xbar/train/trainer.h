@@ -22,6 +22,7 @@
 
 #include "xbar/data/dataset.h"
 #include "xbar/models/model.h"
+#include "xbar/train/data_parallel.h"
 #include "xbar/train/optimizer.h"
 
 namespace xbar {
@@ -56,6 +57,10 @@ struct TrainOptions {
   std::function<NamedTensors()> extra_state;
   std::function<void(const SafeTensors& st, const std::string& prefix, const std::string& source)> load_extra_state;
   bool evaluate_test = true;  // evaluate on the test split at the end
+  // Several processes (data_parallel.h): each trains on its shard of every global batch, gradients
+  // are summed before after_backward, batch-norm statistics averaged at each epoch's end, and only
+  // rank 0 writes checkpoints. nullptr = this process alone.
+  std::shared_ptr<DataParallel> data_parallel;
 };
 
 struct TrainResult {
