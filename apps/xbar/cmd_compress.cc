@@ -22,7 +22,7 @@ void RunCompress(const CompressArgs& a) {
   // Several processes (RANK, WORLD_SIZE, ...; data_parallel.h) share every training phase; rank 0 writes.
   const std::shared_ptr<DataParallel> dp = DataParallel::FromEnvironment();
   if (!dp->leader()) Progress::SetSilent(true);
-  RunContext ctx = Setup(a.config, a.sets, out, true);
+  RunContext ctx = Setup(a.config, a.sets, out, true, /*distributed=*/false, /*data_parallel=*/true);
   const Config& cfg = ctx.cfg;
   LoadedModel loaded = LoadModelAndData(ctx, a.weights, /*train_split=*/true);
   const ModelSpec& mspec = loaded.spec;

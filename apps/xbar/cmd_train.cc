@@ -20,7 +20,8 @@ void RunTrain(const TrainArgs& a) {
   // rank 0 writes every file.
   const std::shared_ptr<DataParallel> dp = DataParallel::FromEnvironment();
   if (!dp->leader()) Progress::SetSilent(true);
-  RunContext ctx = Setup(a.config, a.sets, a.out, /*default_run_dir=*/true);
+  RunContext ctx = Setup(a.config, a.sets, a.out, /*default_run_dir=*/true, /*distributed=*/false,
+                         /*data_parallel=*/true);
   const Config& cfg = ctx.cfg;
   const DatasetSpec data_spec = DatasetSpec::FromConfig(cfg);
   const TrainSpec train_spec = TrainSpec::FromConfig(cfg);

@@ -1,5 +1,8 @@
 #include "common.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "xbar/core/dist.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
@@ -13,7 +16,11 @@ namespace xbar::app {
 namespace {
 
 void SetupOneRank(RunContext& ctx, const std::string& config_path, const std::vector<std::string>& sets,
-                  const std::string& out_dir, bool default_run_dir, bool distributed) {
+                  const std::string& out_dir, bool default_run_dir, bool distributed, bool data_parallel) {
+  if (const char* w = std::getenv("WORLD_SIZE"); !data_parallel && w != nullptr && std::strcmp(w, "1") != 0 && *w != '\0') {
+    throw ConfigError(StrCat("environment WORLD_SIZE=", w, ": only xbar train and xbar compress train in several "
+                             "processes; run this command once (unset WORLD_SIZE)"));
+  }
   if (dist::Size() > 1 && !distributed) {
     throw ConfigError(StrCat("started as ", dist::Size(), " MPI ranks, but only xbar faults splits its work across "
                              "ranks; run this command without mpirun"));
@@ -52,9 +59,9 @@ void SetupOneRank(RunContext& ctx, const std::string& config_path, const std::ve
 }  // namespace
 
 RunContext Setup(const std::string& config_path, const std::vector<std::string>& sets, const std::string& out_dir,
-                 bool default_run_dir, bool distributed) {
+                 bool default_run_dir, bool distributed, bool data_parallel) {
   RunContext ctx;
-  dist::Agree([&] { SetupOneRank(ctx, config_path, sets, out_dir, default_run_dir, distributed); });
+  dist::Agree([&] { SetupOneRank(ctx, config_path, sets, out_dir, default_run_dir, distributed, data_parallel); });
   return ctx;
 }
 

@@ -28,8 +28,10 @@ struct RunContext {
 // non-empty or `default_run_dir` is set, creates the run directory and writes config.resolved.yaml
 // (rank 0 of an MPI world). Errors are agreed between the ranks (dist::Agree); a command that is
 // not `distributed` refuses to run under mpirun with more than one rank.
+// `data_parallel`: the command trains in several processes when WORLD_SIZE says so (train,
+// compress); any other command refuses WORLD_SIZE > 1.
 RunContext Setup(const std::string& config_path, const std::vector<std::string>& sets, const std::string& out_dir,
-                 bool default_run_dir, bool distributed = false);
+                 bool default_run_dir, bool distributed = false, bool data_parallel = false);
 
 // A weights file with the model it describes and the dataset it is evaluated on.
 struct LoadedModel {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <set>
 
 #include "xbar/compress/postprocess.h"
 #include "xbar/core/error.h"
@@ -341,6 +342,155 @@ int64_t CompactedCrossbars(const CrossbarMatrix& m, const Tiling& t) {
   return std::min(columns_first(false), columns_first(true));
 }
 
+// Physical crossbars of one layer's weights `w` under the hardware description (the mapping planner).
+int64_t LayerCrossbars(const LayerInfo& l, const torch::Tensor& w, const CompressSpec& spec, double stored_scale,
+                       bool compact) {
+  const torch::Tensor w2d = w.reshape({l.out_channels, -1});
+  const double scale = WeightScale(w2d, spec.map.weight_bits, stored_scale);
+  MappingSpec map = spec.map;
+  map.compact = compact;
+  const int64_t per_group = l.out_channels / l.groups;
+  int64_t n = 0;
+  for (int64_t g = 0; g < l.groups; ++g) {
+    n += PlanLayer(l.groups == 1 ? l.name : StrCat(l.name, "#", g), w2d.narrow(0, g * per_group, per_group), scale, map)
+             .crossbars;
+  }
+  return n;
+}
+
+bool IsCrossbarStructure(Structure s) {
+  return s == Structure::kCrossbarRow || s == Structure::kCrossbarColumn || s == Structure::kCrossbarBlock ||
+         s == Structure::kCrossbarTile;
+}
+
+// compress.target_ratio: per-layer sparsities from each layer's one-shot sensitivity. Every layer
+// of `spec.search_layers` is projected alone at each candidate sparsity (its other constraints
+// included) and the validation accuracy measured; then, from all-dense, the move (a layer to a
+// higher candidate) that saves the most weights (or crossbars) per point of measured loss is taken
+// until the total meets the target. Returns the allocation for compress.json.
+nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSpec& spec, torch::Device device) {
+  static const std::vector<double> kRatios = {0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99};
+  torch::NoGradGuard no_grad;
+  const Dataset& pool = data.val.size() > 0 ? data.val : data.test;
+  const int64_t n = std::min<int64_t>(spec.allocation_images, pool.size());
+  const Dataset eval_set{pool.images.narrow(0, 0, n), pool.labels.narrow(0, 0, n)};
+  const double base = Evaluate(model, eval_set, spec.train.eval_batch_size, device).accuracy;
+  bool crossbars = false;
+  for (const auto& name : spec.search_layers) crossbars = crossbars || IsCrossbarStructure(spec.layers.at(name).structure);
+  const std::set<std::string> free(spec.search_layers.begin(), spec.search_layers.end());
+
+  // The cost of a layer's weights: non-zeros, or physical crossbars for a crossbar target.
+  auto cost_of = [&](const LayerInfo& l, const torch::Tensor& w, double scale) -> int64_t {
+    return crossbars ? LayerCrossbars(l, w, spec, scale, spec.map.compact) : w.ne(0).sum().item<int64_t>();
+  };
+  struct Option {
+    double ratio;
+    int64_t cost;
+    double loss;
+  };
+  std::map<std::string, std::vector<Option>> options;
+  int64_t dense = 0, fixed = 0;
+  for (const LayerInfo& l : model.layers()) {
+    torch::Tensor w = model.LayerWeight(l.name);
+    const torch::Tensor w0 = w.detach().clone();
+    dense += crossbars ? LayerCrossbars(l, w0, spec, 0.0, false) : w0.numel();
+    auto it = spec.layers.find(l.name);
+    if (!free.count(l.name)) {  // fixed by the config: its cost as configured
+      if (it == spec.layers.end()) {
+        fixed += cost_of(l, w0, 0.0);
+      } else {
+        double s = 0;
+        fixed += cost_of(l, ProjectTensor(w0, it->second, &s), s);
+      }
+      continue;
+    }
+    for (double r : kRatios) {
+      LayerConstraints c = it->second;
+      c.sparsity = r;
+      double s = 0;
+      w.copy_(ProjectTensor(w0, c, &s));
+      const double acc = Evaluate(model, eval_set, spec.train.eval_batch_size, device).accuracy;
+      options[l.name].push_back({r, cost_of(l, w, c.quantize_bits > 0 ? s : 0.0), base - acc});
+      w.copy_(w0);
+    }
+  }
+  const double budget = static_cast<double>(dense) / spec.target_ratio;
+  std::map<std::string, size_t> at;  // chosen option per layer
+  int64_t total = fixed;
+  for (const auto& [name, opts] : options) {
+    at[name] = 0;
+    total += opts[0].cost;
+  }
+  nlohmann::json steps = nlohmann::json::array();
+  while (static_cast<double>(total) > budget) {
+    std::string best_layer;
+    size_t best_option = 0;
+    double best_gain = -1;
+    for (const auto& [name, opts] : options) {
+      const Option& now = opts[at[name]];
+      for (size_t k = at[name] + 1; k < opts.size(); ++k) {
+        const double saved = static_cast<double>(now.cost - opts[k].cost);
+        if (saved <= 0) continue;
+        const double gain = saved / (std::max(0.0, opts[k].loss - now.loss) + 1e-4);
+        if (gain > best_gain) {
+          best_gain = gain;
+          best_layer = name;
+          best_option = k;
+        }
+      }
+    }
+    if (best_layer.empty()) {
+      throw ConfigError(StrCat("compress.target_ratio: ", spec.target_ratio, "x is out of reach: with every layer at ",
+                               kRatios.back(), " sparsity the network keeps ", total, " of ", dense,
+                               crossbars ? " crossbars" : " weights", " (",
+                               static_cast<double>(dense) / static_cast<double>(std::max<int64_t>(total, 1)), "x)"));
+    }
+    total -= options[best_layer][at[best_layer]].cost - options[best_layer][best_option].cost;
+    at[best_layer] = best_option;
+    steps.push_back({{"layer", best_layer}, {"sparsity", options[best_layer][best_option].ratio}, {"total", total}});
+  }
+  // The last move may overshoot: step layers back to lower sparsities while the target still holds,
+  // the one that recovers the most measured accuracy first.
+  for (bool moved = true; moved;) {
+    moved = false;
+    std::string best_layer;
+    double best_recovered = -1;
+    for (const auto& [name, opts] : options) {
+      if (at[name] == 0) continue;
+      const Option& now = opts[at[name]];
+      const Option& prev = opts[at[name] - 1];
+      if (static_cast<double>(total - now.cost + prev.cost) > budget) continue;
+      if (now.loss - prev.loss > best_recovered) {
+        best_recovered = now.loss - prev.loss;
+        best_layer = name;
+      }
+    }
+    if (!best_layer.empty()) {
+      const auto& opts = options[best_layer];
+      total += opts[at[best_layer] - 1].cost - opts[at[best_layer]].cost;
+      --at[best_layer];
+      steps.push_back({{"layer", best_layer}, {"sparsity", opts[at[best_layer]].ratio}, {"total", total}, {"back", true}});
+      moved = true;
+    }
+  }
+  nlohmann::json layers = nlohmann::json::object();
+  for (const auto& [name, opts] : options) {
+    spec.layers[name].sparsity = opts[at[name]].ratio;
+    nlohmann::json table = nlohmann::json::array();
+    for (const Option& o : opts) table.push_back({{"sparsity", o.ratio}, {"cost", o.cost}, {"one_shot_loss", o.loss}});
+    layers[name] = {{"sparsity", opts[at[name]].ratio}, {"cost", opts[at[name]].cost}, {"candidates", table}};
+    std::fprintf(stderr, "allocate: %-24s sparsity %.2f (one-shot loss %s)\n", name.c_str(), opts[at[name]].ratio,
+                 Percent(opts[at[name]].loss).c_str());
+  }
+  const double reached = static_cast<double>(dense) / static_cast<double>(std::max<int64_t>(total, 1));
+  std::fprintf(stderr, "allocate: %.2fx of %s before training (target %.2fx)\n", reached,
+               crossbars ? "crossbars" : "weights", spec.target_ratio);
+  return {{"target_ratio", spec.target_ratio}, {"unit", crossbars ? "crossbars" : "weights"}, {"dense", dense},
+          {"kept", total}, {"ratio_one_shot", reached}, {"images", n}, {"accuracy_before", base},
+          {"method", "one-shot sensitivity per layer and candidate sparsity, greedy by units saved per point of loss"},
+          {"layers", layers}, {"steps", steps}};
+}
+
 std::vector<LayerReport> ReportLayers(Model& model, const CompressSpec& spec, const std::map<std::string, double>& scales) {
   std::vector<LayerReport> out;
   for (const auto& l : model.layers()) {
@@ -362,19 +512,7 @@ std::vector<LayerReport> ReportLayers(Model& model, const CompressSpec& spec, co
     r.distinct_levels = check.distinct_levels;
     r.bits = c.quantize_bits > 0 ? c.quantize_bits : 32;
     // Physical crossbars of the hardware description, as simulate and estimate count them.
-    const torch::Tensor w2d = w.reshape({l.out_channels, -1});
-    const double scale = WeightScale(w2d, spec.map.weight_bits, r.scale);
-    auto count = [&](bool compact) -> int64_t {
-      MappingSpec map = spec.map;
-      map.compact = compact;
-      const int64_t per_group = l.out_channels / l.groups;
-      int64_t n = 0;
-      for (int64_t g = 0; g < l.groups; ++g) {
-        n += PlanLayer(l.groups == 1 ? l.name : StrCat(l.name, "#", g), w2d.narrow(0, g * per_group, per_group), scale, map)
-                 .crossbars;
-      }
-      return n;
-    };
+    auto count = [&](bool compact) { return LayerCrossbars(l, w, spec, r.scale, compact); };
     try {
       r.crossbars_dense = count(false);
       r.crossbars = count(spec.map.compact);
@@ -429,6 +567,7 @@ nlohmann::ordered_json CompressJson(const CompressResult& r) {
           {"constraint_violations", violations},
           {"seconds", r.seconds},
           {"search", r.search},
+          {"allocation", r.allocation},
           {"postprocess", r.postprocess},
           {"layers", layers}};
 }
@@ -464,6 +603,19 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
                      {"candidates", result.search}};
     if (!search_file.empty() && leader) {
       WriteFileAtomic(search_file, nlohmann::json({{"search", result.search}, {"fingerprint", o.fingerprint}}).dump(2));
+    }
+  }
+
+  const std::string alloc_file = o.run_dir.empty() ? "" : JoinPath(o.run_dir, "allocation.json");
+  if (spec.target_ratio > 0 && o.resume && !alloc_file.empty() && FileExists(alloc_file)) {
+    nlohmann::json saved = nlohmann::json::parse(ReadFile(alloc_file));
+    CheckFingerprint(saved.at("fingerprint").get<std::map<std::string, std::string>>(), o.fingerprint, alloc_file);
+    result.allocation = saved.at("allocation");
+    for (const auto& [name, l] : result.allocation.at("layers").items()) spec.layers[name].sparsity = l.at("sparsity");
+  } else if (spec.target_ratio > 0) {
+    result.allocation = AllocateSparsity(model, data, spec, o.device);
+    if (!alloc_file.empty() && leader) {
+      WriteFileAtomic(alloc_file, nlohmann::json({{"allocation", result.allocation}, {"fingerprint", o.fingerprint}}).dump(2));
     }
   }
 

@@ -38,6 +38,16 @@ CompressSpec CompressSpec::FromConfig(const Config& cfg, const Model& model) {
   spec.search_ratios = cfg.FloatList("compress.search_ratios");
   spec.search_epochs = cfg.Int("compress.search_epochs");
   spec.search_refine_steps = cfg.Int("compress.search_refine_steps");
+  spec.target_ratio = cfg.Float("compress.target_ratio");
+  spec.allocation_images = cfg.Int("compress.allocation_images");
+  if (spec.target_ratio > 0 && spec.target_ratio <= 1) {
+    throw ConfigError(StrCat(cfg.Where("compress.target_ratio"), ": compress.target_ratio: expected 0 (off) or a ratio "
+                             "above 1 (e.g. 20 for 20x fewer weights), got ", spec.target_ratio));
+  }
+  if (spec.target_ratio > 0 && spec.search) {
+    throw ConfigError(StrCat(cfg.Where("compress.target_ratio"), ": compress.target_ratio and compress.search both "
+                             "choose the sparsity; set one"));
+  }
   spec.train = TrainSpec::FromConfig(cfg);
   const int64_t weight_bits = cfg.Int("mapping.weight_bits");
 
@@ -107,8 +117,9 @@ CompressSpec CompressSpec::FromConfig(const Config& cfg, const Model& model) {
       c.kernel_area = 1;
     }
     const bool active = c.prunes() || c.quantize_bits > 0 || c.polarize_fragment > 0 || c.column_budget > 0;
-    // The search sets the sparsity of layers whose sparsity is not fixed per layer.
-    if (spec.search && !ov.count("sparsity")) {
+    // The search (or the target's allocation) sets the sparsity of layers whose sparsity is not fixed
+    // per layer.
+    if ((spec.search || spec.target_ratio > 0) && !ov.count("sparsity")) {
       spec.search_layers.push_back(l.name);
     } else if (!active) {
       continue;

@@ -117,6 +117,11 @@ std::vector<KeySpec> BuildSchema() {
               "ratio search: coarse sparsity candidates, ascending"},
       Int("compress.search_epochs", "1", 0, 1000, "ratio search: masked retraining epochs per candidate"),
       Int("compress.search_refine_steps", "3", 0, 20, "ratio search: bisection steps after the coarse sweep"),
+      Float("compress.target_ratio", "0", 0, 1e6, false, false,
+            "compression target without per-layer keys: total weights / non-zero weights (crossbar-* "
+            "structures: dense / kept crossbars), allocated over the layers by their measured sensitivity; 0 = off"),
+      Int("compress.allocation_images", "1000", 1, kInf,
+          "target_ratio: validation images that measure each layer's sensitivity to each sparsity"),
       Float("compress.layers.*.sparsity", "", 0, 1, false, true, "per-layer override of compress.sparsity"),
       Enum("compress.layers.*.structure", "",
            {"unstructured", "filter", "column", "channel", "crossbar-row", "crossbar-column", "crossbar-block",

@@ -114,5 +114,10 @@ rc=$?
 [ $rc -eq 2 ] && echo "$out" | grep -q "RANK=5: expected an integer in \[0, 1\]" &&
   ok "RANK outside the world: exit 2" || bad "RANK=5: exit $rc: $out"
 
+out=$(RANK=0 WORLD_SIZE=2 "$XBAR" simulate -c "$CFG" --weights "$W" -o "$T/bad" 2>&1)
+rc=$?
+[ $rc -eq 2 ] && echo "$out" | grep -q "only xbar train and xbar compress train in several processes" && [ ! -e "$T/bad" ] &&
+  ok "other commands refuse WORLD_SIZE > 1 before any work" || bad "simulate under WORLD_SIZE=2: exit $rc: $out"
+
 echo "data-parallel: $PASSES passed, $FAILS failed"
 [ "$FAILS" -eq 0 ]

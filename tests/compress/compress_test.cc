@@ -208,5 +208,50 @@ TEST(Compress, ShortRunSatisfiesEveryConstraintAfterRetraining) {
   EXPECT_EQ(CompressJson(r)["constraint_violations"], 0);
 }
 
+TEST(Compress, TargetRatioAllocatesPerLayerSparsityAndMeetsTheTarget) {
+  if (!FileExists(std::string(kFashionMnistPath) + "/train-images-idx3-ubyte.gz")) GTEST_SKIP();
+  at::set_num_threads(1);
+  DatasetSpec d;
+  d.train_subset = 1500;
+  d.test_subset = 300;
+  DataBundle data = LoadData(d, 0);
+  torch::manual_seed(0);
+  auto m = CreateModel(ModelSpec{});
+  // Weights: 12x fewer non-zeros, conv1 fixed by hand (its sparsity stays 0.5).
+  Config cfg = Config::Parse(
+      "train:\n  epochs: 1\ncompress:\n  target_ratio: 12\n  allocation_images: 150\n  admm_rounds: 1\n"
+      "  epochs_per_round: 1\n  retrain_epochs: 1\n  layers:\n    conv1:\n      sparsity: 0.5\n",
+      "c.yaml");
+  CompressSpec spec = CompressSpec::FromConfig(cfg, *m);
+  EXPECT_EQ(spec.search_layers, (std::vector<std::string>{"conv2", "fc1", "fc2", "fc3"}));
+  CompressResult r = Compress(*m, data, spec, CompressOptions{});
+  const nlohmann::ordered_json j = CompressJson(r);
+  const nlohmann::json& a = j["allocation"];
+  EXPECT_EQ(a["unit"], "weights");
+  EXPECT_GE(a["ratio_one_shot"].get<double>(), 12.0);
+  EXPECT_FALSE(a["layers"].contains("conv1"));
+  EXPECT_EQ(a["layers"].size(), 4u);
+  // Masked retraining keeps the masks: the compressed network meets the target.
+  EXPECT_GE(j["compression_ratio"].get<double>(), 12.0);
+  double fc1 = a["layers"]["fc1"]["sparsity"], conv2 = a["layers"]["conv2"]["sparsity"];
+  EXPECT_GT(fc1, conv2) << "the largest, least sensitive layer is pruned hardest";
+  for (const auto& l : r.layers) {
+    if (l.name == "conv1") EXPECT_EQ(l.nonzero, 75) << "its own sparsity";
+  }
+
+  // An unreachable target and a target next to the search are configuration errors.
+  Config far = Config::Parse("compress:\n  target_ratio: 5000\n  admm_rounds: 0\n", "f.yaml");
+  CompressSpec fs = CompressSpec::FromConfig(far, *m);
+  try {
+    Compress(*m, data, fs, CompressOptions{});
+    ADD_FAILURE() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("compress.target_ratio: 5000x is out of reach"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(CompressSpec::FromConfig(Config::Parse("compress:\n  target_ratio: 10\n  search: true\n", "b.yaml"), *m),
+               ConfigError);
+  EXPECT_THROW(CompressSpec::FromConfig(Config::Parse("compress:\n  target_ratio: 0.5\n", "b.yaml"), *m), ConfigError);
+}
+
 }  // namespace
 }  // namespace xbar

@@ -48,7 +48,11 @@ struct CompressSpec {
   std::vector<double> search_ratios;
   int64_t search_epochs = 1;
   int64_t search_refine_steps = 3;
-  std::vector<std::string> search_layers;  // layers whose sparsity the search sets
+  std::vector<std::string> search_layers;  // layers whose sparsity the search or the allocation sets
+  // Compression target (compress.target_ratio): weights, or crossbars for crossbar-* structures,
+  // allocated over search_layers from their one-shot sensitivity on allocation_images images.
+  double target_ratio = 0.0;
+  int64_t allocation_images = 1000;
   TrainSpec train;                         // optimiser, batch size, ... from the train section
 
   // Reads the compress and mapping sections. Throws ConfigError (file:line) for constraints that
@@ -78,7 +82,8 @@ struct LayerReport {
 struct CompressResult {
   std::vector<PhaseAccuracy> phases;
   std::vector<LayerReport> layers;
-  nlohmann::json search;  // ratio-search trace (empty when off)
+  nlohmann::json search;      // ratio-search trace (empty when off)
+  nlohmann::json allocation;  // target_ratio: the per-layer sparsities chosen and why (empty when off)
   nlohmann::json postprocess;
   double seconds = 0.0;
   double accuracy(const std::string& phase) const;
