@@ -52,7 +52,6 @@ void RunInspect(const InspectArgs& a) {
     throw ConfigError(StrCat("--crossbar ", a.crossbar, ": expected ROWSxCOLS with each in [1, 65536], e.g. 128x128"));
   }
   const int64_t R = std::stoll(m[1]), C = std::stoll(m[2]);
-  if (IsDirectory(a.file)) throw InputError(StrCat(a.file, ": is a directory, expected a .safetensors or .onnx file"));
   const std::string bytes = ReadFile(a.file);
   SafeTensors st;
   if (LooksLikeOnnx(a.file, bytes)) {

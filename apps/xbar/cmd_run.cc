@@ -172,7 +172,6 @@ class Pipeline {
     // trained; `xbar train --model` fine-tunes it); an ONNX import stays ONNX (train/model.onnx).
     imported_ = !a_.weights.empty() ? a_.weights : cfg_.Str("model.onnx");
     if (!imported_.empty()) {
-      if (IsDirectory(imported_)) throw InputError(StrCat(imported_, ": is a directory, expected a weights file"));
       if (LooksLikeOnnx(imported_, ReadFile(imported_))) train_file_ = "model.onnx";
     }
     if (enabled_.count("faults")) FaultModels();  // config errors before any work

@@ -87,7 +87,6 @@ LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights_a
     if (onnx_cfg.empty()) throw ConfigError("--weights: required unless model.onnx (or --model FILE.onnx) is set");
     weights = onnx_cfg;
   }
-  if (IsDirectory(weights)) throw InputError(StrCat(weights, ": is a directory, expected a weights file"));
   out.bytes = ReadFile(weights);
   out.source = weights;
   std::map<std::string, std::string>& meta = out.meta;
@@ -170,10 +169,10 @@ LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights_a
     out.spec.num_classes = d.num_classes;
   } else if (out.spec.in_channels != d.channels || out.spec.height != d.height || out.spec.width_px != d.width) {
     throw InputError(StrCat(weights, ": model expects ", out.spec.in_channels, "x", out.spec.height, "x",
-                            out.spec.width_px, " inputs but ", data_spec.name, " has ", d.channels, "x", d.height, "x",
+                            out.spec.width_px, " inputs but ", d.name, " has ", d.channels, "x", d.height, "x",
                             d.width));
   } else if (out.spec.num_classes != d.num_classes) {
-    throw InputError(StrCat(weights, ": model has ", out.spec.num_classes, " classes but ", data_spec.name, " has ",
+    throw InputError(StrCat(weights, ": model has ", out.spec.num_classes, " classes but ", d.name, " has ",
                             d.num_classes));
   }
   finish();

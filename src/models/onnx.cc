@@ -1339,10 +1339,7 @@ std::shared_ptr<Model> LoadOnnxModelFromBytes(const std::string& bytes, const st
   }
 }
 
-std::shared_ptr<Model> LoadOnnxModel(const std::string& path) {
-  if (IsDirectory(path)) throw InputError(StrCat(path, ": is a directory, expected an ONNX file"));
-  return LoadOnnxModelFromBytes(ReadFile(path), path);
-}
+std::shared_ptr<Model> LoadOnnxModel(const std::string& path) { return LoadOnnxModelFromBytes(ReadFile(path), path); }
 
 OnnxInfo ReadOnnxInfo(const std::string& path) {
   auto m = LoadOnnxModel(path);
