@@ -136,6 +136,18 @@ ModelSpec ModelSpecFromMetadata(const std::map<std::string, std::string>& meta, 
     s.in_channels = shape[0];
     s.height = shape[1];
     s.width_px = shape[2];
+    // Bounds before anything is allocated from them (a corrupt file must not ask for 336 GB).
+    if (s.num_classes < 1 || s.num_classes > 1000000) {
+      throw InputError(StrCat(source, ": metadata num_classes ", s.num_classes, " is outside [1, 1000000]"));
+    }
+    for (int64_t d : shape) {
+      if (d < 1 || d > 65536) {
+        throw InputError(StrCat(source, ": metadata input_shape ", ShapeText(shape), " has a dimension outside [1, 65536]"));
+      }
+    }
+    if (s.in_channels * s.height * s.width_px > (int64_t{1} << 28)) {
+      throw InputError(StrCat(source, ": metadata input_shape ", ShapeText(shape), " is over 2^28 values per image"));
+    }
     if (meta.count("width")) s.width = nlohmann::json::parse(meta.at("width")).get<double>();
     if (meta.count("batch_norm")) s.batch_norm = meta.at("batch_norm") == "true";
   } catch (const InputError&) {

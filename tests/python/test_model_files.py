@@ -99,6 +99,10 @@ def test_metadata_is_checked(tmp_path, cfg):
     write_safetensors(five, lenet_state(num_classes=5), meta)
     one_line_error(run_xbar("eval", "-c", cfg(), "--weights", five, check=False), 3,
                    "model has 5 classes but fashion-mnist has 10")
+    huge = str(tmp_path / "huge.safetensors")
+    write_safetensors(huge, lenet_state(), {**meta, "num_classes": "1000000000"})
+    one_line_error(run_xbar("eval", "-c", cfg(), "--weights", huge, check=False), 3,
+                   "metadata num_classes 1000000000 is outside [1, 1000000]")
     digits = str(tmp_path / "digits.safetensors")
     write_safetensors(digits, lenet_state(), {**meta, "num_classes": "10", "dataset": "mnist"})
     r = run_xbar("eval", "-c", cfg(), "--weights", digits)
