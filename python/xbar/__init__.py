@@ -18,7 +18,9 @@ raise xbar.Error with .exit_code as the command line's. Tensors cross by DLPack,
 import io
 import json
 import os
+import shutil
 import tempfile
+import weakref
 
 from . import _xbar
 
@@ -175,6 +177,7 @@ class Model:
 
     def __init__(self, model, config=None, example_input=None, weights=None, set=None):
         self._folder = tempfile.mkdtemp(prefix="xbar-model-")
+        weakref.finalize(self, shutil.rmtree, self._folder, True)  # the config (and export) it was built from
         cfg = _config_path(config, self._folder)
         sets, weights = _model_args(model, example_input, self._folder, weights)
         if weights is None:
@@ -221,7 +224,10 @@ class AnalogModel:
         self.model = model
         folder = tempfile.mkdtemp(prefix="xbar-analog-")
         cfg = _config_path(config, folder)
-        self._a = _xbar.Analog(model._m, cfg, model._sets + _sets(set), _to_dlpack(calibration.float()))
+        try:
+            self._a = _xbar.Analog(model._m, cfg, model._sets + _sets(set), _to_dlpack(calibration.float()))
+        finally:
+            shutil.rmtree(folder, True)
 
     def __call__(self, x, mode="crossbar"):
         """mode: crossbar (every configured non-ideality), reference (ideal quantised crossbar) or float."""
