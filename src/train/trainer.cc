@@ -1,10 +1,9 @@
 #include "xbar/train/trainer.h"
 
-#include <cmath>
-
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 
 #include "xbar/core/error.h"
@@ -183,7 +182,7 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
     Progress bar(StrCat("epoch ", epoch + 1, "/", spec.epochs), batches, stderr, -1, spec.log_interval_s);
     torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(options.device));
     torch::Tensor correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(options.device));
-    int64_t seen = 0;
+    int64_t seen = 0, seen_here = 0;  // images of the global batches / of this process's shards
     for (int64_t b = 0; b < batches; ++b) {
       if (InterruptRequested()) {
         throw InterruptedError(StrCat("interrupted during epoch ", epoch + 1, "; ", epoch, " completed epoch(s) are in ",
@@ -193,10 +192,12 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
       const int64_t count = std::min(spec.batch_size, n - start);
       auto [x, y] = GetBatch(data.train, order, start, count);
       x = Augment(x, data.augment, aug_rng);  // the whole global batch: the same draws at any world size
+      int64_t here = count;
       if (several) {
         const auto [lo, hi] = dp->Shard(count);
         x = x.slice(0, lo, hi);
         y = y.slice(0, lo, hi);
+        here = hi - lo;
       }
       x = x.to(options.device);
       y = y.to(options.device);
@@ -222,13 +223,14 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
       if (options.after_step) options.after_step();
       {
         torch::NoGradGuard no_grad;
-        loss_sum.add_(loss.detach(), static_cast<double>(count));  // several: this shard's part
+        loss_sum.add_(loss.detach(), static_cast<double>(count));  // several: this shard's summed loss
         correct.add_(out.argmax(1).eq(y).sum());
       }
       seen += count;
-      if (bar.Due()) {
-        bar.Update(b + 1, StrCat("loss ", Fixed(loss_sum.item<double>() / static_cast<double>(seen), 4), " acc ",
-                                 Percent(static_cast<double>(correct.item<int64_t>()) / static_cast<double>(seen))));
+      seen_here += here;
+      if (bar.Due()) {  // several: this process's shards until the epoch's totals are summed
+        bar.Update(b + 1, StrCat("loss ", Fixed(loss_sum.item<double>() / static_cast<double>(seen_here), 4), " acc ",
+                                 Percent(static_cast<double>(correct.item<int64_t>()) / static_cast<double>(seen_here))));
       }
     }
     if (several) {
