@@ -236,7 +236,9 @@ TEST(Compress, TargetRatioAllocatesPerLayerSparsityAndMeetsTheTarget) {
   double fc1 = a["layers"]["fc1"]["sparsity"], conv2 = a["layers"]["conv2"]["sparsity"];
   EXPECT_GT(fc1, conv2) << "the largest, least sensitive layer is pruned hardest";
   for (const auto& l : r.layers) {
-    if (l.name == "conv1") EXPECT_EQ(l.nonzero, 75) << "its own sparsity";
+    if (l.name == "conv1") {
+      EXPECT_EQ(l.nonzero, 75) << "its own sparsity";
+    }
   }
 
   // An unreachable target and a target next to the search are configuration errors.
