@@ -86,13 +86,14 @@ std::shared_ptr<DataParallel> DataParallel::FromEnvironment() {
 
 DataParallel::~DataParallel() = default;
 
-void DataParallel::AllReduceSum(const std::vector<torch::Tensor>& tensors) {
+// One collective over the tensors' concatenation (float64), written back in place.
+void DataParallel::Collective(const std::vector<torch::Tensor>& tensors, bool sum) {
   if (world_ == 1 || tensors.empty()) return;
 #ifdef XBAR_HAVE_GLOO
   std::vector<torch::Tensor> flat;
   for (const auto& t : tensors) flat.push_back(t.reshape({-1}).to(torch::kFloat64));
   std::vector<torch::Tensor> buf = {torch::cat(flat)};
-  impl_->group->allreduce(buf)->wait();
+  (sum ? impl_->group->allreduce(buf) : impl_->group->broadcast(buf))->wait();
   int64_t at = 0;
   torch::NoGradGuard no_grad;
   for (const auto& t : tensors) {
@@ -102,21 +103,9 @@ void DataParallel::AllReduceSum(const std::vector<torch::Tensor>& tensors) {
 #endif
 }
 
-void DataParallel::Broadcast(const std::vector<torch::Tensor>& tensors) {
-  if (world_ == 1 || tensors.empty()) return;
-#ifdef XBAR_HAVE_GLOO
-  std::vector<torch::Tensor> flat;
-  for (const auto& t : tensors) flat.push_back(t.reshape({-1}).to(torch::kFloat64));
-  std::vector<torch::Tensor> buf = {torch::cat(flat)};
-  impl_->group->broadcast(buf)->wait();
-  int64_t at = 0;
-  torch::NoGradGuard no_grad;
-  for (const auto& t : tensors) {
-    t.copy_(buf[0].narrow(0, at, t.numel()).view(t.sizes()));
-    at += t.numel();
-  }
-#endif
-}
+void DataParallel::AllReduceSum(const std::vector<torch::Tensor>& tensors) { Collective(tensors, /*sum=*/true); }
+
+void DataParallel::Broadcast(const std::vector<torch::Tensor>& tensors) { Collective(tensors, /*sum=*/false); }
 
 std::pair<int64_t, int64_t> DataParallel::Shard(int64_t count) const {
   return {count * rank_ / world_, count * (rank_ + 1) / world_};

@@ -180,15 +180,24 @@ TEST(CompressSpec, PerLayerOverridesAndSkips) {
   EXPECT_EQ(CompressSpec::FromConfig(back, *m).layers.count("features.0"), 0u);
 }
 
-TEST(Compress, ShortRunSatisfiesEveryConstraintAfterRetraining) {
-  if (!FileExists(std::string(kFashionMnistPath) + "/train-images-idx3-ubyte.gz")) GTEST_SKIP();
+// 1,500 Fashion-MNIST training images and the first `test` test images, on one thread.
+DataBundle FashionSubset(int64_t test) {
   at::set_num_threads(1);
   DatasetSpec d;
   d.train_subset = 1500;
-  d.test_subset = 500;
-  DataBundle data = LoadData(d, 0);
+  d.test_subset = test;
+  return LoadData(d, 0);
+}
+
+std::shared_ptr<Model> SeededLeNet() {
   torch::manual_seed(0);
-  auto m = CreateModel(ModelSpec{});
+  return CreateModel(ModelSpec{});
+}
+
+TEST(Compress, ShortRunSatisfiesEveryConstraintAfterRetraining) {
+  if (!FileExists(std::string(kFashionMnistPath) + "/train-images-idx3-ubyte.gz")) GTEST_SKIP();
+  const DataBundle data = FashionSubset(500);
+  auto m = SeededLeNet();
   Config cfg = Config::Parse(
       "train:\n  epochs: 1\ncompress:\n  sparsity: 0.6\n  structure: crossbar-row\n  polarize_fragment: 4\n"
       "  column_budget: 8\n  quantize_bits: 3\n  admm_rounds: 2\n  epochs_per_round: 1\n  retrain_epochs: 2\n"
@@ -210,13 +219,8 @@ TEST(Compress, ShortRunSatisfiesEveryConstraintAfterRetraining) {
 
 TEST(Compress, TargetRatioAllocatesPerLayerSparsityAndMeetsTheTarget) {
   if (!FileExists(std::string(kFashionMnistPath) + "/train-images-idx3-ubyte.gz")) GTEST_SKIP();
-  at::set_num_threads(1);
-  DatasetSpec d;
-  d.train_subset = 1500;
-  d.test_subset = 300;
-  DataBundle data = LoadData(d, 0);
-  torch::manual_seed(0);
-  auto m = CreateModel(ModelSpec{});
+  const DataBundle data = FashionSubset(300);
+  auto m = SeededLeNet();
   // Weights: 12x fewer non-zeros, conv1 fixed by hand (its sparsity stays 0.5).
   Config cfg = Config::Parse(
       "train:\n  epochs: 1\ncompress:\n  target_ratio: 12\n  allocation_images: 150\n  admm_rounds: 1\n"

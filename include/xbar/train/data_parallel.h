@@ -46,6 +46,7 @@ class DataParallel {
  private:
   struct Impl;
   DataParallel() = default;
+  void Collective(const std::vector<torch::Tensor>& tensors, bool sum);  // all-reduce (sum) or broadcast
   int rank_ = 0, world_ = 1;
   std::unique_ptr<Impl> impl_;
 };
