@@ -18,6 +18,7 @@ PACKAGES=(
   python3-torch           # the Python module's tensors; tests: PyTorch loads our state dicts and we load its
   python3-onnx python3-torchvision python3-pytest  # tests only: real ONNX exports, the pytest suite
   chromium fonts-dejavu-core  # tests only: renders report.html headless (no network, no console errors)
+  clang-14 libclang-rt-14-dev libomp-14-dev  # tests only: libFuzzer harnesses with ASan/UBSan (scripts/fuzz.sh)
 )
 
 missing=()

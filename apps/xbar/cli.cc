@@ -21,9 +21,20 @@ void RegisterAll(CLI::App& app) {
   RegisterRun(app);
 }
 
+void CheckSubcommand(const CLI::App& app, const std::vector<std::string>& args) {
+  if (args.empty() || args[0].empty() || args[0][0] == '-') return;
+  std::string names;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    if (sub->get_name() == args[0]) return;
+    names += StrCat(names.empty() ? "" : ", ", sub->get_name());
+  }
+  throw ConfigError(StrCat("unknown command '", args[0], "'; expected one of ", names, " (see 'xbar --help')"));
+}
+
 void RunCommandLine(const std::vector<std::string>& args) {
   CLI::App app{"xbar"};
   RegisterAll(app);
+  CheckSubcommand(app, args);
   std::vector<std::string> argv_store = {"xbar"};
   argv_store.insert(argv_store.end(), args.begin(), args.end());
   std::vector<char*> argv;

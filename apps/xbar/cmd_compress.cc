@@ -44,6 +44,10 @@ void RunCompress(const CompressArgs& a) {
   if (!dp->leader()) return;
 
   nlohmann::ordered_json j = CompressJson(r);
+  if (j["constraint_violations"].get<int64_t>() != 0) {  // checked before anything is written
+    throw InternalError(StrCat("compressed weights violate their constraints (", j["constraint_violations"].get<int64_t>(),
+                               " violations); nothing written"));
+  }
   j["world_size"] = dp->world();
   std::map<std::string, std::string> meta = ModelMetadata(mspec, data.name, data.norm.mean, data.norm.std);
   nlohmann::json quant = nlohmann::json::object();
@@ -64,6 +68,7 @@ void RunCompress(const CompressArgs& a) {
   }
   j["input_weights"] = loaded.source;
   WriteJson(JoinPath(ctx.run_dir, "compress.json"), j);
+  FinishRun(ctx);
   std::printf("compressed %s: %lld of %lld weights non-zero (%.1fx), %.1fx fewer storage bits, crossbars %lld -> %lld, "
               "accuracy %.2f%% -> %.2f%%, constraint violations %lld; wrote %s\n",
               mspec.name.c_str(), static_cast<long long>(j["weights_nonzero"].get<int64_t>()),
@@ -72,9 +77,6 @@ void RunCompress(const CompressArgs& a) {
               static_cast<long long>(j["crossbars_compressed"].get<int64_t>()), 100 * j["accuracy_dense"].get<double>(),
               100 * j["accuracy_compressed"].get<double>(),
               static_cast<long long>(j["constraint_violations"].get<int64_t>()), model_path.c_str());
-  if (j["constraint_violations"].get<int64_t>() != 0) {
-    throw InternalError("compressed weights violate their constraints; see compress.json");
-  }
 }
 
 void RegisterCompress(CLI::App& app) {

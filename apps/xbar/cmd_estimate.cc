@@ -158,6 +158,7 @@ void RunEstimate(const EstimateArgs& args) {
   }
   WriteJson(JoinPath(ctx.run_dir, "estimate.json"), j);
   WriteFileAtomic(JoinPath(ctx.run_dir, "estimate.csv"), csv);
+  FinishRun(ctx);
   std::printf("wrote %s and estimate.csv\n", JoinPath(ctx.run_dir, "estimate.json").c_str());
 }
 

@@ -26,6 +26,7 @@ void RunEval(const EvalArgs& a) {
                                 {"weights", m.source},  {"test_accuracy", r.accuracy}, {"test_loss", r.loss},
                                 {"test_images", r.count}};
     WriteJson(JoinPath(ctx.run_dir, "eval.json"), j);
+    FinishRun(ctx);
   }
 }
 

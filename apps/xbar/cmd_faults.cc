@@ -243,6 +243,31 @@ void RunFaults(const FaultsArgs& args) {
       (static_cast<int64_t>(rates.size()) + camp.refine) * samples + (camp.random_device ? samples : 1);
   Progress bar("faults", curves * per_curve, stderr, -1, cfg.Float("train.log_interval"));
   int64_t done = 0;
+  // Resource guard: the first simulated chip's time (rank 0's) prices the rest of the campaign, which
+  // is refused before anything is written when that exceeds faults.max_hours.
+  double first_chip_s = -1;
+  bool priced = false;
+  auto price = [&]() {
+    priced = true;
+    const double per_chip = std::stod(dist::Broadcast(StrCat(first_chip_s)));
+    const double max_hours = cfg.Float("faults.max_hours");
+    const int64_t left = curves * per_curve - done;
+    const double hours = per_chip * static_cast<double>(left) / dist::Size() / 3600;
+    dist::Agree([&] {
+      if (max_hours <= 0 || per_chip < 0 || hours <= max_hours) return;
+      char when[64], each[32];
+      if (hours >= 48) {
+        std::snprintf(when, sizeof(when), "%.3g days", hours / 24);
+      } else {
+        std::snprintf(when, sizeof(when), "%.3g hours", hours);
+      }
+      std::snprintf(each, sizeof(each), "%.3g s", per_chip);
+      throw ConfigError(StrCat("xbar faults: this campaign would take about ", when, " (", left,
+                               " more chips at ", each, " each, measured on the first, over ", dist::Size(),
+                               " process", dist::Size() > 1 ? "es" : "", "), over faults.max_hours (", max_hours,
+                               "); lower faults.samples, the grid (faults.rates) or faults.test_images, or raise faults.max_hours"));
+    });
+  };
 
   nlohmann::ordered_json curves_json = nlohmann::ordered_json::array();
   std::vector<PlotSeries> plot;
@@ -302,6 +327,7 @@ void RunFaults(const FaultsArgs& args) {
               if (InterruptRequested()) throw interrupted();
               f.seed = DeriveSeed(ctx.seed, StrCat("faults/", content[wi], "/", scheme, "/", rate_axis ? "" : axis + "=", vtext),
                                   static_cast<uint64_t>(k));
+              const auto chip_start = std::chrono::steady_clock::now();
               sim.Program(f, f.seed);
               if (placed) {
                 placement_s += sim.placement_seconds();
@@ -312,11 +338,15 @@ void RunFaults(const FaultsArgs& args) {
               } catch (const InterruptedError&) {
                 throw interrupted();
               }
+              if (first_chip_s < 0) {
+                first_chip_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - chip_start).count();
+              }
               done += std::min<int64_t>(ranks, n - k);  // the other ranks' samples of this round, too
               bar.Update(done, StrCat(scheme, " ", rate_axis ? "rate" : axis, " ", vtext, " sample ",
                                       std::min<int64_t>(k + ranks, n), "/", n));
             }
             const std::vector<double> all = dist::AllGather(mine);
+            if (!priced) price();
             acc.resize(static_cast<size_t>(n));
             for (int64_t k = 0, at = 0; k < ranks; ++k) {  // rank k's samples sit together, in order
               for (int64_t i = k; i < n; i += ranks) acc[static_cast<size_t>(i)] = all[static_cast<size_t>(at++)];
@@ -423,6 +453,7 @@ void RunFaults(const FaultsArgs& args) {
   WriteJson(JoinPath(ctx.run_dir, "faults.timing.json"),
             {{"ranks", dist::Size()}, {"threads_per_rank", ctx.threads}, {"curves", timing}});
   std::remove(partial_path.c_str());  // finished: faults.json holds every sample
+  FinishRun(ctx);
   std::printf("wrote %s, faults.csv and faults.svg\n", JoinPath(ctx.run_dir, "faults.json").c_str());
 }
 

@@ -177,6 +177,9 @@ class Pipeline {
     if (enabled_.count("faults")) FaultModels();  // config errors before any work
   }
 
+  // The pipeline ended without an error: its resolved config beside results.json (if no report wrote it).
+  void Finish() const { FinishRun(ctx_); }
+
   void Run() {
     const auto begin = std::chrono::steady_clock::now();
     const bool bounded = !a_.only.empty() || !a_.until.empty();
@@ -456,6 +459,7 @@ class Pipeline {
       return cmds;
     }
     // report
+    FinishRun(ctx_);  // the report shows the resolved config
     const Report rep = BuildReport(WriteResults(), ReadFile(JoinPath(dir_, "config.resolved.yaml")));
     const std::string fig_dir = JoinPath(dir_, "report");
     MakeDirs(fig_dir);
@@ -588,6 +592,7 @@ void RunRun(const RunArgs& a) {
   Pipeline p(a, std::move(ctx));
   try {
     p.Run();
+    p.Finish();
   } catch (const std::exception& e) {
     tee.Note(StrCat("xbar: ", e.what()));  // main prints it to the terminal once the tee is gone
     throw;

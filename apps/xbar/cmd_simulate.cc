@@ -86,6 +86,7 @@ void RunSimulate(const SimulateArgs& a) {
   j["placement"] = faults.placement;
   if (faults.placement) WritePlacement(JoinPath(ctx.run_dir, "placement.json"), sim, faults, m.source, map);
   WriteJson(JoinPath(ctx.run_dir, "simulate.json"), j);
+  FinishRun(ctx);
 
   std::printf("%-22s %5s %7s %5s %14s %11s %7s %8s %9s\n", "layer", "tiles", "xbars", "ADC", "conversions", "NMSE",
               "cycles", "skipped", "stuck");

@@ -89,6 +89,7 @@ void RunTrain(const TrainArgs& a) {
       {"history", HistoryToJson(r.history)},
   };
   WriteJson(JoinPath(ctx.run_dir, "train.json"), j);
+  FinishRun(ctx);
   std::printf("test accuracy %.2f%% (loss %.4f) on %lld images after %lld epochs, %.1f s; wrote %s\n",
               100.0 * r.test.accuracy, r.test.loss, static_cast<long long>(r.test.count),
               static_cast<long long>(train_spec.epochs), r.seconds, model_path.c_str());

@@ -46,6 +46,10 @@ void RunFaults(const FaultsArgs& a);
 
 // Every subcommand, the version flag and "exactly one subcommand" (cli.cc).
 void RegisterAll(CLI::App& app);
+
+// ConfigError "unknown command 'X'; expected one of ..." when the first argument is neither an
+// option nor one of app's subcommands (CLI11 alone reports only "A subcommand is required").
+void CheckSubcommand(const CLI::App& app, const std::vector<std::string>& args);
 // Parses and runs one command line (without the program name) in this process: the Python module's
 // entry point. Throws xbar::Error (a parse error is a ConfigError) instead of exiting.
 void RunCommandLine(const std::vector<std::string>& args);

@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <unistd.h>
+
 #include "xbar/core/dist.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
@@ -51,8 +53,10 @@ void SetupOneRank(RunContext& ctx, const std::string& config_path, const std::ve
 
   ctx.run_dir = !out_dir.empty() ? out_dir : (default_run_dir ? JoinPath("runs", cfg.Str("name")) : "");
   if (!ctx.run_dir.empty() && dist::Rank() == 0) {
-    MakeDirs(ctx.run_dir);
-    WriteFileAtomic(JoinPath(ctx.run_dir, "config.resolved.yaml"), cfg.ToYaml());
+    ctx.outputs = std::make_shared<RunOutputs>();
+    ctx.outputs->created_dirs = MakeDirs(ctx.run_dir);
+    ctx.outputs->config_path = JoinPath(ctx.run_dir, "config.resolved.yaml");
+    ctx.outputs->config_yaml = cfg.ToYaml();
   }
 }
 
@@ -63,6 +67,19 @@ RunContext Setup(const std::string& config_path, const std::vector<std::string>&
   RunContext ctx;
   dist::Agree([&] { SetupOneRank(ctx, config_path, sets, out_dir, default_run_dir, distributed, data_parallel); });
   return ctx;
+}
+
+RunOutputs::~RunOutputs() {
+  if (std::uncaught_exceptions() <= exceptions_at_start) return;
+  // The command is failing: the directories Setup created go again, innermost first, when they are
+  // still empty (rmdir removes nothing else, so a resumable checkpoint stays).
+  for (auto it = created_dirs.rbegin(); it != created_dirs.rend(); ++it) ::rmdir(it->c_str());
+}
+
+void FinishRun(const RunContext& ctx) {
+  if (ctx.outputs == nullptr || ctx.outputs->written) return;
+  WriteFileAtomic(ctx.outputs->config_path, ctx.outputs->config_yaml);
+  ctx.outputs->written = true;
 }
 
 const Normalization* ResolveNormalization(const Config& cfg, const std::map<std::string, std::string>& meta,
@@ -145,6 +162,19 @@ LoadedModel LoadModelAndData(const RunContext& ctx, const std::string& weights_a
   auto finish = [&] {
     if (!out.model) out.model = CreateModel(out.spec);
     if (safetensors) LoadStateDict(*out.model, st, weights);
+    // NaN or inf in a weight poisons every result after it (and no crossbar can hold it): refused
+    // here, before any command computes or writes anything.
+    for (const auto& group : {out.model->named_parameters(), out.model->named_buffers()}) {
+      for (const auto& item : group) {
+        const torch::Tensor& t = item.value();
+        if (!t.is_floating_point() || t.numel() == 0) continue;
+        const int64_t bad = t.numel() - torch::isfinite(t).sum().item<int64_t>();
+        if (bad > 0) {
+          throw InputError(StrCat(weights, ": tensor ", item.key(), " has ", bad, " NaN or infinite value",
+                                  bad == 1 ? "" : "s", " of ", t.numel(), "; expected finite weights"));
+        }
+      }
+    }
     out.model->to(ctx.device);
   };
   const DatasetSpec data_spec = DatasetSpec::FromConfig(cfg);

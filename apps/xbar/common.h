@@ -5,7 +5,9 @@
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <exception>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,23 +17,43 @@
 
 namespace xbar::app {
 
+// What a command leaves in its run directory beyond its results: the resolved config, written with
+// them by FinishRun, and the directories Setup created, removed again (when still empty) if the
+// command ends with an exception.
+struct RunOutputs {
+  RunOutputs() = default;
+  RunOutputs(const RunOutputs&) = delete;
+  RunOutputs& operator=(const RunOutputs&) = delete;
+  ~RunOutputs();
+  std::string config_path, config_yaml;
+  std::vector<std::string> created_dirs;
+  bool written = false;
+  int exceptions_at_start = std::uncaught_exceptions();
+};
+
 struct RunContext {
   Config cfg;
   std::string run_dir;  // "" when the command writes nothing
   torch::Device device = torch::kCPU;
   uint64_t seed = 0;
   int threads = 1;
+  std::shared_ptr<RunOutputs> outputs;  // rank 0 with a run directory; shared by copies of the context
 };
 
 // Loads the experiment, applies --set overrides, resolves automatic values (threads), sets
 // LibTorch's thread count, seeds torch's generator and parses the device. When `out_dir` is
-// non-empty or `default_run_dir` is set, creates the run directory and writes config.resolved.yaml
-// (rank 0 of an MPI world). Errors are agreed between the ranks (dist::Agree); a command that is
+// non-empty or `default_run_dir` is set, creates the run directory (rank 0 of an MPI world);
+// config.resolved.yaml is written there with the results, when the command succeeds (FinishRun),
+// and a failed command leaves no directory it created behind (RunOutputs). Errors are agreed between the ranks (dist::Agree); a command that is
 // not `distributed` refuses to run under mpirun with more than one rank.
 // `data_parallel`: the command trains in several processes when WORLD_SIZE says so (train,
 // compress); any other command refuses WORLD_SIZE > 1.
 RunContext Setup(const std::string& config_path, const std::vector<std::string>& sets, const std::string& out_dir,
                  bool default_run_dir, bool distributed = false, bool data_parallel = false);
+
+// The command's results are complete: writes config.resolved.yaml next to them (rank 0; a no-op
+// without a run directory or when already written).
+void FinishRun(const RunContext& ctx);
 
 // A weights file with the model it describes and the dataset it is evaluated on.
 struct LoadedModel {

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "commands.h"
 #include "xbar/core/dist.h"
@@ -62,6 +63,7 @@ int main(int argc, char** argv) {
   }
   if (auto warning = xbar::SlowBlasWarning(); warning && xbar::dist::Rank() == 0) std::fprintf(stderr, "xbar: %s\n", warning->c_str());
   try {
+    xbar::app::CheckSubcommand(app, std::vector<std::string>(argv + 1, argv + argc));
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) {  // --help, --version

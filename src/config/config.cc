@@ -210,9 +210,26 @@ std::string MarkOf(const std::string& source, const YAML::Node& node) {
 }  // namespace
 
 const KeySpec* FindKeySpec(const std::string& key) {
-  auto k = SplitKey(key);
-  for (const auto& spec : Schema()) {
-    if (KeyMatches(SplitKey(spec.key), k)) return &spec;
+  // The schema split once: exact keys by name, patterns (with '*') in schema order after them.
+  struct Index {
+    std::map<std::string, const KeySpec*> exact;
+    std::vector<std::pair<std::vector<std::string>, const KeySpec*>> patterns;
+  };
+  static const Index index = [] {
+    Index ix;
+    for (const auto& spec : Schema()) {
+      if (spec.key.find('*') == std::string::npos) {
+        ix.exact.emplace(spec.key, &spec);
+      } else {
+        ix.patterns.emplace_back(SplitKey(spec.key), &spec);
+      }
+    }
+    return ix;
+  }();
+  if (auto it = index.exact.find(key); it != index.exact.end()) return it->second;
+  const auto k = SplitKey(key);
+  for (const auto& [pattern, spec] : index.patterns) {
+    if (KeyMatches(pattern, k)) return spec;
   }
   return nullptr;
 }
@@ -257,11 +274,17 @@ std::string DescribeExpected(const KeySpec& spec) {
 }
 
 Config::Config() {
-  for (const auto& spec : Schema()) {
-    if (spec.key.find('*') != std::string::npos) continue;  // pattern keys have no default entry
-    values_[spec.key] = ParseValue(spec, YAML::Load(spec.default_value.empty() ? "''" : spec.default_value),
-                                   spec.key, "default");
-  }
+  // Every default parsed once per process (a YAML parse per key made each Config cost ~1 ms).
+  static const std::map<std::string, Value> defaults = [] {
+    std::map<std::string, Value> d;
+    for (const auto& spec : Schema()) {
+      if (spec.key.find('*') != std::string::npos) continue;  // pattern keys have no default entry
+      d[spec.key] = ParseValue(spec, YAML::Load(spec.default_value.empty() ? "''" : spec.default_value), spec.key,
+                               "default");
+    }
+    return d;
+  }();
+  values_ = defaults;
 }
 
 Config Config::Load(const std::string& path, const std::vector<std::string>& overrides) {

@@ -181,6 +181,8 @@ std::vector<KeySpec> BuildSchema() {
       KeySpec{"faults.rates", ValueType::kFloatList, "[1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2]", 0, 1,
               false, false, {}, "xbar faults: fault-rate grid (increasing), each point faults.samples random fault maps"},
       Int("faults.samples", "100", 1, 1000000, "xbar faults: random fault maps per grid point"),
+      Float("faults.max_hours", "168", 0, 1e9, false, false,
+            "xbar faults: refuse a campaign whose time, priced by its first chip, would exceed this many hours (0 = no limit)"),
       KeySpec{"faults.schemes", ValueType::kEnumList, "[]", 0, 0, false, false, SchemeNames(),
               "xbar faults: signed-weight schemes to compare, one curve each per weights file ([] = mapping.scheme)"},
       Float("faults.max_drop", "0.01", 0, 1, true, false,

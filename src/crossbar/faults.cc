@@ -10,43 +10,7 @@
 namespace xbar {
 
 FaultInjector::FaultInjector(const FaultSpec& spec) : spec_(spec) {
-  if (spec.map_file.empty()) return;
-  std::istringstream in(ReadFile(spec.map_file));
-  std::string line;
-  int64_t line_no = 0;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty() || line[0] == '#') continue;
-    std::vector<std::string> f;
-    std::stringstream ls(line);
-    std::string cell;
-    while (std::getline(ls, cell, ',')) f.push_back(cell);
-    if (line_no == 1 && !f.empty() && f[0] == "crossbar") continue;  // header
-    auto bad = [&](const std::string& why) {
-      return InputError(StrCat(spec.map_file, ":", line_no, ": ", why, "; expected crossbar,row,col,SA0|SA1"));
-    };
-    if (f.size() != 4) throw bad(StrCat(f.size(), " fields"));
-    int64_t v[3];
-    for (int i = 0; i < 3; ++i) {
-      try {
-        size_t used = 0;
-        v[i] = std::stoll(f[static_cast<size_t>(i)], &used);
-        if (used != f[static_cast<size_t>(i)].size() || v[i] < 0) throw std::invalid_argument("x");
-      } catch (const std::exception&) {
-        throw bad(StrCat("'", f[static_cast<size_t>(i)], "' is not a non-negative integer"));
-      }
-    }
-    int8_t state = 0;
-    if (f[3] == "SA0") {
-      state = 1;
-    } else if (f[3] == "SA1") {
-      state = 2;
-    } else {
-      throw bad(StrCat("unknown fault type '", f[3], "'"));
-    }
-    map_[v[0]].push_back({v[1], v[2], state, line_no});
-  }
+  if (!spec.map_file.empty()) map_ = ParseFaultMap(ReadFile(spec.map_file), spec.map_file);
 }
 
 void FaultInjector::CheckAllUsed(int64_t crossbars) const {
@@ -64,7 +28,7 @@ torch::Tensor FaultInjector::Draw(int64_t crossbar, int64_t rows, int64_t cols) 
   if (!spec_.map_file.empty()) {
     auto it = map_.find(crossbar);
     if (it == map_.end()) return state;
-    for (const Entry& e : it->second) {
+    for (const FaultMapEntry& e : it->second) {
       if (e.row >= rows || e.col >= cols) {
         throw InputError(StrCat(spec_.map_file, ":", e.line, ": cell (", e.row, ", ", e.col, ") of crossbar ", crossbar,
                                 " is outside its ", rows, " x ", cols, " allocated cells (rows x physical columns; "

@@ -1,6 +1,8 @@
 #include "xbar/data/dataset.h"
 
+#include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
@@ -147,21 +149,41 @@ DataBundle LoadData(const DatasetSpec& spec, uint64_t seed, const LoadOptions& o
   } else {
     const int64_t max_classes = 256;
     // Resolved one after the other so the first missing file is the one reported.
+    std::string train_labels, test_labels;
     if (need_train) {
       const std::string images = ResolveIdxFile(dir, spec.train_images, "train-images-idx3-ubyte", "dataset.train_images");
-      const std::string labels = ResolveIdxFile(dir, spec.train_labels, "train-labels-idx1-ubyte", "dataset.train_labels");
-      train_set = ReadIdxImageSet(images, labels, max_classes);
+      train_labels = ResolveIdxFile(dir, spec.train_labels, "train-labels-idx1-ubyte", "dataset.train_labels");
+      train_set = ReadIdxImageSet(images, train_labels, max_classes);
     }
     const std::string images = ResolveIdxFile(dir, spec.test_images, "t10k-images-idx3-ubyte", "dataset.test_images");
-    const std::string labels = ResolveIdxFile(dir, spec.test_labels, "t10k-labels-idx1-ubyte", "dataset.test_labels");
-    test_set = ReadIdxImageSet(images, labels, max_classes);
-    int64_t max_label = 0;
-    for (int64_t l : need_train ? train_set.labels : test_set.labels) max_label = std::max(max_label, l);
-    b.num_classes = (spec.name == "idx") ? max_label + 1 : 10;
-    if (spec.name == "fashion-mnist") b.class_names = kFashionClasses;
-    if (spec.name != "idx" && max_label >= 10) {
-      throw InputError(StrCat(dir, ": labels go up to ", max_label, " but ", spec.name,
-                              " has 10 classes (use dataset.name: idx for other IDX data)"));
+    test_labels = ResolveIdxFile(dir, spec.test_labels, "t10k-labels-idx1-ubyte", "dataset.test_labels");
+    test_set = ReadIdxImageSet(images, test_labels, max_classes);
+    // Every label of both sets is checked here, before any training: a bad one found by the loss
+    // after an epoch would cost the epoch and leave a checkpoint behind.
+    auto largest = [](const ImageSet& set) {
+      int64_t at = 0;
+      for (int64_t i = 1; i < set.count; ++i) at = set.labels[i] > set.labels[at] ? i : at;
+      return at;
+    };
+    const int64_t train_at = need_train ? largest(train_set) : -1;
+    const int64_t test_at = largest(test_set);
+    const int64_t train_max = need_train ? train_set.labels[train_at] : 0;
+    const int64_t test_max = test_set.labels[test_at];
+    if (spec.name == "idx") {
+      b.num_classes = std::max(train_max, test_max) + 1;
+      if (need_train && test_max > train_max) {
+        throw InputError(StrCat(test_labels, ": label ", test_max, " at index ", test_at,
+                                " does not occur in the training labels (", train_labels, ": 0 to ", train_max, ")"));
+      }
+    } else {
+      b.num_classes = 10;
+      if (spec.name == "fashion-mnist") b.class_names = kFashionClasses;
+      for (const auto& [max, at, file] : {std::tuple{train_max, train_at, train_labels}, std::tuple{test_max, test_at, test_labels}}) {
+        if (max >= 10) {
+          throw InputError(StrCat(file, ": label ", max, " at index ", at, " is out of range [0, 10) for ", spec.name,
+                                  " (use dataset.name: idx for other IDX data)"));
+        }
+      }
     }
   }
   if (need_train && (train_set.channels != test_set.channels || train_set.height != test_set.height ||

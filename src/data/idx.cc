@@ -8,6 +8,7 @@
 
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
+#include "xbar/core/platform.h"
 
 namespace xbar {
 
@@ -34,32 +35,49 @@ int IdxElementSize(uint8_t type_code) {
   }
 }
 
-std::string ReadMaybeGzip(const std::string& path) {
+std::string ReadMaybeGzip(const std::string& path, int64_t max_bytes) {
   if (!FileExists(path)) throw InputError(StrCat(path, ": file not found"));
-  // gzread passes plain files through unchanged, so one path serves both.
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr) throw InputError(StrCat(path, ": cannot open: ", std::strerror(errno)));
+  std::string raw = ReadFile(path, max_bytes);
+  if (raw.size() < 2 || static_cast<uint8_t>(raw[0]) != 0x1f || static_cast<uint8_t>(raw[1]) != 0x8b) return raw;
+  // gzip, inflated in memory (every member of a concatenated file), never past max_bytes.
+  z_stream zs{};
+  if (inflateInit2(&zs, 15 + 16) != Z_OK) throw InternalError(StrCat(path, ": zlib inflateInit2 failed"));
+  struct End {
+    z_stream* z;
+    ~End() { inflateEnd(z); }
+  } end{&zs};
   std::string out;
-  std::vector<char> buf(1 << 20);
+  size_t in_pos = 0, have = 0;
   for (;;) {
-    int n = gzread(f, buf.data(), static_cast<unsigned>(buf.size()));
-    if (n < 0) {
-      int code = 0;
-      std::string msg = gzerror(f, &code);
-      gzclose(f);
-      throw InputError(StrCat(path, ": corrupt or truncated gzip data (", msg, ")"));
+    if (have == out.size()) {
+      if (static_cast<int64_t>(have) >= max_bytes) {
+        throw InputError(StrCat(path, ": inflates to more than ", max_bytes, " bytes, the limit xbar reads from one file"));
+      }
+      out.resize(std::min<size_t>(std::max<size_t>(out.size() * 2, raw.size() * 4), static_cast<size_t>(max_bytes)));
     }
-    if (n == 0) break;
-    out.append(buf.data(), static_cast<size_t>(n));
+    const size_t in_chunk = std::min<size_t>(raw.size() - in_pos, 1u << 30);
+    const size_t out_chunk = std::min<size_t>(out.size() - have, 1u << 30);
+    zs.next_in = reinterpret_cast<Bytef*>(raw.data() + in_pos);
+    zs.avail_in = static_cast<uInt>(in_chunk);
+    zs.next_out = reinterpret_cast<Bytef*>(out.data() + have);
+    zs.avail_out = static_cast<uInt>(out_chunk);
+    const int rc = inflate(&zs, Z_NO_FLUSH);
+    in_pos += in_chunk - zs.avail_in;
+    have += out_chunk - zs.avail_out;
+    if (rc == Z_STREAM_END) {
+      if (in_pos == raw.size()) break;
+      if (inflateReset(&zs) != Z_OK) throw InternalError(StrCat(path, ": zlib inflateReset failed"));
+      continue;
+    }
+    if (rc == Z_BUF_ERROR && in_pos == raw.size()) {
+      throw InputError(StrCat(path, ": corrupt or truncated gzip data (unexpected end of file)"));
+    }
+    if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      throw InputError(StrCat(path, ": corrupt or truncated gzip data (", zs.msg != nullptr ? zs.msg : "zlib error", ", code ", rc, ")"));
+    }
+    if (InterruptRequested()) throw InterruptedError(StrCat(path, ": interrupted while decompressing"));
   }
-  int code = 0;
-  const char* msg = gzerror(f, &code);
-  if (code != Z_OK && code != Z_STREAM_END) {
-    std::string m = msg;
-    gzclose(f);
-    throw InputError(StrCat(path, ": corrupt or truncated gzip data (", m, ")"));
-  }
-  gzclose(f);
+  out.resize(have);
   return out;
 }
 
@@ -84,14 +102,22 @@ IdxArray ParseIdx(const std::string& bytes, const std::string& source) {
     a.dims.push_back((int64_t{u8(o)} << 24) | (int64_t{u8(o + 1)} << 16) | (int64_t{u8(o + 2)} << 8) | u8(o + 3));
   }
   const int esize = IdxElementSize(a.type_code);
-  const long double expected = static_cast<long double>(a.numel()) * esize;
+  // The size the dimensions describe, checked for overflow (dimensions are up to 2^32 - 1 each):
+  // a product that wraps must not pass for the file's size.
   const size_t have = bytes.size() - header;
-  if (expected > static_cast<long double>(have)) {
-    throw InputError(StrCat(source, ": truncated IDX data: dimensions need ", static_cast<double>(expected),
-                            " bytes, file has ", have));
+  uint64_t expected = static_cast<uint64_t>(esize);
+  bool overflow = false;
+  for (int64_t d : a.dims) overflow = overflow || __builtin_mul_overflow(expected, static_cast<uint64_t>(d), &expected);
+  if (overflow || expected > static_cast<uint64_t>(INT64_MAX)) {
+    std::string shape;
+    for (int64_t d : a.dims) shape += StrCat(shape.empty() ? "" : "x", d);
+    throw InputError(StrCat(source, ": IDX dimensions ", shape, " describe more than 2^63 bytes; the file has ", have));
   }
-  if (expected < static_cast<long double>(have)) {
-    throw InputError(StrCat(source, ": IDX file has ", have - static_cast<size_t>(expected),
+  if (expected > have) {
+    throw InputError(StrCat(source, ": truncated IDX data: dimensions need ", expected, " bytes, file has ", have));
+  }
+  if (expected < have) {
+    throw InputError(StrCat(source, ": IDX file has ", have - expected,
                             " trailing bytes after the data its dimensions describe"));
   }
   a.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(header), bytes.end());
@@ -174,34 +200,36 @@ ImageSet ReadIdxImageSet(const std::string& images_path, const std::string& labe
   return s;
 }
 
-ImageSet ReadCifarBinary(const std::vector<std::string>& paths, CifarKind kind) {
+void AppendCifarRecords(const std::string& bytes, const std::string& source, CifarKind kind, ImageSet& s) {
   const size_t label_bytes = kind == CifarKind::kCifar10 ? 1 : 2;
   const int64_t classes = kind == CifarKind::kCifar10 ? 10 : 100;
   constexpr size_t kPixels = 3 * 32 * 32;
   const size_t record = label_bytes + kPixels;
-  ImageSet s;
   s.channels = 3;
   s.height = 32;
   s.width = 32;
-  for (const auto& path : paths) {
-    std::string bytes = ReadMaybeGzip(path);
-    if (bytes.empty() || bytes.size() % record != 0) {
-      throw InputError(StrCat(path, ": size ", bytes.size(), " is not a positive multiple of the ", record,
-                              "-byte ", kind == CifarKind::kCifar10 ? "CIFAR-10" : "CIFAR-100",
-                              " record (truncated or wrong format?)"));
-    }
-    const size_t n = bytes.size() / record;
-    for (size_t r = 0; r < n; ++r) {
-      const char* rec = bytes.data() + r * record;
-      const int64_t label = static_cast<uint8_t>(rec[label_bytes - 1]);  // CIFAR-100: the fine label
-      if (label >= classes) {
-        throw InputError(StrCat(path, ": label ", label, " in record ", r, " is out of range [0, ", classes, ")"));
-      }
-      s.labels.push_back(label);
-      s.pixels.insert(s.pixels.end(), rec + label_bytes, rec + record);
-    }
-    s.count += static_cast<int64_t>(n);
+  if (bytes.empty() || bytes.size() % record != 0) {
+    throw InputError(StrCat(source, ": size ", bytes.size(), " is not a positive multiple of the ", record, "-byte ",
+                            kind == CifarKind::kCifar10 ? "CIFAR-10" : "CIFAR-100", " record (truncated or wrong format?)"));
   }
+  const size_t n = bytes.size() / record;
+  s.labels.reserve(s.labels.size() + n);
+  s.pixels.reserve(s.pixels.size() + n * kPixels);
+  for (size_t r = 0; r < n; ++r) {
+    const char* rec = bytes.data() + r * record;
+    const int64_t label = static_cast<uint8_t>(rec[label_bytes - 1]);  // CIFAR-100: the fine label
+    if (label >= classes) {
+      throw InputError(StrCat(source, ": label ", label, " in record ", r, " is out of range [0, ", classes, ")"));
+    }
+    s.labels.push_back(label);
+    s.pixels.insert(s.pixels.end(), rec + label_bytes, rec + record);
+  }
+  s.count += static_cast<int64_t>(n);
+}
+
+ImageSet ReadCifarBinary(const std::vector<std::string>& paths, CifarKind kind) {
+  ImageSet s;
+  for (const auto& path : paths) AppendCifarRecords(ReadMaybeGzip(path), path, kind, s);
   return s;
 }
 

@@ -24,9 +24,13 @@ enum class ErrorKind {
   kInterrupted = 4,  // stopped by a signal; the run is resumable
 };
 
+// The message with control characters (a newline, a byte quoted from a corrupt file) written as
+// escapes (\n, \x07), so that every error stays one printable line.
+std::string OneLineMessage(const std::string& message);
+
 class Error : public std::runtime_error {
  public:
-  Error(ErrorKind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
+  Error(ErrorKind kind, const std::string& message) : std::runtime_error(OneLineMessage(message)), kind_(kind) {}
   ErrorKind kind() const { return kind_; }
   int exit_code() const { return static_cast<int>(kind_); }
 

@@ -10,8 +10,10 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace xbar {
 
@@ -38,14 +40,24 @@ class AtomicFile {
 // Writes `content` to `path` atomically. Throws InternalError when the disk refuses.
 void WriteFileAtomic(const std::string& path, const std::string& content);
 
-// Reads a whole file. Throws InputError("<path>: cannot open: <reason>") when unreadable.
-std::string ReadFile(const std::string& path);
+// The most xbar reads from one file (a safetensors or ONNX model, a data set, decompressed): 8 GiB.
+constexpr int64_t kMaxReadBytes = int64_t{8} << 30;
+
+// Throws InputError naming the path unless it is a regular file or a pipe (a directory, a device
+// such as /dev/zero or a terminal, a socket, a missing file).
+void CheckReadablePath(const std::string& path);
+
+// Reads a whole regular file or pipe. Throws InputError("<path>: ...") when it is unreadable, not a
+// file (CheckReadablePath) or larger than max_bytes; InterruptedError on SIGINT/SIGTERM while it
+// waits for or reads a pipe.
+std::string ReadFile(const std::string& path, int64_t max_bytes = kMaxReadBytes);
 
 bool FileExists(const std::string& path);
 bool IsDirectory(const std::string& path);
 
 // Creates a directory and its parents (like mkdir -p). Throws ConfigError naming the path.
-void MakeDirs(const std::string& path);
+// Returns the directories it created, outermost first.
+std::vector<std::string> MakeDirs(const std::string& path);
 
 // "a/b" + "c.json" -> "a/b/c.json".
 std::string JoinPath(const std::string& dir, const std::string& name);

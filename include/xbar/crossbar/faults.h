@@ -20,6 +20,7 @@
 #include <map>
 #include <vector>
 
+#include "xbar/crossbar/fault_map.h"
 #include "xbar/crossbar/spec.h"
 
 namespace xbar {
@@ -36,13 +37,8 @@ class FaultInjector {
   bool active() const { return spec_.sa0_rate > 0 || spec_.sa1_rate > 0 || !map_.empty(); }
 
  private:
-  struct Entry {
-    int64_t row, col;
-    int8_t state;
-    int64_t line;
-  };
   FaultSpec spec_;
-  std::map<int64_t, std::vector<Entry>> map_;  // crossbar -> its entries
+  FaultMap map_;  // a measured map: crossbar -> its entries
 };
 
 }  // namespace xbar

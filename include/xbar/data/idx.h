@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "xbar/core/fs.h"
+
 namespace xbar {
 
 struct IdxArray {
@@ -23,14 +25,14 @@ struct IdxArray {
   std::vector<int64_t> dims;
   std::vector<uint8_t> data;  // host byte order; numel * element size bytes
 
-  int64_t numel() const;
+  int64_t numel() const;  // parsed arrays only: ParseIdx checks the product fits
 };
 
 // Element size in bytes of an IDX type code; 0 when the code is not a valid IDX type.
 int IdxElementSize(uint8_t type_code);
 
 // Reads a (possibly gzipped) file whole; throws InputError when it cannot be read or unzipped.
-std::string ReadMaybeGzip(const std::string& path);
+std::string ReadMaybeGzip(const std::string& path, int64_t max_bytes = kMaxReadBytes);
 
 // Parses an IDX file. `source` names it in messages.
 IdxArray ParseIdx(const std::string& bytes, const std::string& source);
@@ -52,5 +54,7 @@ ImageSet ReadIdxImageSet(const std::string& images_path, const std::string& labe
 enum class CifarKind { kCifar10, kCifar100 };
 // Reads and concatenates CIFAR binary files; labels are the (fine) class.
 ImageSet ReadCifarBinary(const std::vector<std::string>& paths, CifarKind kind);
+// Appends the records of one CIFAR binary file's content (`source` names it in messages).
+void AppendCifarRecords(const std::string& bytes, const std::string& source, CifarKind kind, ImageSet& set);
 
 }  // namespace xbar
