@@ -34,7 +34,7 @@ for n in "${NAMES[@]}"; do
   start=$(date +%s.%N)
   rc=0
   OMP_NUM_THREADS=1 $B/fuzz/fuzz_$n "$work" "fuzz/corpus/$n" -runs="$RUNS" -timeout=10 -rss_limit_mb=4096 \
-    -max_len=65536 -seed=1 -print_final_stats=1 -artifact_prefix="$B/findings/$n-" >"$log" 2>&1 || rc=$?
+    -max_len=65536 -seed=1 -print_final_stats=1 -artifact_prefix="$B/findings/$n-" </dev/null >"$log" 2>&1 || rc=$?
   secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   corpus=$(ls "$work" | wc -l)

@@ -107,8 +107,11 @@ IdxArray ParseIdx(const std::string& bytes, const std::string& source) {
   const size_t have = bytes.size() - header;
   uint64_t expected = static_cast<uint64_t>(esize);
   bool overflow = false;
-  for (int64_t d : a.dims) overflow = overflow || __builtin_mul_overflow(expected, static_cast<uint64_t>(d), &expected);
-  if (overflow || expected > static_cast<uint64_t>(INT64_MAX)) {
+  for (int64_t d : a.dims) {  // every partial product too: a later zero dimension must not hide one
+    overflow = overflow || __builtin_mul_overflow(expected, static_cast<uint64_t>(d), &expected) ||
+               expected > static_cast<uint64_t>(INT64_MAX);
+  }
+  if (overflow) {
     std::string shape;
     for (int64_t d : a.dims) shape += StrCat(shape.empty() ? "" : "x", d);
     throw InputError(StrCat(source, ": IDX dimensions ", shape, " describe more than 2^63 bytes; the file has ", have));

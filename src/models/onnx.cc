@@ -69,6 +69,11 @@ torch::ScalarType TorchType(int dt, const std::string& where) {
   }
 }
 
+// Bounds on what a graph may ask for: values per input image (ImageNet's 3 x 224 x 224 is 150,528)
+// and per computed constant.
+constexpr int64_t kMaxImageValues = int64_t{1} << 26;
+constexpr int64_t kMaxTensorValues = int64_t{1} << 30;
+
 torch::Tensor FromProto(const onnx::TensorProto& t, const std::string& where) {
   if (t.data_location() == onnx::TensorProto::EXTERNAL) {
     throw InputError(StrCat(where, ": tensor '", t.name(), "' keeps its data in an external file; export the model "
@@ -84,14 +89,23 @@ torch::Tensor FromProto(const onnx::TensorProto& t, const std::string& where) {
     if (d > 0 && n > (int64_t{1} << 40) / d) throw InputError(StrCat(where, ": tensor '", t.name(), "' is too large"));
     n *= d;
   }
-  torch::Tensor out = torch::empty(dims, torch::TensorOptions().dtype(type));
-  const size_t bytes = static_cast<size_t>(n) * out.element_size();
+  const size_t bytes = static_cast<size_t>(n) * c10::elementSize(type);
   auto bad = [&](size_t have) {
     return InputError(StrCat(where, ": tensor '", t.name(), "' of shape ", IntsText(dims), " holds ", have,
                              " values or bytes, expected ", n));
   };
+  // The data present is checked against the shape before anything is allocated: a header may claim
+  // a huge shape that no data backs.
+  if (t.has_raw_data() && t.raw_data().size() != bytes) throw bad(t.raw_data().size());
+  if (!t.has_raw_data()) {
+    const int64_t have = t.data_type() == onnx::TensorProto::FLOAT    ? t.float_data_size()
+                         : t.data_type() == onnx::TensorProto::DOUBLE ? t.double_data_size()
+                         : t.data_type() == onnx::TensorProto::INT64  ? t.int64_data_size()
+                                                                      : t.int32_data_size();
+    if (have != n) throw bad(static_cast<size_t>(have));
+  }
+  torch::Tensor out = torch::empty(dims, torch::TensorOptions().dtype(type));
   if (t.has_raw_data()) {
-    if (t.raw_data().size() != bytes) throw bad(t.raw_data().size());
     if (bytes > 0) std::memcpy(out.data_ptr(), t.raw_data().data(), bytes);
     return out;
   }
@@ -252,7 +266,8 @@ class OnnxModel : public Model {
   bool IsConst(int s) const { return s >= 0 && consts_[static_cast<size_t>(s)].defined(); }
   const torch::Tensor& Const(int s) const { return consts_[static_cast<size_t>(s)]; }
   std::string Where(const onnx::NodeProto& n) const {
-    return StrCat(path_, ": node '", n.name().empty() ? n.output(0) : n.name(), "' (", n.op_type(), ")");
+    const std::string& name = !n.name().empty() || n.output_size() == 0 ? n.name() : n.output(0);
+    return StrCat(path_, ": node '", name, "' (", n.op_type().substr(0, 64), ")");
   }
 
   void Build();
@@ -400,6 +415,10 @@ void OnnxModel::Build() {
                               "]; xbar needs images N x C x H x W with fixed C, H and W (export with a fixed-size "
                               "example input; a dynamic batch dimension is fine)"));
     }
+    if (dims[1] > kMaxImageValues / dims[2] / dims[3]) {  // checked in this order, no overflow
+      throw InputError(StrCat(path_, ": graph input '", in.name(), "' has shape [", text, "], more than ",
+                              kMaxImageValues, " values per image"));
+    }
     info_.channels = dims[1];
     info_.height = dims[2];
     info_.width = dims[3];
@@ -486,13 +505,13 @@ void OnnxModel::BuildNode(const onnx::NodeProto& n, size_t index) {
   }
   Node d;
   d.op = op_it->second;
-  d.name = n.name().empty() ? n.output(0) : n.name();
   d.type = n.op_type();
   for (const auto& in : n.input()) d.in.push_back(in.empty() ? -1 : Slot(in));
   for (const auto& out : n.output()) d.out.push_back(out.empty() ? -1 : Slot(out));
   if (d.in.empty() || d.in[0] < 0 || d.out.empty() || d.out[0] < 0) {
     throw InputError(StrCat(where, ": needs an input and an output"));
   }
+  d.name = n.name().empty() ? n.output(0) : n.name();
   auto need_inputs = [&](size_t k) {
     if (d.in.size() < k) throw InputError(StrCat(where, ": expected ", k, " inputs, got ", d.in.size()));
   };
@@ -936,8 +955,18 @@ torch::Tensor OnnxModel::RunNode(const Node& d, std::vector<torch::Tensor>& v) {
       return F::pad(x, o.value(value));
     }
     case Op::kCast: return x.to(TorchType(static_cast<int>(d.to), d.name));
-    case Op::kConstantOfShape:
-      return d.value.reshape({}).to(x.device()).expand(IntsOf(x)).clone();
+    case Op::kConstantOfShape: {
+      const std::vector<int64_t> shape = IntsOf(x);
+      int64_t n = 1;
+      for (int64_t s : shape) {
+        if (s < 0 || (s > 0 && n > kMaxTensorValues / s)) {
+          throw InputError(StrCat(d.name, ": ConstantOfShape of shape ", IntsText(shape), ": more than ",
+                                  kMaxTensorValues, " values"));
+        }
+        n *= s;
+      }
+      return d.value.reshape({}).to(x.device()).expand(shape).clone();
+    }
     case Op::kSlice: {
       const std::vector<int64_t> starts = has(1) ? IntsOf(in(1)) : d.starts;
       const std::vector<int64_t> ends = has(2) ? IntsOf(in(2)) : d.ends;

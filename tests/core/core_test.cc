@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <set>
+#include <thread>
 
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
@@ -83,6 +84,45 @@ TEST(Fs, PathsAndDirectories) {
   WriteFileAtomic(dir + "/f", "x");
   EXPECT_THROW(MakeDirs(dir + "/f"), ConfigError);
   EXPECT_THROW(ReadFile(dir + "/none"), InputError);
+}
+
+TEST(Fs, DevicesAreRefusedPipesReadAndTheSizeCapHolds) {
+  // /dev/zero never ends: refused up front (it used to be read forever).
+  try {
+    ReadFile("/dev/zero");
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("/dev/zero: is a character device; expected a regular file or a pipe"),
+              std::string::npos) << e.what();
+  }
+  EXPECT_THROW(ReadFile(::testing::TempDir()), InputError);  // a directory
+  // A pipe is read to its end.
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const std::string payload(100000, 'p');
+  std::thread writer([&] {
+    for (size_t at = 0; at < payload.size();) at += static_cast<size_t>(::write(fds[1], payload.data() + at, payload.size() - at));
+    ::close(fds[1]);
+  });
+  EXPECT_EQ(ReadFile("/dev/fd/" + std::to_string(fds[0])), payload);
+  writer.join();
+  ::close(fds[0]);
+  // The cap: a file larger than max_bytes is refused, naming its size and the limit.
+  const std::string path = ::testing::TempDir() + "/capped.bin";
+  WriteFileAtomic(path, std::string(1000, 'x'));
+  EXPECT_EQ(ReadFile(path, 1000).size(), 1000u);
+  try {
+    ReadFile(path, 999);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("1000 bytes is over the limit of 999 bytes"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Error, MessagesAreOneLineWhateverTheyQuote) {
+  // Found by fuzzing: yaml-cpp quotes the offending character, a newline among them.
+  const ConfigError e("x.yaml:6: unknown escape character: \n\r\x07\tend");
+  EXPECT_STREQ(e.what(), "x.yaml:6: unknown escape character: \\n\\r\\x07 end");
 }
 
 TEST(Error, CheckThrowsInternalErrorWithLocationAndExitCodes) {

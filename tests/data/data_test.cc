@@ -97,6 +97,19 @@ TEST(Idx, CorruptFilesNameTheFileAndTheProblem) {
   EXPECT_NE(ErrorOf([&] { ReadIdx(d + "/hdr.idx"); }).find("truncated IDX header"), std::string::npos);
   EXPECT_NE(ErrorOf([&] { ReadIdx(d + "/missing.idx"); }).find("missing.idx: file not found"), std::string::npos);
 
+  // Found by fuzzing: dimensions whose product overflows 64 bits before a zero dimension (the
+  // file holds 0 bytes of data, which the whole product matches) or wraps to the file's size.
+  auto bytes_of = [](std::initializer_list<int> v) {
+    std::string out;
+    for (int x : v) out.push_back(static_cast<char>(x));
+    return out;
+  };
+  WriteFileAtomic(d + "/zero.idx", bytes_of({0, 0, 8, 3, 0xfd, 0, 0, 0x5f, 0xff, 0xff, 0xf9, 0, 0, 0, 0, 0}));
+  EXPECT_NE(ErrorOf([&] { ReadIdx(d + "/zero.idx"); }).find("zero.idx: IDX dimensions 4244635743x4294965504x0 describe more than 2^63"),
+            std::string::npos) << ErrorOf([&] { ReadIdx(d + "/zero.idx"); });
+  WriteFileAtomic(d + "/wrap.idx", bytes_of({0, 0, 8, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}));
+  EXPECT_NE(ErrorOf([&] { ReadIdx(d + "/wrap.idx"); }).find("describe more than 2^63 bytes"), std::string::npos);
+
   WriteIdx(d + "/good.idx.gz", Images(50, 28, 28, 0), true);
   const std::string gz = ReadFile(d + "/good.idx.gz");
   WriteFileAtomic(d + "/trunc.idx.gz", gz.substr(0, gz.size() / 2));

@@ -38,6 +38,13 @@ class GraphBuilder {
       p->set_raw_data(std::string(static_cast<const char*>(c.data_ptr()), c.numel() * sizeof(float)));
     }
   }
+  // An initializer that claims a shape but holds no data.
+  void InitShapeOnly(const std::string& name, std::vector<int64_t> dims) {
+    auto* p = g_->add_initializer();
+    p->set_name(name);
+    p->set_data_type(onnx::TensorProto::FLOAT);
+    for (int64_t d : dims) p->add_dims(d);
+  }
   onnx::NodeProto* Node(const std::string& op, const std::string& name, std::vector<std::string> in,
                         std::vector<std::string> out) {
     auto* n = g_->add_node();
@@ -216,6 +223,31 @@ TEST(Onnx, ErrorsNameTheNodeAndWhatIsExpected) {
     b.Node("Relu", "r", {"nothing"}, {"y"});
     b.Output("y");
     EXPECT_THROW(LoadOnnxModel(b.Save("dangling.onnx")), InputError);
+  }
+  {
+    // Found by fuzzing (fuzz/corpus/onnx/regression-node-without-output.onnx): an unnamed node
+    // without outputs was named after output(0), which does not exist.
+    GraphBuilder b;
+    b.Input("x", {1, 1, 4, 4});
+    b.Node("Relu", "", {"x"}, {});
+    b.Output("x");
+    EXPECT_THROW(LoadOnnxModel(b.Save("no-output.onnx")), InputError);
+  }
+  {
+    // Found by fuzzing: a 2^20 x 2^20 initializer without data was allocated (4 TB) before its
+    // data was checked.
+    GraphBuilder b;
+    b.Input("x", {1, 1, 4, 4});
+    b.InitShapeOnly("w", {1 << 20, 1 << 20});
+    b.Node("Relu", "r", {"x"}, {"y"});
+    b.Output("y");
+    try {
+      LoadOnnxModel(b.Save("huge.onnx"));
+      FAIL() << "expected an InputError";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("tensor 'w' of shape [1048576, 1048576] holds 0 values or bytes"),
+                std::string::npos) << e.what();
+    }
   }
   const std::string junk = JoinPath(::testing::TempDir(), "junk.onnx");
   WriteFileAtomic(junk, "\x08\x07not a protobuf at all \xff\xff\xff");
