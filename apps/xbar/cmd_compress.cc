@@ -46,7 +46,7 @@ void RunCompress(const CompressArgs& a) {
   nlohmann::ordered_json j = CompressJson(r);
   if (j["constraint_violations"].get<int64_t>() != 0) {  // checked before anything is written
     throw InternalError(StrCat("compressed weights violate their constraints (", j["constraint_violations"].get<int64_t>(),
-                               " violations); nothing written"));
+                               " violations); the weights are not written"));
   }
   j["world_size"] = dp->world();
   std::map<std::string, std::string> meta = ModelMetadata(mspec, data.name, data.norm.mean, data.norm.std);

@@ -44,8 +44,9 @@ struct RunContext {
 // LibTorch's thread count, seeds torch's generator and parses the device. When `out_dir` is
 // non-empty or `default_run_dir` is set, creates the run directory (rank 0 of an MPI world);
 // config.resolved.yaml is written there with the results, when the command succeeds (FinishRun),
-// and a failed command leaves no directory it created behind (RunOutputs). Errors are agreed between the ranks (dist::Agree); a command that is
-// not `distributed` refuses to run under mpirun with more than one rank.
+// and a failed command leaves no directory it created behind (RunOutputs). Errors are agreed
+// between the ranks (dist::Agree); a command that is not `distributed` refuses to run under mpirun
+// with more than one rank.
 // `data_parallel`: the command trains in several processes when WORLD_SIZE says so (train,
 // compress); any other command refuses WORLD_SIZE > 1.
 RunContext Setup(const std::string& config_path, const std::vector<std::string>& sets, const std::string& out_dir,
