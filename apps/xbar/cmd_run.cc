@@ -307,7 +307,7 @@ class Pipeline {
         continue;
       }
       for (const std::string& k : cfg_.KeysWithPrefix(sec + ".")) {
-        if (k != "train.log_interval" && k != "train.eval_batch_size") fp[k] = cfg_.Text(k);
+        if (ChangesResults(k)) fp[k] = cfg_.Text(k);
       }
     }
     if (stage == "train" && !imported_.empty()) fp["imported weights (FNV-1a)"] = Hex(HashBytes(ReadFile(imported_)));

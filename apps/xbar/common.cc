@@ -219,12 +219,17 @@ void AddConfigOptions(CLI::App* cmd, std::string* config, std::vector<std::strin
       "an ONNX network to use instead of model.name (the same as --set model.onnx=FILE)");
 }
 
+bool ChangesResults(const std::string& key) {
+  // Progress output, evaluation batching and the campaign time guard change no number written.
+  return key != "train.log_interval" && key != "train.eval_batch_size" && key != "faults.max_hours";
+}
+
 std::map<std::string, std::string> Fingerprint(const Config& cfg, const std::vector<std::string>& sections) {
   std::map<std::string, std::string> fp;
   fp["seed"] = cfg.Text("seed");
   for (const auto& section : sections) {
     for (const auto& key : cfg.KeysWithPrefix(section + ".")) {
-      if (key != "train.log_interval" && key != "train.eval_batch_size") fp[key] = cfg.Text(key);
+      if (ChangesResults(key)) fp[key] = cfg.Text(key);
     }
   }
   return fp;

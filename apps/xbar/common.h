@@ -83,8 +83,12 @@ const Normalization* ResolveNormalization(const Config& cfg, const std::map<std:
 // Adds the options every experiment command shares: -c/--config (required) and repeatable --set.
 void AddConfigOptions(CLI::App* cmd, std::string* config, std::vector<std::string>* sets);
 
+// False for the keys that cannot change a result (progress logging, evaluation batch size, the
+// campaign time guard): left out of resume fingerprints and `xbar run`'s stage keys.
+bool ChangesResults(const std::string& key);
+
 // The settings a resumed run must share with the run that wrote its checkpoint: every key of
-// the given sections (and the seed), except those that cannot change results (threads, logging).
+// the given sections (and the seed), except those that cannot change results (ChangesResults).
 std::map<std::string, std::string> Fingerprint(const Config& cfg, const std::vector<std::string>& sections);
 
 // Pretty-printed JSON, written atomically.
