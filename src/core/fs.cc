@@ -53,7 +53,10 @@ void WriteFileAtomic(const std::string& path, const std::string& content) {
 
 void CheckReadablePath(const std::string& path) {
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) throw InputError(StrCat(path, ": cannot open: ", std::strerror(errno)));
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) throw InputError(StrCat(path, ": file not found"));
+    throw InputError(StrCat(path, ": cannot open: ", std::strerror(errno)));
+  }
   if (S_ISDIR(st.st_mode)) throw InputError(StrCat(path, ": is a directory; expected a file"));
   // A device (/dev/zero, a terminal) or a socket never ends or never starts: refused. A pipe
   // (`-c <(...)`, /dev/stdin fed by a pipe) is read to its end, interruptibly.

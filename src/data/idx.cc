@@ -36,8 +36,10 @@ int IdxElementSize(uint8_t type_code) {
 }
 
 std::string ReadMaybeGzip(const std::string& path, int64_t max_bytes) {
-  if (!FileExists(path)) throw InputError(StrCat(path, ": file not found"));
-  std::string raw = ReadFile(path, max_bytes);
+  return InflateIfGzip(ReadFile(path, max_bytes), path, max_bytes);
+}
+
+std::string InflateIfGzip(std::string raw, const std::string& path, int64_t max_bytes) {
   if (raw.size() < 2 || static_cast<uint8_t>(raw[0]) != 0x1f || static_cast<uint8_t>(raw[1]) != 0x8b) return raw;
   // gzip, inflated in memory (every member of a concatenated file), never past max_bytes.
   z_stream zs{};

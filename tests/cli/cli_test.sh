@@ -38,7 +38,7 @@ contains "$T/out" "xbar " "--version prints the version"
 expect 2 "no subcommand" "$XBAR"
 expect 2 "train without -c" "$XBAR" train
 expect 2 "missing config file" "$XBAR" train -c "$T/nope.yaml"
-contains "$T/err" "nope.yaml: cannot open" "missing config names the file"
+contains "$T/err" "nope.yaml: file not found" "missing config names the file"
 printf 'model:\n  name: lenet5\ntrain:\n  epoch: 3\n' >"$T/typo.yaml"
 expect 2 "unknown key" "$XBAR" train -c "$T/typo.yaml" -o "$T/typo"
 contains "$T/err" "typo.yaml:4: unknown key 'train.epoch' (did you mean 'train.epochs'?)" "unknown key names file:line"

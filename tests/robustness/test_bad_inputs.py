@@ -147,7 +147,7 @@ CASES = [
     ("CLI usage", "`WORLD_SIZE=2` for a command that does not train", 2, "WORLD_SIZE=2",
      lambda t: ["simulate", "-c", CFG, "--weights", t.w, "-o", t.out]),
     # config files
-    ("config", "`-c` file missing", 2, "nope.yaml: cannot open", lambda t: ["train", "-c", os.path.join(t.tmp, "nope.yaml")]),
+    ("config", "`-c` file missing", 2, "nope.yaml: file not found", lambda t: ["train", "-c", os.path.join(t.tmp, "nope.yaml")]),
     ("config", "`-c` a directory", 2, "is a directory", lambda t: ["train", "-c", t.tmp, "-o", t.out]),
     ("config", "`-c /dev/zero` (a device)", 2, "/dev/zero: is a character device", lambda t: ["train", "-c", "/dev/zero", "-o", t.out]),
     ("config", "YAML syntax error", 2, "bad.yaml:3: YAML syntax error: end of sequence flow not found",

@@ -34,6 +34,10 @@ int IdxElementSize(uint8_t type_code);
 // Reads a (possibly gzipped) file whole; throws InputError when it cannot be read or unzipped.
 std::string ReadMaybeGzip(const std::string& path, int64_t max_bytes = kMaxReadBytes);
 
+// `raw` itself when it is not gzip data; otherwise its inflated content (every member of a
+// concatenated file), refused past `max_bytes`. `source` names it in messages.
+std::string InflateIfGzip(std::string raw, const std::string& source, int64_t max_bytes = kMaxReadBytes);
+
 // Parses an IDX file. `source` names it in messages.
 IdxArray ParseIdx(const std::string& bytes, const std::string& source);
 IdxArray ReadIdx(const std::string& path);
