@@ -6,6 +6,10 @@
 #include <charconv>
 #include <cmath>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <utility>
 #include <cstdlib>
 #include <sstream>
 
@@ -329,7 +333,27 @@ void Config::ApplyPreset() {
                              "); expected one of ", names, " or a path to a preset YAML"));
   }
   const std::string name = is_path ? FileStem(path) : preset;
-  const Config p = ParseOnly(ReadFile(path), path, {});
+  // Parsed once per process for each path and content (a campaign or a fuzzer loads configs by
+  // the thousand); a map never moves its nodes, so the reference outlives the lock.
+  static std::mutex mu;
+  static std::map<std::pair<std::string, std::string>, Config> parsed;
+  std::pair<std::string, std::string> key_of{path, ReadFile(path)};
+  const Config* found = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (auto it = parsed.find(key_of); it != parsed.end()) found = &it->second;
+  }
+  std::optional<Config> uncached;
+  if (found == nullptr) {
+    Config p = ParseOnly(key_of.second, path, {});
+    std::lock_guard<std::mutex> lock(mu);
+    if (parsed.size() < 64) {
+      found = &parsed.try_emplace(std::move(key_of), std::move(p)).first->second;
+    } else {
+      found = &uncached.emplace(std::move(p));
+    }
+  }
+  const Config& p = *found;
   for (const auto& [key, v] : p.values_) {
     if (v.origin != Value::Origin::kUser) continue;
     const bool hardware = key.compare(0, 8, "mapping.") == 0 || key.compare(0, 7, "device.") == 0 ||

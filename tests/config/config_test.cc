@@ -131,8 +131,21 @@ TEST(Config, LoadNamesTheFileAndDefaultsTheNameToItsStem) {
     Config::Load(dir + "/nope.yaml");
     FAIL();
   } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("nope.yaml: cannot open"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("nope.yaml: file not found"), std::string::npos) << e.what();
   }
+}
+
+TEST(Config, PresetFromAPathIsReadAgainWhenItChanges) {
+  // Parsed presets are cached by path and content: an edited preset file takes effect on the next load.
+  const std::string dir = ::testing::TempDir();
+  WriteFileAtomic(dir + "/chip.yaml", "mapping:\n  adc_bits: 5\n");
+  WriteFileAtomic(dir + "/exp.yaml", "arch:\n  preset: " + dir + "/chip.yaml\n");
+  EXPECT_EQ(Config::Load(dir + "/exp.yaml").Int("mapping.adc_bits"), 5);
+  EXPECT_EQ(Config::Load(dir + "/exp.yaml", {"mapping.adc_bits=7"}).Int("mapping.adc_bits"), 7);  // the user's value wins
+  WriteFileAtomic(dir + "/chip.yaml", "mapping:\n  adc_bits: 6\n");
+  EXPECT_EQ(Config::Load(dir + "/exp.yaml").Int("mapping.adc_bits"), 6);
+  WriteFileAtomic(dir + "/chip.yaml", "train:\n  epochs: 3\n");
+  EXPECT_THROW(Config::Load(dir + "/exp.yaml"), ConfigError);
 }
 
 TEST(Config, EveryDefaultSatisfiesItsOwnSchema) {
