@@ -46,6 +46,7 @@ int Fail(const std::string& message, int code) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  xbar::KeepFreedMemoryForReuse();
   CLI::App app{"xbar — train, compress, map, simulate and cost DNNs on ReRAM crossbars"};
   xbar::app::RegisterAll(app);
 

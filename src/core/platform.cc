@@ -1,6 +1,7 @@
 #include "xbar/core/platform.h"
 
 #include <link.h>
+#include <malloc.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 #include "xbar/core/error.h"
@@ -76,5 +78,13 @@ void InstallInterruptHandlers() {
 bool InterruptRequested() { return g_interrupted.load(std::memory_order_relaxed); }
 
 void ClearInterruptForTesting() { g_interrupted = false; }
+
+bool KeepFreedMemoryForReuse() {
+  // Allocations up to 1 GiB come from the heap (not a fresh mapping each), and the heap is never
+  // trimmed: a freed batch's tensors serve the next batch without page faults.
+  const bool mmap_ok = mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1;
+  const bool trim_ok = mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max()) == 1;
+  return mmap_ok && trim_ok;
+}
 
 }  // namespace xbar
