@@ -249,7 +249,8 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
     torch::Tensor xq = quantize(cols[static_cast<size_t>(g)]);
     if (collect_ && g == 0) s.vectors += xq.size(0);
     torch::Tensor yi;
-    if (mode == SimMode::kReference || layer.lossless()) {
+    const bool lossless = mode == SimMode::kReference || layer.lossless();
+    if (lossless) {
       yi = layer.Reference(xq);  // provably what the crossbar computes: the fast path
       if (collect_) layer.CountReads(xq, s.signed_inputs, &s.reads);
     } else {
@@ -258,7 +259,8 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
       yi = layer.Forward(xq, s.signed_inputs, DeriveSeed(seed_, "read-noise"), collect_ ? &s.reads : nullptr,
                          image_offset_ * per_image);
     }
-    if (collect_ && mode == SimMode::kCrossbar) AddSquares(yi, layer.Reference(xq), B, &s.err2_ref, &s.ref2);
+    // Against the exact integer GEMM (a lossless layer's output is that GEMM: no error, no second GEMM).
+    if (collect_ && mode == SimMode::kCrossbar) AddSquares(yi, lossless ? yi : layer.Reference(xq), B, &s.err2_ref, &s.ref2);
     outs.push_back(yi * (layer.weight_scale() * s.input_scale));
   }
   torch::Tensor y = outs.size() == 1 ? outs[0] : torch::cat(outs, 1);  // [rows, out]
