@@ -74,6 +74,7 @@ void RunSimulate(const SimulateArgs& a) {
 
   NetworkSimulator sim(*m.model, map, device, StoredScales(m));
   sim.SetProgressInterval(cfg.Float("train.log_interval"));
+  sim.SetStatsImages(cfg.Int("simulate.stats_images"));
   sim.Calibrate(m.data.train, batch, ctx.device);
   sim.Program(faults, ctx.seed);
   const EvalResult flt = sim.Evaluate(m.data.test, SimMode::kFloat, batch, ctx.device);
@@ -83,6 +84,7 @@ void RunSimulate(const SimulateArgs& a) {
   nlohmann::ordered_json j = SimulateJson(map.scheme->Name(), xb.accuracy, flt.accuracy, ref.accuracy, layers);
   j["weights"] = m.source;
   j["test_images"] = xb.count;
+  j["stats_images"] = sim.stats_images();
   j["placement"] = faults.placement;
   if (faults.placement) WritePlacement(JoinPath(ctx.run_dir, "placement.json"), sim, faults, m.source, map);
   WriteJson(JoinPath(ctx.run_dir, "simulate.json"), j);

@@ -397,7 +397,11 @@ EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t
       s->vectors = 0;
     }
   }
-  collect_ = mode == SimMode::kCrossbar && stats_;
+  // Statistics on the first stats_images_ test images (0: all); a batch never straddles that
+  // boundary, so which images are measured does not depend on the batch size.
+  const bool want_stats = mode == SimMode::kCrossbar && stats_;
+  const int64_t stats_n = !want_stats ? 0 : stats_images_ > 0 ? std::min(stats_images_, data.size()) : data.size();
+  collect_ = false;
   model_.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
     return RunLayer(*by_name.at(l.name), l, x, ideal, mode);
   });
@@ -406,17 +410,18 @@ EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t
   int64_t correct = 0;
   {
     torch::NoGradGuard no_grad;
-    const int64_t batches = (data.size() + batch_size - 1) / batch_size;
+    const int64_t batches = (stats_n + batch_size - 1) / batch_size + (data.size() - stats_n + batch_size - 1) / batch_size;
     const char* what = mode == SimMode::kCrossbar ? "simulate" : "simulate (ideal crossbar)";
     Progress bar(what, std::max<int64_t>(batches, 1), stderr, -1, progress_interval_s_);
-    for (int64_t start = 0, b = 0; start < data.size(); start += batch_size, ++b) {
+    for (int64_t start = 0, b = 0, n = 0; start < data.size(); start += n, ++b) {
       if (InterruptRequested()) {
         model_.SetLayerOverride(nullptr);
         collect_ = false;
         throw InterruptedError(StrCat("interrupted after ", start, " of ", data.size(), " test images; nothing was written"));
       }
       image_offset_ = start;
-      const int64_t n = std::min(batch_size, data.size() - start);
+      n = std::min(batch_size, (start < stats_n ? stats_n : data.size()) - start);
+      collect_ = start < stats_n;
       torch::Tensor out = model_.forward(data.images.slice(0, start, start + n).to(device));
       torch::Tensor y = data.labels.slice(0, start, start + n).to(device);
       // Per-image losses summed in image order: the total does not depend on the batch size.
@@ -434,7 +439,7 @@ EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t
   image_offset_ = 0;
   model_.SetLayerOverride(nullptr);
   collect_ = false;
-  if (mode == SimMode::kCrossbar) evaluated_images_ = data.size();
+  if (mode == SimMode::kCrossbar) evaluated_images_ = stats_n;
   total.count = data.size();
   total.loss = total.count > 0 ? loss / static_cast<double>(total.count) : 0;
   total.accuracy = total.count > 0 ? static_cast<double>(correct) / static_cast<double>(total.count) : 0;

@@ -976,5 +976,45 @@ TEST(Campaign, FaultyLosslessCrossbarsFoldIntoIntegerWeightsExactly) {
   EXPECT_FALSE(a.FoldedWeights().defined());
 }
 
+TEST(Network, StatisticsFromTheFirstImagesOnly) {
+  // simulate.stats_images: the first k test images carry the per-layer statistics (the engine, on
+  // stuck cells), the rest run on the folded weights; the accuracy and loss are those of an all-
+  // statistics run, and the statistics those of a run over the first k images alone, even when a
+  // batch would straddle image k.
+  if (!FileExists(std::string(kFashionMnistPath) + "/t10k-images-idx3-ubyte.gz")) GTEST_SKIP() << "no Fashion-MNIST";
+  DatasetSpec d;
+  d.train_subset = 100;
+  d.test_subset = 150;
+  DataBundle data = LoadData(d, 0);
+  torch::manual_seed(0);
+  auto m = CreateModel(ModelSpec{});
+  MappingSpec map = Map(kComplementary, 128, 128, 2, 1);
+  map.calibration_images = 100;
+  NetworkSimulator sim(*m, map, DeviceSpec{});
+  sim.Calibrate(data.train, 50, torch::kCPU);
+  FaultSpec fs;
+  fs.sa0_rate = 0.002;
+  fs.sa1_rate = 0.01;
+  fs.seed = 3;
+  sim.Program(fs, 3);
+  const EvalResult all = sim.Evaluate(data.test, SimMode::kCrossbar, 40, torch::kCPU);
+  EXPECT_EQ(sim.stats_images(), 150);
+  Dataset first;
+  first.images = data.test.images.narrow(0, 0, 70);
+  first.labels = data.test.labels.narrow(0, 0, 70);
+  sim.Evaluate(first, SimMode::kCrossbar, 40, torch::kCPU);
+  const nlohmann::ordered_json expected = SimulateJson("s", 0, 0, 0, sim.Report())["layers"];
+  sim.SetStatsImages(70);
+  const EvalResult some = sim.Evaluate(data.test, SimMode::kCrossbar, 40, torch::kCPU);
+  EXPECT_EQ(sim.stats_images(), 70);
+  EXPECT_EQ(some.loss, all.loss);
+  EXPECT_EQ(some.accuracy, all.accuracy);
+  EXPECT_EQ(SimulateJson("s", 0, 0, 0, sim.Report())["layers"], expected);
+  EXPECT_GT(expected[0]["output_nmse_reference"].get<double>(), 0.0) << "the faults show in the statistics";
+  sim.SetStatsImages(1000);  // more than the test set: every image
+  sim.Evaluate(data.test, SimMode::kCrossbar, 40, torch::kCPU);
+  EXPECT_EQ(sim.stats_images(), 150);
+}
+
 }  // namespace
 }  // namespace xbar

@@ -94,6 +94,11 @@ class NetworkSimulator {
   // Statistics (NMSE against float and exact layers, ADC conversions, zero-skipping) cost extra
   // work per layer; on by default.
   void SetCollectStats(bool on) { stats_ = on; }
+  // Statistics from the first `n` test images of an Evaluate only (0: every image, the default);
+  // the other images take the fast path wherever their layers allow it. The images measured in
+  // the last kCrossbar Evaluate: stats_images().
+  void SetStatsImages(int64_t n) { stats_images_ = n; }
+  int64_t stats_images() const { return evaluated_images_; }
   // Only the read statistics (ADC conversions, zero-skipping cycles), without the NMSE: lossless
   // layers then run on the exact fast path and count their reads on the lowered inputs.
   void SetReadStatsOnly(bool on) { reads_only_ = on; }
@@ -128,6 +133,7 @@ class NetworkSimulator {
   bool collect_ = false;
   bool stats_ = true;
   bool reads_only_ = false;
+  int64_t stats_images_ = 0;
   double progress_interval_s_ = 10.0;
   bool quiet_ = false;
 };
