@@ -896,6 +896,34 @@ TEST(Placement, HarmModelIsWhatTheEngineComputesAndPlacementLowersIt) {
   }
 }
 
+namespace {
+// LeNet-5 (seed 0) calibrated on 100 Fashion-MNIST training images and programmed with 0.2 %
+// stuck-off and 1 % stuck-on cells (seed 3), scheme s on 128x128 arrays, lossless ADC; 150 test
+// images. The fixture of the fast-path tests on faulty chips.
+struct FaultyLeNet {
+  DataBundle data;
+  std::shared_ptr<Model> model;
+  std::unique_ptr<NetworkSimulator> sim;
+  explicit FaultyLeNet(const Scheme* s) {
+    DatasetSpec d;
+    d.train_subset = 100;
+    d.test_subset = 150;
+    data = LoadData(d, 0);
+    torch::manual_seed(0);
+    model = CreateModel(ModelSpec{});
+    MappingSpec map = Map(s, 128, 128, 2, 1);
+    map.calibration_images = 100;
+    sim = std::make_unique<NetworkSimulator>(*model, map, DeviceSpec{});
+    sim->Calibrate(data.train, 50, torch::kCPU);
+    FaultSpec fs;
+    fs.sa0_rate = 0.002;
+    fs.sa1_rate = 0.01;
+    fs.seed = 3;
+    sim->Program(fs, 3);
+  }
+};
+}  // namespace
+
 TEST(Campaign, FaultyLosslessCrossbarsFoldIntoIntegerWeightsExactly) {
   // With a lossless ADC, stuck cells keep the crossbar an integer linear map: FoldedWeights() must
   // reproduce the engine bit for bit, for every scheme, signed and unsigned inputs, 1- and 2-bit
@@ -936,22 +964,10 @@ TEST(Campaign, FaultyLosslessCrossbarsFoldIntoIntegerWeightsExactly) {
   // engine; the same loss and accuracy to the last bit.
   if (FileExists(std::string(kFashionMnistPath) + "/t10k-images-idx3-ubyte.gz")) {
     at::set_num_threads(2);
-    DatasetSpec d;
-    d.train_subset = 100;
-    d.test_subset = 150;
-    DataBundle data = LoadData(d, 0);
-    torch::manual_seed(0);
-    auto m = CreateModel(ModelSpec{});
     for (const Scheme* s : {kTwoColumn, kComplementary}) {
-      MappingSpec map = Map(s, 128, 128, 2, 1);
-      map.calibration_images = 100;
-      NetworkSimulator sim(*m, map, DeviceSpec{});
-      sim.Calibrate(data.train, 50, torch::kCPU);
-      FaultSpec fs;
-      fs.sa0_rate = 0.002;
-      fs.sa1_rate = 0.01;
-      fs.seed = 3;
-      sim.Program(fs, 3);
+      FaultyLeNet f(s);
+      NetworkSimulator& sim = *f.sim;
+      const DataBundle& data = f.data;
       sim.SetCollectStats(true);
       const EvalResult engine = sim.Evaluate(data.test, SimMode::kCrossbar, 50, torch::kCPU);
       sim.SetCollectStats(false);
@@ -982,21 +998,9 @@ TEST(Network, StatisticsFromTheFirstImagesOnly) {
   // statistics run, and the statistics those of a run over the first k images alone, even when a
   // batch would straddle image k.
   if (!FileExists(std::string(kFashionMnistPath) + "/t10k-images-idx3-ubyte.gz")) GTEST_SKIP() << "no Fashion-MNIST";
-  DatasetSpec d;
-  d.train_subset = 100;
-  d.test_subset = 150;
-  DataBundle data = LoadData(d, 0);
-  torch::manual_seed(0);
-  auto m = CreateModel(ModelSpec{});
-  MappingSpec map = Map(kComplementary, 128, 128, 2, 1);
-  map.calibration_images = 100;
-  NetworkSimulator sim(*m, map, DeviceSpec{});
-  sim.Calibrate(data.train, 50, torch::kCPU);
-  FaultSpec fs;
-  fs.sa0_rate = 0.002;
-  fs.sa1_rate = 0.01;
-  fs.seed = 3;
-  sim.Program(fs, 3);
+  FaultyLeNet f(kComplementary);
+  NetworkSimulator& sim = *f.sim;
+  const DataBundle& data = f.data;
   const EvalResult all = sim.Evaluate(data.test, SimMode::kCrossbar, 40, torch::kCPU);
   EXPECT_EQ(sim.stats_images(), 150);
   Dataset first;
