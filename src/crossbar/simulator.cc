@@ -152,20 +152,21 @@ torch::Tensor QuantizeInputs(const torch::Tensor& x, double scale, bool signed_i
 // it, the layer runs in float64, exact below 2^53. (oneDNN and BLAS compute convolutions as sums
 // of products, never Winograd, on the CPU.)
 torch::Tensor ExactLayer(const LayerInfo& l, const torch::Tensor& xq, const torch::Tensor& w, double max_x) {
-  const double max_w = w.abs().max().item<double>();
-  const double K = static_cast<double>(l.gemm_rows());
+  // Every partial sum of an output (in any order a GEMM or conv kernel adds its products) is at most
+  // max|x| times the L1 norm of that output's weights: float32 sums stay exact below 2^24.
+  const double max_w1 = w.numel() > 0 ? w.abs().reshape({w.size(0), -1}).sum(1).max().item<double>() : 0.0;
   constexpr double kExact = 16777216.0;  // 2^24
   auto apply = [&](const torch::Tensor& in, const torch::Tensor& weight) {
     return l.kind == LayerKind::kConv2d
                ? torch::conv2d(in, weight, {}, l.stride, l.padding, l.dilation, l.groups)
                : torch::mm(in, weight.t());
   };
-  if (max_x * max_w * K < kExact) return apply(xq, w).to(torch::kFloat64);
-  if (15.0 * max_w * K < kExact) {
+  if (max_x * max_w1 < kExact) return apply(xq, w).to(torch::kFloat64);
+  if (15.0 * max_w1 < kExact) {
     torch::Tensor rest = xq;
     torch::Tensor y;
     double place = 1.0, bound = max_x;
-    while (bound * max_w * K >= kExact) {
+    while (bound * max_w1 >= kExact) {
       torch::Tensor high = torch::floor(rest / 16.0);
       torch::Tensor part = apply(rest - high * 16.0, w).to(torch::kFloat64) * place;
       y = y.defined() ? y + part : part;
@@ -175,7 +176,7 @@ torch::Tensor ExactLayer(const LayerInfo& l, const torch::Tensor& xq, const torc
     }
     return y + apply(rest, w).to(torch::kFloat64) * place;
   }
-  XBAR_CHECK(max_x * max_w * K < 9007199254740992.0, "layer ", l.name, " too large for exact float64 sums");
+  XBAR_CHECK(max_x * max_w1 < 9007199254740992.0, "layer ", l.name, " too large for exact float64 sums");
   return apply(xq.to(torch::kFloat64), w.to(torch::kFloat64));
 }
 

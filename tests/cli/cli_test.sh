@@ -182,7 +182,14 @@ expect 2 "compress resume with other settings refused" "$XBAR" compress -c "$CFG
 SIM=(--set threads=1 --set dataset.train_subset=400 --set dataset.test_subset=200 --set simulate.batch_size=100)
 expect 0 "simulate lossless" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/s" "${SIM[@]}"
 if [ "$(json "$T/s/simulate.json" "int(d['schema_version']==1 and d['accuracy']==d['accuracy_quantized'] and all(l['lossless'] and l['tiles']>0 and l['adc_conversions']>0 for l in d['layers']))")" = 1 ]; then
-  ok "lossless simulation equals the ideal crossbar ($(json "$T/s/simulate.json" "d['accuracy']"))"; else bad "simulate.json: $(cat "$T/s/simulate.json" | head -c 600)"; fi
+  ok "lossless simulation: every layer lossless ($(json "$T/s/simulate.json" "d['accuracy']"))"; else bad "simulate.json: $(cat "$T/s/simulate.json" | head -c 600)"; fi
+# Statistics on the first 50 images only: the other 150 run on the fast path (exact float32 GEMMs)
+# instead of the statistics path (the float64 reference GEMM): the same accuracy and loss-free.
+expect 0 "simulate with statistics on 50 images" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/s50" "${SIM[@]}" \
+  --set simulate.stats_images=50
+if [ "$(json "$T/s50/simulate.json" "d['accuracy']")" = "$(json "$T/s/simulate.json" "d['accuracy']")" ] &&
+   [ "$(json "$T/s50/simulate.json" "(d['stats_images'], d['test_images'], d['adc_conversions'] * 4 == $(json "$T/s/simulate.json" "d['adc_conversions']"))")" = "(50, 200, True)" ]; then
+  ok "statistics from the first 50 images: same accuracy, a quarter of the conversions"; else bad "stats_images=50: $(head -c 400 "$T/s50/simulate.json")"; fi
 expect 0 "simulate with read noise" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/sn1" "${SIM[@]}" \
   --set device.read_noise_sigma=0.05 --set mapping.adc_bits=6 --set mapping.adc_range=calibrated
 expect 0 "the same at another batch size and thread count" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" \

@@ -434,6 +434,32 @@ TEST(Network, LosslessCrossbarsGiveTheReferenceAccuracyExactly) {
   }
 }
 
+TEST(Network, ExactLayerIsExactInEveryRegime) {
+  // ExactLayer picks one float32 GEMM when max|x| times the largest L1 norm of an output's weights
+  // stays below 2^24, 4-bit input digits when 15 times that norm does, float64 otherwise; each
+  // must give the float64 integer product exactly.
+  torch::manual_seed(5);
+  LayerInfo l;
+  l.kind = LayerKind::kLinear;
+  l.in_channels = 4096;
+  l.out_channels = 24;
+  const torch::Tensor x = torch::randint(-128, 128, {16, 4096}, torch::kFloat32);
+  auto check = [&](const torch::Tensor& w, const char* what) {
+    const torch::Tensor want = torch::mm(x.to(torch::kFloat64), w.to(torch::kFloat64).t());
+    EXPECT_TRUE(torch::equal(ExactLayer(l, x, w, 128.0), want)) << what;
+  };
+  // Sparse small weights: L1 <= 4096 * 0.05 * 3, times 128 below 2^24, although 128 * 127 * 4096 is not.
+  torch::Tensor sparse = torch::randint(-3, 4, {24, 4096}, torch::kFloat32) * (torch::rand({24, 4096}) < 0.05);
+  sparse[0][0] = 127;
+  check(sparse, "one float32 GEMM");
+  check(torch::randint(-127, 128, {24, 4096}, torch::kFloat32), "4-bit digits");
+  check(torch::randint(-32767, 32768, {24, 4096}, torch::kFloat32), "float64");
+  // Sums that really pass 2^24: all weights and inputs at their maxima.
+  torch::Tensor big = torch::full({24, 4096}, 127.0f);
+  EXPECT_TRUE(torch::equal(ExactLayer(l, torch::full({2, 4096}, 127.0f), big, 128.0),
+                           torch::full({2, 24}, 127.0 * 127.0 * 4096.0, torch::kFloat64)));
+}
+
 TEST(Network, ExactFastPathEqualsTheIntegerReferenceOnLargeLayers) {
   // VGG-8's classifier.0 has K = 2048 inputs: 255 * 127 * 2048 > 2^24, so the float32 fast path must
   // split its inputs to stay exact. Lossless crossbars with statistics on compute each layer with
