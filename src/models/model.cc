@@ -12,7 +12,10 @@ const LayerInfo* Model::FindLayer(const std::string& name) const {
 }
 
 torch::Tensor Model::LayerWeight(const std::string& name) {
-  auto* p = named_parameters().find(name + ".weight");
+  // The dictionary named_parameters() returns must outlive the pointer find() gives into it
+  // (AddressSanitizer: heap-use-after-free when it was a temporary).
+  const auto params = named_parameters();
+  const torch::Tensor* p = params.find(name + ".weight");
   XBAR_CHECK(p != nullptr, "model ", arch_, " has no layer '", name, "'");
   return *p;
 }

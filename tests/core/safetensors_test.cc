@@ -16,7 +16,7 @@ RawTensor F32(std::vector<int64_t> shape, std::vector<float> values) {
   t.dtype = DType::kF32;
   t.shape = std::move(shape);
   t.bytes.resize(values.size() * 4);
-  std::memcpy(t.bytes.data(), values.data(), t.bytes.size());
+  if (!values.empty()) std::memcpy(t.bytes.data(), values.data(), t.bytes.size());  // memcpy(nullptr, ...) is UB
   return t;
 }
 
