@@ -145,7 +145,8 @@ torch::Tensor QuantizeInputs(const torch::Tensor& x, double scale, bool signed_i
 }
 
 // Exact integer result of a conv/linear on integer-valued float tensors. A float32 sum of integers
-// is exact while every partial sum stays below 2^24: when max|x|·max|w|·K could exceed that, the
+// is exact while every partial sum stays below 2^24, and no partial sum of an output exceeds max|x|
+// times the L1 norm of that output's weights: when that bound could exceed 2^24, the
 // inputs are split into base-16 digits x = sum_i 16^i d_i (d_i in 0..15 except the top one, which
 // keeps the sign) until the top digit's bound is small enough, and the exact float32 results are
 // combined in float64 (16-bit inputs: four float32 convolutions); when even one digit could exceed

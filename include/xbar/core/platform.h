@@ -24,8 +24,9 @@ int HardwareThreads();
 // Keeps freed memory in the process's heap for reuse instead of returning it to the kernel. LibTorch
 // allocates and frees tensors of tens to hundreds of MB per batch (lowered inputs, float64
 // references); glibc would map and unmap each, and the kernel zero every page again: 40 % of a
-// VGG-8 `simulate` was page faults. For the CLI and benchmarks, called first thing in main; returns
-// false when the C library refused (the default behaviour stays).
+// VGG-8 `simulate` was page faults. The xbar command calls it first thing in main (the Google
+// Benchmark binaries and the Python module keep glibc's defaults); returns false when the C
+// library refused (the default behaviour stays).
 bool KeepFreedMemoryForReuse();
 
 // SIGINT/SIGTERM set a flag instead of killing the process, so long stages can stop at a safe
