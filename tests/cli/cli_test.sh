@@ -184,7 +184,7 @@ expect 0 "simulate lossless" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.sa
 if [ "$(json "$T/s/simulate.json" "int(d['schema_version']==1 and d['accuracy']==d['accuracy_quantized'] and all(l['lossless'] and l['tiles']>0 and l['adc_conversions']>0 for l in d['layers']))")" = 1 ]; then
   ok "lossless simulation: every layer lossless ($(json "$T/s/simulate.json" "d['accuracy']"))"; else bad "simulate.json: $(cat "$T/s/simulate.json" | head -c 600)"; fi
 # Statistics on the first 50 images only: the other 150 run on the fast path (exact float32 GEMMs)
-# instead of the statistics path (the float64 reference GEMM): the same accuracy and loss-free.
+# instead of the statistics path (the float64 reference GEMM); both exact, so the accuracy must match.
 expect 0 "simulate with statistics on 50 images" "$XBAR" simulate -c "$CFG" --weights "$T/a/model.safetensors" -o "$T/s50" "${SIM[@]}" \
   --set simulate.stats_images=50
 if [ "$(json "$T/s50/simulate.json" "d['accuracy']")" = "$(json "$T/s/simulate.json" "d['accuracy']")" ] &&
