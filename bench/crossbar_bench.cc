@@ -1,13 +1,29 @@
 // The crossbar engine on real layer shapes, next to this machine's sgemm rate measured in the
-// same run (issue 4, deliverable 8), whole-network simulation speed, and mapping a whole network
-// for the hardware estimate (issue 5).
+// same run (issue 4, deliverable 8) and a roofline (issue 15): the machine's AND + popcount rate
+// on bit-packed planes and its vectorised ADC-loop rate, measured in the same run, and the time
+// they imply for each shape's work; whole-network simulation speed; mapping a whole network for
+// the hardware estimate (issue 5).
 //
 //   build/bench/crossbar_bench --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <random>
 #include <string>
 #include <thread>
+#include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512VPOPCNTDQ__)
+#include <immintrin.h>
+#define XBAR_BENCH_AVX512 1
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 flags the undefined upper lanes inside its own AVX-512 reduction intrinsics.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#else
+#define XBAR_BENCH_AVX512 0
+#endif
 
 #include "xbar/core/progress.h"
 #include "xbar/crossbar/ir_drop.h"
@@ -42,6 +58,155 @@ double BitPlaneMacs(const xbar::CrossbarLayer& l, int64_t positions) {
   return 8.0 * static_cast<double>(positions) * static_cast<double>(l.cells());
 }
 
+// ---- the roofline --------------------------------------------------------------------------------
+// The two loops the packed engine is made of, at their best: operands in L1 and accumulators in
+// registers, nothing else. (1) AND + popcount: one 128-row crossbar's 128 columns of cell bits (2
+// words each) against a stream of packed input rows, accumulated per column. (2) The ADC loop: 128
+// column sums per row converted (scale, clip to the code range, round to nearest) and shifted and
+// added into int32 accumulators by the row's plane. Rates in word operations and conversions per
+// second, one core.
+constexpr int kRoofCols = 128, kRoofWords = 2, kRoofRows = 64;
+
+double PopcountPass(const std::vector<uint64_t>& cols, const std::vector<uint64_t>& rows, int reps) {
+#if XBAR_BENCH_AVX512
+  __m512i acc[kRoofCols / 8];
+  for (auto& a : acc) a = _mm512_setzero_si512();
+  for (int rep = 0; rep < reps; ++rep) {
+    for (int r = 0; r < kRoofRows; ++r) {
+      for (int w = 0; w < kRoofWords; ++w) {
+        const __m512i x = _mm512_set1_epi64(static_cast<long long>(rows[static_cast<size_t>(r * kRoofWords + w)]));
+        const uint64_t* c = cols.data() + w * kRoofCols;
+        for (int j = 0; j < kRoofCols / 8; ++j) {
+          acc[j] = _mm512_add_epi64(acc[j], _mm512_popcnt_epi64(_mm512_and_si512(x, _mm512_loadu_si512(c + 8 * j))));
+        }
+      }
+    }
+  }
+  __m512i total = _mm512_setzero_si512();
+  for (auto& a : acc) total = _mm512_add_epi64(total, a);
+  return static_cast<double>(_mm512_reduce_add_epi64(total));
+#else
+  std::vector<int64_t> acc(kRoofCols, 0);
+  for (int rep = 0; rep < reps; ++rep) {
+    for (int r = 0; r < kRoofRows; ++r) {
+      for (int w = 0; w < kRoofWords; ++w) {
+        const uint64_t x = rows[static_cast<size_t>(r * kRoofWords + w)];
+        const uint64_t* c = cols.data() + w * kRoofCols;
+        for (int j = 0; j < kRoofCols; ++j) acc[static_cast<size_t>(j)] += __builtin_popcountll(x & c[j]);
+      }
+    }
+  }
+  double total = 0;
+  for (int64_t a : acc) total += static_cast<double>(a);
+  return total;
+#endif
+}
+
+// Codes summed over planes as int32 shifts (what the engine does while the sums fit int32).
+double AdcPass(const std::vector<float>& sums, const std::vector<float>& inv, float hi, int reps) {
+#if XBAR_BENCH_AVX512
+  __m256i acc[kRoofCols / 8];
+  for (auto& a : acc) a = _mm256_setzero_si256();
+  const __m256 lo8 = _mm256_setzero_ps(), hi8 = _mm256_set1_ps(hi);
+  for (int rep = 0; rep < reps; ++rep) {
+    for (int r = 0; r < kRoofRows; ++r) {
+      const __m128i shift = _mm_cvtsi32_si128(r % 8);
+      const float* s = sums.data() + r * kRoofCols;
+      for (int j = 0; j < kRoofCols / 8; ++j) {
+        const __m256 y = _mm256_mul_ps(_mm256_loadu_ps(s + 8 * j), _mm256_loadu_ps(inv.data() + 8 * j));
+        const __m256i code = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(y, lo8), hi8));
+        acc[j] = _mm256_add_epi32(acc[j], _mm256_sll_epi32(code, shift));
+      }
+    }
+  }
+  __m256i total = _mm256_setzero_si256();
+  for (auto& a : acc) total = _mm256_add_epi32(total, a);
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), total);
+  double t = 0;
+  for (int32_t l : lanes) t += l;
+  return t;
+#else
+  std::vector<int64_t> acc(kRoofCols, 0);
+  for (int rep = 0; rep < reps; ++rep) {
+    for (int r = 0; r < kRoofRows; ++r) {
+      const float* s = sums.data() + r * kRoofCols;
+      for (int j = 0; j < kRoofCols; ++j) {
+        const float code = std::min(hi, std::max(0.0f, std::nearbyint(s[j] * inv[static_cast<size_t>(j)])));
+        acc[static_cast<size_t>(j)] += static_cast<int64_t>(code) << (r % 8);
+      }
+    }
+  }
+  double total = 0;
+  for (int64_t a : acc) total += static_cast<double>(a);
+  return total;
+#endif
+}
+
+struct Roofline {
+  double popcount_words_per_s = 0, conversions_per_s = 0;
+};
+
+// Each loop timed for ~0.3 s on one thread; the best of three runs.
+Roofline MeasureRoofline() {
+  std::mt19937_64 rng(1);
+  std::vector<uint64_t> cols(kRoofCols * kRoofWords), rows(kRoofRows * kRoofWords);
+  for (auto& c : cols) c = rng();
+  for (auto& r : rows) r = rng();
+  std::vector<float> sums(kRoofRows * kRoofCols), inv(kRoofCols);
+  for (auto& x : sums) x = static_cast<float>(rng() % 129);
+  for (auto& x : inv) x = 1.0f / static_cast<float>(1 + rng() % 4);
+  using Clock = std::chrono::steady_clock;
+  auto best_rate = [&](auto&& pass, double ops_per_rep) {
+    int reps = 64;
+    double best = 0;
+    for (int trial = 0; trial < 3; ++trial) {
+      for (;;) {
+        const auto t0 = Clock::now();
+        benchmark::DoNotOptimize(pass(reps));
+        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+        if (s > 0.1) {
+          best = std::max(best, ops_per_rep * reps / s);
+          break;
+        }
+        reps *= 2;
+      }
+    }
+    return best;
+  };
+  Roofline r;
+  r.popcount_words_per_s = best_rate([&](int reps) { return PopcountPass(cols, rows, reps); },
+                                     double{kRoofRows} * kRoofWords * kRoofCols);
+  r.conversions_per_s = best_rate([&](int reps) { return AdcPass(sums, inv, 63.0f, reps); }, double{kRoofRows} * kRoofCols);
+  return r;
+}
+
+const Roofline& MachineRoofline() {
+  static const Roofline r = MeasureRoofline();
+  return r;
+}
+
+void BM_RooflinePopcount(benchmark::State& state) {
+  std::vector<uint64_t> cols(kRoofCols * kRoofWords, 0x5555555555555555ULL), rows(kRoofRows * kRoofWords, ~0ULL);
+  for (auto _ : state) benchmark::DoNotOptimize(PopcountPass(cols, rows, 256));
+  state.counters["Gword/s"] = benchmark::Counter(256.0 * kRoofRows * kRoofWords * kRoofCols * static_cast<double>(state.iterations()) / 1e9,
+                                                 benchmark::Counter::kIsRate);
+  state.counters["bitplane_GMAC/s"] = benchmark::Counter(64.0 * 256.0 * kRoofRows * kRoofWords * kRoofCols *
+                                                             static_cast<double>(state.iterations()) / 1e9,
+                                                         benchmark::Counter::kIsRate);
+  state.SetLabel(XBAR_BENCH_AVX512 ? "AND + vpopcntq, AVX-512" : "AND + popcount, portable");
+}
+BENCHMARK(BM_RooflinePopcount)->Unit(benchmark::kMillisecond);
+
+void BM_RooflineAdc(benchmark::State& state) {
+  std::vector<float> sums(kRoofRows * kRoofCols, 37.0f), inv(kRoofCols, 0.5f);
+  for (auto _ : state) benchmark::DoNotOptimize(AdcPass(sums, inv, 63.0f, 256));
+  state.counters["Gconv/s"] = benchmark::Counter(256.0 * kRoofRows * kRoofCols * static_cast<double>(state.iterations()) / 1e9,
+                                                 benchmark::Counter::kIsRate);
+  state.SetLabel(XBAR_BENCH_AVX512 ? "scale, round, clip, shift-and-add; AVX-512" : "portable");
+}
+BENCHMARK(BM_RooflineAdc)->Unit(benchmark::kMillisecond);
+
 const char* KernelName(int k) { return k == 0 ? "float" : k == 1 ? "packed" : "auto"; }
 
 // Args: shape, sum kernel (0 float GEMM, 1 bit-packed AND+popcount, 2 automatic), cell bits.
@@ -56,10 +221,18 @@ void BM_Engine(benchmark::State& state) {
   layer.SetSumKernel(k == 0 ? xbar::SumKernel::kFloat : k == 1 ? xbar::SumKernel::kPacked : xbar::SumKernel::kAuto);
   torch::Tensor x = torch::floor(torch::rand({s.M * images, s.K}) * 256);
   layer.Forward(x.narrow(0, 0, std::min<int64_t>(256, x.size(0))), false, 0, nullptr);  // kAuto decides here
+  const Roofline& roof = MachineRoofline();  // measured before the timed loop
   for (auto _ : state) benchmark::DoNotOptimize(layer.Forward(x, false, 0, nullptr));
   const double macs = BitPlaneMacs(layer, s.M * images) * static_cast<double>(state.iterations());
   state.counters["bitplane_GMAC/s"] = benchmark::Counter(macs / 1e9, benchmark::Counter::kIsRate);
   state.counters["packed_share"] = static_cast<double>(layer.packed_tiles()) / static_cast<double>(layer.tiles());
+  // The roofline: the time the packed crossbars' popcounts and conversions take at the rates
+  // above (0 when nothing runs packed), and the measured time over it.
+  const xbar::CrossbarLayer::KernelWork work = layer.PackedWork(s.M * images, false);
+  const double bound_s = work.popcount_words / roof.popcount_words_per_s + work.conversions / roof.conversions_per_s;
+  state.counters["bound_ms"] = bound_s * 1e3;
+  state.counters["x_bound"] = benchmark::Counter(bound_s * static_cast<double>(state.iterations()),
+                                                 benchmark::Counter::kIsRate);
   state.SetLabel(std::string(s.name) + ", " + KernelName(k) + ", " + std::to_string(state.range(2)) + "-bit cells");
 }
 BENCHMARK(BM_Engine)->ArgsProduct({{0, 1, 2, 3, 4}, {0, 1, 2}, {1, 2}})->Unit(benchmark::kMillisecond);
@@ -144,8 +317,9 @@ BENCHMARK(BM_FaultSample)->ArgsProduct({{0, 1}, {0, 1, 2, 3, 4}})->Unit(benchmar
 // Issue 4: seconds per image of VGG-8 on 3x32x32 inputs through the full engine: 8-bit weights and
 // activations, 1-bit cells, 128x128 crossbars (two-column), 1-bit DAC, 5-bit ADC; batch 1, 8, 200.
 // All cores (the engine and LibTorch both use at::parallel_for).
-void BM_Vgg8SecondsPerImage(benchmark::State& state) {
-  at::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+// VGG-8 on `batch` random 3x32x32 images through the full engine (5-bit ADC, 1-bit cells), timed
+// per image.
+void TimeVgg8(benchmark::State& state, int64_t batch) {
   xbar::Progress::SetEnabled(false);
   torch::manual_seed(0);
   xbar::ModelSpec spec;
@@ -153,10 +327,9 @@ void BM_Vgg8SecondsPerImage(benchmark::State& state) {
   spec.in_channels = 3;
   spec.height = spec.width_px = 32;
   auto model = xbar::CreateModel(spec);
-  const int64_t batch = state.range(0);
   xbar::Dataset data{torch::rand({batch, 3, 32, 32}), torch::zeros({batch}, torch::kInt64)};
-  xbar::MappingSpec map = Map(5, 1);
-  xbar::NetworkSimulator sim(*model, map, xbar::DeviceSpec{});
+  xbar::NetworkSimulator sim(*model, Map(5, 1), xbar::DeviceSpec{});
+  sim.SetQuiet(true);
   sim.Calibrate(data, batch, torch::kCPU);
   sim.Program(xbar::FaultSpec{}, 0);
   sim.SetCollectStats(false);
@@ -168,7 +341,54 @@ void BM_Vgg8SecondsPerImage(benchmark::State& state) {
   state.counters["s/image"] = benchmark::Counter(static_cast<double>(batch) * static_cast<double>(state.iterations()),
                                                  benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
+
+void BM_Vgg8SecondsPerImage(benchmark::State& state) {
+  at::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+  TimeVgg8(state, state.range(0));
+}
 BENCHMARK(BM_Vgg8SecondsPerImage)->Arg(1)->Arg(8)->Arg(200)->Iterations(1)->Unit(benchmark::kSecond);
+
+// Issue 15, item 2: DNN+NeuroSim V1.4's VGG-8 settings (8-bit weights and inputs, 1-bit cells,
+// 128-row arrays, 5-bit ADC, 1-bit DAC), one thread, seconds per image: each layer's
+// CrossbarLayer::Forward on its output positions (args: layer 0..7, batch), and the whole network
+// through NetworkSimulator::Evaluate (layer 8: lowering, activations and pooling included).
+struct Vgg8Layer {
+  const char* name;
+  int64_t K, N, positions;  // GEMM rows, columns and output positions per image (3x32x32 input)
+};
+const Vgg8Layer kVgg8[] = {{"features.0", 27, 128, 1024},  {"features.3", 1152, 128, 1024},
+                           {"features.7", 1152, 256, 256}, {"features.10 (Conv4)", 2304, 256, 256},
+                           {"features.14", 2304, 512, 64}, {"features.17", 4608, 512, 64},
+                           {"classifier.0", 8192, 1024, 1}, {"classifier.2", 1024, 10, 1}};
+
+void BM_Vgg8NeuroSimSettings(benchmark::State& state) {
+  at::set_num_threads(1);
+  xbar::Progress::SetEnabled(false);
+  torch::manual_seed(0);
+  const int layer = static_cast<int>(state.range(0));
+  const int64_t batch = state.range(1);
+  if (layer < 8) {
+    const Vgg8Layer& l = kVgg8[layer];
+    xbar::CrossbarLayer cl(l.name, torch::randn({l.N, l.K}), 0.0, Map(5, 1), xbar::DeviceSpec{});
+    torch::Tensor x = torch::floor(torch::rand({l.positions * batch, l.K}) * 256);
+    cl.Forward(x.narrow(0, 0, std::min<int64_t>(256, x.size(0))), false, 0, nullptr);  // kernel choice
+    for (auto _ : state) benchmark::DoNotOptimize(cl.Forward(x, false, 0, nullptr));
+    state.SetLabel(l.name);
+  } else {
+    TimeVgg8(state, batch);
+    state.SetLabel("whole network");
+    return;
+  }
+  state.counters["s/image"] = benchmark::Counter(static_cast<double>(batch) * static_cast<double>(state.iterations()),
+                                                 benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_Vgg8NeuroSimSettings)
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {1, 8, 200}})
+    ->Args({8, 1})
+    ->Args({8, 8})
+    ->Args({8, 200})
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
 
 // Issue 5: mapping a ResNet-18 (11.2 M weights, 1x28x28 inputs) onto ISAAC's crossbars (128x128,
 // offset scheme, 16-bit weights on 2-bit cells), one thread: arg 0 counts with the planner that

@@ -101,6 +101,18 @@ int64_t CrossbarLayer::packed_tiles() const {
   return n;
 }
 
+CrossbarLayer::KernelWork CrossbarLayer::PackedWork(int64_t positions, bool signed_inputs) const {
+  KernelWork w;
+  const auto rows = static_cast<double>(positions * map_.InputCycles(signed_inputs));
+  for (const CrossbarTile& t : tiles_) {
+    if (t.words <= 0) continue;
+    const double conversions = rows * static_cast<double>(t.groups * t.read_columns());
+    w.conversions += conversions;
+    w.popcount_words += conversions * static_cast<double>(t.plane_shift.size() * map_.dac_bits * t.words);
+  }
+  return w;
+}
+
 torch::Tensor CrossbarLayer::Reference(const torch::Tensor& xq) const { return ReferenceMvm(q_, xq); }
 
 bool CrossbarLayer::lossless() const {
@@ -264,107 +276,7 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
   const DacStage::Planes planes = chain_.dac->PlanesOf(signed_inputs);
   const int64_t P = planes.size();
   const int v = map_.dac_bits;
-  torch::Tensor X_all = chain_.dac->Split(xq, signed_inputs, planes);
-  torch::Tensor out = torch::zeros({M_all, N_}, kF64);
-  const StageContext ctx = Context();
-  // Positions go in chunks small enough for each crossbar's partial sums to stay in cache; chunks
-  // are independent (disjoint output rows, read noise keyed by MVM), so they run in parallel and
-  // the result does not depend on the number of threads. Within a chunk, tiles sharing their rows
-  // (one column group after another) share the lowered input planes.
-  constexpr int64_t kChunk = 256;
-  auto run_chunk = [&](int64_t chunk) {
-    const int64_t m_begin = chunk * kChunk;
-    const int64_t M = std::min(kChunk, M_all - m_begin);
-    torch::Tensor X = X_all.narrow(1, m_begin, M);
-    const std::vector<int64_t>* cached_rows = nullptr;
-    torch::Tensor xg;
-    std::vector<uint64_t> xbits;
-    double* out_p = out.data_ptr<double>() + m_begin * N_;
-    for (CrossbarTile& t : tiles_) {
-      const int64_t R = t.num_rows(), C = t.num_cols();
-      const int64_t G = t.groups, g = t.group_rows, NR = t.read_columns();
-      if (cached_rows == nullptr || *cached_rows != t.rows || xg.size(2) != g) {
-        torch::Tensor xt = X.index_select(2, IndexTensor(t.rows));  // [P, M, R]
-        if (G * g != R) xt = torch::constant_pad_nd(xt, {0, G * g - R}, 0);
-        xg = xt.reshape({P * M, G, g}).permute({1, 0, 2}).contiguous();  // [G, P*M, g]
-        cached_rows = &t.rows;
-        xbits.clear();
-      }
-      // Column sums of every read in every cycle, [G, P*M, NR]: the fixed-order float kernel, or
-      // bit-packed; both exact on integer cells, and the float one the same bits wherever a
-      // position sits (kernels/float.cc). Once a crossbar runs bit-packed, its sums are computed
-      // row by row inside the ADC loop below and never stored.
-      const bool can_pack = t.words > 0;
-      const bool fused = can_pack && !calibrating_ &&
-                         (kernel_ == SumKernel::kPacked || (kernel_ == SumKernel::kAuto && t.kernel == 2));
-      torch::Tensor sums;
-      if (fused) {
-        if (xbits.empty()) xbits = PackInputs(xg, v);
-      } else if (!can_pack || kernel_ == SumKernel::kFloat || t.kernel == 1) {
-        sums = FloatSums(xg, t.reads);
-      } else if (kernel_ == SumKernel::kPacked || t.kernel == 2) {
-        if (xbits.empty()) xbits = PackInputs(xg, v);
-        sums = PackedSums(t, xbits, P * M, v);
-      } else {  // undecided: time both on these positions and keep the faster
-        using Clock = std::chrono::steady_clock;
-        const auto t0 = Clock::now();
-        sums = FloatSums(xg, t.reads);
-        const auto t1 = Clock::now();
-        if (xbits.empty()) xbits = PackInputs(xg, v);
-        torch::Tensor alt = PackedSums(t, xbits, P * M, v);
-        const auto t2 = Clock::now();
-        t.kernel = (t2 - t1) < (t1 - t0) ? 2 : 1;
-      }
-      if (sums.defined()) {
-        // The analog read stages between the DAC and the ADC (read noise), in order.
-        const ReadBatch batch{noise_seed, static_cast<int64_t>(&t - tiles_.data()), P, M, first_mvm + m_begin};
-        for (const auto& stage : chain_.stages) stage->Apply(t, xg, sums, ctx, batch);
-        if (calibrating_) chain_.adc->Record(t, sums, ctx);
-        sums = sums.contiguous();
-      }
-      const float* sp = sums.defined() ? sums.data_ptr<float>() : nullptr;
-      const float* inv = t.adc_inv.data();
-      const float* lo = t.adc_lo.data();
-      const float* hi = t.adc_hi.data();
-      const int64_t weight_cols = (NR / C) * C;  // the offset scheme's unit column comes last
-      const int64_t W = t.words;
-      const std::vector<int64_t>& out_col = t.cols;
-      // ADC (the tables the adc stage set), shift-and-add and scatter in one pass; positions are
-      // independent, so the result does not depend on the number of threads.
-      at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
-        std::vector<double> acc(static_cast<size_t>(C));
-        std::vector<float> code(static_cast<size_t>(NR)), row_buf(static_cast<size_t>(fused ? NR : 0));
-        std::vector<int64_t> counts(static_cast<size_t>(fused ? NR : 0));
-        for (int64_t m = m0; m < m1; ++m) {
-          std::fill(acc.begin(), acc.end(), 0.0);
-          double unit = 0.0;
-          for (int64_t gi = 0; gi < G; ++gi) {
-            const double* sc = t.adc_scale.data() + gi * NR;
-            for (int64_t p = 0; p < P; ++p) {
-              const int64_t i = gi * P * M + p * M + m;
-              const float* row;
-              if (fused) {
-                PackedRow(t, gi, xbits.data() + i * v * W, v, counts.data());
-                for (int64_t c = 0; c < NR; ++c) row_buf[static_cast<size_t>(c)] = static_cast<float>(counts[static_cast<size_t>(c)]);
-                row = row_buf.data();
-              } else {
-                row = sp + i * NR;
-              }
-              const double pw = planes.weight[static_cast<size_t>(p)];
-              for (int64_t c = 0; c < NR; ++c) code[static_cast<size_t>(c)] = std::min(hi[c], std::max(lo[c], std::nearbyint(row[c] * inv[c])));
-              for (int64_t c0 = 0; c0 < weight_cols; c0 += C) {
-                for (int64_t j = 0; j < C; ++j) acc[static_cast<size_t>(j)] += pw * (code[static_cast<size_t>(c0 + j)] * sc[c0 + j]);
-              }
-              for (int64_t c = weight_cols; c < NR; ++c) unit += pw * (code[static_cast<size_t>(c)] * sc[c]);
-            }
-          }
-          double* o = out_p + m * N_;
-          for (int64_t j = 0; j < C; ++j) o[out_col[static_cast<size_t>(j)]] += acc[static_cast<size_t>(j)] + unit;
-        }
-      });
-    }
-  };
-  const int64_t chunks = (M_all + kChunk - 1) / kChunk;
+  const InputDigits digits{planes.shift.data(), planes.mask.data(), P, signed_inputs, int64_t{1} << map_.input_bits};
   if (kernel_ != SumKernel::kFloat) {
     at::parallel_for(0, static_cast<int64_t>(tiles_.size()), 1, [&](int64_t t0, int64_t t1) {
       for (int64_t i = t0; i < t1; ++i) {
@@ -372,6 +284,167 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       }
     });
   }
+  // A crossbar that runs bit-packed counts its column sums from packed input digits inside the ADC
+  // pass (fused); the others need the DAC's planes as floats.
+  auto fused_kernel = [&](const CrossbarTile& t) {
+    return t.words > 0 && !calibrating_ &&
+           (kernel_ == SumKernel::kPacked || (kernel_ == SumKernel::kAuto && t.kernel == 2));
+  };
+  bool need_planes = false;
+  std::vector<char> row_bits_fit(tiles_.size()), contiguous(tiles_.size());
+  for (size_t i = 0; i < tiles_.size(); ++i) {
+    need_planes |= !fused_kernel(tiles_[i]);
+    row_bits_fit[i] = static_cast<char>(RowBitsFit(tiles_[i]));
+    contiguous[i] = static_cast<char>(RowsContiguous(tiles_[i]));
+  }
+  torch::Tensor X_all = need_planes ? chain_.dac->Split(xq, signed_inputs, planes) : torch::Tensor();
+  torch::Tensor out = torch::empty({M_all, N_}, kF64);  // every chunk writes all of its rows
+  const StageContext ctx = Context();
+  const int64_t KW = (K_ + 63) / 64;
+  // Positions go in chunks small enough for each crossbar's partial sums to stay in cache; chunks
+  // are independent (disjoint output rows, read noise keyed by MVM), so they run in parallel and
+  // the result does not depend on the number of threads. Within a chunk, tiles sharing their rows
+  // (one column group after another) share the lowered or packed inputs.
+  constexpr int64_t kChunk = 256;
+  auto run_chunk = [&](int64_t chunk) {
+    const int64_t m_begin = chunk * kChunk;
+    const int64_t M = std::min(kChunk, M_all - m_begin);
+    torch::Tensor X = need_planes ? X_all.narrow(1, m_begin, M) : torch::Tensor();
+    const std::vector<int64_t>* cached_rows = nullptr;
+    const std::vector<int64_t>* packed_rows = nullptr;
+    int64_t packed_g = 0, packed_G = 0;
+    torch::Tensor xg;
+    std::vector<uint64_t> xbits, row_bits;
+    // The chunk's outputs, output-major while the tiles add to them (a position's outputs are
+    // far apart in `out`; one output's positions are adjacent here), then copied out.
+    std::vector<double> out_t(static_cast<size_t>(N_ * M), 0.0);
+    const float* x_chunk = xq.data_ptr<float>() + m_begin * K_;
+    for (CrossbarTile& t : tiles_) {
+      const int64_t C = t.num_cols();
+      const int64_t G = t.groups, g = t.group_rows, NR = t.read_columns();
+      const auto ti = static_cast<size_t>(&t - tiles_.data());
+      const bool fits = row_bits_fit[ti] != 0;
+      // The chunk's inputs bit-packed whole (once), and at this tile's rows (shared by tiles with
+      // the same rows): cut from the whole rows when the tile's rows are one run, else gathered.
+      auto pack_rows = [&]() {
+        if (row_bits.empty()) row_bits = PackRowBits(x_chunk, M, K_, digits, v);
+      };
+      auto pack = [&]() {
+        if (packed_rows == nullptr || *packed_rows != t.rows || packed_g != g || packed_G != G) {
+          if (contiguous[ti] != 0) {
+            pack_rows();
+            xbits = PackTileFromRowBits(row_bits, K_, M, P, t, v);
+          } else {
+            xbits = PackTileInputs(x_chunk, M, K_, digits, t, v);
+          }
+          packed_rows = &t.rows;
+          packed_g = g;
+          packed_G = G;
+        }
+      };
+      // Lowered float inputs [G, P*M, g] for the float kernel.
+      auto lower = [&]() {
+        if (cached_rows == nullptr || *cached_rows != t.rows || xg.size(2) != g) {
+          torch::Tensor xt = X.index_select(2, IndexTensor(t.rows));  // [P, M, R]
+          if (G * g != t.num_rows()) xt = torch::constant_pad_nd(xt, {0, G * g - t.num_rows()}, 0);
+          xg = xt.reshape({P * M, G, g}).permute({1, 0, 2}).contiguous();  // [G, P*M, g]
+          cached_rows = &t.rows;
+        }
+      };
+      // Column sums of every read in every cycle, [G, P*M, NR]: the fixed-order float kernel, or
+      // bit-packed; both exact on integer cells, and the float one the same bits wherever a
+      // position sits (kernels/float.cc). Once a crossbar runs bit-packed, its sums are counted
+      // position by position inside the ADC pass below and never stored.
+      const bool can_pack = t.words > 0;
+      const bool fused = fused_kernel(t);
+      torch::Tensor sums;
+      // A fused crossbar on one 64-aligned run of rows reads the chunk's whole-row packed digits.
+      const bool from_row_bits = fused && fits;
+      if (from_row_bits) {
+        pack_rows();
+      } else if (fused) {
+        pack();
+      } else if (!can_pack || kernel_ == SumKernel::kFloat || t.kernel == 1) {
+        lower();
+        sums = FloatSums(xg, t.reads);
+      } else if (kernel_ == SumKernel::kPacked || t.kernel == 2) {
+        pack();
+        sums = PackedSums(t, xbits, P * M, v);
+      } else {  // undecided: time both on these positions and keep the faster
+        using Clock = std::chrono::steady_clock;
+        const auto t0 = Clock::now();
+        lower();
+        sums = FloatSums(xg, t.reads);
+        const auto t1 = Clock::now();
+        pack();
+        torch::Tensor alt = PackedSums(t, xbits, P * M, v);
+        const auto t2 = Clock::now();
+        t.kernel = (t2 - t1) < (t1 - t0) ? 2 : 1;
+      }
+      if (sums.defined()) {
+        // The analog read stages between the DAC and the ADC (read noise), in order.
+        if (!chain_.stages.empty()) lower();
+        const ReadBatch batch{noise_seed, static_cast<int64_t>(&t - tiles_.data()), P, M, first_mvm + m_begin};
+        for (const auto& stage : chain_.stages) stage->Apply(t, xg, sums, ctx, batch);
+        if (calibrating_) chain_.adc->Record(t, sums, ctx);
+        sums = sums.contiguous();
+      }
+      const float* sp = sums.defined() ? sums.data_ptr<float>() : nullptr;
+      const ConvertTables tab{t.adc_inv.data(), t.adc_lo.data(), t.adc_hi.data(), planes.weight.data(), P,
+                              t.adc_scale.data(), CodesFitInt32(t.adc_lo, t.adc_hi, planes.weight)};
+      const int64_t weight_cols = (NR / C) * C;  // the offset scheme's unit column comes last
+      // Plane p, bit k of position m on group gi: x(gi, m) + p * x_plane + k * x_bit.
+      const int64_t x_bit = from_row_bits ? KW : t.words;
+      const int64_t x_plane = from_row_bits ? v * KW : M * v * t.words;
+      const uint64_t* x_base = from_row_bits ? row_bits.data() + t.rows[0] / 64 : xbits.data();
+      const std::vector<int64_t>& out_col = t.cols;
+      // Per position: column sums, ADC (the tables the adc stage set), shift-and-add over the input
+      // planes and each read's digital weight (kernels/convert.cc), then the reads of an output
+      // summed and scattered. Positions are independent, so the result does not depend on the
+      // number of threads.
+      at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
+        std::vector<double> acc(static_cast<size_t>(C)), S(static_cast<size_t>(NR));
+        for (int64_t m = m0; m < m1; ++m) {
+          std::fill(acc.begin(), acc.end(), 0.0);
+          double unit = 0.0;
+          for (int64_t gi = 0; gi < G; ++gi) {
+            const int64_t i = gi * P * M + m;  // plane 0's row; plane p's is i + p * M
+            if (from_row_bits) {
+              ConvertPosition(t, gi, tab, v, x_base + m * P * v * KW + gi * g / 64, x_plane, x_bit, nullptr, 0, S.data());
+            } else if (fused) {
+              ConvertPosition(t, gi, tab, v, x_base + i * v * t.words, x_plane, x_bit, nullptr, 0, S.data());
+            } else {
+              ConvertPosition(t, gi, tab, v, nullptr, 0, 0, sp + i * NR, M * NR, S.data());
+            }
+            // Each output's reads (one per block of C columns) added in column order; eight
+            // outputs at a time in registers.
+            double* a = acc.data();
+            int64_t j = 0;
+            for (; j + 8 <= C; j += 8) {
+              double r[8];
+              for (int u = 0; u < 8; ++u) r[u] = a[j + u];
+              for (int64_t c0 = 0; c0 < weight_cols; c0 += C) {
+                for (int u = 0; u < 8; ++u) r[u] += S[static_cast<size_t>(c0 + j + u)];
+              }
+              for (int u = 0; u < 8; ++u) a[j + u] = r[u];
+            }
+            for (; j < C; ++j) {
+              double r = a[j];
+              for (int64_t c0 = 0; c0 < weight_cols; c0 += C) r += S[static_cast<size_t>(c0 + j)];
+              a[j] = r;
+            }
+            for (int64_t c = weight_cols; c < NR; ++c) unit += S[static_cast<size_t>(c)];
+          }
+          for (int64_t j = 0; j < C; ++j) out_t[static_cast<size_t>(out_col[static_cast<size_t>(j)] * M + m)] += acc[static_cast<size_t>(j)] + unit;
+        }
+      });
+    }
+    double* out_p = out.data_ptr<double>() + m_begin * N_;
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t n = 0; n < N_; ++n) out_p[m * N_ + n] = out_t[static_cast<size_t>(n * M + m)];
+    }
+  };
+  const int64_t chunks = (M_all + kChunk - 1) / kChunk;
   int64_t first = 0;
   // Calibration updates shared ranges, and kAuto decides every crossbar's kernel on the first chunk:
   // those run one chunk at a time (each chunk still parallel over its positions).

@@ -10,6 +10,7 @@
 #include "xbar/crossbar/campaign.h"
 #include "xbar/crossbar/faults.h"
 #include "xbar/crossbar/ir_drop.h"
+#include "xbar/crossbar/kernels.h"
 #include "xbar/crossbar/layer.h"
 #include "xbar/crossbar/placement.h"
 #include "xbar/crossbar/plan.h"
@@ -1044,6 +1045,65 @@ TEST(Network, StatisticsFromTheFirstImagesOnly) {
   sim.SetStatsImages(1000);  // more than the test set: every image
   sim.Evaluate(data.test, SimMode::kCrossbar, 40, torch::kCPU);
   EXPECT_EQ(sim.stats_images(), 150);
+}
+
+// Issue 15: the AVX-512 kernels (bit-packed inputs cut from whole rows, gathered for compacted
+// rows, or cut at unaligned fragment starts; counts, ADC and shift-and-add in registers) and the
+// portable ones give the same bits, on both sum kernels, lossy and lossless, on every path the
+// engine takes: 64-aligned tiles, unaligned tile starts (100-row arrays), FORMS fragments of 8 and
+// 64 rows, compacted (gathered) rows, the offset scheme's unit column, 1- and 2-bit DACs, signed
+// inputs and 12-bit inputs (the scalar packing path).
+TEST(Kernels, PortableAndVectorKernelsGiveTheSameBits) {
+  const bool vector = !PortableKernels();
+  DeviceSpec ideal;
+  struct Run {
+    const Scheme* scheme;
+    int64_t rows, cols, fragment;
+    int cell_bits, dac_bits, input_bits, adc_bits;
+    bool prune;
+  };
+  const std::vector<Run> runs = {
+      {kTwoColumn, 128, 128, 8, 1, 1, 8, 5, false},  {kTwoColumn, 100, 96, 8, 2, 2, 8, 6, false},
+      {kOffset, 128, 128, 8, 2, 1, 8, 0, true},      {kPolarized, 128, 128, 8, 1, 1, 8, 5, false},
+      {kPolarized, 128, 96, 64, 2, 2, 8, 4, true},   {kComplementary, 64, 64, 8, 1, 1, 8, 6, true},
+      {kTwoCrossbar, 128, 128, 8, 2, 1, 12, 7, false}};
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Run& r = runs[i];
+    torch::Tensor w = Weights(40, 300, 70 + i, r.prune);
+    if (r.scheme == kPolarized) {
+      torch::Tensor cm = w.contiguous();
+      ProjectPolarize({cm.data_ptr<float>(), 300, 40}, r.fragment, 64);
+      w = cm;
+    }
+    MappingSpec map = Map(r.scheme, r.rows, r.cols, r.cell_bits, r.dac_bits);
+    map.fragment_rows = r.fragment;
+    map.input_bits = r.input_bits;
+    map.adc_bits = r.adc_bits;
+    CrossbarLayer layer("l", w, 0.0, map, ideal);
+    for (bool signed_inputs : {false, true}) {
+      torch::Tensor x = Inputs(300, 300, r.input_bits, signed_inputs, 5 + i);
+      std::vector<torch::Tensor> got;
+      for (bool portable : {false, true}) {
+        SetPortableKernels(portable);
+        for (SumKernel kernel : {SumKernel::kPacked, SumKernel::kFloat}) {
+          layer.SetSumKernel(kernel);
+          got.push_back(layer.Forward(x, signed_inputs, 0, nullptr));
+        }
+      }
+      SetPortableKernels(false);
+      EXPECT_EQ(layer.packed_tiles(), 0) << "the last run was the float kernel";
+      layer.SetSumKernel(SumKernel::kPacked);
+      EXPECT_EQ(layer.packed_tiles(), layer.tiles()) << "integer cells: every crossbar packs (run " << i << ")";
+      for (size_t k = 1; k < got.size(); ++k) {
+        EXPECT_TRUE(torch::equal(got[0], got[k])) << "run " << i << " signed " << signed_inputs << " variant " << k
+                                                  << " (vector kernels built: " << vector << ") max diff "
+                                                  << (got[0] - got[k]).abs().max().item<double>();
+      }
+      if (r.adc_bits == 0) {
+        EXPECT_TRUE(torch::equal(got[0], layer.Reference(x))) << "lossless run " << i;
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -5,8 +5,9 @@
 // p (positive and negative parts of every read), so it is exact at any size.
 //
 //   PackReads(tile, map.dac_bits);                        // once per programming (words = 0: not packable)
-//   std::vector<uint64_t> x = PackInputs(xg, v);          // xg [G, rows, g] digits 0 .. 2^v - 1
-//   torch::Tensor sums = PackedSums(tile, x, rows, v);    // [G, rows, NR], equal to bmm(xg, tile.reads)
+//   std::vector<uint64_t> x = PackTileInputs(xq, M, K, digits, tile, v);  // inputs xq [M, K] at tile.rows
+//   torch::Tensor sums = PackedSums(tile, x, P * M, v);   // [G, P * M, NR], equal to bmm(xg, tile.reads)
+//   ConvertPosition(tile, group, tables, v, x + ..., ...); // or counts, ADC and shift-and-add per position
 #pragma once
 
 #include <torch/torch.h>
@@ -19,19 +20,64 @@
 
 namespace xbar {
 
-// Input digit planes [G, rows, g] (integers 0..2^v - 1) as packed words [G * rows][v][words].
-std::vector<uint64_t> PackInputs(const torch::Tensor& xg, int v);
+// How the DAC splits an integer input x into plane digits (stages/dac.cc): plane p's digit is
+// ((signed_inputs && x < 0 ? x + wrap : x) >> shift[p]) & mask[p], an integer 0..2^v - 1.
+struct InputDigits {
+  const int* shift;
+  const int64_t* mask;
+  int64_t planes;
+  bool signed_inputs;
+  int64_t wrap;
+};
+// The digits of whole input rows xq [M, K] bit-packed: words [M][P][v][KW], KW = ceil(K / 64), bit
+// r of word w holding bit k of plane p's digit of input 64 w + r. A crossbar whose rows are one
+// 64-aligned run (RowBitsFit) reads its inputs from here directly: the words past its last row
+// meet zero cell words.
+std::vector<uint64_t> PackRowBits(const float* xq, int64_t M, int64_t K, const InputDigits& d, int v);
+bool RowBitsFit(const CrossbarTile& t);
+bool RowsContiguous(const CrossbarTile& t);
+// The same digits at one tile's rows, as words [G * P * M][v][words], row i = (group * P + p) * M
+// + m: gathered from the inputs (any rows), or cut from PackRowBits' words (a contiguous run).
+std::vector<uint64_t> PackTileInputs(const float* xq, int64_t M, int64_t K, const InputDigits& d,
+                                     const CrossbarTile& t, int v);
+std::vector<uint64_t> PackTileFromRowBits(const std::vector<uint64_t>& row_bits, int64_t K, int64_t M, int64_t P,
+                                          const CrossbarTile& t, int v);
 // Packs the tile's read matrix into bit planes; leaves tile.words = 0 (not packable) when a read
 // value is not an integer, read noise is on, or v > 8.
 void PackReads(CrossbarTile& t, int v);
-// Column sums of one input row (words [v][words]) on group `group`: acc[NR]. Inline: the engine
-// calls it per row inside its ADC loop.
-inline void PackedRow(const CrossbarTile& t, int64_t group, const uint64_t* x, int v, int64_t* acc);
-// Column sums [G, rows, NR] from inputs packed by PackInputs.
+// Column sums of one input row (bit k's words at x + k * xk) on group `group`: acc[NR].
+inline void PackedRow(const CrossbarTile& t, int64_t group, const uint64_t* x, int64_t xk, int v, int64_t* acc);
+// Column sums [G, rows, NR] from inputs packed by PackTileInputs.
 torch::Tensor PackedSums(const CrossbarTile& t, const std::vector<uint64_t>& inputs, int64_t rows, int v);
 // Column sums [G, rows, NR] of float reads [G, g, NR] (kernels/float.cc): bmm(xg, reads), each sum
 // in row order, so its bits do not depend on where the row sits or on the thread count.
 torch::Tensor FloatSums(const torch::Tensor& xg, const torch::Tensor& reads);
+
+// The ADC's tables for one crossbar (stages/adc.cc) and the digital weights of the P input planes.
+struct ConvertTables {
+  const float* inv;            // [NR] 1 / LSB
+  const float* lo;             // [NR] lowest code
+  const float* hi;             // [NR] highest code
+  const double* plane_weight;  // [planes]
+  int64_t planes;
+  const double* scale;         // [groups * NR] digital weight of a code
+  // Every sum over planes of codes times plane weights fits int32 (CodesFitInt32).
+  bool int_codes = false;
+};
+// Whether max |code| times the sum of |plane weights| stays below 2^31.
+bool CodesFitInt32(const std::vector<float>& lo, const std::vector<float>& hi, const std::vector<double>& plane_weight);
+// One position on one group (kernels/convert.cc): for every read column c,
+//   S[c] = scale[group, c] * sum_p plane_weight[p] * min(hi[c], max(lo[c], rint(sum_pc * inv[c])))
+// where the column sum sum_pc of input plane p is counted by AND + popcount from packed inputs
+// (x: plane p's bit k at x + p * x_stride + k * xk) or, with x null, read from float sums (plane
+// p's row at sums + p * sum_stride). The sum over planes is exact (integer codes, power-of-two
+// weights), then one rounding for the scale.
+void ConvertPosition(const CrossbarTile& t, int64_t group, const ConvertTables& tab, int v, const uint64_t* x,
+                     int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, double* S);
+// The AVX-512 kernels (when the build targets a CPU with them) or the portable ones, which give the
+// same bits; tests switch to the portable ones to compare.
+void SetPortableKernels(bool on);
+bool PortableKernels();
 
 // ---- inline definitions ---------------------------------------------------------------------------
 
@@ -43,7 +89,7 @@ inline void PopcountSub(uint64_t x, const uint64_t* col, int64_t n, int shift, i
   for (int64_t c = 0; c < n; ++c) acc[c] -= static_cast<int64_t>(__builtin_popcountll(x & col[c])) << shift;
 }
 
-inline void PackedRow(const CrossbarTile& t, int64_t group, const uint64_t* x, int v, int64_t* acc) {
+inline void PackedRow(const CrossbarTile& t, int64_t group, const uint64_t* x, int64_t xk, int v, int64_t* acc) {
   const int64_t NR = t.read_columns(), W = t.words;
   const auto NP = static_cast<int64_t>(t.plane_shift.size());
   std::fill(acc, acc + NR, 0);
@@ -52,7 +98,7 @@ inline void PackedRow(const CrossbarTile& t, int64_t group, const uint64_t* x, i
     for (int64_t k = 0; k < v; ++k) {
       const int shift = t.plane_shift[static_cast<size_t>(p)] + static_cast<int>(k);
       for (int64_t w = 0; w < W; ++w) {
-        const uint64_t xw = x[k * W + w];
+        const uint64_t xw = x[k * xk + w];
         if (xw == 0) continue;
         if (t.plane_negative[static_cast<size_t>(p)]) {
           PopcountSub(xw, wp + w * NR, NR, shift, acc);

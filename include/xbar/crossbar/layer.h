@@ -93,6 +93,13 @@ class CrossbarLayer {
   void SetSumKernel(SumKernel k);
   // Crossbars whose sums currently run bit-packed (after kAuto has decided, on the first Forward).
   int64_t packed_tiles() const;
+  // The work of one Forward over `positions` inputs on the bit-packed crossbars (the roofline in
+  // bench/crossbar_bench): AND + popcount word operations (one 64-bit input word against one
+  // column's cell word) and ADC conversions. Counts the crossbars packed so far.
+  struct KernelWork {
+    double popcount_words = 0, conversions = 0;
+  };
+  KernelWork PackedWork(int64_t positions, bool signed_inputs) const;
 
   // The quantised weights [N, K] (float tensor holding integers).
   const torch::Tensor& quantized() const { return q_; }

@@ -34,19 +34,6 @@ void PackDigits(const uint8_t* d, int64_t n, int k, uint64_t* out, int64_t words
 
 }  // namespace
 
-std::vector<uint64_t> PackInputs(const torch::Tensor& xg, int v) {
-  const int64_t GR = xg.size(0) * xg.size(1), g = xg.size(2), W = (g + 63) / 64;
-  torch::Tensor digits = xg.to(torch::kUInt8).contiguous();
-  const uint8_t* dp = digits.data_ptr<uint8_t>();
-  std::vector<uint64_t> out(static_cast<size_t>(GR * v * W));
-  at::parallel_for(0, GR, 256, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      for (int k = 0; k < v; ++k) PackDigits(dp + i * g, g, k, out.data() + (i * v + k) * W, W);
-    }
-  });
-  return out;
-}
-
 void PackReads(CrossbarTile& t, int v) {
   t.packed.clear();
   t.plane_shift.clear();
@@ -97,7 +84,7 @@ torch::Tensor PackedSums(const CrossbarTile& t, const std::vector<uint64_t>& inp
   at::parallel_for(0, G * rows, 32, [&](int64_t i0, int64_t i1) {
     std::vector<int64_t> acc(static_cast<size_t>(NR));
     for (int64_t i = i0; i < i1; ++i) {
-      PackedRow(t, i / rows, inputs.data() + i * v * W, v, acc.data());
+      PackedRow(t, i / rows, inputs.data() + i * v * W, W, v, acc.data());
       for (int64_t c = 0; c < NR; ++c) op[i * NR + c] = static_cast<float>(acc[static_cast<size_t>(c)]);
     }
   });

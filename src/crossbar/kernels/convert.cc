@@ -1,0 +1,347 @@
+// The engine's per-position pass: column sums (counted from packed inputs or read from float sums),
+// ADC conversion and the shift-and-add over input planes, in one go. The AVX-512 version keeps the
+// counts and the plane sums of 64 columns in registers; the portable one does the same arithmetic
+// in the same order, so both give the same bits (tests/crossbar: Kernels.*).
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+
+#include "xbar/crossbar/kernels.h"
+
+#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__AVX512VPOPCNTDQ__)
+#include <immintrin.h>
+#define XBAR_HAVE_AVX512 1
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 flags the undefined upper lanes inside its own AVX-512 conversion intrinsics.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#else
+#define XBAR_HAVE_AVX512 0
+#endif
+
+namespace xbar {
+namespace {
+
+std::atomic<bool> g_portable{false};
+
+void ConvertPortable(const CrossbarTile& t, int64_t group, const ConvertTables& tab, int v, const uint64_t* x,
+                     int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, double* S) {
+  const int64_t NR = t.read_columns();
+  std::fill(S, S + NR, 0.0);
+  std::vector<int64_t> counts(static_cast<size_t>(x != nullptr ? NR : 0));
+  for (int64_t p = 0; p < tab.planes; ++p) {
+    const float* row = nullptr;
+    if (x != nullptr) {
+      PackedRow(t, group, x + p * x_stride, xk, v, counts.data());
+    } else {
+      row = sums + p * sum_stride;
+    }
+    const double pw = tab.plane_weight[p];
+    for (int64_t c = 0; c < NR; ++c) {
+      const float s = x != nullptr ? static_cast<float>(counts[static_cast<size_t>(c)]) : row[c];
+      const float code = std::min(tab.hi[c], std::max(tab.lo[c], std::nearbyint(s * tab.inv[c])));
+      S[c] += pw * static_cast<double>(code);  // exact: a power of two times an integer code
+    }
+  }
+  const double* sc = tab.scale + group * NR;
+  for (int64_t c = 0; c < NR; ++c) S[c] *= sc[c];
+}
+
+#if XBAR_HAVE_AVX512
+// Lanes of a register that hold columns, `rem` columns from its first.
+inline __mmask8 LaneMask(int64_t rem) {
+  return rem >= 8 ? __mmask8{0xFF} : rem > 0 ? static_cast<__mmask8>((1u << rem) - 1) : __mmask8{0};
+}
+
+// cnt[j] +-= popcount(x & col[j]) << shift over the block's registers.
+template <int NB, bool kMasked, bool kNegative, bool kShift>
+inline void CountWord(__m512i* cnt, __m512i xb, const uint64_t* col, __m128i shift, const __mmask8* mask) {
+  for (int j = 0; j < NB; ++j) {
+    const __m512i cells = kMasked ? _mm512_maskz_loadu_epi64(mask[j], col + 8 * j) : _mm512_loadu_si512(col + 8 * j);
+    __m512i n = _mm512_popcnt_epi64(_mm512_and_si512(xb, cells));
+    if (kShift) n = _mm512_sll_epi64(n, shift);
+    cnt[j] = kNegative ? _mm512_sub_epi64(cnt[j], n) : _mm512_add_epi64(cnt[j], n);
+  }
+}
+
+// Columns [c0, c0 + 8 NB), 8 per register (kMasked: the last block, lanes past NR unused). The
+// counts and the plane sums stay in registers; the ADC tables are read from L1 as operands. With
+// kInt the codes are summed over planes as int32 shifts (exact while the sum fits, which the caller
+// checks), else as doubles; either way the same integer, scaled once at the end.
+template <int NB, bool kMasked, bool kInt>
+void ConvertBlock(const CrossbarTile& t, int64_t group, const ConvertTables& tab, int v, const uint64_t* x,
+                  int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, int64_t c0, double* S) {
+  const int64_t NR = t.read_columns(), W = t.words;
+  const auto NP = static_cast<int64_t>(t.plane_shift.size());
+  __mmask8 mask[NB];
+  __m512d acc[NB];
+  __m256i iacc[NB];
+  for (int j = 0; j < NB; ++j) {
+    mask[j] = kMasked ? LaneMask(NR - c0 - 8 * j) : __mmask8{0xFF};
+    acc[j] = _mm512_setzero_pd();
+    iacc[j] = _mm256_setzero_si256();
+  }
+  const float* inv = tab.inv + c0;
+  const float* lo = tab.lo + c0;
+  const float* hi = tab.hi + c0;
+  const uint64_t* packed = x != nullptr ? t.packed.data() + group * NP * W * NR + c0 : nullptr;
+  for (int64_t p = 0; p < tab.planes; ++p) {
+    __m256 s[NB];
+    if (x != nullptr) {
+      __m512i cnt[NB];
+      for (int j = 0; j < NB; ++j) cnt[j] = _mm512_setzero_si512();
+      const uint64_t* xp = x + p * x_stride;
+      for (int64_t q = 0; q < NP; ++q) {
+        const bool negative = t.plane_negative[static_cast<size_t>(q)] != 0;
+        for (int64_t k = 0; k < v; ++k) {
+          const int sh = t.plane_shift[static_cast<size_t>(q)] + static_cast<int>(k);
+          const __m128i shift = _mm_cvtsi32_si128(sh);
+          for (int64_t w = 0; w < W; ++w) {
+            const uint64_t xw = xp[k * xk + w];
+            if (xw == 0) continue;
+            const __m512i xb = _mm512_set1_epi64(static_cast<long long>(xw));
+            const uint64_t* col = packed + (q * W + w) * NR;
+            if (negative) {
+              if (sh == 0) CountWord<NB, kMasked, true, false>(cnt, xb, col, shift, mask);
+              else CountWord<NB, kMasked, true, true>(cnt, xb, col, shift, mask);
+            } else {
+              if (sh == 0) CountWord<NB, kMasked, false, false>(cnt, xb, col, shift, mask);
+              else CountWord<NB, kMasked, false, true>(cnt, xb, col, shift, mask);
+            }
+          }
+        }
+      }
+      for (int j = 0; j < NB; ++j) s[j] = _mm512_cvtepi64_ps(cnt[j]);
+    } else {
+      const float* row = sums + p * sum_stride + c0;
+      for (int j = 0; j < NB; ++j) s[j] = kMasked ? _mm256_maskz_loadu_ps(mask[j], row + 8 * j) : _mm256_loadu_ps(row + 8 * j);
+    }
+    const double pw = tab.plane_weight[p];
+    const __m512d pwv = _mm512_set1_pd(pw);
+    const __m128i plane_shift = _mm_cvtsi32_si128(std::ilogb(pw));
+    for (int j = 0; j < NB; ++j) {
+      // min(hi, max(lo, rint(s * inv))): with integer lo and hi, rounding after clipping is the
+      // same. std::min/std::max's choice on ties (the second operand) is kept for the float path.
+      // Lanes past NR: zero tables, so a zero code, and they are not stored.
+      const __m256 iv = kMasked ? _mm256_maskz_loadu_ps(mask[j], inv + 8 * j) : _mm256_loadu_ps(inv + 8 * j);
+      const __m256 l = kMasked ? _mm256_maskz_loadu_ps(mask[j], lo + 8 * j) : _mm256_loadu_ps(lo + 8 * j);
+      const __m256 h = kMasked ? _mm256_maskz_loadu_ps(mask[j], hi + 8 * j) : _mm256_loadu_ps(hi + 8 * j);
+      const __m256 y = _mm256_mul_ps(s[j], iv);
+      if (kInt) {
+        // cvtps rounds to nearest even (the default mode, as std::nearbyint).
+        const __m256i code = _mm256_sll_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(y, l), h)), plane_shift);
+        iacc[j] = pw < 0 ? _mm256_sub_epi32(iacc[j], code) : _mm256_add_epi32(iacc[j], code);
+      } else {
+        const __m256 r = _mm256_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        acc[j] = _mm512_fmadd_pd(pwv, _mm512_cvtps_pd(_mm256_min_ps(_mm256_max_ps(r, l), h)), acc[j]);
+      }
+    }
+  }
+  const double* sc = tab.scale + group * NR + c0;
+  for (int j = 0; j < NB; ++j) {
+    const __m512d sum = kInt ? _mm512_cvtepi32_pd(iacc[j]) : acc[j];
+    if (kMasked) {
+      _mm512_mask_storeu_pd(S + c0 + 8 * j, mask[j], _mm512_mul_pd(sum, _mm512_maskz_loadu_pd(mask[j], sc + 8 * j)));
+    } else {
+      _mm512_storeu_pd(S + c0 + 8 * j, _mm512_mul_pd(sum, _mm512_loadu_pd(sc + 8 * j)));
+    }
+  }
+}
+
+template <bool kInt>
+void ConvertAll(const CrossbarTile& t, int64_t group, const ConvertTables& tab, int v, const uint64_t* x,
+                int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, double* S) {
+  const int64_t NR = t.read_columns();
+  int64_t c0 = 0;
+  for (; c0 + 64 <= NR; c0 += 64) ConvertBlock<8, false, kInt>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
+  if (NR - c0 > 32) {
+    ConvertBlock<8, true, kInt>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
+  } else if (NR - c0 == 32) {
+    ConvertBlock<4, false, kInt>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
+  } else if (NR > c0) {
+    ConvertBlock<4, true, kInt>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
+  }
+}
+#endif
+
+}  // namespace
+
+bool CodesFitInt32(const std::vector<float>& lo, const std::vector<float>& hi, const std::vector<double>& plane_weight) {
+  double code = 0, weight = 0;
+  for (float l : lo) code = std::max(code, std::fabs(static_cast<double>(l)));
+  for (float h : hi) code = std::max(code, std::fabs(static_cast<double>(h)));
+  for (double w : plane_weight) weight += std::fabs(w);
+  return code * weight < 2147483648.0;
+}
+
+void SetPortableKernels(bool on) { g_portable.store(on); }
+bool PortableKernels() { return !XBAR_HAVE_AVX512 || g_portable.load(); }
+
+void ConvertPosition(const CrossbarTile& t, int64_t group, const ConvertTables& tab, int v, const uint64_t* x,
+                     int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, double* S) {
+#if XBAR_HAVE_AVX512
+  if (!g_portable.load(std::memory_order_relaxed)) {
+    if (tab.int_codes) {
+      ConvertAll<true>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
+    } else {
+      ConvertAll<false>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
+    }
+    return;
+  }
+#endif
+  ConvertPortable(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
+}
+
+namespace {
+
+// Bit k of plane p's digit of the integer input x, as the DAC splits it (stages/dac.cc).
+inline uint64_t DigitBit(float xf, const InputDigits& d, int64_t p, int k) {
+  const auto x = static_cast<int64_t>(xf);
+  const int64_t u = d.signed_inputs && x < 0 ? x + d.wrap : x;
+  return static_cast<uint64_t>((((u >> d.shift[p]) & d.mask[p]) >> k) & 1);
+}
+
+// The words of n (<= 64) inputs, at src (contiguous) or src[idx[b]]: bit b of plane p's bit k
+// at out[p * p_stride + k * k_stride].
+void PackInputWords(const float* src, const int64_t* idx, int64_t n, const InputDigits& d, int v, uint64_t* out,
+                    int64_t p_stride, int64_t k_stride) {
+#if XBAR_HAVE_AVX512
+  if (d.wrap <= 256 && !g_portable.load(std::memory_order_relaxed)) {
+    // The inputs as bytes u (wrapped into 0..255); bit k of plane p's digit is bit shift + k of u
+    // where the plane's mask has bit k: one byte test per word.
+    __m128i part[4];
+    for (int b = 0; b < 4; ++b) {
+      const int64_t left = n - 16 * b;
+      const __mmask16 lanes = left >= 16 ? __mmask16{0xFFFF} : left > 0 ? static_cast<__mmask16>((1u << left) - 1) : __mmask16{0};
+      __m512 xf;
+      if (idx == nullptr) {
+        xf = _mm512_maskz_loadu_ps(lanes, src + 16 * b);
+      } else {
+        const auto lo8 = static_cast<__mmask8>(lanes & 0xFF), hi8 = static_cast<__mmask8>(lanes >> 8);
+        const __m256 lo = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), lo8, _mm512_maskz_loadu_epi64(lo8, idx + 16 * b), src, 4);
+        const __m256 hi = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), hi8, _mm512_maskz_loadu_epi64(hi8, idx + 16 * b + 8), src, 4);
+        xf = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+      }
+      __m512i x = _mm512_cvttps_epi32(xf);
+      if (d.signed_inputs) {
+        x = _mm512_mask_add_epi32(x, _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512()), x,
+                                  _mm512_set1_epi32(static_cast<int>(d.wrap)));
+      }
+      part[b] = _mm512_cvtepi32_epi8(x);
+    }
+    const __m512i bytes = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(part[0]), part[1], 1)),
+        _mm256_inserti128_si256(_mm256_castsi128_si256(part[2]), part[3], 1), 1);
+    for (int64_t p = 0; p < d.planes; ++p) {
+      for (int k = 0; k < v; ++k) {
+        const int bit = d.shift[p] + k;
+        const bool used = ((d.mask[p] >> k) & 1) != 0 && bit < 8;
+        out[p * p_stride + k * k_stride] =
+            used ? static_cast<uint64_t>(_mm512_test_epi8_mask(bytes, _mm512_set1_epi8(static_cast<char>(1 << bit)))) : 0;
+      }
+    }
+    return;
+  }
+#endif
+  for (int64_t p = 0; p < d.planes; ++p) {
+    for (int k = 0; k < v; ++k) {
+      uint64_t word = 0;
+      for (int64_t b = 0; b < n; ++b) word |= DigitBit(idx == nullptr ? src[b] : src[idx[b]], d, p, k) << b;
+      out[p * p_stride + k * k_stride] = word;
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<uint64_t> PackRowBits(const float* xq, int64_t M, int64_t K, const InputDigits& d, int v) {
+  const int64_t KW = (K + 63) / 64, P = d.planes;
+  std::vector<uint64_t> out(static_cast<size_t>(M * P * v * KW));
+  at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      uint64_t* dst = out.data() + m * P * v * KW;
+      for (int64_t w = 0; w < KW; ++w) {
+        PackInputWords(xq + m * K + w * 64, nullptr, std::min<int64_t>(64, K - w * 64), d, v, dst + w, v * KW, KW);
+      }
+    }
+  });
+  return out;
+}
+
+bool RowsContiguous(const CrossbarTile& t) {
+  const int64_t R = t.num_rows();
+  for (int64_t r = 1; r < R; ++r) {
+    if (t.rows[static_cast<size_t>(r)] != t.rows[0] + r) return false;
+  }
+  return R > 0;
+}
+
+bool RowBitsFit(const CrossbarTile& t) {
+  return RowsContiguous(t) && t.rows[0] % 64 == 0 && (t.groups == 1 || t.group_rows % 64 == 0) &&
+         t.groups * t.group_rows <= t.num_rows();
+}
+
+std::vector<uint64_t> PackTileInputs(const float* xq, int64_t M, int64_t K, const InputDigits& d,
+                                     const CrossbarTile& t, int v) {
+  const int64_t G = t.groups, g = t.group_rows, R = t.num_rows(), W = (g + 63) / 64, P = d.planes;
+  const int64_t* rows = t.rows.data();
+  const bool contiguous = RowsContiguous(t);
+  std::vector<uint64_t> out(static_cast<size_t>(G * P * M * v * W));
+  at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      const float* src = xq + m * K;
+      for (int64_t gi = 0; gi < G; ++gi) {
+        uint64_t* dst = out.data() + (gi * P * M + m) * v * W;
+        for (int64_t w = 0; w < W; ++w) {
+          const int64_t r0 = gi * g + w * 64;  // first tile row of the word
+          const int64_t n = std::max<int64_t>(0, std::min({int64_t{64}, R - r0, g - w * 64}));
+          if (n == 0) {
+            for (int64_t p = 0; p < P; ++p) {
+              for (int k = 0; k < v; ++k) dst[p * M * v * W + k * W + w] = 0;
+            }
+          } else {
+            PackInputWords(contiguous ? src + rows[r0] : src, contiguous ? nullptr : rows + r0, n, d, v, dst + w,
+                           M * v * W, W);
+          }
+        }
+      }
+    }
+  });
+  return out;
+}
+
+std::vector<uint64_t> PackTileFromRowBits(const std::vector<uint64_t>& row_bits, int64_t K, int64_t M, int64_t P,
+                                          const CrossbarTile& t, int v) {
+  const int64_t G = t.groups, g = t.group_rows, R = t.num_rows(), W = (g + 63) / 64, KW = (K + 63) / 64;
+  const int64_t first = t.rows[0];
+  std::vector<uint64_t> out(static_cast<size_t>(G * P * M * v * W));
+  at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      for (int64_t p = 0; p < P; ++p) {
+        for (int k = 0; k < v; ++k) {
+          const uint64_t* rb = row_bits.data() + ((m * P + p) * v + k) * KW;
+          for (int64_t gi = 0; gi < G; ++gi) {
+            uint64_t* dst = out.data() + ((gi * P + p) * M + m) * v * W + k * W;
+            for (int64_t w = 0; w < W; ++w) {
+              const int64_t r0 = gi * g + w * 64;  // first tile row of the word
+              const int64_t n = std::max<int64_t>(0, std::min({int64_t{64}, R - r0, g - w * 64}));
+              uint64_t word = 0;
+              if (n > 0) {
+                const int64_t start = first + r0, q = start / 64, r = start % 64;
+                word = rb[q] >> r;
+                if (r != 0 && r + n > 64) word |= rb[q + 1] << (64 - r);
+                if (n < 64) word &= (uint64_t{1} << n) - 1;
+              }
+              dst[w] = word;
+            }
+          }
+        }
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace xbar
