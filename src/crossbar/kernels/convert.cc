@@ -88,7 +88,28 @@ void ConvertBlock(const CrossbarTile& t, int64_t group, const ConvertTables& tab
   const float* hi = tab.hi + c0;
   const uint64_t* packed = x != nullptr ? t.packed.data() + group * NP * W * NR + c0 : nullptr;
   for (int64_t p = 0; p < tab.planes; ++p) {
-    __m256 s[NB];
+    const double pw = tab.plane_weight[p];
+    const __m512d pwv = _mm512_set1_pd(pw);
+    const __m128i plane_shift = _mm_cvtsi32_si128(std::ilogb(pw));
+    const __m256i sign = _mm256_set1_epi32(pw < 0 ? -1 : 1);
+    // Register j's column sums s: ADC, then shift-and-add. min(hi, max(lo, rint(s * inv))): with
+    // integer lo and hi, rounding after clipping is the same; std::min/std::max's choice on ties
+    // (the second operand) is kept for the float path. Lanes past NR: zero tables, so a zero
+    // code, and they are not stored.
+    auto convert = [&](int j, __m256 s) {
+      const __m256 iv = kMasked ? _mm256_maskz_loadu_ps(mask[j], inv + 8 * j) : _mm256_loadu_ps(inv + 8 * j);
+      const __m256 l = kMasked ? _mm256_maskz_loadu_ps(mask[j], lo + 8 * j) : _mm256_loadu_ps(lo + 8 * j);
+      const __m256 h = kMasked ? _mm256_maskz_loadu_ps(mask[j], hi + 8 * j) : _mm256_loadu_ps(hi + 8 * j);
+      const __m256 y = _mm256_mul_ps(s, iv);
+      if (kInt) {
+        // cvtps rounds to nearest even (the default mode, as std::nearbyint); sign: the plane's.
+        const __m256i code = _mm256_sll_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(y, l), h)), plane_shift);
+        iacc[j] = _mm256_add_epi32(iacc[j], _mm256_sign_epi32(code, sign));
+      } else {
+        const __m256 r = _mm256_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        acc[j] = _mm512_fmadd_pd(pwv, _mm512_cvtps_pd(_mm256_min_ps(_mm256_max_ps(r, l), h)), acc[j]);
+      }
+    };
     if (x != nullptr) {
       __m512i cnt[NB];
       for (int j = 0; j < NB; ++j) cnt[j] = _mm512_setzero_si512();
@@ -113,29 +134,11 @@ void ConvertBlock(const CrossbarTile& t, int64_t group, const ConvertTables& tab
           }
         }
       }
-      for (int j = 0; j < NB; ++j) s[j] = _mm512_cvtepi64_ps(cnt[j]);
+      for (int j = 0; j < NB; ++j) convert(j, _mm512_cvtepi64_ps(cnt[j]));
     } else {
       const float* row = sums + p * sum_stride + c0;
-      for (int j = 0; j < NB; ++j) s[j] = kMasked ? _mm256_maskz_loadu_ps(mask[j], row + 8 * j) : _mm256_loadu_ps(row + 8 * j);
-    }
-    const double pw = tab.plane_weight[p];
-    const __m512d pwv = _mm512_set1_pd(pw);
-    const __m128i plane_shift = _mm_cvtsi32_si128(std::ilogb(pw));
-    for (int j = 0; j < NB; ++j) {
-      // min(hi, max(lo, rint(s * inv))): with integer lo and hi, rounding after clipping is the
-      // same. std::min/std::max's choice on ties (the second operand) is kept for the float path.
-      // Lanes past NR: zero tables, so a zero code, and they are not stored.
-      const __m256 iv = kMasked ? _mm256_maskz_loadu_ps(mask[j], inv + 8 * j) : _mm256_loadu_ps(inv + 8 * j);
-      const __m256 l = kMasked ? _mm256_maskz_loadu_ps(mask[j], lo + 8 * j) : _mm256_loadu_ps(lo + 8 * j);
-      const __m256 h = kMasked ? _mm256_maskz_loadu_ps(mask[j], hi + 8 * j) : _mm256_loadu_ps(hi + 8 * j);
-      const __m256 y = _mm256_mul_ps(s[j], iv);
-      if (kInt) {
-        // cvtps rounds to nearest even (the default mode, as std::nearbyint).
-        const __m256i code = _mm256_sll_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(y, l), h)), plane_shift);
-        iacc[j] = pw < 0 ? _mm256_sub_epi32(iacc[j], code) : _mm256_add_epi32(iacc[j], code);
-      } else {
-        const __m256 r = _mm256_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        acc[j] = _mm512_fmadd_pd(pwv, _mm512_cvtps_pd(_mm256_min_ps(_mm256_max_ps(r, l), h)), acc[j]);
+      for (int j = 0; j < NB; ++j) {
+        convert(j, kMasked ? _mm256_maskz_loadu_ps(mask[j], row + 8 * j) : _mm256_loadu_ps(row + 8 * j));
       }
     }
   }
