@@ -370,7 +370,7 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       } else if (kernel_ == SumKernel::kPacked || t.kernel == 2) {
         pack();
         sums = PackedSums(t, xbits, P * M, v);
-      } else {  // undecided: time both on these positions and keep the faster
+      } else {  // undecided: time both on these positions (each with its input preparation), keep the faster
         using Clock = std::chrono::steady_clock;
         const auto t0 = Clock::now();
         lower();
