@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 
@@ -454,8 +455,13 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
   if (calibrating_ || chunks - first <= 1) {
     for (int64_t c = first; c < chunks; ++c) run_chunk(c);
   } else {
-    at::parallel_for(first, chunks, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) run_chunk(c);
+    // Chunks handed out one at a time, so a thread whose core is busy with another program takes
+    // fewer of them instead of holding the others at the barrier (a static split made two threads
+    // slower than one on a busy machine). Which thread computes a chunk does not change its bits.
+    std::atomic<int64_t> next{first};
+    const int64_t workers = std::min<int64_t>(at::get_num_threads(), chunks - first);
+    at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+      for (int64_t c = next++; c < chunks; c = next++) run_chunk(c);
     });
   }
   if (stats != nullptr) CountReads(xq, signed_inputs, stats);
