@@ -70,7 +70,7 @@ inline void CountWord(__m512i* cnt, __m512i xb, const uint64_t* col, __m128i shi
 // counts and the plane sums stay in registers; the ADC tables are read from L1 as operands. With
 // kInt the codes are summed over planes as int32 shifts (exact while the sum fits, which the caller
 // checks), else as doubles; either way the same integer, scaled once at the end.
-template <int NB, bool kMasked, bool kInt>
+template <int NB, bool kMasked, bool kInt, int kSimplePlanes>
 void ConvertBlock(const CrossbarTile& t, int64_t group, const ConvertTables& tab, int v, const uint64_t* x,
                   int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, int64_t c0, double* S) {
   const int64_t NR = t.read_columns(), W = t.words;
@@ -114,7 +114,25 @@ void ConvertBlock(const CrossbarTile& t, int64_t group, const ConvertTables& tab
       __m512i cnt[NB];
       for (int j = 0; j < NB; ++j) cnt[j] = _mm512_setzero_si512();
       const uint64_t* xp = x + p * x_stride;
-      for (int64_t q = 0; q < NP; ++q) {
+      if (kSimplePlanes > 0) {
+        // kSimplePlanes positive cell planes at shifts 0, 1, ..., a 1-bit DAC and two words
+        // (65..128 rows): straight-line code, no zero-word test (a zero word counts nothing).
+        const __m512i x0 = _mm512_set1_epi64(static_cast<long long>(xp[0]));
+        const __m512i x1 = _mm512_set1_epi64(static_cast<long long>(xp[1]));
+        for (int j = 0; j < NB; ++j) {
+          __m512i sum = _mm512_setzero_si512();
+          for (int q = kSimplePlanes - 1; q >= 0; --q) {
+            const uint64_t* c = packed + 2 * q * NR + 8 * j;
+            const __m512i a = kMasked ? _mm512_maskz_loadu_epi64(mask[j], c) : _mm512_loadu_si512(c);
+            const __m512i b = kMasked ? _mm512_maskz_loadu_epi64(mask[j], c + NR) : _mm512_loadu_si512(c + NR);
+            sum = _mm512_add_epi64(_mm512_add_epi64(sum, sum),  // earlier (higher) planes doubled
+                                   _mm512_add_epi64(_mm512_popcnt_epi64(_mm512_and_si512(x0, a)),
+                                                    _mm512_popcnt_epi64(_mm512_and_si512(x1, b))));
+          }
+          cnt[j] = sum;
+        }
+      }
+      for (int64_t q = 0; q < (kSimplePlanes > 0 ? 0 : NP); ++q) {
         const bool negative = t.plane_negative[static_cast<size_t>(q)] != 0;
         for (int64_t k = 0; k < v; ++k) {
           const int sh = t.plane_shift[static_cast<size_t>(q)] + static_cast<int>(k);
@@ -153,18 +171,18 @@ void ConvertBlock(const CrossbarTile& t, int64_t group, const ConvertTables& tab
   }
 }
 
-template <bool kInt>
+template <bool kInt, int kSimple>
 void ConvertAll(const CrossbarTile& t, int64_t group, const ConvertTables& tab, int v, const uint64_t* x,
                 int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, double* S) {
   const int64_t NR = t.read_columns();
   int64_t c0 = 0;
-  for (; c0 + 64 <= NR; c0 += 64) ConvertBlock<8, false, kInt>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
+  for (; c0 + 64 <= NR; c0 += 64) ConvertBlock<8, false, kInt, kSimple>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
   if (NR - c0 > 32) {
-    ConvertBlock<8, true, kInt>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
+    ConvertBlock<8, true, kInt, kSimple>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
   } else if (NR - c0 == 32) {
-    ConvertBlock<4, false, kInt>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
+    ConvertBlock<4, false, kInt, kSimple>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
   } else if (NR > c0) {
-    ConvertBlock<4, true, kInt>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
+    ConvertBlock<4, true, kInt, kSimple>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
   }
 }
 #endif
@@ -186,10 +204,23 @@ void ConvertPosition(const CrossbarTile& t, int64_t group, const ConvertTables& 
                      int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, double* S) {
 #if XBAR_HAVE_AVX512
   if (!g_portable.load(std::memory_order_relaxed)) {
+    // The common shapes get straight-line counting: 1-bit DAC, 65..128-row groups, one or two
+    // positive cell planes at shifts 0 (and 1), as 1- and 2-bit cells give.
+    int simple = 0;
+    if (x != nullptr && v == 1 && t.words == 2 && t.plane_shift.size() <= 2) {
+      simple = static_cast<int>(t.plane_shift.size());
+      for (size_t q = 0; q < t.plane_shift.size(); ++q) {
+        if (t.plane_shift[q] != static_cast<int>(q) || t.plane_negative[q] != 0) simple = 0;
+      }
+    }
     if (tab.int_codes) {
-      ConvertAll<true>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
+      if (simple == 1) ConvertAll<true, 1>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
+      else if (simple == 2) ConvertAll<true, 2>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
+      else ConvertAll<true, 0>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
     } else {
-      ConvertAll<false>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
+      if (simple == 1) ConvertAll<false, 1>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
+      else if (simple == 2) ConvertAll<false, 2>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
+      else ConvertAll<false, 0>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
     }
     return;
   }
