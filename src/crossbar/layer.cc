@@ -292,11 +292,13 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
            (kernel_ == SumKernel::kPacked || (kernel_ == SumKernel::kAuto && t.kernel == 2));
   };
   bool need_planes = false;
-  std::vector<char> row_bits_fit(tiles_.size()), contiguous(tiles_.size());
+  std::vector<char> row_bits_fit(tiles_.size()), contiguous(tiles_.size()), int_codes(tiles_.size());
   for (size_t i = 0; i < tiles_.size(); ++i) {
-    need_planes |= !fused_kernel(tiles_[i]);
-    row_bits_fit[i] = static_cast<char>(RowBitsFit(tiles_[i]));
-    contiguous[i] = static_cast<char>(RowsContiguous(tiles_[i]));
+    const CrossbarTile& t = tiles_[i];
+    need_planes |= !fused_kernel(t);
+    row_bits_fit[i] = static_cast<char>(RowBitsFit(t));
+    contiguous[i] = static_cast<char>(RowsContiguous(t));
+    int_codes[i] = static_cast<char>(CodesFitInt32(t.adc_lo, t.adc_hi, planes.weight));
   }
   torch::Tensor X_all = need_planes ? chain_.dac->Split(xq, signed_inputs, planes) : torch::Tensor();
   torch::Tensor out = torch::empty({M_all, N_}, kF64);  // every chunk writes all of its rows
@@ -392,7 +394,7 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       }
       const float* sp = sums.defined() ? sums.data_ptr<float>() : nullptr;
       const ConvertTables tab{t.adc_inv.data(), t.adc_lo.data(), t.adc_hi.data(), planes.weight.data(), P,
-                              t.adc_scale.data(), CodesFitInt32(t.adc_lo, t.adc_hi, planes.weight)};
+                              t.adc_scale.data(), int_codes[ti] != 0};
       const int64_t weight_cols = (NR / C) * C;  // the offset scheme's unit column comes last
       // Plane p, bit k of position m on group gi: x(gi, m) + p * x_plane + k * x_bit.
       const int64_t x_bit = from_row_bits ? KW : t.words;

@@ -37,7 +37,8 @@ std::vector<uint64_t> PackRowBits(const float* xq, int64_t M, int64_t K, const I
 bool RowBitsFit(const CrossbarTile& t);
 bool RowsContiguous(const CrossbarTile& t);
 // The same digits at one tile's rows, as words [G * P * M][v][words], row i = (group * P + p) * M
-// + m: gathered from the inputs (any rows), or cut from PackRowBits' words (a contiguous run).
+// + m: gathered from the inputs (any rows; the engine uses it for compacted rows), or cut from
+// PackRowBits' words (a contiguous run).
 std::vector<uint64_t> PackTileInputs(const float* xq, int64_t M, int64_t K, const InputDigits& d,
                                      const CrossbarTile& t, int v);
 std::vector<uint64_t> PackTileFromRowBits(const std::vector<uint64_t>& row_bits, int64_t K, int64_t M, int64_t P,

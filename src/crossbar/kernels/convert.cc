@@ -15,6 +15,7 @@
 #define XBAR_HAVE_AVX512 1
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12 flags the undefined upper lanes inside its own AVX-512 conversion intrinsics.
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #else
@@ -30,7 +31,8 @@ void ConvertPortable(const CrossbarTile& t, int64_t group, const ConvertTables& 
                      int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, double* S) {
   const int64_t NR = t.read_columns();
   std::fill(S, S + NR, 0.0);
-  std::vector<int64_t> counts(static_cast<size_t>(x != nullptr ? NR : 0));
+  thread_local std::vector<int64_t> counts;  // scratch: this runs per position
+  counts.resize(static_cast<size_t>(x != nullptr ? NR : 0));
   for (int64_t p = 0; p < tab.planes; ++p) {
     const float* row = nullptr;
     if (x != nullptr) {
@@ -321,7 +323,6 @@ std::vector<uint64_t> PackTileInputs(const float* xq, int64_t M, int64_t K, cons
                                      const CrossbarTile& t, int v) {
   const int64_t G = t.groups, g = t.group_rows, R = t.num_rows(), W = (g + 63) / 64, P = d.planes;
   const int64_t* rows = t.rows.data();
-  const bool contiguous = RowsContiguous(t);
   std::vector<uint64_t> out(static_cast<size_t>(G * P * M * v * W));
   at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
@@ -336,8 +337,7 @@ std::vector<uint64_t> PackTileInputs(const float* xq, int64_t M, int64_t K, cons
               for (int k = 0; k < v; ++k) dst[p * M * v * W + k * W + w] = 0;
             }
           } else {
-            PackInputWords(contiguous ? src + rows[r0] : src, contiguous ? nullptr : rows + r0, n, d, v, dst + w,
-                           M * v * W, W);
+            PackInputWords(src, rows + r0, n, d, v, dst + w, M * v * W, W);
           }
         }
       }
