@@ -200,7 +200,7 @@ std::vector<KeySpec> BuildSchema() {
       Int("simulate.batch_size", "200", 1, 65536, "images per simulated batch"),
       Int("simulate.stats_images", "500", 0, kInf,
           "per-layer statistics (NMSE, ADC conversions, zero-skipping) from the first N test images, 0 = all; "
-          "the others take the fast path where the crossbars allow it"),
+          "the others skip that work"),
       // ---- run: the whole pipeline (xbar run) -------------------------------------------------
       KeySpec{"run.stages", ValueType::kEnumList, "[train, compress, simulate, faults, estimate, report]", 0, 0, false,
               false, {"train", "compress", "simulate", "faults", "estimate", "report"},

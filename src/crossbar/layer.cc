@@ -220,6 +220,19 @@ void CrossbarLayer::CountReads(const torch::Tensor& xq_in, bool signed_inputs, R
   torch::NoGradGuard no_grad;
   torch::Tensor xq = xq_in.to(torch::kCPU, torch::kFloat32);
   const int64_t M = xq.size(0), P = map_.InputCycles(signed_inputs), m = map_.fragment_rows, v = map_.dac_bits;
+  CountReads(M, signed_inputs, [&](const std::vector<int64_t>& rows) {
+    const int64_t R = static_cast<int64_t>(rows.size()), F = (R + m - 1) / m;
+    torch::Tensor xr = xq.index_select(1, IndexTensor(rows));
+    if (F * m != R) xr = torch::constant_pad_nd(xr, {0, F * m - R}, 0);
+    // A fragment needs the cycles of its most demanding input (planes are monotone in the value).
+    return PlanesNeeded(xr, static_cast<int>(v), P, 0).view({M, F, m}).amax(2).sum().item<int64_t>();
+  }, stats);
+}
+
+void CrossbarLayer::CountReads(int64_t M, bool signed_inputs,
+                               const std::function<int64_t(const std::vector<int64_t>& rows)>& needed,
+                               ReadStats* stats) const {
+  const int64_t P = map_.InputCycles(signed_inputs), m = map_.fragment_rows;
   const std::vector<int64_t>* last_rows = nullptr;  // tiles with the same rows sit next to each other
   int64_t last_needed = 0;
   for (const CrossbarTile& t : tiles_) {
@@ -229,10 +242,7 @@ void CrossbarLayer::CountReads(const torch::Tensor& xq_in, bool signed_inputs, R
     const int64_t F = (R + m - 1) / m;
     stats->input_cycles += P * M * F;
     if (last_rows == nullptr || *last_rows != t.rows) {
-      torch::Tensor xr = xq.index_select(1, IndexTensor(t.rows));
-      if (F * m != R) xr = torch::constant_pad_nd(xr, {0, F * m - R}, 0);
-      // A fragment needs the cycles of its most demanding input (planes are monotone in the value).
-      last_needed = PlanesNeeded(xr, static_cast<int>(v), P, 0).view({M, F, m}).amax(2).sum().item<int64_t>();
+      last_needed = needed(t.rows);
       last_rows = &t.rows;
     }
     stats->input_cycles_needed += last_needed;
@@ -267,9 +277,77 @@ torch::Tensor PlanesNeeded(const torch::Tensor& xq, int dac_bits, int64_t P, int
   return need;
 }
 
+torch::Tensor CrossbarLayer::ForwardTensor(const torch::Tensor& xq_in, bool signed_inputs, uint64_t noise_seed,
+                                           ReadStats* stats, int64_t first_mvm) {
+  // The engine of Forward as whole-batch tensor ops, in the same order of floating-point operations
+  // (GPU design: docs/BENCHMARKS.md, "The engine as tensor ops"):
+  //   sums[G, P·M, NR] = bmm(digits at the tile's rows, reads)      (exact on integer cells)
+  //   read stages (noise) on the CPU, as Forward applies them        (pure functions of the MVM)
+  //   code = clamp(round(sums · inv), lo, hi)                        (float32, per read column)
+  //   S = scale · Σ_p weight_p · code_p                              (float64; the sum is exact)
+  //   out[:, col_j] += Σ_gi Σ_blocks S[gi, :, block + j] + unit      (tile by tile, in order)
+  torch::NoGradGuard no_grad;
+  const torch::Device dev = xq_in.device();
+  const torch::Tensor xq = xq_in.to(torch::kFloat32).contiguous();
+  const int64_t M = xq.size(0);
+  XBAR_CHECK(xq.size(1) == K_, "layer ", name_, " expects ", K_, " inputs, got ", xq.size(1));
+  const DacStage::Planes planes = chain_.dac->PlanesOf(signed_inputs);
+  const int64_t P = planes.size();
+  // DAC digits [P, M, K] as the dac stage splits them (DacStage::Split, here as tensor ops on dev).
+  torch::Tensor u = xq.to(torch::kInt64);
+  if (signed_inputs) u = torch::where(u < 0, u + (int64_t{1} << map_.input_bits), u);
+  std::vector<torch::Tensor> digit_planes;
+  for (int64_t p = 0; p < P; ++p) {
+    const torch::Tensor shifted = torch::div(u, int64_t{1} << planes.shift[static_cast<size_t>(p)], "floor");
+    digit_planes.push_back(torch::bitwise_and(shifted, planes.mask[static_cast<size_t>(p)]).to(torch::kFloat32));
+  }
+  const torch::Tensor X = torch::stack(digit_planes);  // [P, M, K]
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  torch::Tensor out = torch::zeros({M, N_}, f64.device(dev));
+  const StageContext ctx = Context();
+  for (CrossbarTile& t : tiles_) {
+    const int64_t C = t.num_cols(), G = t.groups, g = t.group_rows, NR = t.read_columns();
+    const int64_t weight_cols = (NR / C) * C;
+    torch::Tensor xt = X.index_select(2, IndexTensor(t.rows).to(dev));  // [P, M, R]
+    if (G * g != t.num_rows()) xt = torch::constant_pad_nd(xt, {0, G * g - t.num_rows()}, 0);
+    torch::Tensor xg = xt.reshape({P * M, G, g}).permute({1, 0, 2}).contiguous();  // [G, P*M, g]
+    torch::Tensor sums = torch::bmm(xg, t.reads.to(dev, torch::kFloat32));          // [G, P*M, NR]
+    if (!chain_.stages.empty() || calibrating_) {
+      // The read stages and the ADC's range recording run on the CPU tensors, as in Forward.
+      torch::Tensor xg_cpu = xg.cpu(), sums_cpu = sums.cpu().contiguous();
+      const ReadBatch batch{noise_seed, static_cast<int64_t>(&t - tiles_.data()), P, M, first_mvm};
+      for (const auto& stage : chain_.stages) stage->Apply(t, xg_cpu, sums_cpu, ctx, batch);
+      if (calibrating_) chain_.adc->Record(t, sums_cpu, ctx);
+      sums = sums_cpu.to(dev);
+    }
+    // ADC: the tables the adc stage set, per read column.
+    const torch::Tensor inv = torch::from_blob(t.adc_inv.data(), {NR}, f32).to(dev);
+    const torch::Tensor lo = torch::from_blob(t.adc_lo.data(), {NR}, f32).to(dev);
+    const torch::Tensor hi = torch::from_blob(t.adc_hi.data(), {NR}, f32).to(dev);
+    const torch::Tensor scale = torch::from_blob(t.adc_scale.data(), {G, 1, NR}, f64).to(dev);
+    const torch::Tensor codes = torch::clamp(torch::round(sums * inv), lo, hi).view({G, P, M, NR});
+    torch::Tensor S = torch::zeros({G, M, NR}, f64.device(dev));
+    for (int64_t p = 0; p < P; ++p) S.add_(codes.select(1, p).to(torch::kFloat64) * planes.weight[static_cast<size_t>(p)]);
+    S.mul_(scale);
+    // Each output's reads added in the engine's order: group by group, column block by block.
+    torch::Tensor acc = torch::zeros({M, C}, f64.device(dev));
+    torch::Tensor unit = torch::zeros({M}, f64.device(dev));
+    for (int64_t gi = 0; gi < G; ++gi) {
+      const torch::Tensor Sg = S.select(0, gi);
+      for (int64_t c0 = 0; c0 < weight_cols; c0 += C) acc.add_(Sg.narrow(1, c0, C));
+      for (int64_t c = weight_cols; c < NR; ++c) unit.add_(Sg.select(1, c));
+    }
+    out.index_add_(1, IndexTensor(t.cols).to(dev), acc + unit.unsqueeze(1));
+  }
+  if (stats != nullptr) CountReads(xq.cpu(), signed_inputs, stats);
+  return out;
+}
+
 torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inputs, uint64_t noise_seed,
                                      ReadStats* stats, int64_t first_mvm) {
   torch::NoGradGuard no_grad;
+  if (kernel_ == SumKernel::kTensor) return ForwardTensor(xq_in, signed_inputs, noise_seed, stats, first_mvm);
   torch::Tensor xq = xq_in.to(torch::kCPU, torch::kFloat32).contiguous();
   const int64_t M_all = xq.size(0);
   XBAR_CHECK(xq.size(1) == K_, "layer ", name_, " expects ", K_, " inputs, got ", xq.size(1));

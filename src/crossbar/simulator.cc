@@ -9,6 +9,7 @@
 #include "xbar/core/platform.h"
 #include "xbar/core/progress.h"
 #include "xbar/core/rng.h"
+#include "xbar/crossbar/kernels.h"
 #include "xbar/crossbar/plan.h"
 #include "xbar/crossbar/workload.h"
 
@@ -87,6 +88,7 @@ struct NetworkSimulator::LayerState {
   // after each Program on first use; undefined when not foldable).
   torch::Tensor folded_weight;
   bool folded_checked = false;
+  ExactPlan fast_plan, folded_plan;  // how ExactPartials keeps their sums exact (made on first use)
   torch::Tensor float_weight;  // the float weights (float64), for the NMSE reference
   double input_scale = 1.0;
   bool signed_inputs = false;
@@ -128,6 +130,13 @@ NetworkSimulator::NetworkSimulator(Model& model, const MappingSpec& map, const D
 
 NetworkSimulator::~NetworkSimulator() { model_.SetLayerOverride(nullptr); }
 
+void NetworkSimulator::SetSumKernel(SumKernel k) {
+  kernel_ = k;
+  for (auto& s : layers_) {
+    for (auto& g : s->groups) g->SetSumKernel(k);
+  }
+}
+
 int64_t NetworkSimulator::crossbars() const {
   int64_t n = 0;
   for (const auto& s : layers_) {
@@ -139,6 +148,14 @@ int64_t NetworkSimulator::crossbars() const {
 torch::Tensor QuantizeInputs(const torch::Tensor& x, double scale, bool signed_inputs, int input_bits) {
   const double qmax = signed_inputs ? std::ldexp(1.0, input_bits - 1) - 1 : std::ldexp(1.0, input_bits) - 1;
   const double qmin = signed_inputs ? -qmax - 1 : 0.0;
+  if (x.device().is_cpu() && x.scalar_type() == torch::kFloat32) {
+    // One pass (kernels/fast_path.cc), the same bits as the three tensor ops below.
+    const torch::Tensor xc = x.contiguous();
+    torch::Tensor q = torch::empty_like(xc);
+    QuantizeCodes(xc.data_ptr<float>(), q.data_ptr<float>(), xc.numel(), static_cast<float>(scale),
+                  static_cast<float>(qmin), static_cast<float>(qmax));
+    return q;
+  }
   torch::Tensor q = x / scale;
   q.round_();
   return q.clamp_(qmin, qmax);
@@ -146,39 +163,134 @@ torch::Tensor QuantizeInputs(const torch::Tensor& x, double scale, bool signed_i
 
 // Exact integer result of a conv/linear on integer-valued float tensors. A float32 sum of integers
 // is exact while every partial sum stays below 2^24, and no partial sum of an output exceeds max|x|
-// times the L1 norm of that output's weights: when that bound could exceed 2^24, the
-// inputs are split into base-16 digits x = sum_i 16^i d_i (d_i in 0..15 except the top one, which
-// keeps the sign) until the top digit's bound is small enough, and the exact float32 results are
-// combined in float64 (16-bit inputs: four float32 convolutions); when even one digit could exceed
-// it, the layer runs in float64, exact below 2^53. (oneDNN and BLAS compute convolutions as sums
-// of products, never Winograd, on the CPU.)
-torch::Tensor ExactLayer(const LayerInfo& l, const torch::Tensor& xq, const torch::Tensor& w, double max_x) {
-  // Every partial sum of an output (in any order a GEMM or conv kernel adds its products) is at most
-  // max|x| times the L1 norm of that output's weights: float32 sums stay exact below 2^24.
-  const double max_w1 = w.numel() > 0 ? w.abs().reshape({w.size(0), -1}).sum(1).max().item<double>() : 0.0;
-  constexpr double kExact = 16777216.0;  // 2^24
-  auto apply = [&](const torch::Tensor& in, const torch::Tensor& weight) {
-    return l.kind == LayerKind::kConv2d
-               ? torch::conv2d(in, weight, {}, l.stride, l.padding, l.dilation, l.groups)
-               : torch::mm(in, weight.t());
-  };
-  if (max_x * max_w1 < kExact) return apply(xq, w).to(torch::kFloat64);
-  if (15.0 * max_w1 < kExact) {
+// times the L1 norm of that output's weights. When that bound could exceed 2^24, the input channels
+// (a linear layer's inputs) are split into the fewest equal chunks whose bound stays below it: one
+// float32 convolution per chunk, the same multiply-adds in all, the exact partial results added in
+// float64. When no split works (a grouped convolution, or one channel alone too heavy), the inputs
+// are split into base-16 digits x = sum_i 16^i d_i (d_i in 0..15 except the top one, which keeps
+// the sign) until the top digit's bound is small enough (16-bit inputs: four float32 convolutions);
+// when even one digit could exceed it, the layer runs in float64, exact below 2^53. (oneDNN and
+// BLAS compute convolutions as sums of products, never Winograd, on the CPU.)
+namespace {
+constexpr double kExactF32 = 16777216.0;  // 2^24
+
+torch::Tensor Apply(const LayerInfo& l, const torch::Tensor& in, const torch::Tensor& weight) {
+  return l.kind == LayerKind::kConv2d ? torch::conv2d(in, weight, {}, l.stride, l.padding, l.dilation, l.groups)
+                                      : torch::mm(in, weight.t());
+}
+}  // namespace
+
+double MaxRowL1(const torch::Tensor& w) {
+  return w.numel() > 0 ? w.abs().reshape({w.size(0), -1}).sum(1).max().item<double>() : 0.0;
+}
+
+ExactPlan PlanExactSums(const LayerInfo& l, const torch::Tensor& w, double max_x) {
+  torch::NoGradGuard no_grad;
+  ExactPlan p;
+  p.max_x = max_x;
+  p.max_w1 = MaxRowL1(w);
+  if (w.numel() == 0 || max_x * p.max_w1 < kExactF32 || l.groups != 1) return p;
+  // L1 of every output's weights over the first c input channels: [O, C + 1], exact (integers).
+  const torch::Tensor a = w.to(torch::kCPU, torch::kFloat64).abs();
+  const torch::Tensor per = l.kind == LayerKind::kConv2d ? a.sum({2, 3}) : a;  // [O, C]
+  const int64_t C = per.size(1);
+  const torch::Tensor cum = torch::cat({torch::zeros({per.size(0), 1}, per.options()), per.cumsum(1)}, 1);
+  constexpr int64_t kMaxChunks = 64;
+  for (int64_t n = 2; n <= std::min(C, kMaxChunks); ++n) {
+    // n equal chunks, on multiples of 16 channels where that keeps them all non-empty (oneDNN's
+    // channel blocks).
+    const int64_t align = C % 16 == 0 && C / 16 >= n ? 16 : 1;
+    std::vector<int64_t> bounds{0};
+    for (int64_t i = 1; i < n; ++i) bounds.push_back(((i * C / n + align / 2) / align) * align);
+    bounds.push_back(C);
+    bool fits = true;
+    for (size_t i = 0; i + 1 < bounds.size() && fits; ++i) {
+      fits = bounds[i + 1] > bounds[i] &&
+             (cum.select(1, bounds[i + 1]) - cum.select(1, bounds[i])).max().item<double>() * max_x < kExactF32;
+    }
+    if (!fits) continue;
+    for (size_t i = 0; i + 1 < bounds.size(); ++i) {
+      p.weights.push_back(w.narrow(1, bounds[i], bounds[i + 1] - bounds[i]).contiguous());
+    }
+    p.bounds = bounds;
+    return p;
+  }
+  return p;  // digits (or float64)
+}
+
+std::vector<torch::Tensor> ExactPartials(const LayerInfo& l, const torch::Tensor& xq, const torch::Tensor& w,
+                                         const ExactPlan& plan) {
+  const double max_x = plan.max_x, max_w1 = plan.max_w1;
+  if (max_x * max_w1 < kExactF32) return {Apply(l, xq, w)};
+  if (!plan.bounds.empty()) {
+    std::vector<torch::Tensor> parts;
+    for (size_t i = 0; i + 1 < plan.bounds.size(); ++i) {
+      const torch::Tensor in = xq.narrow(1, plan.bounds[i], plan.bounds[i + 1] - plan.bounds[i]);
+      parts.push_back(Apply(l, l.kind == LayerKind::kConv2d ? in.contiguous() : in, plan.weights[i].to(xq.device())));
+    }
+    return parts;
+  }
+  if (15.0 * max_w1 < kExactF32) {
     torch::Tensor rest = xq;
     torch::Tensor y;
     double place = 1.0, bound = max_x;
-    while (bound * max_w1 >= kExact) {
+    while (bound * max_w1 >= kExactF32) {
       torch::Tensor high = torch::floor(rest / 16.0);
-      torch::Tensor part = apply(rest - high * 16.0, w).to(torch::kFloat64) * place;
+      torch::Tensor part = Apply(l, rest - high * 16.0, w).to(torch::kFloat64) * place;
       y = y.defined() ? y + part : part;
       rest = high;
       bound = std::ceil(bound / 16.0);
       place *= 16.0;
     }
-    return y + apply(rest, w).to(torch::kFloat64) * place;
+    return {y + Apply(l, rest, w).to(torch::kFloat64) * place};
   }
   XBAR_CHECK(max_x * max_w1 < 9007199254740992.0, "layer ", l.name, " too large for exact float64 sums");
-  return apply(xq.to(torch::kFloat64), w.to(torch::kFloat64));
+  return {Apply(l, xq.to(torch::kFloat64), w.to(torch::kFloat64))};
+}
+
+torch::Tensor CombinePartials(const std::vector<torch::Tensor>& parts) {
+  if (parts.size() == 1) return parts[0];
+  torch::Tensor y = parts[0].to(torch::kFloat64);
+  for (size_t i = 1; i < parts.size(); ++i) y = y + parts[i].to(torch::kFloat64);  // exact integers
+  return y;
+}
+
+torch::Tensor ExactLayer(const LayerInfo& l, const torch::Tensor& xq, const torch::Tensor& w, double max_x) {
+  return CombinePartials(ExactPartials(l, xq, w, PlanExactSums(l, w, max_x))).to(torch::kFloat64);
+}
+
+FastLayerOut FastLayer(const LayerInfo& l, const torch::Tensor& x, double input_scale, bool signed_inputs,
+                       int input_bits, const torch::Tensor& wq, const ExactPlan& plan, double scale,
+                       const torch::Tensor& bias) {
+  FastLayerOut out;
+  out.xq = QuantizeInputs(x, input_scale, signed_inputs, input_bits);
+  out.parts = ExactPartials(l, out.xq, wq, plan);
+  const torch::Tensor& first = out.parts[0];
+  if (first.is_cpu()) {
+    // The partial sums added, scaled and biased in one pass: the bits of (sums in float64 · scale +
+    // bias) as float32.
+    for (auto& part : out.parts) part = part.contiguous();
+    out.y = torch::empty(first.sizes(), first.options().dtype(torch::kFloat32));
+    const torch::Tensor b = bias.defined() ? bias.to(torch::kCPU, torch::kFloat64).contiguous() : bias;
+    const double* bp = b.defined() ? b.data_ptr<double>() : nullptr;
+    const int64_t plane = l.kind == LayerKind::kConv2d ? first.size(2) * first.size(3) : 1;
+    if (first.scalar_type() == torch::kFloat32) {
+      std::vector<const float*> ptrs;
+      for (const auto& part : out.parts) ptrs.push_back(part.data_ptr<float>());
+      ScaleSums(ptrs.data(), static_cast<int64_t>(ptrs.size()), out.y.data_ptr<float>(), first.numel(), scale, bp,
+                l.out_channels, plane);
+    } else {
+      ScaleSums(first.data_ptr<double>(), out.y.data_ptr<float>(), first.numel(), scale, bp, l.out_channels, plane);
+    }
+    return out;
+  }
+  torch::Tensor y = CombinePartials(out.parts).to(torch::kFloat64) * scale;
+  if (bias.defined()) {
+    const torch::Tensor b = bias.to(x.device(), torch::kFloat64);
+    y = l.kind == LayerKind::kConv2d ? y + b.view({1, -1, 1, 1}) : y + b;
+  }
+  out.y = y.to(torch::kFloat32);
+  return out;
 }
 
 torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, const torch::Tensor& x,
@@ -200,10 +312,10 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
     }
     return LowerInputs(l, xin);
   };
-  // Without statistics, crossbars whose faults keep them an exact integer map (lossless ADC, no
-  // variation, drift, noise or IR drop) run as that map: the same results at fast-path speed.
+  // Crossbars whose faults keep them an exact integer map (lossless ADC, no variation, drift,
+  // noise or IR drop) run as that map: the same results at fast-path speed.
   bool folded = false;
-  if (!exact && !collect_ && mode == SimMode::kCrossbar) {
+  if (!exact && mode == SimMode::kCrossbar) {
     if (!s.folded_checked) {
       std::vector<torch::Tensor> parts;
       for (const auto& g : s.groups) {
@@ -219,29 +331,58 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
     }
     folded = s.folded_weight.defined();
   }
-  if ((exact || folded) && (!collect_ || reads_only_)) {
+  if ((exact || folded) && fast_path_) {
     // The fast path: what a lossless crossbar computes, as one exact float GEMM/conv (fault-free:
-    // the quantised weights; with stuck cells: the folded ones).
-    torch::Tensor xq = quantize(x);
-    torch::Tensor w = (folded ? s.folded_weight : s.fast_weight).to(x.device());
-    torch::Tensor y = ExactLayer(l, xq, w, std::max(std::fabs(qmin), qmax)) *
-                      (s.groups[0]->weight_scale() * s.input_scale);
-    if (s.bias.defined()) {
-      torch::Tensor b = s.bias.to(x.device());
-      y = l.kind == LayerKind::kConv2d ? y + b.view({1, -1, 1, 1}) : y + b;
-    }
-    if (collect_) {  // read statistics only: the lowered inputs' conversions and bit-planes
-      const std::vector<torch::Tensor> cols = lower(x.to(torch::kCPU, torch::kFloat32));
+    // the quantised weights; with stuck cells: the folded ones), statistics included.
+    const int64_t B = x.size(0);
+    const double max_x = std::max(std::fabs(qmin), qmax);
+    if (s.fast_plan.max_x != max_x) s.fast_plan = PlanExactSums(l, s.fast_weight, max_x);
+    if (folded && s.folded_plan.max_x != max_x) s.folded_plan = PlanExactSums(l, s.folded_weight, max_x);
+    const FastLayerOut out = FastLayer(l, x, s.input_scale, s.signed_inputs, map_.input_bits,
+                                       (folded ? s.folded_weight : s.fast_weight).to(x.device()),
+                                       folded ? s.folded_plan : s.fast_plan, s.groups[0]->weight_scale() * s.input_scale, s.bias);
+    const torch::Tensor& xq = out.xq;
+    const torch::Tensor& y = out.y;
+    if (collect_) {
+      // Read statistics from the unlowered inputs: per input, the bit-planes it needs; per tile, the
+      // fragments' cycles gathered through the layer's window (NeededCycles); conversions counted.
+      const torch::Tensor xc = xq.to(torch::kCPU, torch::kFloat32).contiguous();
+      const int64_t P = map_.InputCycles(s.signed_inputs), m = map_.fragment_rows;
+      const bool conv = l.kind == LayerKind::kConv2d;
+      const torch::Tensor need = conv ? PlanesNeeded(xc, map_.dac_bits, P, l.padding)
+                                      : PlanesNeeded(xc.reshape({B, -1}), map_.dac_bits, P, 0);
+      const int64_t out_h = conv ? y.size(2) : 1, out_w = conv ? y.size(3) : 1;
+      const int64_t cin = l.in_channels / l.groups;
       for (int64_t g = 0; g < l.groups; ++g) {
-        torch::Tensor xg = quantize(cols[static_cast<size_t>(g)]);
-        if (g == 0) s.vectors += xg.size(0);
-        s.groups[static_cast<size_t>(g)]->CountReads(xg, s.signed_inputs, &s.reads);
+        s.groups[static_cast<size_t>(g)]->CountReads(B * out_h * out_w, s.signed_inputs, [&](const std::vector<int64_t>& rows) {
+          return NeededCycles(need, l, g * cin, rows, m, out_h, out_w);
+        }, &s.reads);
+      }
+      s.vectors += B * out_h * out_w;
+      if (mode == SimMode::kCrossbar && !reads_only_) {
+        if (folded) {
+          // Against the exact integer GEMM of the fault-free weights, per group with outputs as
+          // [positions, outputs] rows, the order the engine's statistics sum in.
+          const torch::Tensor sums = CombinePartials(out.parts);
+          const torch::Tensor ref = CombinePartials(ExactPartials(l, xq, s.fast_weight.to(x.device()), s.fast_plan));
+          const int64_t per = l.out_channels / l.groups;
+          for (int64_t g = 0; g < l.groups; ++g) {
+            torch::Tensor a = sums.narrow(1, g * per, per), r = ref.narrow(1, g * per, per);
+            if (conv) {
+              a = a.permute({0, 2, 3, 1});
+              r = r.permute({0, 2, 3, 1});
+            }
+            AddSquares(a, r, B, &s.err2_ref, &s.ref2);
+          }
+        }  // lossless: the crossbars compute that GEMM, no error
+        AddSquares(y, FloatReference(s, l, x), B, &s.err2, &s.float2);
       }
     }
-    return y.to(torch::kFloat32);
+    return y;
   }
   const torch::Device dev = x.device();
-  torch::Tensor xin = x.to(torch::kCPU, torch::kFloat32);
+  // The tensor engine runs where the images are; the CPU kernels on the CPU.
+  torch::Tensor xin = kernel_ == SumKernel::kTensor ? x.to(torch::kFloat32) : x.to(torch::kCPU, torch::kFloat32);
   const int64_t B = xin.size(0);
   const int64_t G = l.groups;
   const std::vector<torch::Tensor> cols = lower(xin);
@@ -266,22 +407,25 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
     outs.push_back(yi * (layer.weight_scale() * s.input_scale));
   }
   torch::Tensor y = outs.size() == 1 ? outs[0] : torch::cat(outs, 1);  // [rows, out]
-  if (s.bias.defined()) y = y + s.bias;
+  if (s.bias.defined()) y = y + s.bias.to(y.device());
   if (l.kind == LayerKind::kConv2d) {
-    y = y.view({B, out_h * out_w, l.out_channels}).transpose(1, 2).reshape({B, l.out_channels, out_h, out_w});
+    // Contiguous, as the fast path and float inference give it: the model's own float ops after the
+    // layer (batch norm) round differently on a channels-last view.
+    y = y.view({B, out_h * out_w, l.out_channels}).transpose(1, 2).contiguous().view({B, l.out_channels, out_h, out_w});
   }
   y = y.to(torch::kFloat32).to(dev);
-  if (collect_ && mode == SimMode::kCrossbar) {
-    // The float layer in float64 (PyTorch's CPU float64 conv runs image by image, im2col + GEMM):
-    // the same reference values at any batch size and thread count, unlike oneDNN's float32 kernels.
-    torch::Tensor xd = x.to(torch::kCPU, torch::kFloat64);
-    // A linear layer as plain dot products in a fixed order (BLAS picks kernels by batch size).
-    torch::Tensor f = l.kind == LayerKind::kConv2d
-                          ? torch::conv2d(xd, s.float_weight, s.bias, l.stride, l.padding, l.dilation, l.groups)
-                          : FixedOrderLinear(xd.reshape({xd.size(0), -1}), s.float_weight, s.bias);
-    AddSquares(y, f, B, &s.err2, &s.float2);
-  }
+  if (collect_ && mode == SimMode::kCrossbar) AddSquares(y, FloatReference(s, l, x), B, &s.err2, &s.float2);
   return y;
+}
+
+torch::Tensor NetworkSimulator::FloatReference(const LayerState& s, const LayerInfo& l, const torch::Tensor& x) const {
+  // The float layer in float64 (PyTorch's CPU float64 conv runs image by image, im2col + GEMM):
+  // the same reference values at any batch size and thread count, unlike oneDNN's float32 kernels.
+  torch::Tensor xd = x.to(torch::kCPU, torch::kFloat64);
+  // A linear layer as plain dot products in a fixed order (BLAS picks kernels by batch size).
+  return l.kind == LayerKind::kConv2d
+             ? torch::conv2d(xd, s.float_weight, s.bias, l.stride, l.padding, l.dilation, l.groups)
+             : FixedOrderLinear(xd.reshape({xd.size(0), -1}), s.float_weight, s.bias);
 }
 
 void NetworkSimulator::Calibrate(const Dataset& data, int64_t batch_size, torch::Device device) {
@@ -371,6 +515,7 @@ void NetworkSimulator::Program(const FaultSpec& faults, uint64_t seed) {
   for (auto& s : layers_) {
     s->folded_weight = torch::Tensor();
     s->folded_checked = false;
+    s->folded_plan = ExactPlan();
   }
   FaultInjector injector(faults);
   int64_t crossbar = 0;

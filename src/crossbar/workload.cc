@@ -78,9 +78,8 @@ void ForwardInBatches(Model& model, const torch::Tensor& images, torch::Device d
   });
 }
 
-// Cycles needed by the fragments (map.fragment_rows consecutive entries of `rows`) of one tile,
-// summed over every position of every image. `need` is [B, C, Hp, Wp] (conv input padded by the
-// layer's padding) or [B, K] (linear); `channel0` the group's first input channel.
+}  // namespace
+
 int64_t NeededCycles(const torch::Tensor& need, const LayerInfo& l, int64_t channel0, const std::vector<int64_t>& rows,
                      int64_t m, int64_t out_h, int64_t out_w) {
   const uint8_t* np = need.data_ptr<uint8_t>();
@@ -135,8 +134,6 @@ int64_t NeededCycles(const torch::Tensor& need, const LayerInfo& l, int64_t chan
   for (int64_t v : per_fragment) total += v;  // integer: the same at any thread count
   return total;
 }
-
-}  // namespace
 
 std::map<std::string, LayerInputs> CalibrateInputs(Model& model, const torch::Tensor& images, torch::Device device,
                                                    int input_bits) {

@@ -420,6 +420,14 @@ TEST(Network, LosslessCrossbarsGiveTheReferenceAccuracyExactly) {
     }
     EXPECT_TRUE(sim.Report()[0].signed_inputs) << "normalised images are signed";
     EXPECT_FALSE(sim.Report()[1].signed_inputs) << "post-ReLU inputs are not";
+    // The statistics come from the fast path (read counts on the unlowered inputs): the same as on
+    // the lowered inputs through the reference integer GEMM.
+    const nlohmann::ordered_json fast_stats = SimulateJson("s", 0, 0, 0, sim.Report())["layers"];
+    sim.SetFastPath(false);
+    EvalResult lowered = sim.Evaluate(data.test, SimMode::kCrossbar, 100, torch::kCPU);
+    sim.SetFastPath(true);
+    EXPECT_EQ(lowered.loss, xb.loss) << s->Name();
+    EXPECT_EQ(SimulateJson("s", 0, 0, 0, sim.Report())["layers"], fast_stats) << s->Name();
     // Read statistics alone (xbar estimate): the same counts from the exact fast path.
     const std::vector<LayerSimReport> full = sim.Report();
     sim.SetReadStatsOnly(true);
@@ -437,24 +445,50 @@ TEST(Network, LosslessCrossbarsGiveTheReferenceAccuracyExactly) {
 
 TEST(Network, ExactLayerIsExactInEveryRegime) {
   // ExactLayer picks one float32 GEMM when max|x| times the largest L1 norm of an output's weights
-  // stays below 2^24, 4-bit input digits when 15 times that norm does, float64 otherwise; each
-  // must give the float64 integer product exactly.
+  // stays below 2^24; else float32 GEMMs/convolutions on the fewest equal input-channel chunks that
+  // each stay below it; else (grouped convolutions, more than 64 chunks) 4-bit input digits when 15
+  // times that norm does; float64 otherwise. Each must give the float64 integer product exactly.
   torch::manual_seed(5);
   LayerInfo l;
   l.kind = LayerKind::kLinear;
   l.in_channels = 4096;
   l.out_channels = 24;
   const torch::Tensor x = torch::randint(-128, 128, {16, 4096}, torch::kFloat32);
-  auto check = [&](const torch::Tensor& w, const char* what) {
-    const torch::Tensor want = torch::mm(x.to(torch::kFloat64), w.to(torch::kFloat64).t());
-    EXPECT_TRUE(torch::equal(ExactLayer(l, x, w, 128.0), want)) << what;
+  enum Regime { kOne, kChunks, kDigits, kFloat64 };
+  auto regime = [](const ExactPlan& p) {
+    return p.max_x * p.max_w1 < 16777216.0 ? kOne
+           : !p.bounds.empty()              ? kChunks
+           : 15.0 * p.max_w1 < 16777216.0   ? kDigits
+                                            : kFloat64;
+  };
+  auto check = [&](const LayerInfo& layer, const torch::Tensor& in, const torch::Tensor& w, double max_x, Regime want_regime,
+                   const char* what) {
+    const torch::Tensor want = layer.kind == LayerKind::kConv2d
+                                   ? torch::conv2d(in.to(torch::kFloat64), w.to(torch::kFloat64), {}, layer.stride,
+                                                   layer.padding, layer.dilation, layer.groups)
+                                   : torch::mm(in.to(torch::kFloat64), w.to(torch::kFloat64).t());
+    EXPECT_EQ(regime(PlanExactSums(layer, w, max_x)), want_regime) << what;
+    EXPECT_TRUE(torch::equal(ExactLayer(layer, in, w, max_x), want)) << what;
   };
   // Sparse small weights: L1 <= 4096 * 0.05 * 3, times 128 below 2^24, although 128 * 127 * 4096 is not.
   torch::Tensor sparse = torch::randint(-3, 4, {24, 4096}, torch::kFloat32) * (torch::rand({24, 4096}) < 0.05);
   sparse[0][0] = 127;
-  check(sparse, "one float32 GEMM");
-  check(torch::randint(-127, 128, {24, 4096}, torch::kFloat32), "4-bit digits");
-  check(torch::randint(-32767, 32768, {24, 4096}, torch::kFloat32), "float64");
+  check(l, x, sparse, 128.0, kOne, "one float32 GEMM");
+  const torch::Tensor w8 = torch::randint(-127, 128, {24, 4096}, torch::kFloat32);
+  check(l, x, w8, 128.0, kChunks, "input chunks");
+  check(l, torch::randint(-32768, 32768, {16, 4096}, torch::kFloat32), w8, 32768.0, kDigits, "16-bit inputs: digits");
+  check(l, x, torch::randint(-32767, 32768, {24, 4096}, torch::kFloat32), 128.0, kFloat64, "float64");
+  // Convolutions: ungrouped ones split their input channels, grouped ones their input digits.
+  LayerInfo c;
+  c.kind = LayerKind::kConv2d;
+  c.in_channels = 512;
+  c.out_channels = 8;
+  c.kernel_h = c.kernel_w = 3;
+  c.padding = 1;
+  const torch::Tensor xc = torch::randint(0, 256, {2, 512, 5, 5}, torch::kFloat32);
+  check(c, xc, torch::randint(-127, 128, {8, 512, 3, 3}, torch::kFloat32), 255.0, kChunks, "conv: channel chunks");
+  c.groups = 2;
+  check(c, xc, torch::randint(-127, 128, {8, 256, 3, 3}, torch::kFloat32), 255.0, kDigits, "grouped conv: digits");
   // Sums that really pass 2^24: all weights and inputs at their maxima.
   torch::Tensor big = torch::full({24, 4096}, 127.0f);
   EXPECT_TRUE(torch::equal(ExactLayer(l, torch::full({2, 4096}, 127.0f), big, 128.0),
@@ -463,9 +497,9 @@ TEST(Network, ExactLayerIsExactInEveryRegime) {
 
 TEST(Network, ExactFastPathEqualsTheIntegerReferenceOnLargeLayers) {
   // VGG-8's classifier.0 has K = 2048 inputs: 255 * 127 * 2048 > 2^24, so the float32 fast path must
-  // split its inputs to stay exact. Lossless crossbars with statistics on compute each layer with
-  // the float64 integer Reference (which the Lossless tests prove equal to the bit-serial engine);
-  // kReference runs the fast path. Same logits, so the same loss.
+  // split its inputs to stay exact. With the fast path off, lossless crossbars compute each layer
+  // with the float64 integer Reference (which the Lossless tests prove equal to the bit-serial
+  // engine); kReference and kCrossbar with it on run the fast path. Same logits, so the same loss.
   at::set_num_threads(1);
   torch::manual_seed(3);
   ModelSpec spec;
@@ -481,8 +515,11 @@ TEST(Network, ExactFastPathEqualsTheIntegerReferenceOnLargeLayers) {
     sim.Calibrate(data, 8, torch::kCPU);
     sim.Program(FaultSpec{}, 0);
     EvalResult fast = sim.Evaluate(data, SimMode::kReference, 8, torch::kCPU);
+    sim.SetFastPath(false);
     EvalResult engine = sim.Evaluate(data, SimMode::kCrossbar, 8, torch::kCPU);
+    sim.SetFastPath(true);
     EXPECT_EQ(fast.loss, engine.loss) << bits;
+    EXPECT_EQ(sim.Evaluate(data, SimMode::kCrossbar, 8, torch::kCPU).loss, engine.loss) << bits;
     for (const auto& r : sim.Report()) EXPECT_EQ(r.output_nmse_reference, 0.0) << r.name;
     sim.SetReadStatsOnly(true);  // the fast path with read counts (xbar estimate)
     EXPECT_EQ(sim.Evaluate(data, SimMode::kCrossbar, 8, torch::kCPU).loss, engine.loss) << bits;
@@ -610,6 +647,62 @@ TEST(Network, CalibratedAdcRangesTakeEffectAndResultsDoNotDependOnBatchOrThreads
     EXPECT_EQ(a.second[i].output_nmse_reference, b.second[i].output_nmse_reference) << a.second[i].name;
     EXPECT_EQ(a.second[i].adc_conversions, b.second[i].adc_conversions) << a.second[i].name;
   }
+  at::set_num_threads(1);
+}
+
+TEST(Workload, ReadCountsFromUnloweredInputsEqualTheLoweredOnes) {
+  // The fast path counts a layer's reads on its unlowered input (PlanesNeeded + NeededCycles through
+  // the conv window); the engine on the lowered (im2col) rows: the same conversions and zero-
+  // skipping cycles, with stride, padding, dilation, groups, compacted rows, fragments that do not
+  // divide the rows, signed inputs and a 2-bit DAC.
+  at::set_num_threads(2);
+  struct Case {
+    int64_t in, out, k, stride, padding, dilation, groups, hw;
+  };
+  int skipping = 0;  // layers where some fragment skips cycles
+  for (const Case& c : {Case{6, 8, 3, 2, 1, 1, 2, 9}, Case{16, 12, 5, 1, 2, 1, 1, 12}, Case{8, 8, 3, 1, 2, 2, 4, 10},
+                        Case{4, 6, 1, 2, 0, 1, 1, 7}}) {
+    for (bool signed_inputs : {false, true}) {
+      for (int dac : {1, 2}) {
+        LayerInfo l;
+        l.name = "conv";
+        l.in_channels = c.in;
+        l.out_channels = c.out;
+        l.kernel_h = l.kernel_w = c.k;
+        l.stride = c.stride;
+        l.padding = c.padding;
+        l.dilation = c.dilation;
+        l.groups = c.groups;
+        MappingSpec map = Map(kTwoColumn, 32, 32, 2, dac);
+        map.fragment_rows = 12;
+        const int64_t B = 3, K = l.gemm_rows(), per = c.out / c.groups, cin = c.in / c.groups;
+        torch::Tensor x = Inputs(B * c.in * c.hw, c.hw, 8, signed_inputs, 7).view({B, c.in, c.hw, c.hw});
+        x.narrow(1, 0, 1).zero_();  // a whole channel of zeros: fragments that skip everything
+        const int64_t oh = l.out_size(c.hw, c.k), ow = oh;
+        const int64_t P = map.InputCycles(signed_inputs);
+        const torch::Tensor need = PlanesNeeded(x, dac, P, c.padding);
+        for (int64_t g = 0; g < c.groups; ++g) {
+          CrossbarLayer layer("conv", Weights(per, K, 3 + g, true), 0.0, map, DeviceSpec{});
+          torch::Tensor cols = torch::nn::functional::unfold(
+              x.narrow(1, g * cin, cin),
+              torch::nn::functional::UnfoldFuncOptions({c.k, c.k}).padding(c.padding).stride(c.stride).dilation(c.dilation));
+          cols = cols.transpose(1, 2).reshape({-1, K});
+          ReadStats lowered, unlowered;
+          layer.CountReads(cols, signed_inputs, &lowered);
+          layer.CountReads(B * oh * ow, signed_inputs, [&](const std::vector<int64_t>& rows) {
+            return NeededCycles(need, l, g * cin, rows, map.fragment_rows, oh, ow);
+          }, &unlowered);
+          const std::string what = "case in " + std::to_string(c.in) + " k " + std::to_string(c.k) + " signed " +
+                                   std::to_string(signed_inputs) + " dac " + std::to_string(dac) + " group " + std::to_string(g);
+          EXPECT_EQ(unlowered.adc_conversions, lowered.adc_conversions) << what;
+          EXPECT_EQ(unlowered.input_cycles, lowered.input_cycles) << what;
+          EXPECT_EQ(unlowered.input_cycles_needed, lowered.input_cycles_needed) << what;
+          skipping += lowered.input_cycles_needed < lowered.input_cycles ? 1 : 0;
+        }
+      }
+    }
+  }
+  EXPECT_GT(skipping, 10) << "the counts must be tested where they skip";
   at::set_num_threads(1);
 }
 
@@ -987,8 +1080,9 @@ TEST(Campaign, FaultyLosslessCrossbarsFoldIntoIntegerWeightsExactly) {
       EXPECT_FALSE(torch::equal(w, layer.Reference(torch::eye(150)).t())) << "the faults show in the folded weights";
     }
   }
-  // A network with stuck cells: without statistics it runs on the folded weights, with them on the
-  // engine; the same loss and accuracy to the last bit.
+  // A network with stuck cells runs on the folded weights, with or without statistics; on the engine
+  // (fast path off) the same loss and accuracy to the last bit, and the same statistics: output
+  // NMSE against the float and the fault-free integer layers, conversions, zero-skipping.
   if (FileExists(std::string(kFashionMnistPath) + "/t10k-images-idx3-ubyte.gz")) {
     at::set_num_threads(2);
     for (const Scheme* s : {kTwoColumn, kComplementary}) {
@@ -996,11 +1090,18 @@ TEST(Campaign, FaultyLosslessCrossbarsFoldIntoIntegerWeightsExactly) {
       NetworkSimulator& sim = *f.sim;
       const DataBundle& data = f.data;
       sim.SetCollectStats(true);
+      sim.SetFastPath(false);
       const EvalResult engine = sim.Evaluate(data.test, SimMode::kCrossbar, 50, torch::kCPU);
+      const nlohmann::ordered_json engine_stats = SimulateJson("s", 0, 0, 0, sim.Report())["layers"];
+      sim.SetFastPath(true);
+      const EvalResult folded_stats = sim.Evaluate(data.test, SimMode::kCrossbar, 50, torch::kCPU);
+      EXPECT_EQ(SimulateJson("s", 0, 0, 0, sim.Report())["layers"], engine_stats) << s->Name();
+      EXPECT_GT(engine_stats[0]["output_nmse_reference"].get<double>(), 0.0) << "the faults show in the statistics";
       sim.SetCollectStats(false);
       const EvalResult fast = sim.Evaluate(data.test, SimMode::kCrossbar, 50, torch::kCPU);
       EXPECT_EQ(engine.loss, fast.loss) << s->Name();
       EXPECT_EQ(engine.accuracy, fast.accuracy) << s->Name();
+      EXPECT_EQ(folded_stats.loss, fast.loss) << s->Name();
       const EvalResult ideal = sim.Evaluate(data.test, SimMode::kReference, 50, torch::kCPU);
       EXPECT_NE(ideal.loss, fast.loss) << s->Name() << ": the faults matter";
     }
@@ -1020,8 +1121,8 @@ TEST(Campaign, FaultyLosslessCrossbarsFoldIntoIntegerWeightsExactly) {
 }
 
 TEST(Network, StatisticsFromTheFirstImagesOnly) {
-  // simulate.stats_images: the first k test images carry the per-layer statistics (the engine, on
-  // stuck cells), the rest run on the folded weights; the accuracy and loss are those of an all-
+  // simulate.stats_images: the first k test images carry the per-layer statistics (on stuck cells
+  // with a lossless ADC: from the folded weights), the rest skip that work; the accuracy and loss are those of an all-
   // statistics run, and the statistics those of a run over the first k images alone, even when a
   // batch would straddle image k.
   if (!FileExists(std::string(kFashionMnistPath) + "/t10k-images-idx3-ubyte.gz")) GTEST_SKIP() << "no Fashion-MNIST";
@@ -1053,33 +1154,41 @@ TEST(Network, StatisticsFromTheFirstImagesOnly) {
 // engine takes: 64-aligned tiles, unaligned tile starts (100-row arrays), FORMS fragments of 8 and
 // 64 rows, compacted (gathered) rows, the offset scheme's unit column, 1- and 2-bit DACs, signed
 // inputs and 12-bit inputs (the scalar packing path).
+// A kernel-comparison case: 40 x 300 weights (pruned or not; polarised for the polarized scheme)
+// mapped with the given geometry and bits.
+struct KernelRun {
+  const Scheme* scheme;
+  int64_t rows, cols, fragment;
+  int cell_bits, dac_bits, input_bits, adc_bits;
+  bool prune;
+  double noise;  // read noise sigma
+};
+CrossbarLayer KernelRunLayer(const KernelRun& r, uint64_t seed) {
+  torch::Tensor w = Weights(40, 300, seed, r.prune);
+  if (r.scheme == kPolarized) {
+    torch::Tensor cm = w.contiguous();
+    ProjectPolarize({cm.data_ptr<float>(), 300, 40}, r.fragment, 64);
+    w = cm;
+  }
+  MappingSpec map = Map(r.scheme, r.rows, r.cols, r.cell_bits, r.dac_bits);
+  map.fragment_rows = r.fragment;
+  map.input_bits = r.input_bits;
+  map.adc_bits = r.adc_bits;
+  DeviceSpec dev;
+  dev.read_noise_sigma = r.noise;
+  return CrossbarLayer("l", w, 0.0, map, dev);
+}
+
 TEST(Kernels, PortableAndVectorKernelsGiveTheSameBits) {
   const bool vector = !PortableKernels();
-  DeviceSpec ideal;
-  struct Run {
-    const Scheme* scheme;
-    int64_t rows, cols, fragment;
-    int cell_bits, dac_bits, input_bits, adc_bits;
-    bool prune;
-  };
-  const std::vector<Run> runs = {
-      {kTwoColumn, 128, 128, 8, 1, 1, 8, 5, false},  {kTwoColumn, 100, 96, 8, 2, 2, 8, 6, false},
-      {kOffset, 128, 128, 8, 2, 1, 8, 0, true},      {kPolarized, 128, 128, 8, 1, 1, 8, 5, false},
-      {kPolarized, 128, 96, 64, 2, 2, 8, 4, true},   {kComplementary, 64, 64, 8, 1, 1, 8, 6, true},
-      {kTwoCrossbar, 128, 128, 8, 2, 1, 12, 7, false}};
+  const std::vector<KernelRun> runs = {
+      {kTwoColumn, 128, 128, 8, 1, 1, 8, 5, false, 0},  {kTwoColumn, 100, 96, 8, 2, 2, 8, 6, false, 0},
+      {kOffset, 128, 128, 8, 2, 1, 8, 0, true, 0},      {kPolarized, 128, 128, 8, 1, 1, 8, 5, false, 0},
+      {kPolarized, 128, 96, 64, 2, 2, 8, 4, true, 0},   {kComplementary, 64, 64, 8, 1, 1, 8, 6, true, 0},
+      {kTwoCrossbar, 128, 128, 8, 2, 1, 12, 7, false, 0}};
   for (size_t i = 0; i < runs.size(); ++i) {
-    const Run& r = runs[i];
-    torch::Tensor w = Weights(40, 300, 70 + i, r.prune);
-    if (r.scheme == kPolarized) {
-      torch::Tensor cm = w.contiguous();
-      ProjectPolarize({cm.data_ptr<float>(), 300, 40}, r.fragment, 64);
-      w = cm;
-    }
-    MappingSpec map = Map(r.scheme, r.rows, r.cols, r.cell_bits, r.dac_bits);
-    map.fragment_rows = r.fragment;
-    map.input_bits = r.input_bits;
-    map.adc_bits = r.adc_bits;
-    CrossbarLayer layer("l", w, 0.0, map, ideal);
+    const KernelRun& r = runs[i];
+    CrossbarLayer layer = KernelRunLayer(r, 70 + i);
     for (bool signed_inputs : {false, true}) {
       torch::Tensor x = Inputs(300, 300, r.input_bits, signed_inputs, 5 + i);
       std::vector<torch::Tensor> got;
@@ -1103,6 +1212,88 @@ TEST(Kernels, PortableAndVectorKernelsGiveTheSameBits) {
         EXPECT_TRUE(torch::equal(got[0], layer.Reference(x))) << "lossless run " << i;
       }
     }
+  }
+}
+
+// Issue 15, item 5: the engine as batched tensor ops (SumKernel::kTensor, the kernel a CUDA build
+// runs on the GPU) against the CPU kernels, here on the CPU: the same bits on integer cells (every
+// scheme, FORMS fragments, the unit column, 1- and 2-bit DACs, signed and 12-bit inputs, lossy and
+// lossless ADCs, read noise applied between the sums and the ADC, calibrated ADC ranges), within
+// float rounding on float conductances; and a whole network's loss the same.
+TEST(Kernels, TensorEngineGivesTheCpuKernelsBits) {
+  const std::vector<KernelRun> runs = {
+      {kTwoColumn, 128, 128, 8, 1, 1, 8, 5, true, 0},   {kTwoColumn, 100, 96, 8, 2, 2, 8, 6, true, 0.05},
+      {kOffset, 128, 128, 8, 2, 1, 8, 0, true, 0},      {kPolarized, 128, 96, 64, 2, 2, 8, 4, true, 0},
+      {kComplementary, 64, 64, 8, 1, 1, 8, 6, true, 0}, {kTwoCrossbar, 128, 128, 8, 2, 1, 12, 7, true, 0.02}};
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const KernelRun& r = runs[i];
+    CrossbarLayer layer = KernelRunLayer(r, 90 + i);
+    layer.Program(nullptr, 3, 0);
+    for (bool signed_inputs : {false, true}) {
+      const torch::Tensor x = Inputs(300, 300, r.input_bits, signed_inputs, 15 + i);
+      layer.SetSumKernel(SumKernel::kAuto);
+      ReadStats cpu_reads, tensor_reads;
+      const torch::Tensor cpu = layer.Forward(x, signed_inputs, 7, &cpu_reads, 11);
+      layer.SetSumKernel(SumKernel::kTensor);
+      const torch::Tensor tensor = layer.Forward(x, signed_inputs, 7, &tensor_reads, 11);
+      EXPECT_TRUE(torch::equal(cpu, tensor)) << "run " << i << " signed " << signed_inputs << " max diff "
+                                             << (cpu - tensor).abs().max().item<double>();
+      EXPECT_EQ(cpu_reads.input_cycles_needed, tensor_reads.input_cycles_needed) << "run " << i;
+    }
+  }
+  // Calibrated ADC ranges recorded through the tensor engine equal the CPU kernels'.
+  {
+    MappingSpec map = Map(kTwoColumn, 64, 64, 2, 1);
+    map.adc_bits = 5;
+    const torch::Tensor x = Inputs(200, 150, 8, false, 4);
+    std::vector<torch::Tensor> got;
+    for (SumKernel k : {SumKernel::kAuto, SumKernel::kTensor}) {
+      CrossbarLayer layer("c", Weights(30, 150, 6, false), 0.0, map, DeviceSpec{});
+      layer.Program(nullptr, 1, 0);
+      layer.SetSumKernel(k);
+      layer.StartCalibration();
+      layer.Forward(x, false, 0, nullptr);
+      layer.FinishCalibration();
+      got.push_back(layer.Forward(x, false, 0, nullptr));
+    }
+    EXPECT_TRUE(torch::equal(got[0], got[1])) << "calibrated";
+  }
+  // Float conductances (variation): bmm sums in another order than the fixed-order kernel.
+  {
+    DeviceSpec var;
+    var.variation_sigma = 0.05;
+    MappingSpec map = Map(kTwoColumn, 128, 128, 2, 1);
+    map.adc_bits = 6;
+    CrossbarLayer layer("v", Weights(40, 300, 8, false), 0.0, map, var);
+    layer.Program(nullptr, 2, 0);
+    const torch::Tensor x = Inputs(200, 300, 8, false, 9);
+    const torch::Tensor cpu = layer.Forward(x, false, 0, nullptr);
+    layer.SetSumKernel(SumKernel::kTensor);
+    const torch::Tensor tensor = layer.Forward(x, false, 0, nullptr);
+    // A column sum rounding the other way moves one code by one LSB at most, rarely.
+    const double lsb = (cpu - tensor).abs().max().item<double>();
+    EXPECT_LE(static_cast<double>((cpu != tensor).sum().item<int64_t>()), 0.01 * static_cast<double>(cpu.numel()));
+    EXPECT_LE(lsb, (cpu.abs().max().item<double>()) * 0.05) << "one code step at most";
+  }
+  // A whole network (5-bit ADC, read noise) through the simulator: the same loss to the last bit.
+  {
+    torch::manual_seed(4);
+    auto m = CreateModel(ModelSpec{});
+    Dataset data{torch::randn({40, 1, 28, 28}), torch::randint(0, 10, {40}, torch::kInt64)};
+    MappingSpec map = Map(kTwoColumn, 128, 128, 2, 1);
+    map.adc_bits = 5;
+    DeviceSpec dev;
+    dev.read_noise_sigma = 0.02;
+    std::vector<double> loss;
+    for (SumKernel k : {SumKernel::kAuto, SumKernel::kTensor}) {
+      NetworkSimulator sim(*m, map, dev);
+      sim.SetQuiet(true);
+      sim.SetSumKernel(k);
+      sim.Calibrate(data, 20, torch::kCPU);
+      sim.Program(FaultSpec{}, 0);
+      loss.push_back(sim.Evaluate(data, SimMode::kCrossbar, 20, torch::kCPU).loss);
+    }
+    EXPECT_EQ(loss[0], loss[1]);
   }
 }
 

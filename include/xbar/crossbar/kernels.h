@@ -75,6 +75,17 @@ bool CodesFitInt32(const std::vector<float>& lo, const std::vector<float>& hi, c
 // weights), then one rounding for the scale.
 void ConvertPosition(const CrossbarTile& t, int64_t group, const ConvertTables& tab, int v, const uint64_t* x,
                      int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, double* S);
+// The exact fast path's elementwise passes (kernels/fast_path.cc), one pass each over contiguous
+// CPU data, with the same bits as the tensor ops they replace:
+//   QuantizeCodes: q = min(hi, max(lo, round_half_even(x / scale))) in float32 (NaN stays NaN);
+//   ScaleSums: y = float(double(sum) * scale + bias[c]) (double multiply, then add: never fused),
+//   c = (i / plane) % channels the channel of element i ([B, C, H, W]: plane = H·W; [B, N]: plane
+//   1), no bias when it is null; from float32 partial sums, sum = their exact float64 total.
+void QuantizeCodes(const float* x, float* q, int64_t n, float scale, float lo, float hi);
+void ScaleSums(const float* const* parts, int64_t num_parts, float* y, int64_t n, double scale, const double* bias,
+               int64_t channels, int64_t plane);
+void ScaleSums(const double* sums, float* y, int64_t n, double scale, const double* bias, int64_t channels,
+               int64_t plane);
 // The AVX-512 kernels (when the build targets a CPU with them) or the portable ones, which give the
 // same bits; tests switch to the portable ones to compare.
 void SetPortableKernels(bool on);

@@ -26,6 +26,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,7 +50,11 @@ torch::Tensor PlanesNeeded(const torch::Tensor& xq, int dac_bits, int64_t P, int
 // over bit-packed input and cell planes (integer-valued cells only: no variation, drift or read
 // noise). Both are exact; kAuto times both on the first positions of each crossbar and keeps the
 // faster.
-enum class SumKernel { kAuto, kFloat, kPacked };
+// kTensor: the whole engine as batched tensor ops on the input's device (CPU, or CUDA with a CUDA
+// LibTorch): column sums by bmm, then the read stages, the ADC and shift-and-add as tensor ops.
+// On integer cells the same bits as the CPU kernels (exact float32 sums); on float conductances
+// within float rounding (bmm's summation order).
+enum class SumKernel { kAuto, kFloat, kPacked, kTensor };
 
 struct ReadStats {
   int64_t adc_conversions = 0;     // column reads converted
@@ -63,6 +68,10 @@ class CrossbarLayer {
   // weight_scale: quantisation step s_w; 0 = max|w| / (2^(b_w-1) - 1).
   CrossbarLayer(std::string name, const torch::Tensor& w2d, double weight_scale, const MappingSpec& map,
                 const DeviceSpec& device);
+
+  // ... (see Forward) as batched tensor ops on xq's device: SumKernel::kTensor.
+  torch::Tensor ForwardTensor(const torch::Tensor& xq, bool signed_inputs, uint64_t noise_seed, ReadStats* stats,
+                              int64_t first_mvm);
 
   // Weight-side non-idealities, applied once: stuck-at faults (from `faults`, may be null),
   // lognormal variation and drift (device), then what the read side fixes at programming (IR drop,
@@ -84,6 +93,11 @@ class CrossbarLayer {
                         int64_t first_mvm = 0);
   // Adds the ADC conversions and zero-skipping cycles Forward(xq) makes, without computing it.
   void CountReads(const torch::Tensor& xq, bool signed_inputs, ReadStats* stats) const;
+  // The same for M input vectors, with the zero-skipping cycles of a tile's rows (GEMM row indices,
+  // in fragment order) from `needed`, summed over the M vectors: e.g. NeededCycles on the layer's
+  // unlowered input (workload.h), which the fast path uses instead of lowering.
+  void CountReads(int64_t M, bool signed_inputs,
+                  const std::function<int64_t(const std::vector<int64_t>& rows)>& needed, ReadStats* stats) const;
   // Calibrated ADC ranges: Forward calls between the two record every read's |partial sums|; the
   // ranges then become their mapping.adc_percentile (the largest at 100). Program() resets them to
   // the worst case, so calibrate after programming (NetworkSimulator::Program does).

@@ -92,16 +92,23 @@ class NetworkSimulator {
   // analog forward.
   torch::Tensor Forward(const torch::Tensor& x, SimMode mode);
   // Statistics (NMSE against float and exact layers, ADC conversions, zero-skipping) cost extra
-  // work per layer; on by default.
+  // work per layer (on the fast path: the float64 reference layer and the read counts); on by default.
   void SetCollectStats(bool on) { stats_ = on; }
   // Statistics from the first `n` test images of an Evaluate only (0: every image, the default);
-  // the other images take the fast path wherever their layers allow it. The images measured in
+  // the other images skip the statistics' work. The images measured in
   // the last kCrossbar Evaluate: stats_images().
   void SetStatsImages(int64_t n) { stats_images_ = n; }
   int64_t stats_images() const { return evaluated_images_; }
-  // Only the read statistics (ADC conversions, zero-skipping cycles), without the NMSE: lossless
-  // layers then run on the exact fast path and count their reads on the lowered inputs.
+  // Only the read statistics (ADC conversions, zero-skipping cycles), without the NMSE.
   void SetReadStatsOnly(bool on) { reads_only_ = on; }
+  // Lossless and folded crossbars on the exact fast path, statistics counted on the unlowered inputs
+  // (default); or every layer on its lowered inputs, through the engine (lossless crossbars: the
+  // reference integer GEMM), statistics from those: the same results (tests compare the two).
+  void SetFastPath(bool on) { fast_path_ = on; }
+  // The engine's sum kernel on every crossbar (CrossbarLayer::SetSumKernel). With SumKernel::kTensor
+  // the engine's layers run on the device of Evaluate's images (CUDA when torch_device is), the
+  // others on the CPU.
+  void SetSumKernel(SumKernel k);
   // Seconds between plain progress lines when stderr is not a terminal (train.log_interval).
   void SetProgressInterval(double s) { progress_interval_s_ = s; }
   // No progress lines at all (a caller that runs many evaluations shows its own).
@@ -118,6 +125,9 @@ class NetworkSimulator {
   struct LayerState;
   torch::Tensor RunLayer(LayerState& s, const LayerInfo& info, const torch::Tensor& x, const LayerFn& ideal,
                          SimMode mode);
+  // The float layer on x in float64 (the NMSE reference), with the same bits at any batch size and
+  // thread count.
+  torch::Tensor FloatReference(const LayerState& s, const LayerInfo& l, const torch::Tensor& x) const;
   void CalibrateAdc();
   void ComputeInputMoments();
 
@@ -133,6 +143,8 @@ class NetworkSimulator {
   bool collect_ = false;
   bool stats_ = true;
   bool reads_only_ = false;
+  bool fast_path_ = true;
+  SumKernel kernel_ = SumKernel::kAuto;
   int64_t stats_images_ = 0;
   double progress_interval_s_ = 10.0;
   bool quiet_ = false;
@@ -144,6 +156,33 @@ torch::Tensor QuantizeInputs(const torch::Tensor& x, double scale, bool signed_i
 // The exact integer result of a conv/linear on integer-valued float tensors (float32 GEMMs while
 // every partial sum stays below 2^24, split inputs or float64 beyond), as float64; `max_x` bounds |xq|.
 torch::Tensor ExactLayer(const LayerInfo& l, const torch::Tensor& xq, const torch::Tensor& w, double max_x);
+// How ExactPartials keeps a layer's sums exact for weights w and inputs bounded by max_x (see
+// simulator.cc): one float32 conv/GEMM, float32 ones on equal chunks of the input channels
+// (bounds, with the weights' chunks), base-16 input digits, or float64.
+struct ExactPlan {
+  double max_x = -1, max_w1 = 0;     // the input bound planned for; MaxRowL1(w)
+  std::vector<int64_t> bounds;       // input-channel chunk boundaries {0, ..., C}, or empty
+  std::vector<torch::Tensor> weights;  // the weights of each chunk, contiguous
+};
+ExactPlan PlanExactSums(const LayerInfo& l, const torch::Tensor& w, double max_x);
+// The layer's exact integer sums as partial results to add: float32 tensors each exact (one, or
+// one per chunk), or one float64 tensor. CombinePartials adds them (float64 when more than one).
+std::vector<torch::Tensor> ExactPartials(const LayerInfo& l, const torch::Tensor& xq, const torch::Tensor& w,
+                                         const ExactPlan& plan);
+torch::Tensor CombinePartials(const std::vector<torch::Tensor>& parts);
+// The largest L1 norm of an output's weights (a row of w viewed as [out, -1]).
+double MaxRowL1(const torch::Tensor& w);
+// One layer on the exact fast path, what the simulator runs for lossless (or folded) crossbars: the
+// input codes xq = QuantizeInputs(x, input_scale, signed_inputs, input_bits), their exact integer
+// sums with the integer weights wq (ExactPartials with plan = PlanExactSums(l, wq, max |xq|)), and
+// the layer's float32 output y = sums · scale + bias (bias float64 per output channel, or undefined).
+struct FastLayerOut {
+  torch::Tensor xq, y;
+  std::vector<torch::Tensor> parts;
+};
+FastLayerOut FastLayer(const LayerInfo& l, const torch::Tensor& x, double input_scale, bool signed_inputs,
+                       int input_bits, const torch::Tensor& wq, const ExactPlan& plan, double scale,
+                       const torch::Tensor& bias);
 
 // simulate.json (docs/INTERFACE.md): accuracy on the crossbars, accuracy_reference of the float
 // model, accuracy_quantized of the ideal crossbar (quantised, exact integer GEMMs).

@@ -45,6 +45,13 @@ std::map<std::string, LayerInputs> CalibrateInputs(Model& model, const torch::Te
 // layer whose input is not behind a ReLU then sees negative values); no data needed.
 std::map<std::string, LayerInputs> ProbeInputs(Model& model, const torch::Tensor& probe, int input_bits);
 
+// Cycles needed by the fragments (fragment_rows m consecutive entries of `rows`, GEMM row indices
+// of one group) of one tile, summed over every position of every image, from the per-input planes
+// needed `need` (PlanesNeeded, layer.h): [B, C, H + 2p, W + 2p] for a conv (its input padded by the
+// layer's padding p) or [B, K] for a linear layer; `channel0` the group's first input channel.
+int64_t NeededCycles(const torch::Tensor& need, const LayerInfo& l, int64_t channel0, const std::vector<int64_t>& rows,
+                     int64_t m, int64_t out_h, int64_t out_w);
+
 // Zero-skipping statistics of one layer (all groups): fragment cycles applied and needed.
 struct SkipCounts {
   int64_t applied = 0, needed = 0;
