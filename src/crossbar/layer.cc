@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <unordered_set>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -306,39 +307,67 @@ torch::Tensor CrossbarLayer::ForwardTensor(const torch::Tensor& xq_in, bool sign
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   torch::Tensor out = torch::zeros({M, N_}, f64.device(dev));
   const StageContext ctx = Context();
-  for (CrossbarTile& t : tiles_) {
+  // Consecutive crossbars on the same rows (one column group after another) with the same shape
+  // and disjoint outputs go through one bmm and one pass of each ADC op (their read matrices and
+  // tables side by side): fewer, larger kernels on a GPU. Read stages and calibration go crossbar
+  // by crossbar.
+  const bool per_tile = !chain_.stages.empty() || calibrating_;
+  for (size_t first = 0; first < tiles_.size();) {
+    CrossbarTile& t = tiles_[first];
     const int64_t C = t.num_cols(), G = t.groups, g = t.group_rows, NR = t.read_columns();
     const int64_t weight_cols = (NR / C) * C;
+    size_t last = first + 1;
+    std::vector<int64_t> cols = t.cols;
+    std::unordered_set<int64_t> seen(cols.begin(), cols.end());
+    for (; !per_tile && last < tiles_.size(); ++last) {
+      const CrossbarTile& u = tiles_[last];
+      if (u.rows != t.rows || u.groups != G || u.group_rows != g || u.read_columns() != NR || u.num_cols() != C) break;
+      bool disjoint = true;
+      for (int64_t c : u.cols) disjoint = disjoint && seen.count(c) == 0;
+      if (!disjoint) break;
+      seen.insert(u.cols.begin(), u.cols.end());
+      cols.insert(cols.end(), u.cols.begin(), u.cols.end());
+    }
+    const int64_t T = static_cast<int64_t>(last - first);
+    std::vector<torch::Tensor> reads, inv, lo, hi, scale;
+    for (size_t i = first; i < last; ++i) {
+      CrossbarTile& u = tiles_[i];
+      reads.push_back(u.reads.to(dev, torch::kFloat32));
+      inv.push_back(torch::from_blob(u.adc_inv.data(), {NR}, f32));
+      lo.push_back(torch::from_blob(u.adc_lo.data(), {NR}, f32));
+      hi.push_back(torch::from_blob(u.adc_hi.data(), {NR}, f32));
+      scale.push_back(torch::from_blob(u.adc_scale.data(), {G, 1, NR}, f64));
+    }
     torch::Tensor xt = X.index_select(2, IndexTensor(t.rows).to(dev));  // [P, M, R]
     if (G * g != t.num_rows()) xt = torch::constant_pad_nd(xt, {0, G * g - t.num_rows()}, 0);
     torch::Tensor xg = xt.reshape({P * M, G, g}).permute({1, 0, 2}).contiguous();  // [G, P*M, g]
-    torch::Tensor sums = torch::bmm(xg, t.reads.to(dev, torch::kFloat32));          // [G, P*M, NR]
-    if (!chain_.stages.empty() || calibrating_) {
+    torch::Tensor sums = torch::bmm(xg, T == 1 ? reads[0] : torch::cat(reads, 2));  // [G, P*M, T*NR]
+    if (per_tile) {
       // The read stages and the ADC's range recording run on the CPU tensors, as in Forward.
       torch::Tensor xg_cpu = xg.cpu(), sums_cpu = sums.cpu().contiguous();
-      const ReadBatch batch{noise_seed, static_cast<int64_t>(&t - tiles_.data()), P, M, first_mvm};
+      const ReadBatch batch{noise_seed, static_cast<int64_t>(first), P, M, first_mvm};
       for (const auto& stage : chain_.stages) stage->Apply(t, xg_cpu, sums_cpu, ctx, batch);
       if (calibrating_) chain_.adc->Record(t, sums_cpu, ctx);
       sums = sums_cpu.to(dev);
     }
     // ADC: the tables the adc stage set, per read column.
-    const torch::Tensor inv = torch::from_blob(t.adc_inv.data(), {NR}, f32).to(dev);
-    const torch::Tensor lo = torch::from_blob(t.adc_lo.data(), {NR}, f32).to(dev);
-    const torch::Tensor hi = torch::from_blob(t.adc_hi.data(), {NR}, f32).to(dev);
-    const torch::Tensor scale = torch::from_blob(t.adc_scale.data(), {G, 1, NR}, f64).to(dev);
-    const torch::Tensor codes = torch::clamp(torch::round(sums * inv), lo, hi).view({G, P, M, NR});
-    torch::Tensor S = torch::zeros({G, M, NR}, f64.device(dev));
+    const torch::Tensor codes = torch::clamp(torch::round(sums * torch::cat(inv).to(dev)), torch::cat(lo).to(dev),
+                                             torch::cat(hi).to(dev))
+                                    .view({G, P, M, T * NR});
+    torch::Tensor S = torch::zeros({G, M, T * NR}, f64.device(dev));
     for (int64_t p = 0; p < P; ++p) S.add_(codes.select(1, p).to(torch::kFloat64) * planes.weight[static_cast<size_t>(p)]);
-    S.mul_(scale);
+    S.mul_(torch::cat(scale, 2).to(dev));
     // Each output's reads added in the engine's order: group by group, column block by block.
-    torch::Tensor acc = torch::zeros({M, C}, f64.device(dev));
-    torch::Tensor unit = torch::zeros({M}, f64.device(dev));
+    const torch::Tensor S4 = S.view({G, M, T, NR});
+    torch::Tensor acc = torch::zeros({M, T, C}, f64.device(dev));
+    torch::Tensor unit = torch::zeros({M, T, 1}, f64.device(dev));
     for (int64_t gi = 0; gi < G; ++gi) {
-      const torch::Tensor Sg = S.select(0, gi);
-      for (int64_t c0 = 0; c0 < weight_cols; c0 += C) acc.add_(Sg.narrow(1, c0, C));
-      for (int64_t c = weight_cols; c < NR; ++c) unit.add_(Sg.select(1, c));
+      const torch::Tensor Sg = S4.select(0, gi);  // [M, T, NR]
+      for (int64_t c0 = 0; c0 < weight_cols; c0 += C) acc.add_(Sg.narrow(2, c0, C));
+      for (int64_t c = weight_cols; c < NR; ++c) unit.add_(Sg.narrow(2, c, 1));
     }
-    out.index_add_(1, IndexTensor(t.cols).to(dev), acc + unit.unsqueeze(1));
+    out.index_add_(1, IndexTensor(cols).to(dev), (acc + unit).reshape({M, T * C}));
+    first = last;
   }
   if (stats != nullptr) CountReads(xq.cpu(), signed_inputs, stats);
   return out;

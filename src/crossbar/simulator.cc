@@ -57,6 +57,14 @@ torch::Tensor FixedOrderLinear(const torch::Tensor& x_in, const torch::Tensor& w
   return y;
 }
 
+// On a GPU the exact paths (fast path, tensor engine) need full float32 products: no TF32 in cuBLAS
+// (bmm, mm) or cuDNN (conv). cuDNN may still pick a Winograd or FFT convolution, which rounds:
+// to be checked on a GPU (docs/BENCHMARKS.md, "The engine as tensor ops").
+void NoTf32() {
+  at::globalContext().setAllowTF32CuBLAS(false);
+  at::globalContext().setAllowTF32CuDNN(false);
+}
+
 // Lowering: conv -> im2col rows [B*L, in/G*kh*kw] per group; linear -> [B, in].
 std::vector<torch::Tensor> LowerInputs(const LayerInfo& l, const torch::Tensor& xin) {
   std::vector<torch::Tensor> cols(static_cast<size_t>(l.groups));
@@ -532,6 +540,7 @@ void NetworkSimulator::Program(const FaultSpec& faults, uint64_t seed) {
 }
 
 EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t batch_size, torch::Device device) {
+  if (device.is_cuda()) NoTf32();
   model_.eval();
   model_.to(device);
   if (mode == SimMode::kFloat) return xbar::Evaluate(model_, data, batch_size, device);
@@ -594,6 +603,7 @@ EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t
 }
 
 torch::Tensor NetworkSimulator::Forward(const torch::Tensor& x, SimMode mode) {
+  if (x.is_cuda()) NoTf32();
   model_.eval();
   torch::NoGradGuard no_grad;
   if (mode == SimMode::kFloat) return model_.forward(x);

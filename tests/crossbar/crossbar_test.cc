@@ -1211,6 +1211,16 @@ TEST(Kernels, PortableAndVectorKernelsGiveTheSameBits) {
       if (r.adc_bits == 0) {
         EXPECT_TRUE(torch::equal(got[0], layer.Reference(x))) << "lossless run " << i;
       }
+      // One chunk of positions on two threads (split inside each crossbar's position loop): the
+      // same bits as one thread.
+      const torch::Tensor few = x.narrow(0, 0, 200);
+      at::set_num_threads(1);
+      const torch::Tensor one = layer.Forward(few, signed_inputs, 0, nullptr);
+      at::set_num_threads(2);
+      const torch::Tensor two = layer.Forward(few, signed_inputs, 0, nullptr);
+      at::set_num_threads(1);
+      EXPECT_TRUE(torch::equal(one, two)) << "run " << i << " signed " << signed_inputs << ": two threads";
+      EXPECT_TRUE(torch::equal(one, got[0].narrow(0, 0, 200))) << "run " << i;
     }
   }
 }
