@@ -3,10 +3,10 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <unordered_set>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <unordered_set>
 
 #include "xbar/core/error.h"
 #include "xbar/crossbar/faults.h"
@@ -294,15 +294,7 @@ torch::Tensor CrossbarLayer::ForwardTensor(const torch::Tensor& xq_in, bool sign
   XBAR_CHECK(xq.size(1) == K_, "layer ", name_, " expects ", K_, " inputs, got ", xq.size(1));
   const DacStage::Planes planes = chain_.dac->PlanesOf(signed_inputs);
   const int64_t P = planes.size();
-  // DAC digits [P, M, K] as the dac stage splits them (DacStage::Split, here as tensor ops on dev).
-  torch::Tensor u = xq.to(torch::kInt64);
-  if (signed_inputs) u = torch::where(u < 0, u + (int64_t{1} << map_.input_bits), u);
-  std::vector<torch::Tensor> digit_planes;
-  for (int64_t p = 0; p < P; ++p) {
-    const torch::Tensor shifted = torch::div(u, int64_t{1} << planes.shift[static_cast<size_t>(p)], "floor");
-    digit_planes.push_back(torch::bitwise_and(shifted, planes.mask[static_cast<size_t>(p)]).to(torch::kFloat32));
-  }
-  const torch::Tensor X = torch::stack(digit_planes);  // [P, M, K]
+  const torch::Tensor X = chain_.dac->Split(xq, signed_inputs, planes);  // [P, M, K] on dev
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   torch::Tensor out = torch::zeros({M, N_}, f64.device(dev));

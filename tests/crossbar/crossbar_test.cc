@@ -1231,6 +1231,17 @@ TEST(Kernels, PortableAndVectorKernelsGiveTheSameBits) {
 // lossless ADCs, read noise applied between the sums and the ADC, calibrated ADC ranges), within
 // float rounding on float conductances; and a whole network's loss the same.
 TEST(Kernels, TensorEngineGivesTheCpuKernelsBits) {
+  // The DAC's digits as tensor ops (what a GPU runs) equal its CPU loop.
+  for (int dac_bits : {1, 2, 3}) {
+    for (bool signed_inputs : {false, true}) {
+      MappingSpec map = Map(kTwoColumn, 64, 64, 2, dac_bits);
+      const DacStage dac(map);
+      const DacStage::Planes planes = dac.PlanesOf(signed_inputs);
+      const torch::Tensor x = Inputs(50, 70, 8, signed_inputs, 3);
+      EXPECT_TRUE(torch::equal(dac.Split(x, signed_inputs, planes), dac.SplitOps(x, signed_inputs, planes)))
+          << "dac " << dac_bits << " signed " << signed_inputs;
+    }
+  }
   const std::vector<KernelRun> runs = {
       {kTwoColumn, 128, 128, 8, 1, 1, 8, 5, true, 0},   {kTwoColumn, 100, 96, 8, 2, 2, 8, 6, true, 0.05},
       {kOffset, 128, 128, 8, 2, 1, 8, 0, true, 0},      {kPolarized, 128, 96, 64, 2, 2, 8, 4, true, 0},

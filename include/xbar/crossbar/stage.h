@@ -112,8 +112,11 @@ class DacStage : public ReadStage {
     int64_t size() const { return static_cast<int64_t>(shift.size()); }
   };
   Planes PlanesOf(bool signed_inputs) const;
-  // Digits [P, M, K] (float) of integer inputs xq [M, K].
+  // Digits [P, M, K] (float) of integer inputs xq [M, K] (float32), on xq's device: a CPU loop, or
+  // SplitOps on another device.
   torch::Tensor Split(const torch::Tensor& xq, bool signed_inputs, const Planes& planes) const;
+  // The same digits as tensor ops (integer shift and mask), on any device.
+  torch::Tensor SplitOps(const torch::Tensor& xq, bool signed_inputs, const Planes& planes) const;
 
  private:
   MappingSpec map_;

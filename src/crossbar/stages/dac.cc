@@ -27,7 +27,20 @@ DacStage::Planes DacStage::PlanesOf(bool signed_inputs) const {
   return p;
 }
 
+torch::Tensor DacStage::SplitOps(const torch::Tensor& xq, bool signed_inputs, const Planes& planes) const {
+  torch::Tensor u = xq.to(torch::kInt64);
+  if (signed_inputs) u = torch::where(u < 0, u + (int64_t{1} << map_.input_bits), u);
+  std::vector<torch::Tensor> digits;
+  for (int64_t p = 0; p < planes.size(); ++p) {
+    // u >= 0: floor division by 2^shift is the right shift.
+    const torch::Tensor shifted = torch::div(u, int64_t{1} << planes.shift[static_cast<size_t>(p)], "floor");
+    digits.push_back(torch::bitwise_and(shifted, planes.mask[static_cast<size_t>(p)]).to(torch::kFloat32));
+  }
+  return torch::stack(digits);
+}
+
 torch::Tensor DacStage::Split(const torch::Tensor& xq, bool signed_inputs, const Planes& planes) const {
+  if (!xq.is_cpu()) return SplitOps(xq, signed_inputs, planes);
   const int64_t M = xq.size(0), K = xq.size(1), P = planes.size();
   torch::Tensor out = torch::empty({P, M, K}, torch::kFloat32);
   const float* xp = xq.data_ptr<float>();
