@@ -143,6 +143,9 @@ void RunEstimate(const EstimateArgs& args) {
                   {"power_w", cost.power_w},
                   {"gops_per_s_per_mm2", cost.gops_per_s_per_mm2},
                   {"gops_per_w", cost.gops_per_w},
+                  {"busy_power_w", cost.busy_power_w},
+                  {"busy_energy_per_inference_uj", cost.busy_energy_per_inference_uj},
+                  {"busy_gops_per_w", cost.busy_gops_per_w},
                   {"input_images", images}};
     j["layers"] = layers;
     std::printf("%-16s %9s %5s %4s %12s %11s %12s %11s\n", "layer", "crossbars", "IMAs", "ADC", "cycles", "latency us",
@@ -155,6 +158,8 @@ void RunEstimate(const EstimateArgs& args) {
                 "%.4g GOPs/(s mm^2), %.4g GOPs/W\n",
                 static_cast<long long>(cost.crossbars), static_cast<long long>(cost.tiles), cost.chips, cost.fps,
                 cost.energy_per_inference_uj, cost.area_mm2, cost.power_w, cost.gops_per_s_per_mm2, cost.gops_per_w);
+    std::printf("busy units (every occupied IMA and tile share at table power): %.4g W, %.4g uJ/inference, %.4g GOPs/W\n",
+                cost.busy_power_w, cost.busy_energy_per_inference_uj, cost.busy_gops_per_w);
   }
   WriteJson(JoinPath(ctx.run_dir, "estimate.json"), j);
   WriteFileAtomic(JoinPath(ctx.run_dir, "estimate.csv"), csv);

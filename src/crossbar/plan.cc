@@ -89,36 +89,53 @@ std::vector<TileLayout> LayoutTiles(const torch::Tensor& q, const MappingSpec& m
   const int64_t N = q.size(0), K = q.size(1);
   const int64_t logical_cols = map.LogicalColumns();
   XBAR_CHECK(logical_cols >= 1, "crossbar too narrow (MappingSpec::FromConfig checks this)");
-  std::vector<int64_t> live_cols;
+  const bool compact_rows = map.compact && !map.scheme->SignPerFragment();
+  // The tiles of one grouping of the columns: each group's live rows cut into crossbars of map.rows.
+  std::vector<char> live(static_cast<size_t>(K));
+  auto tiles_of = [&](const std::vector<std::vector<int64_t>>& groups) {
+    std::vector<TileLayout> tiles;
+    for (const auto& cols : groups) {
+      std::fill(live.begin(), live.end(), compact_rows ? 0 : 1);
+      if (compact_rows) {
+        for (int64_t c : cols) {
+          const float* col = qp + c * K;
+          for (int64_t k = 0; k < K; ++k) live[static_cast<size_t>(k)] |= col[k] != 0.0f ? 1 : 0;
+        }
+      }
+      std::vector<int64_t> rows;
+      for (int64_t k = 0; k < K; ++k)
+        if (live[static_cast<size_t>(k)]) rows.push_back(k);
+      for (size_t r0 = 0; r0 < rows.size(); r0 += static_cast<size_t>(map.rows)) {
+        TileLayout t;
+        t.rows.assign(rows.begin() + static_cast<std::ptrdiff_t>(r0),
+                      rows.begin() + static_cast<std::ptrdiff_t>(std::min(rows.size(), r0 + static_cast<size_t>(map.rows))));
+        t.cols = cols;
+        tiles.push_back(std::move(t));
+      }
+    }
+    return tiles;
+  };
+  // Packed: the live columns in order, map.LogicalColumns() at a time (removed filters free whole
+  // arrays). Aligned: the live columns of each block of map.LogicalColumns() original columns
+  // (row segments pruned per column block, as crossbar-row compression prunes them, stay in one
+  // array even when a removed filter before them would shift every packed group). The one with
+  // fewer crossbars is mapped; packed on a tie.
+  std::vector<std::vector<int64_t>> packed, aligned;
+  bool dead = false;
   for (int64_t n = 0; n < N; ++n) {
     bool any = !map.compact;
     for (int64_t k = 0; k < K && !any; ++k) any = qp[n * K + k] != 0.0f;
-    if (any) live_cols.push_back(n);
+    dead = dead || !any;
+    if (!any) continue;
+    if (packed.empty() || static_cast<int64_t>(packed.back().size()) == logical_cols) packed.emplace_back();
+    packed.back().push_back(n);
+    if (aligned.empty() || aligned.back().front() / logical_cols != n / logical_cols) aligned.emplace_back();
+    aligned.back().push_back(n);
   }
-  const bool compact_rows = map.compact && !map.scheme->SignPerFragment();
-  std::vector<TileLayout> tiles;
-  std::vector<char> live(static_cast<size_t>(K));
-  for (size_t g0 = 0; g0 < live_cols.size(); g0 += static_cast<size_t>(logical_cols)) {
-    const size_t g1 = std::min(live_cols.size(), g0 + static_cast<size_t>(logical_cols));
-    std::vector<int64_t> cols(live_cols.begin() + static_cast<std::ptrdiff_t>(g0),
-                              live_cols.begin() + static_cast<std::ptrdiff_t>(g1));
-    std::fill(live.begin(), live.end(), compact_rows ? 0 : 1);
-    if (compact_rows) {
-      for (int64_t c : cols) {
-        const float* col = qp + c * K;
-        for (int64_t k = 0; k < K; ++k) live[static_cast<size_t>(k)] |= col[k] != 0.0f ? 1 : 0;
-      }
-    }
-    std::vector<int64_t> rows;
-    for (int64_t k = 0; k < K; ++k)
-      if (live[static_cast<size_t>(k)]) rows.push_back(k);
-    for (size_t r0 = 0; r0 < rows.size(); r0 += static_cast<size_t>(map.rows)) {
-      TileLayout t;
-      t.rows.assign(rows.begin() + static_cast<std::ptrdiff_t>(r0),
-                    rows.begin() + static_cast<std::ptrdiff_t>(std::min(rows.size(), r0 + static_cast<size_t>(map.rows))));
-      t.cols = cols;
-      tiles.push_back(std::move(t));
-    }
+  std::vector<TileLayout> tiles = tiles_of(packed);
+  if (dead && compact_rows) {
+    std::vector<TileLayout> other = tiles_of(aligned);
+    if (other.size() < tiles.size()) tiles = std::move(other);
   }
   return tiles;
 }

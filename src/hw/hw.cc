@@ -404,6 +404,10 @@ CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& a, con
   r.power_w = r.energy_per_inference_uj * 1e-6 * r.fps;
   if (r.area_mm2 > 0) r.gops_per_s_per_mm2 = r.ops_per_inference * r.fps / 1e9 / r.area_mm2;
   if (r.power_w > 0) r.gops_per_w = r.ops_per_inference * r.fps / 1e9 / r.power_w;
+  const double busy_ima_mw = r.chip.ima_power_mw + tile_mw / static_cast<double>(a.imas_per_tile);
+  r.busy_power_w = static_cast<double>(r.imas) * busy_ima_mw / 1000.0;
+  if (r.fps > 0) r.busy_energy_per_inference_uj = r.busy_power_w / r.fps * 1e6;
+  if (r.busy_power_w > 0) r.busy_gops_per_w = r.ops_per_inference * r.fps / 1e9 / r.busy_power_w;
   return r;
 }
 

@@ -177,6 +177,31 @@ TEST(Mapping, TilesCellsAndMaskedMapping) {
   EXPECT_EQ(CrossbarLayer("m", w, 0.0, no_compact, ideal).tiles(), 9);
 }
 
+// Issue 14: a removed filter must not shift crossbar-row-pruned column blocks across arrays.
+// 16 outputs per 128-column array; block 0 keeps rows 0-127, block 1 rows 128-255 (two arrays).
+// Zeroing output 3 would move output 16 into the first packed group (256 live rows: two arrays)
+// and leave 15 outputs for a third; the aligned grouping keeps two.
+TEST(Mapping, RemovedFilterKeepsPrunedColumnBlocksInTheirArrays) {
+  DeviceSpec ideal;
+  const MappingSpec map = Map(kTwoColumn, 128, 128, 2, 1);
+  torch::Tensor w = Weights(32, 256, 4, false);
+  w.narrow(0, 0, 16).narrow(1, 128, 128).zero_();
+  w.narrow(0, 16, 16).narrow(1, 0, 128).zero_();
+  EXPECT_EQ(CrossbarLayer("b", w, 0.0, map, ideal).crossbars(), 2);
+  w[3].zero_();
+  EXPECT_EQ(CrossbarLayer("b", w, 0.0, map, ideal).crossbars(), 2);
+  EXPECT_EQ(PlanLayer("b", w, WeightScale(w, map.weight_bits, 0.0), map).crossbars, 2);
+  std::vector<TileLayout> tiles = LayoutTiles(QuantizeWeights(w, WeightScale(w, map.weight_bits, 0.0), 8), map);
+  ASSERT_EQ(tiles.size(), 2u);
+  EXPECT_EQ(tiles[0].cols.size(), 15u);
+  EXPECT_EQ(tiles[1].cols.front(), 16);
+  // Whole filters removed from the middle of dense rows: packing frees an array (2, not 3).
+  torch::Tensor d = Weights(48, 100, 5, false);
+  d.narrow(0, 8, 16).zero_();
+  EXPECT_EQ(CrossbarLayer("p", d, 0.0, map, ideal).crossbars(), 2);
+  EXPECT_EQ(PlanLayer("p", d, WeightScale(d, map.weight_bits, 0.0), map).crossbars, 2);
+}
+
 TEST(Mapping, NonPolarisedLayerIsRejectedByThePolarizedScheme) {
   DeviceSpec ideal;
   torch::Tensor w = torch::tensor({{1.0f, -1.0f, 0.5f}});

@@ -229,5 +229,28 @@ TEST(Estimate, ReplicationBalancesThePipelineWithinTheChip) {
   EXPECT_EQ(Estimate({fc}, a, t).layers[0].replicas, 1);
 }
 
+// Issue 14: the papers' accounting — every occupied IMA at its Table I power, with its twelfth of
+// the tile's shared parts, for the whole frame period — beside the activity-based energy.
+TEST(Estimate, BusyUnitPowerIsTheTablePowerOfTheOccupiedUnits) {
+  const TechTable t = Isaac32();
+  const ArchSpec isaac = Preset("isaac");
+  const ChipCost chip = Chip(isaac, t);
+  // A full tile (12 IMAs of 8 crossbars, one layer) draws the tile's 330 mW.
+  const CostReport full = Estimate({Layer(100, 96)}, isaac, t);
+  ASSERT_EQ(full.imas, 12);
+  EXPECT_NEAR(full.busy_power_w, chip.tile_power_mw / 1000.0, 1e-12);
+  EXPECT_NEAR(full.busy_power_w, 0.330, 0.001);
+  EXPECT_NEAR(full.busy_energy_per_inference_uj, full.busy_power_w * full.latency_us, 1e-9);  // W x us = uJ
+  EXPECT_NEAR(full.busy_gops_per_w, full.ops_per_inference * full.fps / 1e9 / full.busy_power_w, 1e-9);
+  // Activity-based power is lower: the layer's 64 columns of work leave most of 96 crossbars idle.
+  EXPECT_LT(full.power_w, full.busy_power_w);
+  // The busy figure does not depend on what the units do, only on how many and for how long: a
+  // second, shorter layer adds its IMAs' power but the frame period stays the slowest layer's.
+  const CostReport two = Estimate({Layer(100, 96), Layer(10, 8)}, isaac, t);
+  EXPECT_EQ(two.imas, 13);
+  EXPECT_NEAR(two.busy_power_w, full.busy_power_w * 13.0 / 12.0, 1e-12);
+  EXPECT_DOUBLE_EQ(two.fps, full.fps);
+}
+
 }  // namespace
 }  // namespace xbar::hw

@@ -58,13 +58,14 @@ nlohmann::json Results() {
     "estimate": {"preset": "generic", "chip": {"arch": {"crossbar_rows": 128, "crossbar_cols": 128, "adc_bits": 9},
                                                "components": [{"component": "adc-9b", "area_mm2": 38.7}, {"component": "crossbar", "area_mm2": 0.4}]},
                  "model": {"crossbars": 19, "area_mm2": 0.24, "power_w": 0.0075, "energy_per_inference_uj": 4.7, "fps": 1594,
-                           "gops_per_s_per_mm2": 5.4, "gops_per_w": 177},
+                           "gops_per_s_per_mm2": 5.4, "gops_per_w": 177, "busy_gops_per_w": 6},
                  "layers": [{"name": "conv1", "latency_us": 627, "energy_breakdown_nj": {"adc-7b": 235, "crossbar": 65}},
                             {"name": "fc1", "latency_us": 0.8, "energy_breakdown_nj": {"adc-9b": 20, "crossbar": 5}}]},
     "estimate_dense": {"preset": "generic", "model": {"crossbars": 42, "area_mm2": 0.5, "energy_per_inference_uj": 9.4,
                                                       "gops_per_s_per_mm2": 3, "gops_per_w": 100}},
     "estimate_presets": {"isaac": {"preset": "isaac", "chip": {"components": [{"component": "adc-8b", "area_mm2": 20}]},
-                                   "model": {"crossbars": 25, "gops_per_s_per_mm2": 2.7, "gops_per_w": 88.5},
+                                   "model": {"crossbars": 25, "gops_per_s_per_mm2": 2.7, "gops_per_w": 88.5,
+                                             "busy_gops_per_w": 4},
                                    "layers": [{"name": "conv1", "latency_us": 600, "energy_breakdown_nj": {"adc-8b": 300}}]}},
     "stages": {"train": {"status": "ran", "seconds": 45.0, "key": "abc", "command": "xbar train -c x.yaml -o r/train"}},
     "provenance": {"xbar_version": "0.1.0", "command": "xbar run -c x.yaml"}
@@ -92,13 +93,15 @@ TEST(Report, EveryFigureTableAndNumberFromResults) {
   EXPECT_EQ(r.summary[0], "accuracy: trained 90.67 %, compressed 89.52 % (19.0x fewer weights, crossbars 42 -> 19)");
   EXPECT_NE(r.summary[2].find("two-column, dense < 0.0001"), std::string::npos) << r.summary[2];
   EXPECT_NE(r.summary[2].find("complementary, pruned 95 % + placement 0.002"), std::string::npos) << r.summary[2];
-  EXPECT_NE(r.summary[3].find("vs ISAAC 2.00x GOPs/(s mm^2), 2.00x GOPs/W"), std::string::npos) << r.summary[3];
+  EXPECT_NE(r.summary[3].find("vs ISAAC 2.00x GOPs/(s mm^2), 2.00x GOPs/W (1.50x counting busy units"),
+            std::string::npos) << r.summary[3];
 
   const std::string& h = r.html;
   EXPECT_EQ(h.rfind("<!DOCTYPE html>", 0), 0u);
   EXPECT_NE(h.find("<title>Test &lt;run&gt; — xbar report</title>"), std::string::npos) << "escaped";
   EXPECT_NE(h.find("61,470"), std::string::npos);
   EXPECT_NE(h.find("compression cut its area by 52.0 %"), std::string::npos);
+  EXPECT_NE(h.find("2.00× / 2.00× / 1.50×"), std::string::npos) << "busy-unit GOPs/W beside the activity figure";
   EXPECT_NE(h.find("name: t  # x.yaml:1"), std::string::npos) << "the resolved config";
   EXPECT_NE(h.find("xbar train -c x.yaml -o r/train"), std::string::npos) << "stage commands";
   EXPECT_EQ(h.find("<script"), std::string::npos);

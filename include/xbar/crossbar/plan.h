@@ -53,7 +53,10 @@ torch::Tensor QuantizeWeights(const torch::Tensor& w2d, double scale, int weight
 // Masked mapping of quantised weights q [N, K]: with map.compact, the live (non-zero) columns in
 // groups of map.LogicalColumns(), each group's live rows cut into crossbars of map.rows rows
 // (schemes with a sign per fragment keep every row, so fragments stay aligned with the rows
-// compression polarised); without it, every column and row.
+// compression polarised); without it, every column and row. The groups are either the live
+// columns in order (packed) or the live columns of each block of map.LogicalColumns() original
+// columns (aligned: where compression pruned row segments per column block), whichever needs
+// fewer crossbars; packed on a tie.
 std::vector<TileLayout> LayoutTiles(const torch::Tensor& q, const MappingSpec& map);
 // Throws InputError naming the layer when a tile breaks map.column_budget (where a zero weight is
 // an empty cell) or, for a scheme with a sign per fragment, holds a fragment with both signs.

@@ -155,6 +155,11 @@ struct CostReport {
   double area_mm2 = 0;              // the layers' IMAs with their share of the tiles (no chip I/O)
   double power_w = 0;               // energy per inference x fps
   double gops_per_s_per_mm2 = 0, gops_per_w = 0;
+  // Busy-unit accounting, the way ISAAC's and FORMS' component tables count power (each figure is
+  // a unit's power while it works): every IMA the layers occupy draws its whole table power, with
+  // its share of its tile's shared parts, for the whole frame period, whatever its activity. Same
+  // units as `area_mm2` (no chip I/O). power_w above charges each action and each unit's busy time.
+  double busy_power_w = 0, busy_energy_per_inference_uj = 0, busy_gops_per_w = 0;
 };
 
 CostReport Estimate(const std::vector<LayerWork>& layers, const ArchSpec& arch, const TechTable& tech);
