@@ -298,7 +298,6 @@ void RunFaults(const FaultsArgs& args) {
         auto sim = std::make_unique<NetworkSimulator>(*m.model, map, DeviceSpec::FromConfig(c), scales);
         sim->SetCollectStats(false);
         sim->SetQuiet(true);
-        if (ctx.device.is_cuda()) sim->SetSumKernel(SumKernel::kTensor);  // the engine on the GPU too
         sim->Calibrate(m.data.train, batch, ctx.device);
         return *sims.emplace(key, std::move(sim)).first->second;
       };

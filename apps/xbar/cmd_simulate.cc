@@ -76,8 +76,6 @@ void RunSimulate(const SimulateArgs& a) {
   NetworkSimulator sim(*m.model, map, device, StoredScales(m));
   sim.SetProgressInterval(cfg.Float("train.log_interval"));
   sim.SetStatsImages(cfg.Int("simulate.stats_images"));
-  // On a GPU (torch_device: cuda with a CUDA LibTorch) the engine runs as tensor ops there.
-  if (ctx.device.is_cuda()) sim.SetSumKernel(SumKernel::kTensor);
   sim.Calibrate(m.data.train, batch, ctx.device);
   sim.Program(faults, ctx.seed);
   const EvalResult flt = sim.Evaluate(m.data.test, SimMode::kFloat, batch, ctx.device);

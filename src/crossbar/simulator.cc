@@ -145,6 +145,12 @@ void NetworkSimulator::SetSumKernel(SumKernel k) {
   }
 }
 
+void NetworkSimulator::UseDevice(torch::Device device) {
+  if (!device.is_cuda()) return;
+  NoTf32();
+  if (kernel_ == SumKernel::kAuto) SetSumKernel(SumKernel::kTensor);  // the engine on the GPU too
+}
+
 int64_t NetworkSimulator::crossbars() const {
   int64_t n = 0;
   for (const auto& s : layers_) {
@@ -438,6 +444,7 @@ torch::Tensor NetworkSimulator::FloatReference(const LayerState& s, const LayerI
 
 void NetworkSimulator::Calibrate(const Dataset& data, int64_t batch_size, torch::Device device) {
   torch::NoGradGuard no_grad;
+  UseDevice(device);
   model_.eval();
   model_.to(device);
   // A fixed number of training images (mapping.calibration_images), whatever the batch size: the
@@ -540,7 +547,7 @@ void NetworkSimulator::Program(const FaultSpec& faults, uint64_t seed) {
 }
 
 EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t batch_size, torch::Device device) {
-  if (device.is_cuda()) NoTf32();
+  UseDevice(device);
   model_.eval();
   model_.to(device);
   if (mode == SimMode::kFloat) return xbar::Evaluate(model_, data, batch_size, device);
@@ -603,7 +610,7 @@ EvalResult NetworkSimulator::Evaluate(const Dataset& data, SimMode mode, int64_t
 }
 
 torch::Tensor NetworkSimulator::Forward(const torch::Tensor& x, SimMode mode) {
-  if (x.is_cuda()) NoTf32();
+  UseDevice(x.device());
   model_.eval();
   torch::NoGradGuard no_grad;
   if (mode == SimMode::kFloat) return model_.forward(x);

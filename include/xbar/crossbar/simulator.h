@@ -107,7 +107,8 @@ class NetworkSimulator {
   void SetFastPath(bool on) { fast_path_ = on; }
   // The engine's sum kernel on every crossbar (CrossbarLayer::SetSumKernel). With SumKernel::kTensor
   // the engine's layers run on the device of Evaluate's images (CUDA when torch_device is), the
-  // others on the CPU.
+  // others on the CPU. kAuto (the default) becomes kTensor when Calibrate, Evaluate or Forward
+  // first runs on a CUDA device.
   void SetSumKernel(SumKernel k);
   // Seconds between plain progress lines when stderr is not a terminal (train.log_interval).
   void SetProgressInterval(double s) { progress_interval_s_ = s; }
@@ -129,6 +130,8 @@ class NetworkSimulator {
   // thread count.
   torch::Tensor FloatReference(const LayerState& s, const LayerInfo& l, const torch::Tensor& x) const;
   void CalibrateAdc();
+  // On a CUDA device: exact float32 products (no TF32) and the tensor engine unless a kernel was set.
+  void UseDevice(torch::Device device);
   void ComputeInputMoments();
 
   Model& model_;
