@@ -147,6 +147,9 @@ std::vector<KeySpec> BuildSchema() {
             "lower clips rare peaks)"),
       Enum("mapping.subtract", "digital", {"digital", "analog"},
            "column pairs (two-column, complementary): subtract after two ADC reads, or currents before one"),
+      Bool("mapping.flip_columns", "false",
+           "ISAAC's flipped encoding (offset scheme): a column whose levels sum past half the maximum stores "
+           "L - level and is subtracted from L x the unit column's read; one ADC bit less"),
       Int("mapping.fragment_rows", "8", 1, 65536,
           "rows per fragment: polarized sign groups and ADC reads, and the zero-skipping statistics"),
       Int("mapping.column_budget", "0", 0, 65536,

@@ -136,7 +136,7 @@ torch::Tensor CrossbarLayer::FoldedWeights() const {
     const torch::Tensor reads = t.reads.to(torch::kCPU, torch::kFloat64).contiguous();  // [G, g, NR]
     if (!reads.eq(reads.round()).all().item<bool>()) return {};
     const int64_t G = t.groups, g = t.group_rows, NR = t.read_columns(), C = t.num_cols(), R = t.num_rows();
-    const int64_t weight_cols = (NR / C) * C;  // the offset scheme's unit column comes last
+    const int64_t weight_cols = NR - (t.unit.defined() ? 1 : 0);  // the offset scheme's unit column comes last
     const double* rp = reads.data_ptr<double>();
     // Forward: code = row · inv (lossless: exact), out[j] += Σ code[c0 + j] · scale[c0 + j] + Σ unit
     // codes · scale, per group, with x = Σ_p weight_p · digit_p: linear in x row by row.
@@ -150,7 +150,7 @@ torch::Tensor CrossbarLayer::FoldedWeights() const {
         double unit = 0;
         for (int64_t c = weight_cols; c < NR; ++c) unit += row[c] * static_cast<double>(t.adc_inv[static_cast<size_t>(c)]) * sc[c];
         for (int64_t j = 0; j < C; ++j) {
-          double sum = unit;
+          double sum = t.unit_gain.empty() ? unit : unit * t.unit_gain[static_cast<size_t>(j)];
           for (int64_t c0 = 0; c0 < weight_cols; c0 += C) {
             sum += row[c0 + j] * static_cast<double>(t.adc_inv[static_cast<size_t>(c0 + j)]) * sc[c0 + j];
           }
@@ -307,7 +307,7 @@ torch::Tensor CrossbarLayer::ForwardTensor(const torch::Tensor& xq_in, bool sign
   for (size_t first = 0; first < tiles_.size();) {
     CrossbarTile& t = tiles_[first];
     const int64_t C = t.num_cols(), G = t.groups, g = t.group_rows, NR = t.read_columns();
-    const int64_t weight_cols = (NR / C) * C;
+    const int64_t weight_cols = NR - (t.unit.defined() ? 1 : 0);  // the offset scheme's unit column last
     size_t last = first + 1;
     std::vector<int64_t> cols = t.cols;
     std::unordered_set<int64_t> seen(cols.begin(), cols.end());
@@ -357,6 +357,18 @@ torch::Tensor CrossbarLayer::ForwardTensor(const torch::Tensor& xq_in, bool sign
       const torch::Tensor Sg = S4.select(0, gi);  // [M, T, NR]
       for (int64_t c0 = 0; c0 < weight_cols; c0 += C) acc.add_(Sg.narrow(2, c0, C));
       for (int64_t c = weight_cols; c < NR; ++c) unit.add_(Sg.narrow(2, c, 1));
+    }
+    bool flipped = false;
+    for (size_t i = first; i < last; ++i) flipped = flipped || !tiles_[i].unit_gain.empty();
+    if (flipped) {
+      // Flipped encoding: each output's factor on the unit column's contribution.
+      torch::Tensor gain = torch::ones({1, T, C}, f64);
+      for (size_t i = first; i < last; ++i) {
+        if (!tiles_[i].unit_gain.empty()) {
+          gain[0][static_cast<int64_t>(i - first)].copy_(torch::from_blob(tiles_[i].unit_gain.data(), {C}, f64));
+        }
+      }
+      unit = unit * gain.to(dev);
     }
     out.index_add_(1, IndexTensor(cols).to(dev), (acc + unit).reshape({M, T * C}));
     first = last;
@@ -494,12 +506,13 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       const float* sp = sums.defined() ? sums.data_ptr<float>() : nullptr;
       const ConvertTables tab{t.adc_inv.data(), t.adc_lo.data(), t.adc_hi.data(), planes.weight.data(), P,
                               t.adc_scale.data(), int_codes[ti] != 0};
-      const int64_t weight_cols = (NR / C) * C;  // the offset scheme's unit column comes last
+      const int64_t weight_cols = NR - (t.unit.defined() ? 1 : 0);  // the offset scheme's unit column comes last
       // Plane p, bit k of position m on group gi: x(gi, m) + p * x_plane + k * x_bit.
       const int64_t x_bit = from_row_bits ? KW : t.words;
       const int64_t x_plane = from_row_bits ? v * KW : M * v * t.words;
       const uint64_t* x_base = from_row_bits ? row_bits.data() + t.rows[0] / 64 : xbits.data();
       const std::vector<int64_t>& out_col = t.cols;
+      const double* unit_gain = t.unit_gain.empty() ? nullptr : t.unit_gain.data();
       // Per position: column sums, ADC (the tables the adc stage set), shift-and-add over the input
       // planes and each read's digital weight (kernels/convert.cc), then the reads of an output
       // summed and scattered. Positions are independent, so the result does not depend on the
@@ -537,7 +550,13 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
             }
             for (int64_t c = weight_cols; c < NR; ++c) unit += S[static_cast<size_t>(c)];
           }
-          for (int64_t j = 0; j < C; ++j) out_t[static_cast<size_t>(out_col[static_cast<size_t>(j)] * M + m)] += acc[static_cast<size_t>(j)] + unit;
+          if (unit_gain == nullptr) {
+            for (int64_t j = 0; j < C; ++j) out_t[static_cast<size_t>(out_col[static_cast<size_t>(j)] * M + m)] += acc[static_cast<size_t>(j)] + unit;
+          } else {  // flipped encoding: the unit column's contribution per output
+            for (int64_t j = 0; j < C; ++j) {
+              out_t[static_cast<size_t>(out_col[static_cast<size_t>(j)] * M + m)] += acc[static_cast<size_t>(j)] + unit * unit_gain[j];
+            }
+          }
         }
       });
     }

@@ -35,6 +35,12 @@ class Model {
     L_ = static_cast<double>(p.encoding.levels());
     pairs_ = p.scheme->Components() == 2;
     bias_ = static_cast<double>(p.scheme->Bias(p.encoding));
+    XBAR_CHECK(p.column_sign.empty() || static_cast<int64_t>(p.column_sign.size()) == CS_, "placement: ",
+               p.column_sign.size(), " column signs for ", CS_, " columns");
+    XBAR_CHECK(p.unit_coef.empty() || static_cast<int64_t>(p.unit_coef.size()) == C_, "placement: ",
+               p.unit_coef.size(), " unit coefficients for ", C_, " outputs");
+    column_sign_ = p.column_sign;
+    unit_coef_ = p.unit_coef;
     fragment_ = p.fragment_rows > 0 ? std::min(p.fragment_rows, R_) : R_;
     if (p.fragment_sign.defined()) {
       const torch::Tensor fs = p.fragment_sign.to(torch::kCPU, torch::kFloat64).abs().contiguous();
@@ -105,20 +111,23 @@ class Model {
   // pairs flipped per bit s of `flips`.
   double Delta(int64_t i, int64_t j, int64_t r, int64_t q, uint32_t flips) const {
     // A FORMS fragment without weights has sign 0: its cells are never read.
-    if (!read_.empty() && read_[static_cast<size_t>((i / fragment_) * C_ + j)] == 0) return UnitDelta(i, r);
+    if (!read_.empty() && read_[static_cast<size_t>((i / fragment_) * C_ + j)] == 0) return UnitDelta(i, r, j);
     double d = 0;
     for (int64_t k = Begin(r, q); k < End(r, q); ++k) {
       const Stuck& f = stuck_[static_cast<size_t>(k)];
       const int64_t col = j * S_ + f.s;
       const double programmed = (flips >> f.s) & 1u ? L_ - Level(1 - f.a, i, col) : Level(f.a, i, col);
-      d += base_[static_cast<size_t>(f.s)] * sign_[static_cast<size_t>(f.a)] * (f.level - programmed);
+      const double flipped = column_sign_.empty() ? 1.0 : column_sign_[static_cast<size_t>(col)];
+      d += base_[static_cast<size_t>(f.s)] * sign_[static_cast<size_t>(f.a)] * flipped * (f.level - programmed);
     }
-    return d + UnitDelta(i, r);
+    return d + UnitDelta(i, r, j);
   }
-  // The unit column's share: its reads are subtracted times the bias (level-1 cells).
-  double UnitDelta(int64_t i, int64_t r) const {
+  // The unit column's share: its reads are subtracted times the bias (level-1 cells), or with the
+  // flipped encoding count output j's own coefficient.
+  double UnitDelta(int64_t i, int64_t r, int64_t j) const {
     if (!UnitStuck(r)) return 0.0;
-    return -bias_ * (unit_stuck_[static_cast<size_t>(r)] - unit_[static_cast<size_t>(i)]);
+    const double coef = unit_coef_.empty() ? -bias_ : unit_coef_[static_cast<size_t>(j)];
+    return coef * (unit_stuck_[static_cast<size_t>(r)] - unit_[static_cast<size_t>(i)]);
   }
 
   // Harm of word line r holding logical row i, given the columns (output_at[q] = the output on group q).
@@ -132,9 +141,15 @@ class Model {
       const double d = Delta(i, j, r, q, flips[static_cast<size_t>(j)]);
       sum += d * d;
     }
-    if (UnitStuck(r)) {
-      const double u = UnitDelta(i, r);
+    if (UnitStuck(r) && unit_coef_.empty()) {
+      const double u = UnitDelta(i, r, 0);
       sum += static_cast<double>(clean_groups) * u * u;
+    } else if (UnitStuck(r)) {
+      for (int64_t q = 0; q < C_; ++q) {
+        if (Count(r, q) != 0) continue;
+        const double u = UnitDelta(i, r, output_at[static_cast<size_t>(q)]);
+        sum += u * u;
+      }
     }
     return moment(i) * sum;
   }
@@ -147,6 +162,7 @@ class Model {
   int A_ = 1, S_ = 1;
   int64_t R_ = 0, C_ = 0, CS_ = 0, fragment_ = 0;
   double L_ = 1, bias_ = 0;
+  std::vector<double> column_sign_, unit_coef_;
   bool pairs_ = false;
   std::vector<double> m_, lv_, sign_, base_, unit_, unit_stuck_, read_;
   std::vector<Stuck> stuck_;

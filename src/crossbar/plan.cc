@@ -197,6 +197,13 @@ LayerPlan PlanLayer(const std::string& name, const torch::Tensor& w2d, double we
   // Reads per weight column: one per slice, two when a pair is converted column by column.
   const int64_t reads_per_col = S * (A == 2 && !map.analog_subtract ? 2 : 1);
   const LevelTable levels(map);
+  const bool flip = map.flip_columns && unit == 1 && A == 1;
+  std::vector<torch::Tensor> slice_tables;  // flipped encoding: per slice, the level of q + qmax
+  std::vector<const float*> slice_levels;
+  for (int s = 0; flip && s < S; ++s) {
+    slice_tables.push_back(levels.Of(0, s).contiguous());
+    slice_levels.push_back(slice_tables.back().data_ptr<float>());
+  }
   LayerPlan p;
   for (const TileLayout& t : LayoutTiles(q, map)) {
     CheckTile(name, q, t, map);
@@ -211,9 +218,22 @@ LayerPlan PlanLayer(const std::string& name, const torch::Tensor& w2d, double we
     p.used_columns += used_cols;
     p.conversions_per_plane += groups * (reads_per_col * C + unit);
     double sum = static_cast<double>(unit * R);  // the offset scheme's unit cells sit at level 1
-    for (int64_t c : t.cols) {
-      const float* col = qp + c * K;
-      for (int64_t r : t.rows) sum += levels.Sum(static_cast<int64_t>(col[r]));
+    if (flip) {
+      // Flipped encoding (EncodeTile): a column of levels summing past R L / 2 stores L - level.
+      const double full = static_cast<double>(R * map.levels());
+      for (int64_t c : t.cols) {
+        const float* col = qp + c * K;
+        for (int s = 0; s < S; ++s) {
+          double column = 0;
+          for (int64_t r : t.rows) column += slice_levels[static_cast<size_t>(s)][static_cast<int64_t>(col[r]) + levels.qmax];
+          sum += 2.0 * column > full ? full - column : column;
+        }
+      }
+    } else {
+      for (int64_t c : t.cols) {
+        const float* col = qp + c * K;
+        for (int64_t r : t.rows) sum += levels.Sum(static_cast<int64_t>(col[r]));
+      }
     }
     p.level_sum += sum;
     p.adc_bits = std::max(p.adc_bits, map.AdcBits(std::min(R, group_rows)));

@@ -20,7 +20,10 @@ int64_t MappingSpec::GroupRows(int64_t tile_rows) const {
 
 double MappingSpec::ReadFullScale(int64_t rows) const {
   const int64_t active = column_budget > 0 && scheme->ZeroIsEmptyCell() ? std::min(rows, column_budget) : rows;
-  return static_cast<double>(active) * static_cast<double>(levels()) * (std::ldexp(1.0, dac_bits) - 1.0);
+  // A flipped encoding keeps every weight column's level sum at most floor(active L / 2); the unit
+  // column (level 1 on every row) reads up to `rows` of them.
+  const int64_t level_sum = flip_columns ? std::max(active * levels() / 2, rows) : active * levels();
+  return static_cast<double>(level_sum) * (std::ldexp(1.0, dac_bits) - 1.0);
 }
 
 int MappingSpec::LosslessAdcBits(int64_t rows) const {
@@ -55,6 +58,7 @@ MappingSpec MappingSpec::FromConfig(const Config& cfg) {
   m.analog_subtract = cfg.Str("mapping.subtract") == "analog";
   m.fragment_rows = cfg.Int("mapping.fragment_rows");
   m.column_budget = cfg.Int("mapping.column_budget");
+  m.flip_columns = cfg.Bool("mapping.flip_columns");
   m.compact = cfg.Bool("mapping.compact");
   m.calibration_images = cfg.Int("mapping.calibration_images");
   if (m.dac_bits > m.input_bits) {
@@ -68,6 +72,13 @@ MappingSpec MappingSpec::FromConfig(const Config& cfg) {
   if (m.analog_subtract && !m.scheme->PairInOneArray()) {
     throw ConfigError(StrCat(cfg.Where("mapping.subtract"), ": mapping.subtract: analog subtraction needs a scheme "
                              "with column pairs in one array (two-column or complementary), not ", m.scheme->Name()));
+  }
+  if (m.flip_columns && !m.scheme->UnitColumn(m.encoding()) && cfg.FromPreset("mapping.flip_columns")) {
+    m.flip_columns = false;  // the preset's encoding of its own scheme (isaac: offset), not of the one chosen
+  } else if (m.flip_columns && !m.scheme->UnitColumn(m.encoding())) {
+    throw ConfigError(StrCat(cfg.Where("mapping.flip_columns"), ": mapping.flip_columns: the flipped encoding "
+                             "subtracts from the unit column's input sum; ", m.scheme->Name(),
+                             " has no unit column (use offset, or set it to false)"));
   }
   m.Validate(StrCat(cfg.Where("mapping.crossbar_cols"), ": mapping.crossbar_cols"));
   return m;

@@ -65,6 +65,7 @@ struct Case {
   const Scheme* scheme;
   bool analog;
   int cell_bits, dac_bits;
+  bool flip = false;  // mapping.flip_columns (offset)
 };
 
 class Lossless : public ::testing::TestWithParam<Case> {};
@@ -85,6 +86,7 @@ TEST_P(Lossless, EverySchemeReproducesTheIntegerGemmBitExactly) {
           w = cm;
         }
         MappingSpec map = Map(c.scheme, 64, 48, c.cell_bits, c.dac_bits, c.analog);
+        map.flip_columns = c.flip;
         CrossbarLayer layer("l", w, 0.0, map, ideal);
         ASSERT_TRUE(layer.lossless());
         torch::Tensor x = Inputs(33, k, map.input_bits, signed_inputs, 99 + i);
@@ -112,14 +114,15 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{kTwoColumn, false, 2, 1}, Case{kTwoColumn, true, 2, 1},
                       Case{kTwoColumn, false, 1, 2}, Case{kTwoCrossbar, false, 2, 1},
                       Case{kTwoCrossbar, false, 3, 2}, Case{kOffset, false, 2, 1},
-                      Case{kOffset, false, 3, 3}, Case{kPolarized, false, 2, 1},
+                      Case{kOffset, false, 3, 3}, Case{kOffset, false, 2, 1, true},
+                      Case{kOffset, false, 3, 3, true}, Case{kPolarized, false, 2, 1},
                       Case{kPolarized, false, 1, 2}, Case{kComplementary, false, 2, 1},
                       Case{kComplementary, true, 2, 1}, Case{kComplementary, true, 3, 2}),
     [](const auto& info) {
       std::string n = info.param.scheme->Name();
       std::replace(n.begin(), n.end(), '-', '_');
       return StrCat(n, info.param.analog ? "_analog" : "_digital", "_c", info.param.cell_bits, "_v",
-                    info.param.dac_bits);
+                    info.param.dac_bits, info.param.flip ? "_flipped" : "");
     });
 
 // The bit-packed kernel computes the same column sums as the float one wherever cells are integers:
@@ -228,6 +231,7 @@ TEST(Mapping, PlanEqualsTheBuiltCrossbars) {
             MappingSpec map = Map(scheme, 64, 64, cell_bits, 1 + cell_bits % 2, analog);
             map.compact = compact;
             map.weight_bits = 6;
+            map.flip_columns = scheme == kOffset && (prune == compact);  // ISAAC's flipped encoding
             torch::Tensor w = Weights(37, 200, 10 + static_cast<uint64_t>(cases), prune);
             // A column budget under 64 rows: 42 cells x level 1 x digit 3 needs 7 ADC bits, not 8.
             // (Compaction would pack a lone column's non-zeros densely, so only without it.)
@@ -244,7 +248,7 @@ TEST(Mapping, PlanEqualsTheBuiltCrossbars) {
             CrossbarLayer layer("l", w, 0.0, map, ideal);
             const LayerPlan plan = PlanLayer("l", w, WeightScale(w, map.weight_bits, 0.0), map);
             const std::string what = StrCat(scheme->Name(), " analog ", analog, " cell ", cell_bits, " prune ", prune,
-                                            " compact ", compact);
+                                            " compact ", compact, " flip ", map.flip_columns);
             EXPECT_EQ(plan.tiles, layer.tiles()) << what;
             EXPECT_EQ(plan.crossbars, layer.crossbars()) << what;
             EXPECT_EQ(plan.cells, layer.cells()) << what;
@@ -310,6 +314,47 @@ TEST(Adc, FewerBitsThanLosslessStayWithinNamedErrorBudgets) {
     }
     EXPECT_LE(previous == 1e300 ? 0.0 : previous, nmse + 1e-18) << "error grows as bits drop";
     previous = nmse;
+  }
+}
+
+TEST(Adc, FlippedColumnsMakeIsaacsEightBitAdcLossless) {
+  // ISAAC: 128 rows of 2-bit cells read through 1-bit DACs reach 128 x 3 = 384 (9 bits). The offset
+  // scheme's biased 16-bit weights put level 2 or 1 in every top slice, so 8 bits round the reads;
+  // with flipped columns (mapping.flip_columns) no read passes 192 and 8 bits are exact.
+  const torch::Tensor w = Weights(24, 300, 5, false);
+  DeviceSpec ideal;
+  double unflipped_levels = 0;
+  for (bool flip : {false, true}) {
+    MappingSpec map = Map(kOffset, 128, 128, 2, 1);
+    map.weight_bits = 16;
+    map.adc_bits = 8;
+    map.flip_columns = flip;
+    EXPECT_EQ(map.LosslessAdcBits(128), flip ? 8 : 9);
+    CrossbarLayer layer("l", w, 0.0, map, ideal);
+    EXPECT_EQ(layer.lossless(), flip);
+    EXPECT_EQ(layer.adc_bits(), 8);
+    const LayerPlan plan = PlanLayer("l", w, WeightScale(w, map.weight_bits, 0.0), map);
+    EXPECT_EQ(plan.level_sum, layer.level_sum()) << "flip " << flip;
+    EXPECT_EQ(plan.adc_bits, layer.adc_bits());
+    if (flip) {
+      EXPECT_LT(layer.level_sum(), unflipped_levels) << "flipped columns store lower levels";
+    } else {
+      unflipped_levels = layer.level_sum();
+    }
+    for (bool signed_inputs : {false, true}) {
+      const torch::Tensor x = Inputs(40, 300, 8, signed_inputs, 6);
+      const torch::Tensor ref = layer.Reference(x);
+      for (SumKernel kernel : {SumKernel::kFloat, SumKernel::kPacked, SumKernel::kTensor}) {
+        layer.SetSumKernel(kernel);
+        const torch::Tensor got = layer.Forward(x, signed_inputs, 0, nullptr);
+        EXPECT_EQ(torch::equal(got, ref), flip) << "flip " << flip << " signed " << signed_inputs << " kernel "
+                                                << static_cast<int>(kernel) << " max diff "
+                                                << (got - ref).abs().max().item<double>();
+      }
+    }
+    if (flip) {
+      EXPECT_TRUE(torch::equal(layer.FoldedWeights(), layer.quantized().to(torch::kFloat64)));
+    }
   }
 }
 
@@ -1001,6 +1046,7 @@ TEST(Placement, HarmModelIsWhatTheEngineComputesAndPlacementLowersIt) {
   struct Case {
     const Scheme* scheme;
     int cell_bits;
+    bool flip = false;
   };
   torch::manual_seed(9);
   const int64_t K = 150, N = 40;
@@ -1008,10 +1054,11 @@ TEST(Placement, HarmModelIsWhatTheEngineComputesAndPlacementLowersIt) {
   const torch::Tensor mt = torch::rand({K}, torch::kFloat64).square() * 100;
   for (int64_t k = 0; k < K; ++k) moments[k] = k % 7 == 3 ? 0.0 : mt[k].item<double>();  // some dead inputs
   const torch::Tensor mk = torch::tensor(moments, torch::kFloat64);
-  for (const Case& c : {Case{kTwoColumn, 2}, Case{kTwoCrossbar, 2}, Case{kOffset, 2}, Case{kPolarized, 2},
-                        Case{kComplementary, 2}, Case{kComplementary, 1}}) {
+  for (const Case& c : {Case{kTwoColumn, 2}, Case{kTwoCrossbar, 2}, Case{kOffset, 2}, Case{kOffset, 2, true},
+                        Case{kPolarized, 2}, Case{kComplementary, 2}, Case{kComplementary, 1}}) {
     MappingSpec map = Map(c.scheme, 64, 64, c.cell_bits, 1);
     map.weight_bits = 8;
+    map.flip_columns = c.flip;
     FaultSpec fs;
     fs.sa0_rate = 0.005;
     fs.sa1_rate = 0.02;
@@ -1028,7 +1075,7 @@ TEST(Placement, HarmModelIsWhatTheEngineComputesAndPlacementLowersIt) {
     const torch::Tensor w = layer.FoldedWeights();
     ASSERT_TRUE(w.defined()) << c.scheme->Name();
     const double placed = harm(w);
-    const std::string what = StrCat(c.scheme->Name(), " ", c.cell_bits, "-bit cells");
+    const std::string what = StrCat(c.scheme->Name(), " ", c.cell_bits, "-bit cells", c.flip ? ", flipped" : "");
     EXPECT_NEAR(layer.placement_harm_before(), unplaced, 1e-9 * unplaced) << what;
     EXPECT_NEAR(layer.placement_harm_after(), placed, 1e-9 * std::max(1.0, placed)) << what;
     EXPECT_LT(placed, 0.5 * unplaced) << what << ": placement should at least halve the harm";
@@ -1077,13 +1124,15 @@ TEST(Campaign, FaultyLosslessCrossbarsFoldIntoIntegerWeightsExactly) {
     const Scheme* scheme;
     int cell_bits, dac_bits;
     bool analog;
+    bool flip = false;
   };
   for (const Case& c : {Case{kTwoColumn, 2, 1, false}, Case{kTwoColumn, 1, 2, true}, Case{kTwoCrossbar, 2, 1, false},
-                        Case{kOffset, 2, 1, false}, Case{kPolarized, 2, 1, false}, Case{kComplementary, 2, 1, false},
-                        Case{kComplementary, 1, 1, false}}) {
+                        Case{kOffset, 2, 1, false}, Case{kOffset, 2, 1, false, true}, Case{kPolarized, 2, 1, false},
+                        Case{kComplementary, 2, 1, false}, Case{kComplementary, 1, 1, false}}) {
     for (bool signed_inputs : {false, true}) {
       MappingSpec map = Map(c.scheme, 64, 64, c.cell_bits, c.dac_bits, c.analog);
       map.weight_bits = 8;
+      map.flip_columns = c.flip;
       FaultSpec fs;
       fs.sa0_rate = 0.01;
       fs.sa1_rate = 0.05;

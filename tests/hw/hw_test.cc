@@ -89,6 +89,15 @@ TEST(Arch, PresetsLoadAndBadFieldsAreConfigErrors) {
   ExpectConfigError([&] { parse("mapping:\n  scheme: four-column\n"); }, "expected one of two-column");
   ExpectConfigError([&] { parse("mapping:\n  crossbar_cols: 4\n"); }, "4 columns cannot hold one 8-bit weight");
   ExpectConfigError([&] { parse("mapping:\n  fragment_rows: 256\n"); }, "do not fit a crossbar of 128 rows");
+  // ISAAC's flipped encoding needs the unit column's input sum; with it, ISAAC's 8-bit ADC is lossless.
+  ExpectConfigError([&] { parse("mapping:\n  flip_columns: true\n"); },
+                    "a.yaml:2: mapping.flip_columns: the flipped encoding subtracts from the unit column's input sum; "
+                    "two-column has no unit column");
+  EXPECT_TRUE(Preset("isaac").map.flip_columns);
+  EXPECT_FALSE(parse("arch:\n  preset: isaac\nmapping:\n  scheme: two-column\n").map.flip_columns)
+      << "the preset's encoding of its own scheme does not apply to another one";
+  EXPECT_EQ(Preset("isaac").map.LosslessAdcBits(128), 8);
+  EXPECT_EQ(Preset("isaac").ChipAdcBits(), 8);
   ExpectConfigError([&] { parse("arch:\n  tiles: 1.5\n"); }, "arch.tiles: expected an integer");
   // One key per quantity: the old duplicates name their replacement.
   ExpectConfigError([&] { parse("arch:\n  adc_bits: 6\n"); }, "a.yaml:2: arch.adc_bits: replaced by mapping.adc_bits");

@@ -8,7 +8,8 @@
 // The harm of a placement is the expected squared output error the stuck cells cause,
 //   cost = Σ_i Σ_j m_i (Δw_ij)²,   m_i = E[x_i²] over the calibration images,
 // where Δw_ij is what the stuck cells under weight (i, j) change in its integer value (slices
-// weighted 2^(c s), pair components by their signs, the offset scheme's unit column by its bias).
+// weighted 2^(c s), pair components by their signs, flipped columns negatively, the offset
+// scheme's unit column by its bias, or with flipped columns by output j's unit coefficient).
 // Encoding a pair the other way, (a, b) -> (L - b, L - a), keeps a - b: a stuck-on cell under a
 // complementary zero (L, L) costs nothing, a stuck-off one under a direct zero (0, 0) neither.
 // PlaceTile alternates two exact steps, each a minimum-cost assignment (Hungarian algorithm):
@@ -48,6 +49,9 @@ struct PlacementProblem {
   std::vector<double> moments;  // [R] E[x_i²] of logical row i's input
   int64_t fragment_rows = 0;  // rows stay within fragments of this many (FORMS); 0: anywhere in the tile
   torch::Tensor fragment_sign;  // FORMS: [fragments, C] digital sign per fragment and output (0: its cells are not read)
+  // Flipped encoding (mapping.flip_columns): -1 for each logical column j * S + s stored as L - level
+  // (empty: none), and per output the digital weight of the unit column's read (empty: -bias).
+  std::vector<double> column_sign, unit_coef;
 };
 
 // The placement with the least harm PlaceTile finds (never more than the identity's).

@@ -30,6 +30,11 @@ struct MappingSpec {
   bool adc_calibrated = false;   // full scale from calibration images instead of the worst case
   double adc_percentile = 100;   // calibrated full scale: this percentile of |partial sums| per read column
   bool analog_subtract = false;  // pair schemes: subtract currents before one ADC conversion
+  // ISAAC's flipped encoding (unit-column schemes): a column whose levels sum to more than half of
+  // rows x L stores L - level instead, and its read is subtracted digitally from L x the unit
+  // column's read (the input sum). Every read then stays within half the unflipped worst case:
+  // one ADC bit less (8 bits for 128 rows of 2-bit cells and 1-bit DACs).
+  bool flip_columns = false;
   int64_t fragment_rows = 8;     // polarized: m rows per fragment (one ADC conversion each); zero-skipping groups
   int64_t column_budget = 0;     // TinyADC: non-zeros per column segment the ADC is sized for; 0 = rows
   bool compact = true;           // masked mapping: unallocate empty rows, columns and tiles
@@ -44,7 +49,8 @@ struct MappingSpec {
   int64_t GroupRows(int64_t tile_rows) const;
   // Worst-case column current of a read over `rows` rows, in level x input-digit units: every cell
   // at the top level and the largest input digit, or only the column budget's cells where a zero
-  // weight is an empty cell. It sets the lossless ADC range.
+  // weight is an empty cell; half of it (rounded down) for weight columns with flip_columns. It sets
+  // the lossless ADC range.
   double ReadFullScale(int64_t rows) const;
   // Bits a read over `rows` rows needs to be lossless (plus the sign of an analog difference).
   int LosslessAdcBits(int64_t rows) const;

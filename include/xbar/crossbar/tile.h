@@ -39,6 +39,12 @@ struct CrossbarTile {
   torch::Tensor unit;                // [R_t] offset scheme's unit column (levels), else undefined
   torch::Tensor sign;                // polarized: [groups, C_t] fragment signs (+1/-1/0)
   int64_t groups = 1, group_rows = 0;  // ADC groups (FORMS fragments, else the whole column)
+  // mapping.flip_columns (ISAAC's flipped encoding): per read column, 1 where the column stores
+  // L - level (its read counts negatively), and per output j the factor on the unit column's
+  // contribution (-bias x input sum), 1 - L Σ_flipped slices 2^(c s) / bias, so that it also adds
+  // L x input sum x each flipped slice's weight. Both empty when nothing is flipped.
+  std::vector<uint8_t> flipped;
+  std::vector<double> unit_gain;
   // ---- set by programming ----------------------------------------------------------------------
   torch::Tensor reads;               // [groups, g, NR] effective read matrix (level x input units)
   torch::Tensor noise_var;           // [groups, g, NR] squared read-noise scale per cell, or undefined

@@ -36,7 +36,8 @@ void AdcStage::SetRanges(CrossbarTile& t, const torch::Tensor& full_scale, const
   t.step = torch::tensor(step);
   t.top = torch::tensor(top);
   // Per read column: ADC 1/LSB, code range and the digital weight of a code (LSB x slice shift x
-  // pair sign or bias), times the fragment sign for polarized crossbars: [G, NR].
+  // pair sign or bias), times the fragment sign for polarized crossbars and -1 for a flipped
+  // column (the unit column's read then carries its L x input sum, CrossbarTile::unit_gain): [G, NR].
   t.adc_inv.assign(static_cast<size_t>(NR), 0.0f);
   t.adc_lo.assign(static_cast<size_t>(NR), 0.0f);
   t.adc_hi.assign(static_cast<size_t>(NR), 0.0f);
@@ -51,7 +52,8 @@ void AdcStage::SetRanges(CrossbarTile& t, const torch::Tensor& full_scale, const
       t.adc_hi[cs] = top[cs];
       t.adc_lo[cs] = r.difference ? -(top[cs] + 1) : 0.0f;
       for (int64_t gi = 0; gi < t.groups; ++gi) {
-        const double sg = sign.defined() && r.slice >= 0 ? sign.data_ptr<float>()[gi * C + j] : 1.0;
+        double sg = sign.defined() && r.slice >= 0 ? sign.data_ptr<float>()[gi * C + j] : 1.0;
+        if (!t.flipped.empty() && t.flipped[cs] != 0) sg = -sg;  // flipped encoding: L x input sum - read
         t.adc_scale[static_cast<size_t>(gi * NR + col)] = static_cast<double>(step[cs]) * r.coef * sg;
       }
     }

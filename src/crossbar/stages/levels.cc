@@ -1,6 +1,8 @@
 // The scheme's cell levels of a tile: level quantisation, the first weight-side stage. EncodeTile
 // looks every weight's levels up once, when the layer is mapped; the stage programs them into the
 // cells, which the later stages (faults, variation, drift) then change.
+#include <cmath>
+
 #include "xbar/crossbar/stage.h"
 
 namespace xbar {
@@ -19,6 +21,33 @@ void EncodeTile(CrossbarTile& t, const torch::Tensor& q, const LevelTable& level
   }
   t.ideal = torch::stack(comps, 0).to(torch::kFloat32);
   if (map.scheme->UnitColumn(map.encoding())) t.unit = torch::ones({R}, torch::kFloat32);
+  t.flipped.clear();
+  t.unit_gain.clear();
+  if (map.flip_columns && t.unit.defined() && A == 1) {
+    // ISAAC's flipped encoding: a column whose levels sum to more than half of R x L stores L - level.
+    const int64_t L = map.levels();
+    torch::Tensor cells = t.ideal[0];  // [R, C*S], column j*S + s
+    const torch::Tensor sums = cells.sum(0).to(torch::kFloat64).contiguous();
+    const double* sp = sums.data_ptr<double>();
+    const double bias = static_cast<double>(map.scheme->Bias(map.encoding()));
+    std::vector<uint8_t> flipped(static_cast<size_t>(C * S + 1), 0);  // read order s*C + j, unit column last
+    std::vector<double> gain(static_cast<size_t>(C), 1.0);
+    std::vector<int64_t> flip_cols;
+    for (int64_t j = 0; j < C; ++j) {
+      for (int s = 0; s < S; ++s) {
+        if (2.0 * sp[j * S + s] <= static_cast<double>(R * L)) continue;
+        flip_cols.push_back(j * S + s);
+        flipped[static_cast<size_t>(s * C + j)] = 1;
+        gain[static_cast<size_t>(j)] -= static_cast<double>(L) * std::ldexp(1.0, map.cell_bits * s) / bias;
+      }
+    }
+    if (!flip_cols.empty()) {
+      const torch::Tensor idx = IndexTensor(flip_cols);
+      cells.index_copy_(1, idx, static_cast<float>(L) - cells.index_select(1, idx));
+      t.flipped = std::move(flipped);
+      t.unit_gain = std::move(gain);
+    }
+  }
   // ADC groups: FORMS converts every fragment of m rows; the other schemes the whole column.
   const int64_t g = map.GroupRows(R);
   t.group_rows = g;

@@ -45,6 +45,19 @@ class StuckAt : public WeightStage {
       for (int64_t k : t.rows) p.moments.push_back((*ctx.input_moments)[static_cast<size_t>(k)]);
       p.fragment_rows = t.groups > 1 ? t.group_rows : 0;
       if (scheme.SignPerFragment() && t.sign.defined()) p.fragment_sign = t.sign;
+      if (!t.flipped.empty()) {
+        // Flipped encoding: flipped columns count negatively, the unit column per output.
+        const int64_t C = t.num_cols(), S = ctx.map.slices();
+        p.column_sign.assign(static_cast<size_t>(C * S), 1.0);
+        p.unit_coef.assign(static_cast<size_t>(C), 0.0);
+        const double bias = static_cast<double>(scheme.Bias(ctx.map.encoding()));
+        for (int64_t j = 0; j < C; ++j) {
+          for (int64_t s = 0; s < S; ++s) {
+            if (t.flipped[static_cast<size_t>(s * C + j)] != 0) p.column_sign[static_cast<size_t>(j * S + s)] = -1.0;
+          }
+          p.unit_coef[static_cast<size_t>(j)] = -bias * t.unit_gain[static_cast<size_t>(j)];
+        }
+      }
       cells.placement = PlaceTile(p);
       ApplyFlips(cells.placement, L, cells.levels);
       state = PlacedStates(cells.placement, ctx.map.slices(), state);
