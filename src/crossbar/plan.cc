@@ -198,12 +198,26 @@ LayerPlan PlanLayer(const std::string& name, const torch::Tensor& w2d, double we
   const int64_t reads_per_col = S * (A == 2 && !map.analog_subtract ? 2 : 1);
   const LevelTable levels(map);
   const bool flip = map.flip_columns && unit == 1 && A == 1;
-  std::vector<torch::Tensor> slice_tables;  // flipped encoding: per slice, the level of q + qmax
-  std::vector<const float*> slice_levels;
-  for (int s = 0; flip && s < S; ++s) {
-    slice_tables.push_back(levels.Of(0, s).contiguous());
-    slice_levels.push_back(slice_tables.back().data_ptr<float>());
+  // Flipped encoding: every weight's S slice levels packed as 16-bit lanes, four to a word
+  // (SWAR), so a column's per-slice level sums are W word additions per row; a lane holds a
+  // column's sum while rows x L < 2^16 (every crossbar here: rows <= map.rows).
+  const int64_t W = (S + 3) / 4;
+  const bool swar = flip && map.rows * map.levels() < 65536;
+  std::vector<uint64_t> packed_levels;
+  if (swar) {
+    const int64_t n = 2 * levels.qmax + 1;
+    packed_levels.assign(static_cast<size_t>(n * W), 0);
+    for (int s = 0; s < S; ++s) {
+      const torch::Tensor table = levels.Of(0, s).contiguous();
+      const float* tp = table.data_ptr<float>();
+      for (int64_t i = 0; i < n; ++i) {
+        packed_levels[static_cast<size_t>(i * W + s / 4)] |= static_cast<uint64_t>(tp[i]) << (16 * (s % 4));
+      }
+    }
   }
+  std::vector<uint64_t> column(static_cast<size_t>(W));
+  std::vector<torch::Tensor> slice_tables;  // the other crossbars: per slice, the level of q + qmax
+  for (int s = 0; flip && !swar && s < S; ++s) slice_tables.push_back(levels.Of(0, s).contiguous());
   LayerPlan p;
   for (const TileLayout& t : LayoutTiles(q, map)) {
     CheckTile(name, q, t, map);
@@ -223,10 +237,23 @@ LayerPlan PlanLayer(const std::string& name, const torch::Tensor& w2d, double we
       const double full = static_cast<double>(R * map.levels());
       for (int64_t c : t.cols) {
         const float* col = qp + c * K;
-        for (int s = 0; s < S; ++s) {
-          double column = 0;
-          for (int64_t r : t.rows) column += slice_levels[static_cast<size_t>(s)][static_cast<int64_t>(col[r]) + levels.qmax];
-          sum += 2.0 * column > full ? full - column : column;
+        if (swar) {
+          std::fill(column.begin(), column.end(), 0);
+          for (int64_t r : t.rows) {
+            const uint64_t* lv = packed_levels.data() + (static_cast<int64_t>(col[r]) + levels.qmax) * W;
+            for (int64_t w = 0; w < W; ++w) column[static_cast<size_t>(w)] += lv[w];
+          }
+          for (int s = 0; s < S; ++s) {
+            const auto v = static_cast<double>((column[static_cast<size_t>(s / 4)] >> (16 * (s % 4))) & 0xFFFF);
+            sum += 2.0 * v > full ? full - v : v;
+          }
+        } else {
+          for (int s = 0; s < S; ++s) {
+            const float* tp = slice_tables[static_cast<size_t>(s)].data_ptr<float>();
+            double v = 0;
+            for (int64_t r : t.rows) v += tp[static_cast<int64_t>(col[r]) + levels.qmax];
+            sum += 2.0 * v > full ? full - v : v;
+          }
         }
       }
     } else {

@@ -356,6 +356,12 @@ TEST(Adc, FlippedColumnsMakeIsaacsEightBitAdcLossless) {
       EXPECT_TRUE(torch::equal(layer.FoldedWeights(), layer.quantized().to(torch::kFloat64)));
     }
   }
+  // The planner's level sums on arrays whose column sums pass 16 bits (300 rows of 8-bit cells).
+  MappingSpec tall = Map(kOffset, 300, 64, 8, 1);
+  tall.flip_columns = true;
+  CrossbarLayer layer("tall", w, 0.0, tall, ideal);
+  EXPECT_EQ(PlanLayer("tall", w, WeightScale(w, tall.weight_bits, 0.0), tall).level_sum, layer.level_sum());
+  EXPECT_TRUE(layer.lossless());
 }
 
 TEST(Faults, InjectedCountsMatchTheRatesWithinThreeSigma) {
