@@ -197,7 +197,7 @@ LayerPlan PlanLayer(const std::string& name, const torch::Tensor& w2d, double we
   // Reads per weight column: one per slice, two when a pair is converted column by column.
   const int64_t reads_per_col = S * (A == 2 && !map.analog_subtract ? 2 : 1);
   const LevelTable levels(map);
-  const bool flip = map.flip_columns && unit == 1 && A == 1;
+  const bool flip = map.Flipped() && A == 1;
   // Flipped encoding: every weight's S slice levels packed as 16-bit lanes, four to a word
   // (SWAR), so a column's per-slice level sums are W word additions per row; a lane holds a
   // column's sum while rows x L < 2^16 (every crossbar here: rows <= map.rows).

@@ -22,7 +22,7 @@ double MappingSpec::ReadFullScale(int64_t rows) const {
   const int64_t active = column_budget > 0 && scheme->ZeroIsEmptyCell() ? std::min(rows, column_budget) : rows;
   // A flipped encoding keeps every weight column's level sum at most floor(active L / 2); the unit
   // column (level 1 on every row) reads up to `rows` of them.
-  const int64_t level_sum = flip_columns ? std::max(active * levels() / 2, rows) : active * levels();
+  const int64_t level_sum = Flipped() ? std::max(active * levels() / 2, rows) : active * levels();
   return static_cast<double>(level_sum) * (std::ldexp(1.0, dac_bits) - 1.0);
 }
 

@@ -356,6 +356,12 @@ TEST(Adc, FlippedColumnsMakeIsaacsEightBitAdcLossless) {
       EXPECT_TRUE(torch::equal(layer.FoldedWeights(), layer.quantized().to(torch::kFloat64)));
     }
   }
+  // A scheme without a unit column swapped in after the config was read (faults.schemes) keeps its
+  // own encoding: no flipped columns, the full ADC range.
+  MappingSpec swapped = Map(kTwoColumn, 128, 128, 2, 1);
+  swapped.flip_columns = true;
+  EXPECT_FALSE(swapped.Flipped());
+  EXPECT_EQ(swapped.LosslessAdcBits(128), 9);
   // The planner's level sums on arrays whose column sums pass 16 bits (300 rows of 8-bit cells).
   MappingSpec tall = Map(kOffset, 300, 64, 8, 1);
   tall.flip_columns = true;

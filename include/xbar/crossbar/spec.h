@@ -41,6 +41,9 @@ struct MappingSpec {
   int64_t calibration_images = 400;  // training images that calibrate input (and ADC) ranges
 
   Encoding encoding() const { return Encoding{weight_bits, cell_bits}; }
+  // flip_columns where the scheme has the unit column it needs (a scheme swapped in after the
+  // config was read, as faults.schemes does, keeps its own encoding).
+  bool Flipped() const { return flip_columns && scheme->UnitColumn(encoding()); }
   int64_t levels() const { return (int64_t{1} << cell_bits) - 1; }  // L: top cell level
   int slices() const { return scheme->Slices(encoding()); }           // S
   // Weights side by side on one array: its usable columns over the columns each weight takes.

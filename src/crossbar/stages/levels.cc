@@ -23,7 +23,7 @@ void EncodeTile(CrossbarTile& t, const torch::Tensor& q, const LevelTable& level
   if (map.scheme->UnitColumn(map.encoding())) t.unit = torch::ones({R}, torch::kFloat32);
   t.flipped.clear();
   t.unit_gain.clear();
-  if (map.flip_columns && t.unit.defined() && A == 1) {
+  if (map.Flipped() && A == 1) {
     // ISAAC's flipped encoding: a column whose levels sum to more than half of R x L stores L - level.
     const int64_t L = map.levels();
     torch::Tensor cells = t.ideal[0];  // [R, C*S], column j*S + s
