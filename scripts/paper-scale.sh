@@ -6,12 +6,12 @@
 #
 #   scripts/paper-scale.sh vgg16|resnet18 [OUT]        OUT: where the run directories go (runs)
 #
-# Environment: XBAR (default build/xbar), PROCS data-parallel training processes (2), THREADS per
-# process for compression, estimates and simulation (2), MASTER_PORT (29500), IMAGES test images
-# for the variation runs (500).
+# Environment: XBAR (default build/xbar), PROCS training processes (1: one process of the config's
+# threads; N > 1: N data-parallel processes of one thread each), THREADS for compression, estimates
+# and simulation (2), MASTER_PORT (29500), IMAGES test images for the variation runs (500).
 #
 # Steps, each logged with its time and exit status:
-#   1. train <net>-proxy (configs/examples/<net>-proxy.yaml) as PROCS processes of one thread
+#   1. train <net>-proxy (configs/examples/<net>-proxy.yaml), bfloat16 autocast, in PROCS processes
 #   2. ISLPED'19: compress <net>-islped19, estimate the dense and the compressed model on islped19
 #   3. FORMS: compress <net>-forms, estimate it on forms and on isaac
 #   4. FORMS' variation claim: simulate the dense model on isaac and the FORMS model on forms with
@@ -21,7 +21,7 @@ net=${1:?usage: scripts/paper-scale.sh vgg16|resnet18 [OUT]}
 out=${2:-runs}
 case "$net" in vgg16 | resnet18) ;; *) echo "paper-scale.sh: expected vgg16 or resnet18, got '$net'" >&2; exit 2 ;; esac
 xbar=${XBAR:-build/xbar}
-procs=${PROCS:-2}
+procs=${PROCS:-1}
 threads=${THREADS:-2}
 port=${MASTER_PORT:-29500}
 images=${IMAGES:-500}
@@ -48,8 +48,13 @@ train_dir=$out/$net-proxy
 train() {
   local pids=() r
   mkdir -p "$train_dir"
+  if ((procs == 1)); then
+    "$xbar" train -c "$cfg/$net-proxy.yaml" --resume -o "$train_dir" > "$train_dir/rank0.log" 2>&1
+    return
+  fi
   for ((r = procs - 1; r >= 0; r--)); do
     RANK=$r WORLD_SIZE=$procs MASTER_PORT=$port "$xbar" train -c "$cfg/$net-proxy.yaml" --resume -o "$train_dir" \
+      --set threads=1 \
       > "$train_dir/rank$r.log" 2>&1 &
     pids+=($!)
   done

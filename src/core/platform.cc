@@ -58,6 +58,14 @@ std::optional<std::string> SlowBlasWarningFor(const std::string& blas) {
                 "'update-alternatives --config libblas.so.3-x86_64-linux-gnu'");
 }
 
+bool CpuHasNativeBf16() {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return false;  // other architectures: let oneDNN decide; the warning errs on the side of telling
+#endif
+}
+
 int HardwareThreads() {
   // The CPUs this process may run on (taskset, cgroups' cpusets, an MPI launcher's binding).
   cpu_set_t set;

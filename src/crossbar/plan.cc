@@ -245,14 +245,14 @@ LayerPlan PlanLayer(const std::string& name, const torch::Tensor& w2d, double we
           }
           for (int s = 0; s < S; ++s) {
             const auto v = static_cast<double>((column[static_cast<size_t>(s / 4)] >> (16 * (s % 4))) & 0xFFFF);
-            sum += 2.0 * v > full ? full - v : v;
+            sum += FlipsColumn(v, R, map.levels()) ? full - v : v;
           }
         } else {
           for (int s = 0; s < S; ++s) {
             const float* tp = slice_tables[static_cast<size_t>(s)].data_ptr<float>();
             double v = 0;
             for (int64_t r : t.rows) v += tp[static_cast<int64_t>(col[r]) + levels.qmax];
-            sum += 2.0 * v > full ? full - v : v;
+            sum += FlipsColumn(v, R, map.levels()) ? full - v : v;
           }
         }
       }

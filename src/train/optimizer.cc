@@ -22,6 +22,7 @@ TrainSpec TrainSpec::FromConfig(const Config& cfg) {
   s.warmup_epochs = cfg.Int("train.warmup_epochs");
   s.eval_batch_size = cfg.Int("train.eval_batch_size");
   s.log_interval_s = cfg.Float("train.log_interval");
+  s.precision = cfg.Str("train.precision");
   if (s.warmup_epochs >= s.epochs) {
     throw ConfigError(StrCat(cfg.Where("train.warmup_epochs"), ": train.warmup_epochs: expected fewer than "
                              "train.epochs (", s.epochs, "), got ", s.warmup_epochs));

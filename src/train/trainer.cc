@@ -1,5 +1,6 @@
 #include "xbar/train/trainer.h"
 
+#include <ATen/autocast_mode.h>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -18,6 +19,46 @@ namespace {
 constexpr const char* kModelPrefix = "model.";
 constexpr const char* kOptimPrefix = "optim.";
 constexpr const char* kExtraPrefix = "extra.";
+
+// Autocast to bfloat16 for one training forward pass (train.precision bf16), as torch.autocast does:
+// convolutions and matrix products run in bfloat16 on fp32 master weights, whose casts are cached
+// for the pass and dropped at its end. Gradients reach the weights in fp32.
+class AutocastBf16 {
+ public:
+  AutocastBf16(bool on, torch::Device device) : on_(on), cuda_(device.is_cuda()) {
+    if (!on_) return;
+    if (cuda_) {
+      was_enabled_ = at::autocast::is_enabled();
+      was_dtype_ = at::autocast::get_autocast_gpu_dtype();
+      at::autocast::set_enabled(true);
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    } else {
+      was_enabled_ = at::autocast::is_cpu_enabled();
+      was_dtype_ = at::autocast::get_autocast_cpu_dtype();
+      at::autocast::set_cpu_enabled(true);
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    }
+    at::autocast::increment_nesting();
+  }
+  ~AutocastBf16() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    if (cuda_) {
+      at::autocast::set_enabled(was_enabled_);
+      at::autocast::set_autocast_gpu_dtype(was_dtype_);
+    } else {
+      at::autocast::set_cpu_enabled(was_enabled_);
+      at::autocast::set_autocast_cpu_dtype(was_dtype_);
+    }
+  }
+  AutocastBf16(const AutocastBf16&) = delete;
+  AutocastBf16& operator=(const AutocastBf16&) = delete;
+
+ private:
+  bool on_, cuda_;
+  bool was_enabled_ = false;
+  at::ScalarType was_dtype_ = at::kFloat;
+};
 
 }  // namespace
 
@@ -169,6 +210,14 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
     dp->Broadcast(state);
   }
   const int64_t n = data.train.size();
+  const bool bf16 = spec.precision == "bf16";
+  if (!bf16 && spec.precision != "fp32") {
+    throw ConfigError(StrCat("train.precision: expected fp32 or bf16, got '", spec.precision, "'"));
+  }
+  if (bf16 && options.device.is_cpu() && !CpuHasNativeBf16()) {
+    std::fprintf(stderr, "warning: train.precision bf16: this CPU has no AVX512-BF16, so bfloat16 is emulated and "
+                         "training is likely slower than with fp32\n");
+  }
   const auto t_start = std::chrono::steady_clock::now();
   for (int64_t epoch = result.resumed_from_epoch; epoch < spec.epochs; ++epoch) {
     const auto t_epoch = std::chrono::steady_clock::now();
@@ -202,7 +251,16 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
       x = x.to(options.device);
       y = y.to(options.device);
       opt->ZeroGrad();
-      torch::Tensor out = model.forward(x);
+      torch::Tensor out;
+      if (bf16) {
+        // oneDNN's bfloat16 convolutions are fastest on channels-last activations (NHWC).
+        if (x.dim() == 4) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+        AutocastBf16 autocast(true, options.device);
+        out = model.forward(x);
+      } else {
+        out = model.forward(x);
+      }
+      out = out.to(torch::kFloat);  // the loss and the accuracy count in fp32 (a no-op in fp32)
       // This shard's share of the global batch's mean loss; the gradients' sum over the processes
       // is then the gradient of that mean.
       torch::Tensor loss = several ? torch::nn::functional::cross_entropy(

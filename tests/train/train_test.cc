@@ -1,3 +1,4 @@
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -168,6 +169,33 @@ TEST_F(FashionTraining, SameSeedSameWeights) {
   Train(*b, data_, spec_, {});
   auto sa = StateDict(*a), sb = StateDict(*b);
   for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(torch::equal(sa[i].second, sb[i].second)) << sa[i].first;
+}
+
+TEST_F(FashionTraining, Bf16AutocastLearnsLikeFp32OnFp32Weights) {
+  auto fp32 = Lenet(), bf16 = Lenet(), again = Lenet();
+  TrainResult r32 = Train(*fp32, data_, spec_, {});
+  TrainSpec half = spec_;
+  half.precision = "bf16";
+  TrainResult r16 = Train(*bf16, data_, half, {});
+  EXPECT_FALSE(at::autocast::is_cpu_enabled()) << "autocast is switched off again after training";
+  EXPECT_GT(r16.test.accuracy, 0.65) << "chance is 0.10";
+  EXPECT_NEAR(r16.test.accuracy, r32.test.accuracy, 0.05);
+  auto s32 = StateDict(*fp32), s16 = StateDict(*bf16);
+  bool any_differs = false;
+  for (size_t i = 0; i < s16.size(); ++i) {
+    EXPECT_EQ(s16[i].second.scalar_type(), s32[i].second.scalar_type()) << s16[i].first << ": master weights stay fp32";
+    if (s16[i].second.is_floating_point() && !torch::equal(s16[i].second, s32[i].second)) any_differs = true;
+  }
+  EXPECT_TRUE(any_differs) << "bfloat16 products must change the weights' trajectory, or autocast was not on";
+  // Deterministic at a fixed thread count, like fp32.
+  Train(*again, data_, half, {});
+  auto sa = StateDict(*again);
+  for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(torch::equal(sa[i].second, s16[i].second)) << sa[i].first;
+
+  TrainSpec bad = spec_;
+  bad.precision = "fp16";
+  auto m = Lenet();
+  EXPECT_THROW(Train(*m, data_, bad, {}), ConfigError);
 }
 
 TEST_F(FashionTraining, ResumeContinuesBitForBitAndRefusesAnotherConfig) {

@@ -18,6 +18,10 @@ std::optional<std::string> SlowBlasWarning();
 // The same decision for a given library path.
 std::optional<std::string> SlowBlasWarningFor(const std::string& blas_path);
 
+// True when the CPU computes bfloat16 products natively (AVX512-BF16; AMX-BF16 CPUs have it too), where
+// train.precision bf16 roughly halves training time; elsewhere oneDNN emulates bfloat16, slower than fp32.
+bool CpuHasNativeBf16();
+
 // Number of CPU cores this process may use (its affinity mask: taskset, cpusets, mpirun binding).
 int HardwareThreads();
 

@@ -44,6 +44,13 @@ class LevelTable {
   std::vector<double> sum_;
 };
 
+// ISAAC's flipped encoding (mapping.flip_columns, MappingSpec::Flipped): a column of `rows` cells
+// whose levels sum to more than half of rows x `levels` stores levels - level in each cell. The one
+// rule EncodeTile (what the engine programs) and PlanLayer (what the cost model counts) share.
+inline bool FlipsColumn(double level_sum, int64_t rows, int64_t levels) {
+  return 2.0 * level_sum > static_cast<double>(rows * levels);
+}
+
 // The quantisation step of a layer's weights [N, K]: `stored` (e.g. from compression) when
 // positive and the levels fit the weight bits, else max|w| / (2^(b_w-1) - 1).
 double WeightScale(const torch::Tensor& w2d, int weight_bits, double stored);

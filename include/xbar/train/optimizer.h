@@ -36,6 +36,9 @@ struct TrainSpec {
   int64_t warmup_epochs = 0;
   int64_t eval_batch_size = 1000;
   double log_interval_s = 10.0;
+  // Arithmetic of training's forward and backward passes: "fp32", or "bf16" = autocast (convolutions
+  // and matrix products in bfloat16 over fp32 master weights and optimiser state). Evaluation is fp32.
+  std::string precision = "fp32";
 
   static TrainSpec FromConfig(const Config& cfg);
 };

@@ -35,7 +35,7 @@ void EncodeTile(CrossbarTile& t, const torch::Tensor& q, const LevelTable& level
     std::vector<int64_t> flip_cols;
     for (int64_t j = 0; j < C; ++j) {
       for (int s = 0; s < S; ++s) {
-        if (2.0 * sp[j * S + s] <= static_cast<double>(R * L)) continue;
+        if (!FlipsColumn(sp[j * S + s], R, L)) continue;
         flip_cols.push_back(j * S + s);
         flipped[static_cast<size_t>(s * C + j)] = 1;
         gain[static_cast<size_t>(j)] -= static_cast<double>(L) * std::ldexp(1.0, map.cell_bits * s) / bias;
