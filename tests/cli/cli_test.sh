@@ -56,6 +56,17 @@ sed -n '/<!-- keys:begin -->/,/<!-- keys:end -->/p' "$ROOT/docs/USER_GUIDE.md" |
 if cmp -s "$T/out" "$T/guide_keys"; then ok "USER_GUIDE key table matches the schema"; else
   bad "docs/USER_GUIDE.md key table is stale; regenerate it from 'xbar keys'"; fi
 
+# ---- every shipped experiment passes `xbar keys -c` (keys, values and the checks across keys) -----
+for f in "$ROOT"/configs/*.yaml "$ROOT"/configs/examples/*.yaml; do
+  expect 0 "keys -c ${f#"$ROOT"/}" "$XBAR" keys -c "$f"
+done
+expect 0 "keys -c with --set" "$XBAR" keys -c "$CFG" --set train.precision=bf16
+contains "$T/out" 'precision: "bf16"  # --set train.precision=bf16' "keys -c prints the resolved value and where it came from"
+contains "$T/out" 'nesterov: false  # default' "keys -c prints defaults as such"
+expect 2 "keys -c: a check across keys" "$XBAR" keys -c "$CFG" --set train.warmup_epochs=50
+contains "$T/err" "train.warmup_epochs: expected fewer than train.epochs" "keys -c names the key at fault"
+expect 2 "keys --set without -c" "$XBAR" keys --set train.lr=1
+
 # ---- data errors: exit 3 --------------------------------------------------------------------
 expect 3 "missing data files" "$XBAR" train -c "$CFG" -o "$T/nodata" --set dataset.name=mnist --set dataset.path="$T"
 contains "$T/err" "train-images-idx3-ubyte[.gz]: file not found" "missing data names the file"
