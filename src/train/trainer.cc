@@ -25,8 +25,7 @@ constexpr const char* kExtraPrefix = "extra.";
 // for the pass and dropped at its end. Gradients reach the weights in fp32.
 class AutocastBf16 {
  public:
-  AutocastBf16(bool on, torch::Device device) : on_(on), cuda_(device.is_cuda()) {
-    if (!on_) return;
+  explicit AutocastBf16(torch::Device device) : cuda_(device.is_cuda()) {
     if (cuda_) {
       was_enabled_ = at::autocast::is_enabled();
       was_dtype_ = at::autocast::get_autocast_gpu_dtype();
@@ -41,7 +40,6 @@ class AutocastBf16 {
     at::autocast::increment_nesting();
   }
   ~AutocastBf16() {
-    if (!on_) return;
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
     if (cuda_) {
       at::autocast::set_enabled(was_enabled_);
@@ -55,7 +53,7 @@ class AutocastBf16 {
   AutocastBf16& operator=(const AutocastBf16&) = delete;
 
  private:
-  bool on_, cuda_;
+  bool cuda_;
   bool was_enabled_ = false;
   at::ScalarType was_dtype_ = at::kFloat;
 };
@@ -255,7 +253,7 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
       if (bf16) {
         // oneDNN's bfloat16 convolutions are fastest on channels-last activations (NHWC).
         if (x.dim() == 4) x = x.contiguous(at::MemoryFormat::ChannelsLast);
-        AutocastBf16 autocast(true, options.device);
+        AutocastBf16 autocast(options.device);
         out = model.forward(x);
       } else {
         out = model.forward(x);
