@@ -6,7 +6,8 @@
 #
 #   scripts/paper-scale.sh vgg16|resnet18 [OUT]        OUT: where the run directories go (runs)
 #
-# Environment: XBAR (default build/xbar), PROCS training processes (1: one process of the config's
+# Environment: PARTS which of ISLPED'19 and FORMS to run after training (default "islped19 forms";
+# e.g. PARTS=forms to give a session's time to FORMS), XBAR (default build/xbar), PROCS training processes (1: one process of the config's
 # threads; N > 1: N data-parallel processes of one thread each), THREADS for compression, estimates
 # and simulation (2), MASTER_PORT (29500), IMAGES test images for the variation runs (500).
 #
@@ -20,6 +21,11 @@ set -euo pipefail
 net=${1:?usage: scripts/paper-scale.sh vgg16|resnet18 [OUT]}
 out=${2:-runs}
 case "$net" in vgg16 | resnet18) ;; *) echo "paper-scale.sh: expected vgg16 or resnet18, got '$net'" >&2; exit 2 ;; esac
+parts=" ${PARTS:-islped19 forms} "
+for p in $parts; do
+  case "$p" in islped19 | forms) ;; *) echo "paper-scale.sh: PARTS: expected islped19 and/or forms, got '$p'" >&2; exit 2 ;; esac
+done
+
 xbar=${XBAR:-build/xbar}
 procs=${PROCS:-1}
 threads=${THREADS:-2}
@@ -64,14 +70,20 @@ step "$train_dir/train.json" train
 dense=$train_dir/model.safetensors
 
 isl=$out/$net-islped19
+if [[ "$parts" == *" islped19 "* ]]; then
 step "$isl/compress.json" "$xbar" compress -c "$cfg/$net-islped19.yaml" --weights "$dense" -o "$isl" --resume \
   --set threads="$threads"
 step "$isl-estimate-dense/estimate.json" "$xbar" estimate -c "$cfg/$net-islped19.yaml" --weights "$dense" \
   -o "$isl-estimate-dense" --set threads="$threads"
 step "$isl-estimate/estimate.json" "$xbar" estimate -c "$cfg/$net-islped19.yaml" --weights "$isl/model.safetensors" \
   -o "$isl-estimate" --set threads="$threads"
+fi
 
 forms=$out/$net-forms
+if [[ "$parts" != *" forms "* ]]; then
+  log "$net: done (PARTS=$parts)"
+  exit 0
+fi
 step "$forms/compress.json" "$xbar" compress -c "$cfg/$net-forms.yaml" --weights "$dense" -o "$forms" --resume \
   --set threads="$threads"
 for preset in forms isaac; do
