@@ -109,14 +109,6 @@ struct Campaign {
   }
 };
 
-// `cfg` with faults.placement as one chip's simulate reads it (on when any curve is placed), so
-// that FaultSpec::FromConfig checks it; each curve then sets FaultSpec::placement itself.
-Config OneChip(const Config& cfg) {
-  Config c = cfg;
-  if (cfg.Str("faults.placement") == "both") c.Set("faults.placement", "on", cfg.Where("faults.placement"));
-  return c;
-}
-
 Campaign ReadCampaign(const Config& cfg) {
   Campaign k;
   const std::string& placement = cfg.Str("faults.placement");

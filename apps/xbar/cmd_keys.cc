@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "common.h"
 #include "xbar/config/config.h"
 #include "xbar/core/error.h"
 #include "xbar/crossbar/spec.h"
@@ -39,10 +40,7 @@ void CheckExperiment(const Config& cfg) {
   TrainSpec::FromConfig(cfg);
   MappingSpec::FromConfig(cfg);
   DeviceSpec::FromConfig(cfg);
-  // faults.placement both is xbar faults' pair of curves, each read as on or off.
-  Config faults = cfg;
-  if (cfg.Str("faults.placement") == "both") faults.Set("faults.placement", "on", cfg.Where("faults.placement"));
-  FaultSpec::FromConfig(faults);
+  FaultSpec::FromConfig(OneChip(cfg));
   hw::ArchSpec::FromConfig(cfg);
 }
 

@@ -76,6 +76,12 @@ RunOutputs::~RunOutputs() {
   for (auto it = created_dirs.rbegin(); it != created_dirs.rend(); ++it) ::rmdir(it->c_str());
 }
 
+Config OneChip(const Config& cfg) {
+  Config c = cfg;
+  if (cfg.Str("faults.placement") == "both") c.Set("faults.placement", "on", cfg.Where("faults.placement"));
+  return c;
+}
+
 void FinishRun(const RunContext& ctx) {
   if (ctx.outputs == nullptr || ctx.outputs->written) return;
   WriteFileAtomic(ctx.outputs->config_path, ctx.outputs->config_yaml);

@@ -52,6 +52,11 @@ struct RunContext {
 RunContext Setup(const std::string& config_path, const std::vector<std::string>& sets, const std::string& out_dir,
                  bool default_run_dir, bool distributed = false, bool data_parallel = false);
 
+// `cfg` with faults.placement as one chip's simulate reads it (on when any curve is placed; `both`
+// is xbar faults' pair of curves), so that FaultSpec::FromConfig checks it; each of faults' curves
+// then sets FaultSpec::placement itself.
+Config OneChip(const Config& cfg);
+
 // The command's results are complete: writes config.resolved.yaml next to them (rank 0; a no-op
 // without a run directory or when already written).
 void FinishRun(const RunContext& ctx);
