@@ -572,6 +572,25 @@ nlohmann::ordered_json CompressJson(const CompressResult& r) {
           {"layers", layers}};
 }
 
+namespace {
+
+// The keys an allocation depends on: everything but the train section and the ADMM, retraining and
+// post-processing settings, which act after it (the allocation only projects and evaluates). A run
+// that retunes those can start from a copy of an earlier run's allocation.json with --resume.
+std::map<std::string, std::string> AllocationFingerprint(const std::map<std::string, std::string>& fp) {
+  static const std::set<std::string> kAfter = {
+      "compress.admm_rounds", "compress.epochs_per_round", "compress.rho",           "compress.rho_growth",
+      "compress.rho_max",     "compress.lr",               "compress.retrain_epochs", "compress.retrain_lr",
+      "compress.purify_threshold", "compress.remove_unused_paths"};
+  std::map<std::string, std::string> out;
+  for (const auto& [key, value] : fp) {
+    if (key.rfind("train.", 0) != 0 && !kAfter.count(key)) out[key] = value;
+  }
+  return out;
+}
+
+}  // namespace
+
 CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec& spec_in, const CompressOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   CompressSpec spec = spec_in;
@@ -609,7 +628,8 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
   const std::string alloc_file = o.run_dir.empty() ? "" : JoinPath(o.run_dir, "allocation.json");
   if (spec.target_ratio > 0 && o.resume && !alloc_file.empty() && FileExists(alloc_file)) {
     nlohmann::json saved = nlohmann::json::parse(ReadFile(alloc_file));
-    CheckFingerprint(saved.at("fingerprint").get<std::map<std::string, std::string>>(), o.fingerprint, alloc_file);
+    CheckFingerprint(saved.at("fingerprint").get<std::map<std::string, std::string>>(),
+                     AllocationFingerprint(o.fingerprint), alloc_file);
     result.allocation = saved.at("allocation");
     for (const auto& [name, l] : result.allocation.at("layers").items()) spec.layers[name].sparsity = l.at("sparsity");
   } else if (spec.target_ratio > 0) {

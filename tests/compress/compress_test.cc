@@ -259,5 +259,47 @@ TEST(Compress, TargetRatioAllocatesPerLayerSparsityAndMeetsTheTarget) {
   EXPECT_THROW(CompressSpec::FromConfig(Config::Parse("compress:\n  target_ratio: 0.5\n", "b.yaml"), *m), ConfigError);
 }
 
+TEST(Compress, AllocationIsReusedWhenOnlyLaterPhasesChange) {
+  if (!FileExists(std::string(kFashionMnistPath) + "/train-images-idx3-ubyte.gz")) GTEST_SKIP();
+  const DataBundle data = FashionSubset(200);
+  const std::string root = ::testing::TempDir() + "/alloc_reuse";
+  MakeDirs(root + "/a");
+  MakeDirs(root + "/b");
+  Config cfg = Config::Parse(
+      "compress:\n  target_ratio: 12\n  allocation_images: 100\n  admm_rounds: 0\n  retrain_epochs: 0\n", "c.yaml");
+  auto run = [&](const std::string& dir, bool resume, const std::map<std::string, std::string>& fp) {
+    auto m = SeededLeNet();
+    CompressSpec spec = CompressSpec::FromConfig(cfg, *m);
+    CompressOptions o;
+    o.run_dir = root + "/" + dir;
+    o.resume = resume;
+    o.fingerprint = fp;
+    return Compress(*m, data, spec, o);
+  };
+  const std::map<std::string, std::string> first = {
+      {"seed", "0"}, {"compress.target_ratio", "12"}, {"compress.rho", "0.001"}, {"train.lr", "0.001"}};
+  run("a", false, first);
+  // A copy of the allocation, with one layer's choice altered so that its reuse shows.
+  nlohmann::json saved = nlohmann::json::parse(ReadFile(root + "/a/allocation.json"));
+  ASSERT_NE(saved["allocation"]["layers"]["fc1"]["sparsity"].get<double>(), 0.99);
+  saved["allocation"]["layers"]["fc1"]["sparsity"] = 0.99;
+  WriteFileAtomic(root + "/b/allocation.json", saved.dump());
+  // Other ADMM and training settings: the copied allocation is used, not measured again.
+  std::map<std::string, std::string> retuned = first;
+  retuned["compress.rho"] = "0.05";
+  retuned["train.lr"] = "0.01";
+  const CompressResult r = run("b", true, retuned);
+  EXPECT_EQ(r.allocation["layers"]["fc1"]["sparsity"].get<double>(), 0.99);
+  // A setting the allocation depends on: refused, naming it.
+  std::map<std::string, std::string> other = first;
+  other["compress.target_ratio"] = "10";
+  try {
+    run("b", true, other);
+    ADD_FAILURE() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("compress.target_ratio = 12"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace xbar
