@@ -3,6 +3,7 @@
 #include <ATen/autocast_mode.h>
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -212,7 +213,8 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
   if (!bf16 && spec.precision != "fp32") {
     throw ConfigError(StrCat("train.precision: expected fp32 or bf16, got '", spec.precision, "'"));
   }
-  if (bf16 && options.device.is_cpu() && !CpuHasNativeBf16()) {
+  static std::atomic<bool> warned{false};  // once per process (compress trains in several phases)
+  if (bf16 && options.device.is_cpu() && !CpuHasNativeBf16() && dp->leader() && !warned.exchange(true)) {
     std::fprintf(stderr, "warning: train.precision bf16: this CPU has no AVX512-BF16, so bfloat16 is emulated and "
                          "training is likely slower than with fp32\n");
   }
