@@ -379,9 +379,27 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
   for (const auto& name : spec.search_layers) crossbars = crossbars || IsCrossbarStructure(spec.layers.at(name).structure);
   const std::set<std::string> free(spec.search_layers.begin(), spec.search_layers.end());
 
-  // The cost of a layer's weights: non-zeros, or physical crossbars for a crossbar target.
-  auto cost_of = [&](const LayerInfo& l, const torch::Tensor& w, double scale) -> int64_t {
-    return crossbars ? LayerCrossbars(l, w, spec, scale, spec.map.compact) : w.ne(0).sum().item<int64_t>();
+  // The cost of a layer's weights under constraints c (nullptr: none) from its dense weights w0,
+  // projected to w with quantisation step `scale`: physical crossbars for a crossbar target, else
+  // the non-zeros the constraints allow whatever the values. Pruning (structure and sparsity) and
+  // a column budget fix zeros; quantisation and polarisation zero further weights only as the
+  // values fall — many on the dense network, far fewer after ADMM has polarised it — so counting
+  // those would promise a ratio the compressed network does not reach.
+  auto cost_of = [&](const LayerInfo& l, const torch::Tensor& w0, const LayerConstraints* c, const torch::Tensor& w,
+                     double scale) -> int64_t {
+    if (crossbars) return LayerCrossbars(l, w, spec, scale, spec.map.compact);
+    if (c == nullptr) return w0.ne(0).sum().item<int64_t>();
+    auto nonzeros = [&](double sparsity, int64_t budget) {
+      LayerConstraints only = *c;
+      only.sparsity = sparsity;
+      only.column_budget = budget;
+      only.quantize_bits = 0;
+      only.polarize_fragment = 0;
+      return ProjectTensor(w0, only, nullptr).ne(0).sum().item<int64_t>();
+    };
+    int64_t n = nonzeros(c->sparsity, 0);
+    if (c->column_budget > 0) n = std::min(n, nonzeros(0.0, c->column_budget));
+    return n;
   };
   struct Option {
     double ratio;
@@ -397,10 +415,10 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
     auto it = spec.layers.find(l.name);
     if (!free.count(l.name)) {  // fixed by the config: its cost as configured
       if (it == spec.layers.end()) {
-        fixed += cost_of(l, w0, 0.0);
+        fixed += cost_of(l, w0, nullptr, w0, 0.0);
       } else {
         double s = 0;
-        fixed += cost_of(l, ProjectTensor(w0, it->second, &s), s);
+        fixed += cost_of(l, w0, &it->second, ProjectTensor(w0, it->second, &s), s);
       }
       continue;
     }
@@ -410,7 +428,7 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
       double s = 0;
       w.copy_(ProjectTensor(w0, c, &s));
       const double acc = Evaluate(model, eval_set, spec.train.eval_batch_size, device).accuracy;
-      options[l.name].push_back({r, cost_of(l, w, c.quantize_bits > 0 ? s : 0.0), base - acc});
+      options[l.name].push_back({r, cost_of(l, w0, &c, w, c.quantize_bits > 0 ? s : 0.0), base - acc});
       w.copy_(w0);
     }
   }

@@ -259,6 +259,33 @@ TEST(Compress, TargetRatioAllocatesPerLayerSparsityAndMeetsTheTarget) {
   EXPECT_THROW(CompressSpec::FromConfig(Config::Parse("compress:\n  target_ratio: 0.5\n", "b.yaml"), *m), ConfigError);
 }
 
+TEST(Compress, TargetRatioCountsOnlyTheZerosItsConstraintsGuarantee) {
+  if (!FileExists(std::string(kFashionMnistPath) + "/train-images-idx3-ubyte.gz")) GTEST_SKIP();
+  const DataBundle data = FashionSubset(300);
+  auto m = SeededLeNet();
+  // Polarisation and quantisation zero many weights of the dense network (a fragment's minority
+  // sign, small values) but far fewer once ADMM has shaped it: the allocation must not count them.
+  Config cfg = Config::Parse(
+      "train:\n  epochs: 1\ncompress:\n  target_ratio: 8\n  polarize_fragment: 4\n  quantize_bits: 4\n"
+      "  allocation_images: 150\n  admm_rounds: 1\n  epochs_per_round: 1\n  retrain_epochs: 1\n  rho: 0.05\n",
+      "c.yaml");
+  CompressSpec spec = CompressSpec::FromConfig(cfg, *m);
+  std::map<std::string, int64_t> numel;
+  for (const auto& l : m->layers()) numel[l.name] = m->LayerWeight(l.name).numel();
+  CompressResult r = Compress(*m, data, spec, CompressOptions{});
+  const nlohmann::ordered_json j = CompressJson(r);
+  for (const auto& [name, layer] : j["allocation"]["layers"].items()) {
+    for (const auto& c : layer["candidates"]) {
+      const double sparsity = c["sparsity"];
+      const auto kept = c["cost"].get<int64_t>();
+      // Unstructured pruning keeps numel - round(sparsity * numel) weights, whatever their signs.
+      EXPECT_NEAR(static_cast<double>(kept), static_cast<double>(numel[name]) * (1.0 - sparsity), 1.0)
+          << name << " at sparsity " << sparsity;
+    }
+  }
+  EXPECT_GE(j["compression_ratio"].get<double>(), 8.0) << "the compressed network meets the target it was given";
+}
+
 TEST(Compress, AllocationIsReusedWhenOnlyLaterPhasesChange) {
   if (!FileExists(std::string(kFashionMnistPath) + "/train-images-idx3-ubyte.gz")) GTEST_SKIP();
   const DataBundle data = FashionSubset(200);
