@@ -14,7 +14,7 @@
 # Steps, each logged with its time and exit status:
 #   1. train <net>-proxy (configs/examples/<net>-proxy.yaml), bfloat16 autocast, in PROCS processes
 #   2. ISLPED'19: compress <net>-islped19, estimate the dense and the compressed model on islped19
-#   3. FORMS: compress <net>-forms, estimate it on forms and on isaac
+#   3. FORMS: compress <net>-forms, estimate it on forms and on isaac, each layer once and replicated
 #   4. FORMS' variation claim: simulate the dense model on isaac and the FORMS model on forms with
 #      device.variation_sigma 0 and 0.1
 set -euo pipefail
@@ -89,6 +89,9 @@ step "$forms/compress.json" "$xbar" compress -c "$cfg/$net-forms.yaml" --weights
 for preset in forms isaac; do
   step "$forms-estimate-$preset/estimate.json" "$xbar" estimate -c "$cfg/$net-forms.yaml" \
     --weights "$forms/model.safetensors" --preset "$preset" -o "$forms-estimate-$preset" --set threads="$threads"
+  step "$forms-estimate-$preset-replicated/estimate.json" "$xbar" estimate -c "$cfg/$net-forms.yaml" \
+    --weights "$forms/model.safetensors" --preset "$preset" --set arch.replicate=true \
+    -o "$forms-estimate-$preset-replicated" --set threads="$threads"
 done
 for sigma in 0 0.1; do
   step "$forms-variation-dense-$sigma/simulate.json" "$xbar" simulate -c "$cfg/$net-forms.yaml" --weights "$dense" \

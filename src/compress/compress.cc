@@ -379,7 +379,7 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
   for (const auto& name : spec.search_layers) crossbars = crossbars || IsCrossbarStructure(spec.layers.at(name).structure);
   const std::set<std::string> free(spec.search_layers.begin(), spec.search_layers.end());
 
-  // The cost of a layer's weights under constraints c (nullptr: none) from its dense weights w0,
+  // The cost of a layer's weights under constraints c (nullptr: none) from its input weights w0,
   // projected to w with quantisation step `scale`: physical crossbars for a crossbar target, else
   // the non-zeros the constraints allow whatever the values. Pruning (structure and sparsity) and
   // a column budget fix zeros; quantisation and polarisation zero further weights only as the
@@ -388,14 +388,17 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
   auto cost_of = [&](const LayerInfo& l, const torch::Tensor& w0, const LayerConstraints* c, const torch::Tensor& w,
                      double scale) -> int64_t {
     if (crossbars) return LayerCrossbars(l, w, spec, scale, spec.map.compact);
-    if (c == nullptr) return w0.ne(0).sum().item<int64_t>();
+    if (c == nullptr) return w0.numel();  // trained freely: any weight can end non-zero
+    // |w0| + 1: the same order of magnitudes with no zero, so weights that happen to be zero in
+    // the input (an already pruned network) are counted as training may revive them.
+    const torch::Tensor no_zero = w0.abs() + 1.0f;
     auto nonzeros = [&](double sparsity, int64_t budget) {
       LayerConstraints only = *c;
       only.sparsity = sparsity;
       only.column_budget = budget;
       only.quantize_bits = 0;
       only.polarize_fragment = 0;
-      return ProjectTensor(w0, only, nullptr).ne(0).sum().item<int64_t>();
+      return ProjectTensor(no_zero, only, nullptr).ne(0).sum().item<int64_t>();
     };
     int64_t n = nonzeros(c->sparsity, 0);
     if (c->column_budget > 0) n = std::min(n, nonzeros(0.0, c->column_budget));
@@ -596,10 +599,11 @@ namespace {
 // post-processing settings, which act after it (the allocation only projects and evaluates). A run
 // that retunes those can start from a copy of an earlier run's allocation.json with --resume.
 std::map<std::string, std::string> AllocationFingerprint(const std::map<std::string, std::string>& fp) {
-  static const std::set<std::string> kAfter = {
-      "compress.admm_rounds", "compress.epochs_per_round", "compress.rho",           "compress.rho_growth",
-      "compress.rho_max",     "compress.lr",               "compress.retrain_epochs", "compress.retrain_lr",
-      "compress.purify_threshold", "compress.remove_unused_paths"};
+  static const std::set<std::string> kAfter = {"compress.admm_rounds",      "compress.epochs_per_round",
+                                                "compress.rho",              "compress.rho_growth",
+                                                "compress.rho_max",          "compress.lr",
+                                                "compress.retrain_epochs",   "compress.retrain_lr",
+                                                "compress.purify_threshold", "compress.remove_unused_paths"};
   std::map<std::string, std::string> out;
   for (const auto& [key, value] : fp) {
     if (key.rfind("train.", 0) != 0 && !kAfter.count(key)) out[key] = value;
