@@ -420,29 +420,50 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
   // the result does not depend on the number of threads. Within a chunk, tiles sharing their rows
   // (one column group after another) share the lowered or packed inputs.
   constexpr int64_t kChunk = 256;
-  auto run_chunk = [&](int64_t chunk) {
-    const int64_t m_begin = chunk * kChunk;
-    const int64_t M = std::min(kChunk, M_all - m_begin);
-    torch::Tensor X = need_planes ? X_all.narrow(1, m_begin, M) : torch::Tensor();
+  // A layer of few positions (a batch-1 classifier: one; a batch-1 deep convolution: 64) leaves
+  // the threads little to split inside each crossbar's position loop, so there the threads take
+  // whole crossbars instead, each writing its own outputs, which are then added in crossbar order:
+  // the same additions in the same order as one thread.
+  constexpr int64_t kFewPositions = 64;
+  const bool tile_parallel = !calibrating_ && M_all <= kFewPositions && tiles_.size() > 1 &&
+                             !at::in_parallel_region() && at::get_num_threads() > 1;
+  // What a run of crossbars reuses from the crossbar before it: lowered float inputs and packed
+  // input digits for the same rows.
+  struct InputCache {
     const std::vector<int64_t>* cached_rows = nullptr;
     const std::vector<int64_t>* packed_rows = nullptr;
     int64_t packed_g = 0, packed_G = 0;
     torch::Tensor xg;
-    std::vector<uint64_t> xbits, row_bits;
+    std::vector<uint64_t> xbits;
+  };
+  auto run_chunk = [&](int64_t chunk) {
+    const int64_t m_begin = chunk * kChunk;
+    const int64_t M = std::min(kChunk, M_all - m_begin);
+    torch::Tensor X = need_planes ? X_all.narrow(1, m_begin, M) : torch::Tensor();
+    std::vector<uint64_t> row_bits;
     // The chunk's outputs, output-major while the tiles add to them (a position's outputs are
     // far apart in `out`; one output's positions are adjacent here), then copied out.
     std::vector<double> out_t(static_cast<size_t>(N_ * M), 0.0);
     const float* x_chunk = xq.data_ptr<float>() + m_begin * K_;
-    for (CrossbarTile& t : tiles_) {
+    // The chunk's inputs bit-packed whole, once (before the crossbars when they run in parallel).
+    auto pack_rows = [&]() {
+      if (row_bits.empty()) row_bits = PackRowBits(x_chunk, M, K_, digits, v);
+    };
+    // One crossbar's outputs for the chunk's positions, added at dst[out_index[j] * M + m]
+    // (out_index: the crossbar's output columns, or nullptr for its own j).
+    auto run_tile = [&](CrossbarTile& t, InputCache& cache, double* dst, bool own_outputs) {
+      const std::vector<int64_t>*& cached_rows = cache.cached_rows;
+      const std::vector<int64_t>*& packed_rows = cache.packed_rows;
+      int64_t& packed_g = cache.packed_g;
+      int64_t& packed_G = cache.packed_G;
+      torch::Tensor& xg = cache.xg;
+      std::vector<uint64_t>& xbits = cache.xbits;
       const int64_t C = t.num_cols();
       const int64_t G = t.groups, g = t.group_rows, NR = t.read_columns();
       const auto ti = static_cast<size_t>(&t - tiles_.data());
       const bool fits = row_bits_fit[ti] != 0;
-      // The chunk's inputs bit-packed whole (once), and at this tile's rows (shared by tiles with
-      // the same rows): cut from the whole rows when the tile's rows are one run, else gathered.
-      auto pack_rows = [&]() {
-        if (row_bits.empty()) row_bits = PackRowBits(x_chunk, M, K_, digits, v);
-      };
+      // The chunk's inputs at this tile's rows (shared by tiles with the same rows): cut from the
+      // whole rows when the tile's rows are one run, else gathered.
       auto pack = [&]() {
         if (packed_rows == nullptr || *packed_rows != t.rows || packed_g != g || packed_G != G) {
           if (contiguous[ti] != 0) {
@@ -550,15 +571,45 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
             }
             for (int64_t c = weight_cols; c < NR; ++c) unit += S[static_cast<size_t>(c)];
           }
-          if (unit_gain == nullptr) {
-            for (int64_t j = 0; j < C; ++j) out_t[static_cast<size_t>(out_col[static_cast<size_t>(j)] * M + m)] += acc[static_cast<size_t>(j)] + unit;
-          } else {  // flipped encoding: the unit column's contribution per output
-            for (int64_t j = 0; j < C; ++j) {
-              out_t[static_cast<size_t>(out_col[static_cast<size_t>(j)] * M + m)] += acc[static_cast<size_t>(j)] + unit * unit_gain[j];
-            }
+          for (int64_t j = 0; j < C; ++j) {
+            const int64_t o = own_outputs ? j : out_col[static_cast<size_t>(j)];
+            // flipped encoding: the unit column's contribution per output
+            dst[o * M + m] += acc[static_cast<size_t>(j)] + (unit_gain == nullptr ? unit : unit * unit_gain[j]);
           }
         }
       });
+    };
+    if (!tile_parallel) {
+      InputCache cache;
+      for (CrossbarTile& t : tiles_) run_tile(t, cache, out_t.data(), false);
+    } else {
+      // Each crossbar's outputs on their own (offsets into one buffer), crossbars handed out in
+      // blocks one at a time (a thread whose core is busy takes fewer), then added in crossbar order.
+      bool may_pack = false;
+      for (const CrossbarTile& t : tiles_) may_pack |= t.words > 0;
+      if (may_pack) pack_rows();  // shared, read-only below
+      const auto T = static_cast<int64_t>(tiles_.size());
+      std::vector<int64_t> offset(tiles_.size() + 1, 0);
+      for (size_t i = 0; i < tiles_.size(); ++i) offset[i + 1] = offset[i] + tiles_[i].num_cols() * M;
+      std::vector<double> own(static_cast<size_t>(offset.back()), 0.0);
+      const int64_t workers = std::min<int64_t>(at::get_num_threads(), T);
+      const int64_t block = std::max<int64_t>(1, T / (workers * 8));
+      std::atomic<int64_t> next{0};
+      at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+        InputCache cache;
+        for (int64_t b = next++; b * block < T; b = next++) {
+          for (int64_t i = b * block; i < std::min(T, (b + 1) * block); ++i) {
+            run_tile(tiles_[static_cast<size_t>(i)], cache, own.data() + offset[static_cast<size_t>(i)], true);
+          }
+        }
+      });
+      for (size_t i = 0; i < tiles_.size(); ++i) {
+        const double* o = own.data() + offset[i];
+        const std::vector<int64_t>& cols = tiles_[i].cols;
+        for (int64_t m = 0; m < M; ++m) {
+          for (size_t j = 0; j < cols.size(); ++j) out_t[static_cast<size_t>(cols[j] * M + m)] += o[static_cast<int64_t>(j) * M + m];
+        }
+      }
     }
     double* out_p = out.data_ptr<double>() + m_begin * N_;
     for (int64_t m = 0; m < M; ++m) {

@@ -667,12 +667,15 @@ TEST(Device, ReadNoiseFollowsTheProgrammedConductance) {
 TEST(CrossbarLayer, FloatConductancesGiveTheSameBitsAtAnyThreadCount) {
   // With variation the column sums are a float GEMM; OpenBLAS splits one differently on two threads
   // (these shapes gave other last bits before the engine ran its GEMMs on one thread each).
-  for (const auto& [N, K, M] : {std::array<int64_t, 3>{120, 120, 100}, {120, 400, 50}, {84, 400, 300}}) {
+  // (50, 20 and 1 positions: the threads take whole crossbars; with read noise as well.)
+  for (const auto& [N, K, M] : {std::array<int64_t, 3>{120, 120, 100}, {120, 400, 50}, {84, 400, 300}, {120, 400, 20},
+                                {84, 400, 1}}) {
     torch::manual_seed(0);
     MappingSpec map = Map(kTwoColumn, 128, 128, 2, 1);
     map.weight_bits = 8;
     DeviceSpec dev;
     dev.variation_sigma = 0.05;
+    dev.read_noise_sigma = M < 50 ? 0.02 : 0.0;
     const torch::Tensor w = torch::randn({N, K});
     CrossbarLayer layer("l", w, 0.0, map, dev);
     layer.Program(nullptr, 7, 0);
@@ -1297,16 +1300,21 @@ TEST(Kernels, PortableAndVectorKernelsGiveTheSameBits) {
       if (r.adc_bits == 0) {
         EXPECT_TRUE(torch::equal(got[0], layer.Reference(x))) << "lossless run " << i;
       }
-      // One chunk of positions on two threads (split inside each crossbar's position loop): the
-      // same bits as one thread.
-      const torch::Tensor few = x.narrow(0, 0, 200);
-      at::set_num_threads(1);
-      const torch::Tensor one = layer.Forward(few, signed_inputs, 0, nullptr);
-      at::set_num_threads(2);
-      const torch::Tensor two = layer.Forward(few, signed_inputs, 0, nullptr);
-      at::set_num_threads(1);
-      EXPECT_TRUE(torch::equal(one, two)) << "run " << i << " signed " << signed_inputs << ": two threads";
-      EXPECT_TRUE(torch::equal(one, got[0].narrow(0, 0, 200))) << "run " << i;
+      // One chunk of positions on two threads (200: split inside each crossbar's position loop;
+      // 40 and 1: the threads take whole crossbars): the same bits as one thread, either kernel.
+      for (SumKernel kernel : {SumKernel::kPacked, SumKernel::kFloat}) {
+        layer.SetSumKernel(kernel);
+        for (int64_t n : {200, 40, 1}) {
+          const torch::Tensor few = x.narrow(0, 0, n);
+          at::set_num_threads(1);
+          const torch::Tensor one = layer.Forward(few, signed_inputs, 0, nullptr);
+          at::set_num_threads(2);
+          const torch::Tensor two = layer.Forward(few, signed_inputs, 0, nullptr);
+          at::set_num_threads(1);
+          EXPECT_TRUE(torch::equal(one, two)) << "run " << i << " signed " << signed_inputs << ", " << n << " positions: two threads";
+          EXPECT_TRUE(torch::equal(one, got[0].narrow(0, 0, n))) << "run " << i << ", " << n << " positions";
+        }
+      }
     }
   }
 }
