@@ -13,7 +13,7 @@
 #
 # Steps, each logged with its time and exit status:
 #   1. train <net>-proxy (configs/examples/<net>-proxy.yaml), bfloat16 autocast, in PROCS processes
-#   2. ISLPED'19: compress <net>-islped19, estimate the dense and the compressed model on islped19
+#   2. ISLPED'19: compress <net>-islped19, estimate the dense (8- and 16-bit) and the compressed model on islped19
 #   3. FORMS: compress <net>-forms, estimate it on forms and on isaac, each layer once and replicated
 #   4. FORMS' variation claim: simulate the dense model on isaac and the FORMS model on forms with
 #      device.variation_sigma 0 and 0.1
@@ -75,6 +75,9 @@ step "$isl/compress.json" "$xbar" compress -c "$cfg/$net-islped19.yaml" --weight
   --set threads="$threads"
 step "$isl-estimate-dense/estimate.json" "$xbar" estimate -c "$cfg/$net-islped19.yaml" --weights "$dense" \
   -o "$isl-estimate-dense" --set threads="$threads"
+# The original stored at 16 bits (what the paper's reductions imply, docs/RESULTS.md).
+step "$isl-estimate-dense16/estimate.json" "$xbar" estimate -c "$cfg/$net-islped19.yaml" --weights "$dense" \
+  -o "$isl-estimate-dense16" --set mapping.weight_bits=16 --set threads="$threads"
 step "$isl-estimate/estimate.json" "$xbar" estimate -c "$cfg/$net-islped19.yaml" --weights "$isl/model.safetensors" \
   -o "$isl-estimate" --set threads="$threads"
 fi
