@@ -368,6 +368,22 @@ bool IsCrossbarStructure(Structure s) {
 // included) and the validation accuracy measured; then, from all-dense, the move (a layer to a
 // higher candidate) that saves the most weights (or crossbars) per point of measured loss is taken
 // until the total meets the target. Returns the allocation for compress.json.
+// A layer's constraints that fix zeros whatever the values: its structure with this sparsity and
+// column budget, without quantisation and polarisation.
+static LayerConstraints PruningOnly(const LayerConstraints& c, double sparsity, int64_t column_budget) {
+  LayerConstraints only = c;
+  only.sparsity = sparsity;
+  only.column_budget = column_budget;
+  only.quantize_bits = 0;
+  only.polarize_fragment = 0;
+  return only;
+}
+
+// Named in allocation.json; an allocation made by another method is not reused by --resume.
+constexpr const char* kAllocationMethod =
+    "one-shot sensitivity per layer and candidate sparsity, greedy by units saved per point of loss, "
+    "units counted after unused-path removal when it is on";
+
 nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSpec& spec, torch::Device device) {
   static const std::vector<double> kRatios = {0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99};
   torch::NoGradGuard no_grad;
@@ -393,12 +409,7 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
     // the input (an already pruned network) are counted as training may revive them.
     const torch::Tensor no_zero = w0.abs() + 1.0f;
     auto nonzeros = [&](double sparsity, int64_t budget) {
-      LayerConstraints only = *c;
-      only.sparsity = sparsity;
-      only.column_budget = budget;
-      only.quantize_bits = 0;
-      only.polarize_fragment = 0;
-      return ProjectTensor(no_zero, only, nullptr).ne(0).sum().item<int64_t>();
+      return ProjectTensor(no_zero, PruningOnly(*c, sparsity, budget), nullptr).ne(0).sum().item<int64_t>();
     };
     int64_t n = nonzeros(c->sparsity, 0);
     if (c->column_budget > 0) n = std::min(n, nonzeros(0.0, c->column_budget));
@@ -437,13 +448,105 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
   }
   const double budget = static_cast<double>(dense) / spec.target_ratio;
   std::map<std::string, size_t> at;  // chosen option per layer
-  int64_t total = fixed;
+  int64_t total = fixed;             // the sum of the layers' costs
   for (const auto& [name, opts] : options) {
     at[name] = 0;
     total += opts[0].cost;
   }
+
+  // With unused-path removal on, the network keeps fewer units than the layers' costs add up to:
+  // a channel that no reader's rows use any more frees the filters (and their crossbars) that write
+  // it. The choices are then counted on the network itself: every layer's weights as its cost
+  // counts them (the pruning mask of its input weights, zeros revivable; for crossbars the
+  // projection), unused paths removed, the rest counted, the network restored.
+  const bool paths = spec.remove_unused_paths;
+  const auto state = StateDict(model);
+  std::vector<torch::Tensor> saved_state;
+  if (paths) {
+    for (const auto& [n, t] : state) saved_state.push_back(t.detach().clone());
+  }
+  auto counted_weights = [&](const LayerInfo& l, const torch::Tensor& w0, const LayerConstraints* c, double* scale) {
+    *scale = 0.0;
+    if (crossbars) {
+      if (c == nullptr) return w0;
+      torch::Tensor w = ProjectTensor(w0, *c, scale);
+      if (c->quantize_bits == 0) *scale = 0.0;
+      return w;
+    }
+    // Ties broken as the projection of the input weights breaks them; its zeros made tiny, not
+    // zero, so that the rows it keeps stay counted whole (training may revive them).
+    const torch::Tensor revivable = torch::where(w0 == 0, torch::full_like(w0, 1e-30f), w0);
+    if (c == nullptr) return revivable;
+    auto pruned = [&](double sparsity, int64_t budget_per_column) {
+      return ProjectTensor(revivable, PruningOnly(*c, sparsity, budget_per_column), nullptr);
+    };
+    torch::Tensor w = pruned(c->sparsity, 0);
+    if (c->column_budget > 0) {
+      torch::Tensor b = pruned(0.0, c->column_budget);
+      if (b.ne(0).sum().item<int64_t>() < w.ne(0).sum().item<int64_t>()) w = b;
+    }
+    return w;
+  };
+  std::map<std::string, torch::Tensor> dense_weights;
+  std::map<std::string, std::pair<torch::Tensor, double>> fixed_counted;  // layers the allocation does not choose
+  if (paths) {
+    for (const LayerInfo& l : model.layers()) dense_weights[l.name] = model.LayerWeight(l.name).detach().clone();
+    for (const LayerInfo& l : model.layers()) {
+      if (free.count(l.name)) continue;
+      auto it = spec.layers.find(l.name);
+      double s = 0;
+      torch::Tensor w = counted_weights(l, dense_weights[l.name], it == spec.layers.end() ? nullptr : &it->second, &s);
+      fixed_counted[l.name] = {w, s};
+    }
+  }
+  // Each free layer's counted weights per option, kept while they take at most four copies of the
+  // network (the greedy moves change one layer at a time).
+  std::map<std::pair<std::string, size_t>, std::pair<torch::Tensor, double>> counted_cache;
+  int64_t cached = 0, network = 0;
+  for (const LayerInfo& l : model.layers()) network += model.LayerWeight(l.name).numel();
+  auto kept_after_paths = [&](const std::map<std::string, size_t>& choice) -> int64_t {
+    std::map<std::string, double> scales;
+    for (const LayerInfo& l : model.layers()) {
+      double s = 0;
+      torch::Tensor w;
+      if (!free.count(l.name)) {
+        std::tie(w, s) = fixed_counted.at(l.name);
+      } else {
+        const std::pair<std::string, size_t> key{l.name, choice.at(l.name)};
+        auto hit = counted_cache.find(key);
+        if (hit == counted_cache.end()) {
+          LayerConstraints c = spec.layers.at(l.name);
+          c.sparsity = options.at(l.name)[key.second].ratio;
+          w = counted_weights(l, dense_weights.at(l.name), &c, &s);
+          if (cached + w.numel() > 4 * network) {
+            counted_cache.clear();
+            cached = 0;
+          }
+          counted_cache[key] = {w, s};
+          cached += w.numel();
+        } else {
+          std::tie(w, s) = hit->second;
+        }
+      }
+      model.LayerWeight(l.name).copy_(w);
+      scales[l.name] = s;
+    }
+    RemoveUnusedPaths(model);
+    int64_t n = 0;
+    for (const LayerInfo& l : model.layers()) {
+      const torch::Tensor w = model.LayerWeight(l.name).detach();
+      n += crossbars ? LayerCrossbars(l, w, spec, scales[l.name], spec.map.compact) : w.ne(0).sum().item<int64_t>();
+    }
+    for (size_t i = 0; i < saved_state.size(); ++i) state[i].second.copy_(saved_state[i]);
+    return n;
+  };
+  auto kept_of = [&](const std::map<std::string, size_t>& choice, int64_t sum) {
+    return paths ? kept_after_paths(choice) : sum;
+  };
+  int64_t kept = kept_of(at, total);
+
   nlohmann::json steps = nlohmann::json::array();
-  while (static_cast<double>(total) > budget) {
+  while (static_cast<double>(kept) > budget) {
     std::string best_layer;
     size_t best_option = 0;
     double best_gain = -1;
@@ -462,36 +565,38 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
     }
     if (best_layer.empty()) {
       throw ConfigError(StrCat("compress.target_ratio: ", spec.target_ratio, "x is out of reach: with every layer at ",
-                               kRatios.back(), " sparsity the network keeps ", total, " of ", dense,
+                               kRatios.back(), " sparsity the network keeps ", kept, " of ", dense,
                                crossbars ? " crossbars" : " weights", " (",
-                               static_cast<double>(dense) / static_cast<double>(std::max<int64_t>(total, 1)), "x)"));
+                               static_cast<double>(dense) / static_cast<double>(std::max<int64_t>(kept, 1)), "x)"));
     }
     total -= options[best_layer][at[best_layer]].cost - options[best_layer][best_option].cost;
     at[best_layer] = best_option;
-    steps.push_back({{"layer", best_layer}, {"sparsity", options[best_layer][best_option].ratio}, {"total", total}});
+    kept = kept_of(at, total);
+    steps.push_back({{"layer", best_layer}, {"sparsity", options[best_layer][best_option].ratio}, {"total", kept}});
   }
   // The last move may overshoot: step layers back to lower sparsities while the target still holds,
   // the one that recovers the most measured accuracy first.
   for (bool moved = true; moved;) {
     moved = false;
-    std::string best_layer;
-    double best_recovered = -1;
+    std::vector<std::pair<double, std::string>> back;  // (accuracy recovered, layer), most first
     for (const auto& [name, opts] : options) {
       if (at[name] == 0) continue;
-      const Option& now = opts[at[name]];
-      const Option& prev = opts[at[name] - 1];
-      if (static_cast<double>(total - now.cost + prev.cost) > budget) continue;
-      if (now.loss - prev.loss > best_recovered) {
-        best_recovered = now.loss - prev.loss;
-        best_layer = name;
-      }
+      back.emplace_back(opts[at[name]].loss - opts[at[name] - 1].loss, name);
     }
-    if (!best_layer.empty()) {
-      const auto& opts = options[best_layer];
-      total += opts[at[best_layer] - 1].cost - opts[at[best_layer]].cost;
-      --at[best_layer];
-      steps.push_back({{"layer", best_layer}, {"sparsity", opts[at[best_layer]].ratio}, {"total", total}, {"back", true}});
+    std::stable_sort(back.begin(), back.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (const auto& [recovered, name] : back) {
+      const auto& opts = options[name];
+      const int64_t sum = total + opts[at[name] - 1].cost - opts[at[name]].cost;
+      std::map<std::string, size_t> choice = at;
+      --choice[name];
+      const int64_t k = kept_of(choice, sum);
+      if (static_cast<double>(k) > budget) continue;
+      total = sum;
+      kept = k;
+      at = choice;
+      steps.push_back({{"layer", name}, {"sparsity", opts[at[name]].ratio}, {"total", kept}, {"back", true}});
       moved = true;
+      break;
     }
   }
   nlohmann::json layers = nlohmann::json::object();
@@ -503,13 +608,12 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
     std::fprintf(stderr, "allocate: %-24s sparsity %.2f (one-shot loss %s)\n", name.c_str(), opts[at[name]].ratio,
                  Percent(opts[at[name]].loss).c_str());
   }
-  const double reached = static_cast<double>(dense) / static_cast<double>(std::max<int64_t>(total, 1));
-  std::fprintf(stderr, "allocate: %.2fx of %s before training (target %.2fx)\n", reached,
-               crossbars ? "crossbars" : "weights", spec.target_ratio);
+  const double reached = static_cast<double>(dense) / static_cast<double>(std::max<int64_t>(kept, 1));
+  std::fprintf(stderr, "allocate: %.2fx of %s before training (target %.2fx%s)\n", reached,
+               crossbars ? "crossbars" : "weights", spec.target_ratio, paths ? ", unused paths removed" : "");
   return {{"target_ratio", spec.target_ratio}, {"unit", crossbars ? "crossbars" : "weights"}, {"dense", dense},
-          {"kept", total}, {"ratio_one_shot", reached}, {"images", n}, {"accuracy_before", base},
-          {"method", "one-shot sensitivity per layer and candidate sparsity, greedy by units saved per point of loss"},
-          {"layers", layers}, {"steps", steps}};
+          {"kept", kept}, {"kept_layer_sum", total}, {"counts_unused_paths", paths}, {"ratio_one_shot", reached},
+          {"images", n}, {"accuracy_before", base}, {"method", kAllocationMethod}, {"layers", layers}, {"steps", steps}};
 }
 
 std::vector<LayerReport> ReportLayers(Model& model, const CompressSpec& spec, const std::map<std::string, double>& scales) {
@@ -596,14 +700,15 @@ nlohmann::ordered_json CompressJson(const CompressResult& r) {
 namespace {
 
 // The keys an allocation depends on: everything but the train section and the ADMM, retraining and
-// post-processing settings, which act after it (the allocation only projects and evaluates). A run
+// purification settings, which act after it (the allocation only projects, removes unused paths
+// when remove_unused_paths is on, and evaluates). A run
 // that retunes those can start from a copy of an earlier run's allocation.json with --resume.
 std::map<std::string, std::string> AllocationFingerprint(const std::map<std::string, std::string>& fp) {
   static const std::set<std::string> kAfter = {"compress.admm_rounds",      "compress.epochs_per_round",
                                                 "compress.rho",              "compress.rho_growth",
                                                 "compress.rho_max",          "compress.lr",
                                                 "compress.retrain_epochs",   "compress.retrain_lr",
-                                                "compress.purify_threshold", "compress.remove_unused_paths"};
+                                                "compress.purify_threshold"};
   std::map<std::string, std::string> out;
   for (const auto& [key, value] : fp) {
     if (key.rfind("train.", 0) != 0 && !kAfter.count(key)) out[key] = value;
@@ -648,8 +753,18 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
   }
 
   const std::string alloc_file = o.run_dir.empty() ? "" : JoinPath(o.run_dir, "allocation.json");
-  if (spec.target_ratio > 0 && o.resume && !alloc_file.empty() && FileExists(alloc_file)) {
-    nlohmann::json saved = nlohmann::json::parse(ReadFile(alloc_file));
+  bool reuse_allocation = spec.target_ratio > 0 && o.resume && !alloc_file.empty() && FileExists(alloc_file);
+  nlohmann::json saved_allocation;
+  if (reuse_allocation) {
+    saved_allocation = nlohmann::json::parse(ReadFile(alloc_file));
+    const nlohmann::json& method = saved_allocation.at("allocation").at("method");
+    if (!method.is_string() || method.get<std::string>() != kAllocationMethod) {
+      std::fprintf(stderr, "compress: %s was made by an earlier allocation method; allocating again\n", alloc_file.c_str());
+      reuse_allocation = false;
+    }
+  }
+  if (reuse_allocation) {
+    const nlohmann::json& saved = saved_allocation;
     CheckFingerprint(saved.at("fingerprint").get<std::map<std::string, std::string>>(),
                      AllocationFingerprint(o.fingerprint), alloc_file);
     result.allocation = saved.at("allocation");
