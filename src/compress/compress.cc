@@ -384,13 +384,29 @@ constexpr const char* kAllocationMethod =
     "one-shot sensitivity per layer and candidate sparsity, greedy by units saved per point of loss, "
     "units counted after unused-path removal when it is on";
 
-nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSpec& spec, torch::Device device) {
+// `measured`: an earlier allocation of the same settings (allocation.json's "allocation"), whose
+// one-shot losses are taken instead of measured again where it has them.
+nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSpec& spec, torch::Device device,
+                                const nlohmann::json* measured = nullptr) {
   static const std::vector<double> kRatios = {0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99};
   torch::NoGradGuard no_grad;
   const Dataset& pool = data.val.size() > 0 ? data.val : data.test;
   const int64_t n = std::min<int64_t>(spec.allocation_images, pool.size());
   const Dataset eval_set{pool.images.narrow(0, 0, n), pool.labels.narrow(0, 0, n)};
-  const double base = Evaluate(model, eval_set, spec.train.eval_batch_size, device).accuracy;
+  // The earlier allocation's one-shot loss of a layer at a sparsity, or NaN.
+  auto measured_loss = [&](const std::string& layer, double sparsity) -> double {
+    if (measured == nullptr || !measured->contains("layers") || !measured->at("layers").contains(layer)) return NAN;
+    for (const auto& c : measured->at("layers").at(layer).value("candidates", nlohmann::json::array())) {
+      if (std::abs(c.value("sparsity", -1.0) - sparsity) < 1e-9 && c.contains("one_shot_loss")) {
+        return c.at("one_shot_loss").get<double>();
+      }
+    }
+    return NAN;
+  };
+  const bool reuse_base = measured != nullptr && measured->contains("accuracy_before") && measured->value("images", -1) == n;
+  if (measured != nullptr && !reuse_base) measured = nullptr;  // other images: measure everything again
+  const double base = reuse_base ? measured->at("accuracy_before").get<double>()
+                                 : Evaluate(model, eval_set, spec.train.eval_batch_size, device).accuracy;
   bool crossbars = false;
   for (const auto& name : spec.search_layers) crossbars = crossbars || IsCrossbarStructure(spec.layers.at(name).structure);
   const std::set<std::string> free(spec.search_layers.begin(), spec.search_layers.end());
@@ -441,8 +457,9 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
       c.sparsity = r;
       double s = 0;
       w.copy_(ProjectTensor(w0, c, &s));
-      const double acc = Evaluate(model, eval_set, spec.train.eval_batch_size, device).accuracy;
-      options[l.name].push_back({r, cost_of(l, w0, &c, w, c.quantize_bits > 0 ? s : 0.0), base - acc});
+      double loss = measured_loss(l.name, r);
+      if (std::isnan(loss)) loss = base - Evaluate(model, eval_set, spec.train.eval_batch_size, device).accuracy;
+      options[l.name].push_back({r, cost_of(l, w0, &c, w, c.quantize_bits > 0 ? s : 0.0), loss});
       w.copy_(w0);
     }
   }
@@ -755,22 +772,26 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
   const std::string alloc_file = o.run_dir.empty() ? "" : JoinPath(o.run_dir, "allocation.json");
   bool reuse_allocation = spec.target_ratio > 0 && o.resume && !alloc_file.empty() && FileExists(alloc_file);
   nlohmann::json saved_allocation;
+  const nlohmann::json* remeasure_from = nullptr;
   if (reuse_allocation) {
     saved_allocation = nlohmann::json::parse(ReadFile(alloc_file));
+    CheckFingerprint(saved_allocation.at("fingerprint").get<std::map<std::string, std::string>>(),
+                     AllocationFingerprint(o.fingerprint), alloc_file);
     const nlohmann::json& method = saved_allocation.at("allocation").at("method");
     if (!method.is_string() || method.get<std::string>() != kAllocationMethod) {
-      std::fprintf(stderr, "compress: %s was made by an earlier allocation method; allocating again\n", alloc_file.c_str());
+      std::fprintf(stderr,
+                   "compress: %s was made by an earlier allocation method; choosing again from its measured "
+                   "sensitivities\n",
+                   alloc_file.c_str());
       reuse_allocation = false;
+      remeasure_from = &saved_allocation.at("allocation");
     }
   }
   if (reuse_allocation) {
-    const nlohmann::json& saved = saved_allocation;
-    CheckFingerprint(saved.at("fingerprint").get<std::map<std::string, std::string>>(),
-                     AllocationFingerprint(o.fingerprint), alloc_file);
-    result.allocation = saved.at("allocation");
+    result.allocation = saved_allocation.at("allocation");
     for (const auto& [name, l] : result.allocation.at("layers").items()) spec.layers[name].sparsity = l.at("sparsity");
   } else if (spec.target_ratio > 0) {
-    result.allocation = AllocateSparsity(model, data, spec, o.device);
+    result.allocation = AllocateSparsity(model, data, spec, o.device, remeasure_from);
     if (!alloc_file.empty() && leader) {
       WriteFileAtomic(alloc_file, nlohmann::json({{"allocation", result.allocation}, {"fingerprint", o.fingerprint}}).dump(2));
     }
