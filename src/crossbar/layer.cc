@@ -449,8 +449,8 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
     auto pack_rows = [&]() {
       if (row_bits.empty()) row_bits = PackRowBits(x_chunk, M, K_, digits, v);
     };
-    // One crossbar's outputs for the chunk's positions, added at dst[out_index[j] * M + m]
-    // (out_index: the crossbar's output columns, or nullptr for its own j).
+    // One crossbar's outputs for the chunk's positions, added at dst[o * M + m], o its output
+    // column (t.cols[j]), or j itself when it writes to a buffer of its own (own_outputs).
     auto run_tile = [&](CrossbarTile& t, InputCache& cache, double* dst, bool own_outputs) {
       const std::vector<int64_t>*& cached_rows = cache.cached_rows;
       const std::vector<int64_t>*& packed_rows = cache.packed_rows;
