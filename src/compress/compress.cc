@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <set>
 
 #include "xbar/compress/postprocess.h"
@@ -248,19 +249,30 @@ void Retrain(Model& model, const DataBundle& data, const CompressSpec& spec, con
   Train(model, data, ts, t);
 }
 
+// A copy of a model's parameters and buffers, put back by Restore().
+class StateSnapshot {
+ public:
+  explicit StateSnapshot(Model& model) : state_(StateDict(model)) {
+    for (const auto& [n, t] : state_) saved_.push_back(t.detach().clone());
+  }
+  void Restore() const {
+    torch::NoGradGuard g;
+    for (size_t i = 0; i < saved_.size(); ++i) state_[i].second.copy_(saved_[i]);
+  }
+
+ private:
+  std::vector<std::pair<std::string, torch::Tensor>> state_;
+  std::vector<torch::Tensor> saved_;
+};
+
 // The sparsity search (issue 3 item 4): for each candidate ratio, hard-project the dense model
 // with that sparsity on the searched layers, retrain masked for a few epochs and measure the
 // validation accuracy; keep the largest ratio within the loss budget, then bisect towards the
 // next larger candidate.
 double SearchSparsity(Model& model, const DataBundle& data, CompressSpec& spec, const CompressOptions& o,
                       double dense_val, nlohmann::json* trace) {
-  const auto dense_state = StateDict(model);
-  std::vector<torch::Tensor> saved;
-  for (const auto& [n, t] : dense_state) saved.push_back(t.detach().clone());
-  auto restore = [&] {
-    torch::NoGradGuard g;
-    for (size_t i = 0; i < saved.size(); ++i) dense_state[i].second.copy_(saved[i]);
-  };
+  const StateSnapshot dense(model);
+  auto restore = [&] { dense.Restore(); };
   const Dataset& eval_set = data.val.size() > 0 ? data.val : data.test;
   int step = 0;
   auto try_ratio = [&](double ratio) {
@@ -363,11 +375,6 @@ bool IsCrossbarStructure(Structure s) {
          s == Structure::kCrossbarTile;
 }
 
-// compress.target_ratio: per-layer sparsities from each layer's one-shot sensitivity. Every layer
-// of `spec.search_layers` is projected alone at each candidate sparsity (its other constraints
-// included) and the validation accuracy measured; then, from all-dense, the move (a layer to a
-// higher candidate) that saves the most weights (or crossbars) per point of measured loss is taken
-// until the total meets the target. Returns the allocation for compress.json.
 // A layer's constraints that fix zeros whatever the values: its structure with this sparsity and
 // column budget, without quantisation and polarisation.
 static LayerConstraints PruningOnly(const LayerConstraints& c, double sparsity, int64_t column_budget) {
@@ -384,6 +391,11 @@ constexpr const char* kAllocationMethod =
     "one-shot sensitivity per layer and candidate sparsity, greedy by units saved per point of loss, "
     "units counted after unused-path removal when it is on";
 
+// compress.target_ratio: per-layer sparsities from each layer's one-shot sensitivity. Every layer
+// of `spec.search_layers` is projected alone at each candidate sparsity (its other constraints
+// included) and the validation accuracy measured; then, from all-dense, the move (a layer to a
+// higher candidate) that saves the most weights (or crossbars) per point of measured loss is taken
+// until the total meets the target. Returns the allocation for compress.json.
 // `measured`: an earlier allocation of the same settings (allocation.json's "allocation"), whose
 // one-shot losses are taken instead of measured again where it has them.
 nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSpec& spec, torch::Device device,
@@ -411,77 +423,12 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
   for (const auto& name : spec.search_layers) crossbars = crossbars || IsCrossbarStructure(spec.layers.at(name).structure);
   const std::set<std::string> free(spec.search_layers.begin(), spec.search_layers.end());
 
-  // The cost of a layer's weights under constraints c (nullptr: none) from its input weights w0,
-  // projected to w with quantisation step `scale`: physical crossbars for a crossbar target, else
-  // the non-zeros the constraints allow whatever the values. Pruning (structure and sparsity) and
-  // a column budget fix zeros; quantisation and polarisation zero further weights only as the
-  // values fall — many on the dense network, far fewer after ADMM has polarised it — so counting
-  // those would promise a ratio the compressed network does not reach.
-  auto cost_of = [&](const LayerInfo& l, const torch::Tensor& w0, const LayerConstraints* c, const torch::Tensor& w,
-                     double scale) -> int64_t {
-    if (crossbars) return LayerCrossbars(l, w, spec, scale, spec.map.compact);
-    if (c == nullptr) return w0.numel();  // trained freely: any weight can end non-zero
-    // |w0| + 1: the same order of magnitudes with no zero, so weights that happen to be zero in
-    // the input (an already pruned network) are counted as training may revive them.
-    const torch::Tensor no_zero = w0.abs() + 1.0f;
-    auto nonzeros = [&](double sparsity, int64_t budget) {
-      return ProjectTensor(no_zero, PruningOnly(*c, sparsity, budget), nullptr).ne(0).sum().item<int64_t>();
-    };
-    int64_t n = nonzeros(c->sparsity, 0);
-    if (c->column_budget > 0) n = std::min(n, nonzeros(0.0, c->column_budget));
-    return n;
-  };
-  struct Option {
-    double ratio;
-    int64_t cost;
-    double loss;
-  };
-  std::map<std::string, std::vector<Option>> options;
-  int64_t dense = 0, fixed = 0;
-  for (const LayerInfo& l : model.layers()) {
-    torch::Tensor w = model.LayerWeight(l.name);
-    const torch::Tensor w0 = w.detach().clone();
-    dense += crossbars ? LayerCrossbars(l, w0, spec, 0.0, false) : w0.numel();
-    auto it = spec.layers.find(l.name);
-    if (!free.count(l.name)) {  // fixed by the config: its cost as configured
-      if (it == spec.layers.end()) {
-        fixed += cost_of(l, w0, nullptr, w0, 0.0);
-      } else {
-        double s = 0;
-        fixed += cost_of(l, w0, &it->second, ProjectTensor(w0, it->second, &s), s);
-      }
-      continue;
-    }
-    for (double r : kRatios) {
-      LayerConstraints c = it->second;
-      c.sparsity = r;
-      double s = 0;
-      w.copy_(ProjectTensor(w0, c, &s));
-      double loss = measured_loss(l.name, r);
-      if (std::isnan(loss)) loss = base - Evaluate(model, eval_set, spec.train.eval_batch_size, device).accuracy;
-      options[l.name].push_back({r, cost_of(l, w0, &c, w, c.quantize_bits > 0 ? s : 0.0), loss});
-      w.copy_(w0);
-    }
-  }
-  const double budget = static_cast<double>(dense) / spec.target_ratio;
-  std::map<std::string, size_t> at;  // chosen option per layer
-  int64_t total = fixed;             // the sum of the layers' costs
-  for (const auto& [name, opts] : options) {
-    at[name] = 0;
-    total += opts[0].cost;
-  }
-
-  // With unused-path removal on, the network keeps fewer units than the layers' costs add up to:
-  // a channel that no reader's rows use any more frees the filters (and their crossbars) that write
-  // it. The choices are then counted on the network itself: every layer's weights as its cost
-  // counts them (the pruning mask of its input weights, zeros revivable; for crossbars the
-  // projection), unused paths removed, the rest counted, the network restored.
-  const bool paths = spec.remove_unused_paths;
-  const auto state = StateDict(model);
-  std::vector<torch::Tensor> saved_state;
-  if (paths) {
-    for (const auto& [n, t] : state) saved_state.push_back(t.detach().clone());
-  }
+  // A layer's weights as its cost counts them, under constraints c (nullptr: none) from its input
+  // weights w0, with the quantisation step in *scale (0: not quantised). For a crossbar target the
+  // projection, whose physical crossbars are counted. Otherwise the pruning mask alone: pruning
+  // (structure and sparsity) and a column budget fix zeros; quantisation and polarisation zero
+  // further weights only as the values fall — many on the dense network, far fewer after ADMM has
+  // polarised it — so counting those would promise a ratio the compressed network does not reach.
   auto counted_weights = [&](const LayerInfo& l, const torch::Tensor& w0, const LayerConstraints* c, double* scale) {
     *scale = 0.0;
     if (crossbars) {
@@ -491,9 +438,10 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
       return w;
     }
     // Ties broken as the projection of the input weights breaks them; its zeros made tiny, not
-    // zero, so that the rows it keeps stay counted whole (training may revive them).
+    // zero, so that weights that happen to be zero in the input (an already pruned network) are
+    // counted as training may revive them, and the rows the mask keeps stay whole.
     const torch::Tensor revivable = torch::where(w0 == 0, torch::full_like(w0, 1e-30f), w0);
-    if (c == nullptr) return revivable;
+    if (c == nullptr) return revivable;  // trained freely: any weight can end non-zero
     auto pruned = [&](double sparsity, int64_t budget_per_column) {
       return ProjectTensor(revivable, PruningOnly(*c, sparsity, budget_per_column), nullptr);
     };
@@ -504,23 +452,73 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
     }
     return w;
   };
-  std::map<std::string, torch::Tensor> dense_weights;
-  std::map<std::string, std::pair<torch::Tensor, double>> fixed_counted;  // layers the allocation does not choose
-  if (paths) {
-    for (const LayerInfo& l : model.layers()) dense_weights[l.name] = model.LayerWeight(l.name).detach().clone();
-    for (const LayerInfo& l : model.layers()) {
-      if (free.count(l.name)) continue;
-      auto it = spec.layers.find(l.name);
-      double s = 0;
-      torch::Tensor w = counted_weights(l, dense_weights[l.name], it == spec.layers.end() ? nullptr : &it->second, &s);
-      fixed_counted[l.name] = {w, s};
-    }
-  }
-  // Each free layer's counted weights per option, kept while they take at most four copies of the
-  // network (the greedy moves change one layer at a time).
+  auto cost_of = [&](const LayerInfo& l, const torch::Tensor& counted, double scale) -> int64_t {
+    return crossbars ? LayerCrossbars(l, counted, spec, scale, spec.map.compact) : counted.ne(0).sum().item<int64_t>();
+  };
+
+  // With unused-path removal on, the network keeps fewer units than the layers' costs add up to:
+  // a channel that no reader's rows use any more frees the filters (and their crossbars) that write
+  // it. The choices are then counted on the network itself: every layer's counted weights, unused
+  // paths removed, the rest counted, the network restored. The free layers' counted weights per
+  // option are kept while they take at most four copies of the network (the greedy moves change
+  // one layer at a time); the fixed layers' always.
+  const bool paths = spec.remove_unused_paths;
   std::map<std::pair<std::string, size_t>, std::pair<torch::Tensor, double>> counted_cache;
+  std::map<std::string, std::pair<torch::Tensor, double>> fixed_counted;
+  std::map<std::string, torch::Tensor> dense_weights;
   int64_t cached = 0, network = 0;
   for (const LayerInfo& l : model.layers()) network += model.LayerWeight(l.name).numel();
+  auto remember = [&](const std::pair<std::string, size_t>& key, const torch::Tensor& w, double scale) {
+    if (cached + w.numel() > 4 * network) {
+      counted_cache.clear();
+      cached = 0;
+    }
+    counted_cache[key] = {w, scale};
+    cached += w.numel();
+  };
+
+  struct Option {
+    double ratio;
+    int64_t cost;
+    double loss;
+  };
+  std::map<std::string, std::vector<Option>> options;
+  int64_t dense = 0, fixed = 0;
+  for (const LayerInfo& l : model.layers()) {
+    torch::Tensor w = model.LayerWeight(l.name);
+    const torch::Tensor w0 = w.detach().clone();
+    if (paths) dense_weights[l.name] = w0;
+    dense += crossbars ? LayerCrossbars(l, w0, spec, 0.0, false) : w0.numel();
+    auto it = spec.layers.find(l.name);
+    if (!free.count(l.name)) {  // fixed by the config: its cost as configured
+      double s = 0;
+      torch::Tensor counted = counted_weights(l, w0, it == spec.layers.end() ? nullptr : &it->second, &s);
+      fixed += cost_of(l, counted, s);
+      if (paths) fixed_counted[l.name] = {counted, s};
+      continue;
+    }
+    for (size_t k = 0; k < kRatios.size(); ++k) {
+      LayerConstraints c = it->second;
+      c.sparsity = kRatios[k];
+      double s = 0;
+      w.copy_(ProjectTensor(w0, c, &s));
+      double loss = measured_loss(l.name, c.sparsity);
+      if (std::isnan(loss)) loss = base - Evaluate(model, eval_set, spec.train.eval_batch_size, device).accuracy;
+      w.copy_(w0);
+      torch::Tensor counted = counted_weights(l, w0, &c, &s);
+      options[l.name].push_back({c.sparsity, cost_of(l, counted, s), loss});
+      if (paths) remember({l.name, k}, counted, s);
+    }
+  }
+  const double budget = static_cast<double>(dense) / spec.target_ratio;
+  std::map<std::string, size_t> at;  // chosen option per layer
+  int64_t total = fixed;             // the sum of the layers' costs
+  for (const auto& [name, opts] : options) {
+    at[name] = 0;
+    total += opts[0].cost;
+  }
+
+  const std::optional<StateSnapshot> snapshot = paths ? std::optional<StateSnapshot>(std::in_place, model) : std::nullopt;
   auto kept_after_paths = [&](const std::map<std::string, size_t>& choice) -> int64_t {
     std::map<std::string, double> scales;
     for (const LayerInfo& l : model.layers()) {
@@ -535,12 +533,7 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
           LayerConstraints c = spec.layers.at(l.name);
           c.sparsity = options.at(l.name)[key.second].ratio;
           w = counted_weights(l, dense_weights.at(l.name), &c, &s);
-          if (cached + w.numel() > 4 * network) {
-            counted_cache.clear();
-            cached = 0;
-          }
-          counted_cache[key] = {w, s};
-          cached += w.numel();
+          remember(key, w, s);
         } else {
           std::tie(w, s) = hit->second;
         }
@@ -550,11 +543,8 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
     }
     RemoveUnusedPaths(model);
     int64_t n = 0;
-    for (const LayerInfo& l : model.layers()) {
-      const torch::Tensor w = model.LayerWeight(l.name).detach();
-      n += crossbars ? LayerCrossbars(l, w, spec, scales[l.name], spec.map.compact) : w.ne(0).sum().item<int64_t>();
-    }
-    for (size_t i = 0; i < saved_state.size(); ++i) state[i].second.copy_(saved_state[i]);
+    for (const LayerInfo& l : model.layers()) n += cost_of(l, model.LayerWeight(l.name).detach(), scales[l.name]);
+    snapshot->Restore();
     return n;
   };
   auto kept_of = [&](const std::map<std::string, size_t>& choice, int64_t sum) {
