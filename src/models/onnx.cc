@@ -393,6 +393,10 @@ void OnnxModel::Build() {
   const onnx::GraphProto& g = proto_.graph();
   for (int i = 0; i < g.initializer_size(); ++i) {
     const onnx::TensorProto& t = g.initializer(i);
+    if (slot_.count(t.name())) {
+      throw InputError(StrCat(path_, ": initializer '", t.name().substr(0, 200),
+                              "' is defined twice; an ONNX graph names each value once"));
+    }
     const int s = Slot(t.name());
     consts_[static_cast<size_t>(s)] = FromProto(t, path_);
   }
@@ -476,6 +480,13 @@ void OnnxModel::BuildNode(const onnx::NodeProto& n, size_t index) {
   for (const auto& in : n.input()) {
     if (!in.empty() && !slot_.count(in)) {
       throw InputError(StrCat(where, ": reads '", in, "', which no earlier node, initializer or input produces"));
+    }
+  }
+  for (const auto& out : n.output()) {
+    if (!out.empty() && slot_.count(out)) {
+      throw InputError(StrCat(where, ": writes '", out.substr(0, 200),
+                              "', which an earlier node, initializer or input already defines; an ONNX graph "
+                              "names each value once"));
     }
   }
   if (n.op_type() == "Constant") {

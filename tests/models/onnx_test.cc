@@ -249,6 +249,43 @@ TEST(Onnx, ErrorsNameTheNodeAndWhatIsExpected) {
                 std::string::npos) << e.what();
     }
   }
+  // An ONNX graph names each value once: a second definition was taken silently (the last
+  // initializer of a name won; a node writing an input or initializer shadowed it).
+  auto expect_error = [](const std::string& path, const std::string& text) {
+    try {
+      LoadOnnxModel(path);
+      ADD_FAILURE() << "expected an InputError for " << path;
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
+  };
+  {
+    GraphBuilder b;
+    b.Input("x", {1, 1, 4, 4});
+    b.Init("w", torch::randn({2, 1, 3, 3}));
+    b.Init("w", torch::randn({2, 1, 3, 3}));
+    b.Node("Conv", "c", {"x", "w"}, {"y"});
+    b.Output("y");
+    const std::string path = b.Save("twice-init.onnx");
+    expect_error(path, path + ": initializer 'w' is defined twice");
+  }
+  {
+    GraphBuilder b;
+    b.Input("x", {1, 1, 4, 4});
+    b.Init("w", torch::randn({2, 1, 3, 3}));
+    b.Node("Relu", "r", {"x"}, {"w"});
+    b.Node("Conv", "c", {"x", "w"}, {"y"});
+    b.Output("y");
+    expect_error(b.Save("shadow-init.onnx"), "node 'r' (Relu): writes 'w', which an earlier node, initializer or input");
+  }
+  {
+    GraphBuilder b;
+    b.Input("x", {1, 1, 4, 4});
+    b.Node("Relu", "r1", {"x"}, {"y"});
+    b.Node("Sigmoid", "r2", {"y"}, {"y"});
+    b.Output("y");
+    expect_error(b.Save("twice-output.onnx"), "node 'r2' (Sigmoid): writes 'y'");
+  }
   const std::string junk = JoinPath(::testing::TempDir(), "junk.onnx");
   WriteFileAtomic(junk, "\x08\x07not a protobuf at all \xff\xff\xff");
   EXPECT_THROW(LoadOnnxModel(junk), InputError);
