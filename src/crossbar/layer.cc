@@ -43,6 +43,7 @@ CrossbarLayer::CrossbarLayer(std::string name, const torch::Tensor& w2d, double 
     CrossbarTile t;
     t.rows = std::move(layout.rows);
     t.cols = std::move(layout.cols);
+    t.rows_contiguous = RowsContiguous(t);
     EncodeTile(t, q_, levels_, map_);
     tiles_.push_back(std::move(t));
   }
@@ -408,8 +409,8 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
     const CrossbarTile& t = tiles_[i];
     need_planes |= !fused_kernel(t);
     row_bits_fit[i] = static_cast<char>(RowBitsFit(t));
-    contiguous[i] = static_cast<char>(RowsContiguous(t));
-    int_codes[i] = static_cast<char>(CodesFitInt32(t.adc_lo, t.adc_hi, planes.weight));
+    contiguous[i] = static_cast<char>(t.rows_contiguous);
+    int_codes[i] = static_cast<char>(CodesFitInt32(t.adc_code_max, planes.weight));
   }
   torch::Tensor X_all = need_planes ? chain_.dac->Split(xq, signed_inputs, planes) : torch::Tensor();
   torch::Tensor out = torch::empty({M_all, N_}, kF64);  // every chunk writes all of its rows

@@ -34,6 +34,8 @@ struct InputDigits {
 // 64-aligned run (RowBitsFit) reads its inputs from here directly: the words past its last row
 // meet zero cell words.
 std::vector<uint64_t> PackRowBits(const float* xq, int64_t M, int64_t K, const InputDigits& d, int v);
+// RowBitsFit reads the tile's rows_contiguous, which CrossbarLayer sets from RowsContiguous when it
+// builds the tile (the rows never change after).
 bool RowBitsFit(const CrossbarTile& t);
 bool RowsContiguous(const CrossbarTile& t);
 // The same digits at one tile's rows, as words [G * P * M][v][words], row i = (group * P + p) * M
@@ -65,8 +67,9 @@ struct ConvertTables {
   // Every sum over planes of codes times plane weights fits int32 (CodesFitInt32).
   bool int_codes = false;
 };
-// Whether max |code| times the sum of |plane weights| stays below 2^31.
-bool CodesFitInt32(const std::vector<float>& lo, const std::vector<float>& hi, const std::vector<double>& plane_weight);
+// Whether the largest |code| (CrossbarTile::adc_code_max) times the sum of |plane weights| stays
+// below 2^31.
+bool CodesFitInt32(float code_max, const std::vector<double>& plane_weight);
 // One position on one group (kernels/convert.cc): for every read column c,
 //   S[c] = scale[group, c] * sum_p plane_weight[p] * min(hi[c], max(lo[c], rint(sum_pc * inv[c])))
 // where the column sum sum_pc of input plane p is counted by AND + popcount from packed inputs

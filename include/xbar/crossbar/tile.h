@@ -35,6 +35,7 @@ std::vector<ReadSpec> ReadsOf(const MappingSpec& map);
 
 struct CrossbarTile {
   std::vector<int64_t> rows, cols;   // GEMM rows (inputs) and columns (outputs) on this crossbar
+  bool rows_contiguous = false;      // rows are one ascending run (RowsContiguous, set with them)
   torch::Tensor ideal;               // [A, R_t, C_t * S] the scheme's cell levels (float)
   torch::Tensor unit;                // [R_t] offset scheme's unit column (levels), else undefined
   torch::Tensor sign;                // polarized: [groups, C_t] fragment signs (+1/-1/0)
@@ -54,6 +55,7 @@ struct CrossbarTile {
   torch::Tensor step, top, worst_fs, calib;
   std::vector<int64_t> calib_hist;
   std::vector<float> adc_inv, adc_lo, adc_hi;
+  float adc_code_max = 0;            // the largest |code| of adc_lo and adc_hi (set with them)
   std::vector<double> adc_scale;
   // ---- the packed kernel (kernels.h) -------------------------------------------------------------
   // Bit-packed reads (empty when a cell is not integer-valued): plane p holds bit plane_shift[p]

@@ -191,12 +191,10 @@ void ConvertAll(const CrossbarTile& t, int64_t group, const ConvertTables& tab, 
 
 }  // namespace
 
-bool CodesFitInt32(const std::vector<float>& lo, const std::vector<float>& hi, const std::vector<double>& plane_weight) {
-  double code = 0, weight = 0;
-  for (float l : lo) code = std::max(code, std::fabs(static_cast<double>(l)));
-  for (float h : hi) code = std::max(code, std::fabs(static_cast<double>(h)));
+bool CodesFitInt32(float code_max, const std::vector<double>& plane_weight) {
+  double weight = 0;
   for (double w : plane_weight) weight += std::fabs(w);
-  return code * weight < 2147483648.0;
+  return std::fabs(static_cast<double>(code_max)) * weight < 2147483648.0;
 }
 
 void SetPortableKernels(bool on) { g_portable.store(on); }
@@ -315,7 +313,7 @@ bool RowsContiguous(const CrossbarTile& t) {
 }
 
 bool RowBitsFit(const CrossbarTile& t) {
-  return RowsContiguous(t) && t.rows[0] % 64 == 0 && (t.groups == 1 || t.group_rows % 64 == 0) &&
+  return t.rows_contiguous && t.rows[0] % 64 == 0 && (t.groups == 1 || t.group_rows % 64 == 0) &&
          t.groups * t.group_rows <= t.num_rows();
 }
 

@@ -43,6 +43,7 @@ void AdcStage::SetRanges(CrossbarTile& t, const torch::Tensor& full_scale, const
   t.adc_hi.assign(static_cast<size_t>(NR), 0.0f);
   t.adc_scale.assign(static_cast<size_t>(t.groups * NR), 0.0);
   torch::Tensor sign = t.sign.defined() ? t.sign.contiguous() : torch::Tensor();
+  t.adc_code_max = 0;
   col = 0;
   for (const ReadSpec& r : ctx.reads) {
     const int64_t width = r.Width(C);
@@ -51,6 +52,7 @@ void AdcStage::SetRanges(CrossbarTile& t, const torch::Tensor& full_scale, const
       t.adc_inv[cs] = 1.0f / step[cs];
       t.adc_hi[cs] = top[cs];
       t.adc_lo[cs] = r.difference ? -(top[cs] + 1) : 0.0f;
+      t.adc_code_max = std::max({t.adc_code_max, std::fabs(t.adc_lo[cs]), std::fabs(t.adc_hi[cs])});
       for (int64_t gi = 0; gi < t.groups; ++gi) {
         double sg = sign.defined() && r.slice >= 0 ? sign.data_ptr<float>()[gi * C + j] : 1.0;
         if (!t.flipped.empty() && t.flipped[cs] != 0) sg = -sg;  // flipped encoding: L x input sum - read
