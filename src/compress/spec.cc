@@ -40,6 +40,7 @@ CompressSpec CompressSpec::FromConfig(const Config& cfg, const Model& model) {
   spec.search_refine_steps = cfg.Int("compress.search_refine_steps");
   spec.target_ratio = cfg.Float("compress.target_ratio");
   spec.allocation_images = cfg.Int("compress.allocation_images");
+  spec.bn_recalibration_images = cfg.Int("compress.bn_recalibration_images");
   if (spec.target_ratio > 0 && spec.target_ratio <= 1) {
     throw ConfigError(StrCat(cfg.Where("compress.target_ratio"), ": compress.target_ratio: expected 0 (off) or a ratio "
                              "above 1 (e.g. 20 for 20x fewer weights), got ", spec.target_ratio));

@@ -115,6 +115,8 @@ std::vector<KeySpec> BuildSchema() {
             "the layer's mean group norm; 0 = off"),
       Bool("compress.remove_unused_paths", "true",
            "zero channels that are always zero in the layers reading them, and filters nobody reads"),
+      Int("compress.bn_recalibration_images", "2000", 0, kInf,
+          "after the hard projection, re-estimate batch-norm statistics on this many training images; 0 = off"),
       Bool("compress.search", "false", "search the largest sparsity within compress.search_max_loss first"),
       Float("compress.search_max_loss", "0.01", 0, 1, true, false, "ratio search: allowed accuracy loss (absolute)"),
       KeySpec{"compress.search_ratios", ValueType::kFloatList, "[0.5, 0.7, 0.8, 0.9, 0.95]", 0, 1, false, true, {},

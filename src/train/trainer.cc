@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
@@ -176,6 +177,43 @@ EvalResult Evaluate(Model& model, const Dataset& data, int64_t batch_size, torch
   r.loss = loss_sum / static_cast<double>(r.count);
   r.accuracy = static_cast<double>(correct) / static_cast<double>(r.count);
   return r;
+}
+
+int64_t RecalibrateBatchNorm(Model& model, const Dataset& data, int64_t images, int64_t batch_size,
+                             torch::Device device) {
+  const int64_t n = std::min(images, data.size());
+  if (n <= 0 || batch_size <= 0) return 0;
+  struct Layer {
+    torch::nn::Module* module;
+    c10::optional<double>* momentum;
+    c10::optional<double> saved;
+    std::function<void()> reset;
+  };
+  std::vector<Layer> layers;
+  auto collect = [&](auto* bn) {
+    if (bn == nullptr || !bn->options.track_running_stats()) return;
+    layers.push_back({bn, &bn->options.momentum(), bn->options.momentum(), [bn] { bn->reset_running_stats(); }});
+  };
+  for (const auto& m : model.modules(/*include_self=*/false)) {
+    collect(m->as<torch::nn::BatchNorm1dImpl>());
+    collect(m->as<torch::nn::BatchNorm2dImpl>());
+    collect(m->as<torch::nn::BatchNorm3dImpl>());
+  }
+  if (layers.empty()) return 0;
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  for (Layer& l : layers) {
+    l.reset();
+    *l.momentum = c10::nullopt;  // a cumulative average over the batches
+    l.module->train(true);
+  }
+  for (int64_t start = 0; start < n; start += batch_size) {
+    model.forward(data.images.slice(0, start, std::min(n, start + batch_size)).to(device));
+  }
+  for (Layer& l : layers) *l.momentum = l.saved;
+  model.train(was_training);
+  return static_cast<int64_t>(layers.size());
 }
 
 TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, const TrainOptions& options) {

@@ -255,3 +255,58 @@ TEST_F(FashionTraining, InterruptStopsWithResumableError) {
 
 }  // namespace
 }  // namespace xbar
+
+namespace xbar {
+namespace {
+
+// RecalibrateBatchNorm: running statistics = the average over the batches of each batch's mean and
+// unbiased variance of the layer's input; the mode, momentum and other layers untouched.
+TEST(BatchNorm, RecalibrationEstimatesTheStatisticsOfTheImages) {
+  torch::manual_seed(0);
+  auto model = CreateModel(ModelSpec{"vgg8", 0.25, true, 1, 28, 28, 10});
+  auto& features = *model->named_children()["features"]->as<torch::nn::SequentialImpl>();
+  auto* conv = features.ptr(0)->as<torch::nn::Conv2dImpl>();
+  auto* bn = features.ptr(1)->as<torch::nn::BatchNorm2dImpl>();
+  ASSERT_NE(conv, nullptr);
+  ASSERT_NE(bn, nullptr);
+  int64_t bns = 0;
+  for (const auto& m : model->modules(false)) bns += m->as<torch::nn::BatchNorm2dImpl>() != nullptr ? 1 : 0;
+  const Dataset data{torch::rand({12, 1, 28, 28}), torch::zeros({12}, torch::kInt64)};
+  {
+    torch::NoGradGuard g;
+    for (const auto& m : model->modules(false)) {
+      if (auto* b = m->as<torch::nn::BatchNorm2dImpl>()) {  // stale statistics
+        b->running_mean.fill_(100.0);
+        b->running_var.fill_(1e-4);
+      }
+    }
+  }
+  model->eval();
+  EXPECT_EQ(RecalibrateBatchNorm(*model, data, 0, 4, torch::kCPU), 0) << "0 images: off";
+  EXPECT_EQ(bn->running_mean[0].item<float>(), 100.0f);
+
+  // 12 images asked for 10: batches of 4, 4 and 2.
+  EXPECT_EQ(RecalibrateBatchNorm(*model, data, 10, 4, torch::kCPU), bns);
+  EXPECT_FALSE(model->is_training());
+  EXPECT_FALSE(bn->is_training());
+  ASSERT_TRUE(bn->options.momentum().has_value());
+  EXPECT_DOUBLE_EQ(*bn->options.momentum(), 0.1);
+  torch::Tensor mean = torch::zeros({bn->options.num_features()}, torch::kFloat64);
+  torch::Tensor var = torch::zeros_like(mean);
+  for (auto [start, n] : {std::pair<int64_t, int64_t>{0, 4}, {4, 4}, {8, 2}}) {
+    torch::NoGradGuard g;
+    const torch::Tensor y = conv->forward(data.images.narrow(0, start, n)).to(torch::kFloat64);
+    mean += y.mean({0, 2, 3}) / 3;
+    var += y.var({0, 2, 3}, /*unbiased=*/true) / 3;
+  }
+  EXPECT_TRUE(torch::allclose(bn->running_mean.to(torch::kFloat64), mean, 1e-5, 1e-6))
+      << bn->running_mean.slice(0, 0, 4) << mean.slice(0, 0, 4);
+  EXPECT_TRUE(torch::allclose(bn->running_var.to(torch::kFloat64), var, 1e-4, 1e-6))
+      << bn->running_var.slice(0, 0, 4) << var.slice(0, 0, 4);
+  // A model without batch norm: nothing to do.
+  auto lenet = CreateModel(ModelSpec{});
+  EXPECT_EQ(RecalibrateBatchNorm(*lenet, data, 10, 4, torch::kCPU), 0);
+}
+
+}  // namespace
+}  // namespace xbar

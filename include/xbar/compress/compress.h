@@ -53,6 +53,8 @@ struct CompressSpec {
   // allocated over search_layers from their one-shot sensitivity on allocation_images images.
   double target_ratio = 0.0;
   int64_t allocation_images = 1000;
+  // Batch-norm running statistics re-estimated after the hard projection (RecalibrateBatchNorm).
+  int64_t bn_recalibration_images = 2000;
   TrainSpec train;                         // optimiser, batch size, ... from the train section
 
   // Reads the compress and mapping sections. Throws ConfigError (file:line) for constraints that

@@ -73,6 +73,14 @@ struct TrainResult {
 // Top-1 accuracy and mean loss over `data` in eval mode, without gradients.
 EvalResult Evaluate(Model& model, const Dataset& data, int64_t batch_size, torch::Device device);
 
+// Re-estimates every batch-norm layer's running mean and variance on the first `images` images of
+// `data` (in order, batches of `batch_size`), as the average over those batches: the batch-norm
+// layers alone run in training mode, without gradients, everything else as in eval mode. After
+// a hard projection the statistics that training left describe other weights. Returns the number
+// of batch-norm layers re-estimated; the model's mode and each layer's momentum are restored.
+int64_t RecalibrateBatchNorm(Model& model, const Dataset& data, int64_t images, int64_t batch_size,
+                             torch::Device device);
+
 // Trains `model` in place and evaluates it on the test split. Throws InterruptedError when a
 // SIGINT/SIGTERM arrives (InstallInterruptHandlers), ConfigError when a checkpoint to resume was
 // made with a different configuration.
