@@ -182,7 +182,7 @@ EvalResult Evaluate(Model& model, const Dataset& data, int64_t batch_size, torch
 int64_t RecalibrateBatchNorm(Model& model, const Dataset& data, int64_t images, int64_t batch_size,
                              torch::Device device) {
   const int64_t n = std::min(images, data.size());
-  if (n <= 0 || batch_size <= 0) return 0;
+  if (n < 2 || batch_size <= 0) return 0;  // training-mode batch norm needs two values per channel
   struct Layer {
     torch::nn::Module* module;
     c10::optional<double>* momentum;
@@ -209,7 +209,9 @@ int64_t RecalibrateBatchNorm(Model& model, const Dataset& data, int64_t images, 
     l.module->train(true);
   }
   for (int64_t start = 0; start < n; start += batch_size) {
-    model.forward(data.images.slice(0, start, std::min(n, start + batch_size)).to(device));
+    const int64_t end = std::min(n, start + batch_size);
+    if (end - start == 1) break;  // a last batch of one image (no variance) is left out
+    model.forward(data.images.slice(0, start, end).to(device));
   }
   for (Layer& l : layers) *l.momentum = l.saved;
   model.train(was_training);

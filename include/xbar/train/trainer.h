@@ -74,10 +74,11 @@ struct TrainResult {
 EvalResult Evaluate(Model& model, const Dataset& data, int64_t batch_size, torch::Device device);
 
 // Re-estimates every batch-norm layer's running mean and variance on the first `images` images of
-// `data` (in order, batches of `batch_size`), as the average over those batches: the batch-norm
-// layers alone run in training mode, without gradients, everything else as in eval mode. After
-// a hard projection the statistics that training left describe other weights. Returns the number
-// of batch-norm layers re-estimated; the model's mode and each layer's momentum are restored.
+// `data` (in order, batches of `batch_size`; a last batch of one image left out), as the average
+// over those batches: the batch-norm layers alone run in training mode, without gradients,
+// everything else as in eval mode. After a hard projection the statistics that training left
+// describe other weights. Returns the number of batch-norm layers re-estimated (0 with fewer than
+// two images); the model's mode and each layer's momentum are restored.
 int64_t RecalibrateBatchNorm(Model& model, const Dataset& data, int64_t images, int64_t batch_size,
                              torch::Device device);
 
