@@ -501,11 +501,21 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
       LayerConstraints c = it->second;
       c.sparsity = kRatios[k];
       double s = 0;
-      w.copy_(ProjectTensor(w0, c, &s));
       double loss = measured_loss(l.name, c.sparsity);
-      if (std::isnan(loss)) loss = base - Evaluate(model, eval_set, spec.train.eval_batch_size, device).accuracy;
-      w.copy_(w0);
-      torch::Tensor counted = counted_weights(l, w0, &c, &s);
+      torch::Tensor projected;  // evaluated, and for a crossbar target also the weights counted
+      if (std::isnan(loss) || crossbars) projected = ProjectTensor(w0, c, &s);
+      if (std::isnan(loss)) {
+        w.copy_(projected);
+        loss = base - Evaluate(model, eval_set, spec.train.eval_batch_size, device).accuracy;
+        w.copy_(w0);
+      }
+      torch::Tensor counted;
+      if (crossbars) {
+        counted = projected;  // counted_weights' crossbar branch, without projecting again
+        if (c.quantize_bits == 0) s = 0.0;
+      } else {
+        counted = counted_weights(l, w0, &c, &s);
+      }
       options[l.name].push_back({c.sparsity, cost_of(l, counted, s), loss});
       if (paths) remember({l.name, k}, counted, s);
     }
@@ -706,21 +716,38 @@ nlohmann::ordered_json CompressJson(const CompressResult& r) {
 
 namespace {
 
+// The settings that act only after the ADMM phase (hard projection onwards), and those of the ADMM
+// phase itself.
+const std::set<std::string> kAfterAdmm = {"compress.retrain_epochs", "compress.retrain_lr",
+                                          "compress.purify_threshold", "compress.bn_recalibration_images"};
+const std::set<std::string> kAdmm = {"compress.admm_rounds", "compress.epochs_per_round", "compress.rho",
+                                     "compress.rho_growth",  "compress.rho_max",          "compress.lr"};
+
+// fp without the keys in `drop` and, with `drop_train`, without the train section.
+std::map<std::string, std::string> Without(const std::map<std::string, std::string>& fp,
+                                           const std::set<std::string>& drop, bool drop_train) {
+  std::map<std::string, std::string> out;
+  for (const auto& [key, value] : fp) {
+    if (!(drop_train && key.rfind("train.", 0) == 0) && !drop.count(key)) out[key] = value;
+  }
+  return out;
+}
+
 // The keys an allocation depends on: everything but the train section and the ADMM, retraining and
 // purification settings, which act after it (the allocation only projects, removes unused paths
 // when remove_unused_paths is on, and evaluates). A run
 // that retunes those can start from a copy of an earlier run's allocation.json with --resume.
 std::map<std::string, std::string> AllocationFingerprint(const std::map<std::string, std::string>& fp) {
-  static const std::set<std::string> kAfter = {"compress.admm_rounds",      "compress.epochs_per_round",
-                                                "compress.rho",              "compress.rho_growth",
-                                                "compress.rho_max",          "compress.lr",
-                                                "compress.retrain_epochs",   "compress.retrain_lr",
-                                                "compress.purify_threshold", "compress.bn_recalibration_images"};
-  std::map<std::string, std::string> out;
-  for (const auto& [key, value] : fp) {
-    if (key.rfind("train.", 0) != 0 && !kAfter.count(key)) out[key] = value;
-  }
-  return out;
+  std::set<std::string> after = kAfterAdmm;
+  after.insert(kAdmm.begin(), kAdmm.end());
+  return Without(fp, after, true);
+}
+
+// The keys the ADMM phase's checkpoints depend on: everything but the settings that act after it,
+// so that a run which retunes retraining, purification or the batch-norm re-estimation (or was
+// checkpointed before such a key existed) continues from the ADMM it already trained.
+std::map<std::string, std::string> AdmmFingerprint(const std::map<std::string, std::string>& fp) {
+  return Without(fp, kAfterAdmm, false);
 }
 
 }  // namespace
@@ -787,13 +814,14 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
     }
   }
 
+  const std::map<std::string, std::string> admm_fingerprint = AdmmFingerprint(o.fingerprint);
   if (o.resume && !admm_file.empty() && FileExists(admm_file)) {
     SafeTensors st = ReadSafeTensors(admm_file);
     std::map<std::string, std::string> saved;
     if (st.metadata.count("fingerprint")) {
       saved = nlohmann::json::parse(st.metadata.at("fingerprint")).get<std::map<std::string, std::string>>();
     }
-    CheckFingerprint(saved, o.fingerprint, admm_file);
+    CheckFingerprint(saved, admm_fingerprint, admm_file);
     LoadStateDict(model, st, admm_file);
     std::fprintf(stderr, "compress: ADMM phase already done (%s)\n", admm_file.c_str());
   } else if (spec.admm_rounds > 0 && !spec.layers.empty()) {
@@ -805,6 +833,7 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
     ts.schedule = "constant";
     ts.warmup_epochs = 0;
     TrainOptions t = PhaseOptions(o, "admm");
+    t.fingerprint = admm_fingerprint;
     t.after_backward = [&] { admm.AddPenaltyGradients(); };
     t.on_epoch_end = [&](int64_t epoch) {
       if (epoch % spec.epochs_per_round != 0) return;
@@ -819,7 +848,7 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
     };
     Train(model, data, ts, t);
     if (!admm_file.empty() && leader) {
-      SaveModel(admm_file, model, {{"phase", "admm"}, {"fingerprint", nlohmann::json(o.fingerprint).dump()}});
+      SaveModel(admm_file, model, {{"phase", "admm"}, {"fingerprint", nlohmann::json(admm_fingerprint).dump()}});
     }
   }
   if (spec.admm_rounds > 0) phase("admm");

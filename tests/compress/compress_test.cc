@@ -365,5 +365,44 @@ TEST(Compress, AllocationIsReusedWhenOnlyLaterPhasesChange) {
   for (const auto& c : again.allocation["layers"]["fc1"]["candidates"]) EXPECT_EQ(c["one_shot_loss"].get<double>(), 0.0);
 }
 
+TEST(Compress, AdmmPhaseIsResumedWhenOnlyLaterSettingsChange) {
+  if (!FileExists(std::string(kFashionMnistPath) + "/train-images-idx3-ubyte.gz")) GTEST_SKIP();
+  const DataBundle data = FashionSubset(100);
+  const std::string dir = ::testing::TempDir() + "/admm_reuse";
+  MakeDirs(dir);
+  Config cfg = Config::Parse(
+      "train:\n  batch_size: 256\ncompress:\n  structure: unstructured\n  sparsity: 0.5\n  admm_rounds: 1\n"
+      "  retrain_epochs: 0\n  bn_recalibration_images: 0\n",
+      "c.yaml");
+  auto run = [&](bool resume, const std::map<std::string, std::string>& fp) {
+    auto m = SeededLeNet();
+    CompressSpec spec = CompressSpec::FromConfig(cfg, *m);
+    CompressOptions o;
+    o.run_dir = dir;
+    o.resume = resume;
+    o.fingerprint = fp;
+    return Compress(*m, data, spec, o);
+  };
+  const std::map<std::string, std::string> first = {
+      {"seed", "0"}, {"compress.rho", "0.001"}, {"compress.retrain_epochs", "0"}};
+  run(false, first);
+  // A checkpoint of an earlier version (no bn_recalibration_images in its fingerprint), resumed with
+  // other later settings: continued, not refused.
+  std::map<std::string, std::string> later = first;
+  later["compress.retrain_epochs"] = "3";
+  later["compress.bn_recalibration_images"] = "2000";
+  later["compress.purify_threshold"] = "0.1";
+  EXPECT_NO_THROW(run(true, later));
+  // An ADMM setting: refused, naming it.
+  std::map<std::string, std::string> other = first;
+  other["compress.rho"] = "0.01";
+  try {
+    run(true, other);
+    ADD_FAILURE() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("compress.rho = 0.001"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace xbar
