@@ -19,6 +19,11 @@
 
 namespace xbar {
 
+// Zero entries after the ADC tables (adc_inv, adc_lo, adc_hi) and the packed reads of a crossbar:
+// the conversion kernel reads whole blocks of 64 columns, and a column past the last has zero
+// tables, so a zero code whatever it counts.
+inline constexpr int64_t kConvertPad = 64;
+
 // One read of a tile: the column sums an ADC converts and the digital side recombines.
 struct ReadSpec {
   int component = 0;        // component array; analog pair reads use 0 minus 1
@@ -54,14 +59,14 @@ struct CrossbarTile {
   // range, digital weight of a code per group [G * NR].
   torch::Tensor step, top, worst_fs, calib;
   std::vector<int64_t> calib_hist;
-  std::vector<float> adc_inv, adc_lo, adc_hi;
+  std::vector<float> adc_inv, adc_lo, adc_hi;  // NR entries, then kConvertPad zeros
   float adc_code_max = 0;            // the largest |code| of adc_lo and adc_hi (set with them)
   std::vector<double> adc_scale;
   // ---- the packed kernel (kernels.h) -------------------------------------------------------------
   // Bit-packed reads (empty when a cell is not integer-valued): plane p holds bit plane_shift[p]
   // of the positive (or, plane_negative[p], negative) part of every read, as words of 64 rows:
   // packed[((group * planes + p) * words + w) * NR + column].
-  std::vector<uint64_t> packed;
+  std::vector<uint64_t> packed;  // then kConvertPad zero words
   std::vector<int> plane_shift, plane_negative;
   int64_t words = -1;  // -1: not packed yet (PackReads runs on the first Forward that can use it)
   // Fault-map-aware placement of the last programming (empty: the mapping's own order).

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 
 #include "xbar/crossbar/kernels.h"
 
@@ -57,19 +58,21 @@ inline __mmask8 LaneMask(int64_t rem) {
   return rem >= 8 ? __mmask8{0xFF} : rem > 0 ? static_cast<__mmask8>((1u << rem) - 1) : __mmask8{0};
 }
 
-// cnt[j] +-= popcount(x & col[j]) << shift over the block's registers.
-template <int NB, bool kMasked, bool kNegative, bool kShift>
-inline void CountWord(__m512i* cnt, __m512i xb, const uint64_t* col, __m128i shift, const __mmask8* mask) {
+// cnt[j] +-= popcount(x & col[j]) << shift over the block's registers (whole registers: the
+// packed reads end in kConvertPad zero words).
+template <int NB, bool kNegative, bool kShift>
+inline void CountWord(__m512i* cnt, __m512i xb, const uint64_t* col, __m512i shift) {
   for (int j = 0; j < NB; ++j) {
-    const __m512i cells = kMasked ? _mm512_maskz_loadu_epi64(mask[j], col + 8 * j) : _mm512_loadu_si512(col + 8 * j);
+    const __m512i cells = _mm512_loadu_si512(col + 8 * j);
     __m512i n = _mm512_popcnt_epi64(_mm512_and_si512(xb, cells));
-    if (kShift) n = _mm512_sll_epi64(n, shift);
+    if (kShift) n = _mm512_sllv_epi64(n, shift);  // per-lane count: one uop, off the popcount port
     cnt[j] = kNegative ? _mm512_sub_epi64(cnt[j], n) : _mm512_add_epi64(cnt[j], n);
   }
 }
 
-// Columns [c0, c0 + 8 NB), 8 per register (kMasked: the last block, lanes past NR unused). The
-// counts and the plane sums stay in registers; the ADC tables are read from L1 as operands. With
+// Columns [c0, c0 + 8 NB), 8 per register (kMasked: the last block, lanes past NR unused: read
+// whole, since the tables and packed reads are padded, and not stored). The counts and the plane
+// sums stay in registers; the ADC tables are read from L1 as operands. With
 // kInt the codes are summed over planes as int32 shifts (exact while the sum fits, which the caller
 // checks), else as doubles; either way the same integer, scaled once at the end.
 template <int NB, bool kMasked, bool kInt, int kSimplePlanes>
@@ -92,21 +95,25 @@ void ConvertBlock(const CrossbarTile& t, int64_t group, const ConvertTables& tab
   for (int64_t p = 0; p < tab.planes; ++p) {
     const double pw = tab.plane_weight[p];
     const __m512d pwv = _mm512_set1_pd(pw);
-    const __m128i plane_shift = _mm_cvtsi32_si128(std::ilogb(pw));
-    const __m256i sign = _mm256_set1_epi32(pw < 0 ? -1 : 1);
+    // pw is a signed power of two: its exponent field, unbiased (std::ilogb without the call).
+    uint64_t pw_bits;
+    std::memcpy(&pw_bits, &pw, sizeof(pw_bits));
+    const __m256i plane_shift = _mm256_set1_epi32(static_cast<int>((pw_bits >> 52) & 0x7FF) - 1023);
+    const bool negative_plane = pw < 0;
     // Register j's column sums s: ADC, then shift-and-add. min(hi, max(lo, rint(s * inv))): with
     // integer lo and hi, rounding after clipping is the same; std::min/std::max's choice on ties
     // (the second operand) is kept for the float path. Lanes past NR: zero tables, so a zero
     // code, and they are not stored.
     auto convert = [&](int j, __m256 s) {
-      const __m256 iv = kMasked ? _mm256_maskz_loadu_ps(mask[j], inv + 8 * j) : _mm256_loadu_ps(inv + 8 * j);
-      const __m256 l = kMasked ? _mm256_maskz_loadu_ps(mask[j], lo + 8 * j) : _mm256_loadu_ps(lo + 8 * j);
-      const __m256 h = kMasked ? _mm256_maskz_loadu_ps(mask[j], hi + 8 * j) : _mm256_loadu_ps(hi + 8 * j);
+      const __m256 iv = _mm256_loadu_ps(inv + 8 * j);
+      const __m256 l = _mm256_loadu_ps(lo + 8 * j);
+      const __m256 h = _mm256_loadu_ps(hi + 8 * j);
       const __m256 y = _mm256_mul_ps(s, iv);
       if (kInt) {
-        // cvtps rounds to nearest even (the default mode, as std::nearbyint); sign: the plane's.
-        const __m256i code = _mm256_sll_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(y, l), h)), plane_shift);
-        iacc[j] = _mm256_add_epi32(iacc[j], _mm256_sign_epi32(code, sign));
+        // cvtps rounds to nearest even (the default mode, as std::nearbyint); added or subtracted
+        // by the plane's sign.
+        const __m256i code = _mm256_sllv_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(y, l), h)), plane_shift);
+        iacc[j] = negative_plane ? _mm256_sub_epi32(iacc[j], code) : _mm256_add_epi32(iacc[j], code);
       } else {
         const __m256 r = _mm256_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         acc[j] = _mm512_fmadd_pd(pwv, _mm512_cvtps_pd(_mm256_min_ps(_mm256_max_ps(r, l), h)), acc[j]);
@@ -125,8 +132,8 @@ void ConvertBlock(const CrossbarTile& t, int64_t group, const ConvertTables& tab
           __m512i sum = _mm512_setzero_si512();
           for (int q = kSimplePlanes - 1; q >= 0; --q) {
             const uint64_t* c = packed + 2 * q * NR + 8 * j;
-            const __m512i a = kMasked ? _mm512_maskz_loadu_epi64(mask[j], c) : _mm512_loadu_si512(c);
-            const __m512i b = kMasked ? _mm512_maskz_loadu_epi64(mask[j], c + NR) : _mm512_loadu_si512(c + NR);
+            const __m512i a = _mm512_loadu_si512(c);
+            const __m512i b = _mm512_loadu_si512(c + NR);
             sum = _mm512_add_epi64(_mm512_add_epi64(sum, sum),  // earlier (higher) planes doubled
                                    _mm512_add_epi64(_mm512_popcnt_epi64(_mm512_and_si512(x0, a)),
                                                     _mm512_popcnt_epi64(_mm512_and_si512(x1, b))));
@@ -138,18 +145,18 @@ void ConvertBlock(const CrossbarTile& t, int64_t group, const ConvertTables& tab
         const bool negative = t.plane_negative[static_cast<size_t>(q)] != 0;
         for (int64_t k = 0; k < v; ++k) {
           const int sh = t.plane_shift[static_cast<size_t>(q)] + static_cast<int>(k);
-          const __m128i shift = _mm_cvtsi32_si128(sh);
+          const __m512i shift = _mm512_set1_epi64(sh);
           for (int64_t w = 0; w < W; ++w) {
             const uint64_t xw = xp[k * xk + w];
             if (xw == 0) continue;
             const __m512i xb = _mm512_set1_epi64(static_cast<long long>(xw));
             const uint64_t* col = packed + (q * W + w) * NR;
             if (negative) {
-              if (sh == 0) CountWord<NB, kMasked, true, false>(cnt, xb, col, shift, mask);
-              else CountWord<NB, kMasked, true, true>(cnt, xb, col, shift, mask);
+              if (sh == 0) CountWord<NB, true, false>(cnt, xb, col, shift);
+              else CountWord<NB, true, true>(cnt, xb, col, shift);
             } else {
-              if (sh == 0) CountWord<NB, kMasked, false, false>(cnt, xb, col, shift, mask);
-              else CountWord<NB, kMasked, false, true>(cnt, xb, col, shift, mask);
+              if (sh == 0) CountWord<NB, false, false>(cnt, xb, col, shift);
+              else CountWord<NB, false, true>(cnt, xb, col, shift);
             }
           }
         }

@@ -55,7 +55,7 @@ void PackReads(CrossbarTile& t, int v) {
   const int64_t G = t.groups, g = t.group_rows, NR = t.read_columns(), W = (g + 63) / 64;
   const auto NP = static_cast<int64_t>(t.plane_shift.size());
   t.words = W;
-  t.packed.assign(static_cast<size_t>(G * NP * W * NR), 0);
+  t.packed.assign(static_cast<size_t>(G * NP * W * NR + kConvertPad), 0);
   torch::Tensor ri = t.reads.to(torch::kInt32).permute({0, 2, 1}).contiguous();  // [G, NR, g]
   const int32_t* rp = ri.data_ptr<int32_t>();
   std::vector<uint8_t> d(static_cast<size_t>(g));

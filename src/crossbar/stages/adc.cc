@@ -38,9 +38,9 @@ void AdcStage::SetRanges(CrossbarTile& t, const torch::Tensor& full_scale, const
   // Per read column: ADC 1/LSB, code range and the digital weight of a code (LSB x slice shift x
   // pair sign or bias), times the fragment sign for polarized crossbars and -1 for a flipped
   // column (the unit column's read then carries its L x input sum, CrossbarTile::unit_gain): [G, NR].
-  t.adc_inv.assign(static_cast<size_t>(NR), 0.0f);
-  t.adc_lo.assign(static_cast<size_t>(NR), 0.0f);
-  t.adc_hi.assign(static_cast<size_t>(NR), 0.0f);
+  t.adc_inv.assign(static_cast<size_t>(NR + kConvertPad), 0.0f);
+  t.adc_lo.assign(static_cast<size_t>(NR + kConvertPad), 0.0f);
+  t.adc_hi.assign(static_cast<size_t>(NR + kConvertPad), 0.0f);
   t.adc_scale.assign(static_cast<size_t>(t.groups * NR), 0.0);
   torch::Tensor sign = t.sign.defined() ? t.sign.contiguous() : torch::Tensor();
   t.adc_code_max = 0;
