@@ -429,14 +429,16 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
   // (structure and sparsity) and a column budget fix zeros; quantisation and polarisation zero
   // further weights only as the values fall — many on the dense network, far fewer after ADMM has
   // polarised it — so counting those would promise a ratio the compressed network does not reach.
-  auto counted_weights = [&](const LayerInfo& l, const torch::Tensor& w0, const LayerConstraints* c, double* scale) {
-    *scale = 0.0;
-    if (crossbars) {
-      if (c == nullptr) return w0;
-      torch::Tensor w = ProjectTensor(w0, *c, scale);
+  // `projected`, when the caller has it: ProjectTensor(w0, *c, scale), with *scale set by it.
+  auto counted_weights = [&](const LayerInfo& l, const torch::Tensor& w0, const LayerConstraints* c, double* scale,
+                             const torch::Tensor& projected = {}) {
+    if (crossbars && c != nullptr) {
+      torch::Tensor w = projected.defined() ? projected : ProjectTensor(w0, *c, scale);
       if (c->quantize_bits == 0) *scale = 0.0;
       return w;
     }
+    *scale = 0.0;
+    if (crossbars) return w0;
     // Ties broken as the projection of the input weights breaks them; its zeros made tiny, not
     // zero, so that weights that happen to be zero in the input (an already pruned network) are
     // counted as training may revive them, and the rows the mask keeps stay whole.
@@ -509,13 +511,7 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
         loss = base - Evaluate(model, eval_set, spec.train.eval_batch_size, device).accuracy;
         w.copy_(w0);
       }
-      torch::Tensor counted;
-      if (crossbars) {
-        counted = projected;  // counted_weights' crossbar branch, without projecting again
-        if (c.quantize_bits == 0) s = 0.0;
-      } else {
-        counted = counted_weights(l, w0, &c, &s);
-      }
+      const torch::Tensor counted = counted_weights(l, w0, &c, &s, projected);
       options[l.name].push_back({c.sparsity, cost_of(l, counted, s), loss});
       if (paths) remember({l.name, k}, counted, s);
     }
