@@ -7,6 +7,7 @@
 //   build/bench/crossbar_bench --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 #include <string>
@@ -418,27 +419,41 @@ BENCHMARK(BM_FaultSample)->ArgsProduct({{0, 1}, {0, 1, 2, 3, 4}})->Unit(benchmar
 // Issue 4: seconds per image of VGG-8 on 3x32x32 inputs through the full engine: 8-bit weights and
 // activations, 1-bit cells, 128x128 crossbars (two-column), 1-bit DAC, 5-bit ADC; batch 1, 8, 200.
 // All cores (the engine and LibTorch both use at::parallel_for).
-// VGG-8 on `batch` random 3x32x32 images through the full engine (5-bit ADC, 1-bit cells), timed
-// per image.
-void TimeVgg8(benchmark::State& state, int64_t batch) {
+// VGG-8 (3x32x32) on `batch` random images, calibrated and programmed for the full engine (5-bit
+// ADC, 1-bit cells), statistics off.
+std::shared_ptr<xbar::Model> Vgg8Model() {
   xbar::Progress::SetEnabled(false);
   torch::manual_seed(0);
   xbar::ModelSpec spec;
   spec.name = "vgg8";
   spec.in_channels = 3;
   spec.height = spec.width_px = 32;
-  auto model = xbar::CreateModel(spec);
-  xbar::Dataset data{torch::rand({batch, 3, 32, 32}), torch::zeros({batch}, torch::kInt64)};
-  xbar::NetworkSimulator sim(*model, Map(5, 1), xbar::DeviceSpec{});
-  sim.SetQuiet(true);
-  sim.Calibrate(data, batch, torch::kCPU);
-  sim.Program(xbar::FaultSpec{}, 0);
-  sim.SetCollectStats(false);
+  return xbar::CreateModel(spec);
+}
+struct Vgg8Engine {
+  explicit Vgg8Engine(int64_t batch)
+      : model(Vgg8Model()),
+        data{torch::rand({batch, 3, 32, 32}), torch::zeros({batch}, torch::kInt64)},
+        sim(*model, Map(5, 1), xbar::DeviceSpec{}) {
+    sim.SetQuiet(true);
+    sim.Calibrate(data, batch, torch::kCPU);
+    sim.Program(xbar::FaultSpec{}, 0);
+    sim.SetCollectStats(false);
+  }
+  xbar::EvalResult Evaluate() { return sim.Evaluate(data, xbar::SimMode::kCrossbar, data.size(), torch::kCPU); }
+  std::shared_ptr<xbar::Model> model;
+  xbar::Dataset data;
+  xbar::NetworkSimulator sim;
+};
+
+// The engine timed per image.
+void TimeVgg8(benchmark::State& state, int64_t batch) {
+  Vgg8Engine e(batch);
   // One image first: each crossbar picks its sum kernel on its first MVM (a one-off per programmed
   // network, as in a Monte Carlo campaign that evaluates thousands of images).
-  xbar::Dataset one{data.images.narrow(0, 0, 1), data.labels.narrow(0, 0, 1)};
-  sim.Evaluate(one, xbar::SimMode::kCrossbar, 1, torch::kCPU);
-  for (auto _ : state) benchmark::DoNotOptimize(sim.Evaluate(data, xbar::SimMode::kCrossbar, batch, torch::kCPU));
+  xbar::Dataset one{e.data.images.narrow(0, 0, 1), e.data.labels.narrow(0, 0, 1)};
+  e.sim.Evaluate(one, xbar::SimMode::kCrossbar, 1, torch::kCPU);
+  for (auto _ : state) benchmark::DoNotOptimize(e.Evaluate());
   state.counters["s/image"] = benchmark::Counter(static_cast<double>(batch) * static_cast<double>(state.iterations()),
                                                  benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
@@ -450,6 +465,46 @@ void BM_Vgg8SecondsPerImage(benchmark::State& state) {
 // Wall-clock time: with two threads the main thread's CPU time undercounts (s/image used it until
 // 2026-12-03).
 BENCHMARK(BM_Vgg8SecondsPerImage)->Arg(1)->Arg(8)->Arg(200)->Iterations(1)->UseRealTime()->Unit(benchmark::kSecond);
+
+// Issue 15, item 4 (two threads >= 1.8x one on VGG-8), measured in pairs: the same programmed
+// network evaluated `evals` times on one thread, then on two, five rounds in a row, so that both
+// thread counts see the same state of the machine (its memory bandwidth drifts by up to 1.7x over
+// a day) and warm buffers, as in a `simulate` run over many batches. Counters: the medians over the
+// rounds of each thread count's seconds per image and of the per-round ratio (arg: batch size).
+void BM_Vgg8TwoThreadsOverOne(benchmark::State& state) {
+  const int64_t batch = state.range(0);
+  const int64_t evals = std::max<int64_t>(1, 16 / batch), rounds = 5;
+  at::set_num_threads(2);
+  Vgg8Engine e(batch);
+  e.Evaluate();  // kernel choice, first-touch buffers
+  std::vector<double> one, two, ratio;
+  for (auto _ : state) {
+    for (int64_t r = 0; r < rounds; ++r) {
+      double per_image[2];
+      for (int threads = 1; threads <= 2; ++threads) {
+        at::set_num_threads(threads);
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int64_t i = 0; i < evals; ++i) benchmark::DoNotOptimize(e.Evaluate());
+        per_image[threads - 1] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                                 static_cast<double>(evals * batch);
+      }
+      one.push_back(per_image[0]);
+      two.push_back(per_image[1]);
+      ratio.push_back(per_image[0] / per_image[1]);
+    }
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  state.counters["1 thread s/image"] = median(one);
+  state.counters["2 threads s/image"] = median(two);
+  state.counters["2/1 median"] = median(ratio);
+  state.counters["2/1 min"] = *std::min_element(ratio.begin(), ratio.end());
+  state.counters["2/1 max"] = *std::max_element(ratio.begin(), ratio.end());
+  at::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+}
+BENCHMARK(BM_Vgg8TwoThreadsOverOne)->Arg(1)->Arg(8)->Iterations(1)->UseRealTime()->Unit(benchmark::kSecond);
 
 // Issue 15, item 2: DNN+NeuroSim V1.4's VGG-8 settings (8-bit weights and inputs, 1-bit cells,
 // 128-row arrays, 5-bit ADC, 1-bit DAC), one thread, seconds per image: each layer's

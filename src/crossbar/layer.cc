@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <unordered_set>
 
 #include "xbar/core/error.h"
@@ -418,16 +419,24 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
   const int64_t KW = (K_ + 63) / 64;
   // Positions go in chunks small enough for each crossbar's partial sums to stay in cache; chunks
   // are independent (disjoint output rows, read noise keyed by MVM), so they run in parallel and
-  // the result does not depend on the number of threads. Within a chunk, tiles sharing their rows
-  // (one column group after another) share the lowered or packed inputs.
-  constexpr int64_t kChunk = 256;
-  // A layer of few positions (a batch-1 classifier: one; a batch-1 deep convolution: 64) leaves
-  // the threads little to split inside each crossbar's position loop, so there the threads take
-  // whole crossbars instead, each writing its own outputs, which are then added in crossbar order:
-  // the same additions in the same order as one thread.
+  // the result does not depend on the number of threads or the chunk size. Within a chunk, tiles
+  // sharing their rows (one column group after another) share the lowered or packed inputs. A
+  // layer of a few hundred positions (a batch-1 convolution late in a network) goes, on T > 1
+  // threads, in about 4T chunks of 32 or more, so that the threads share out whole chunks rather
+  // than meeting after every crossbar (docs/BENCHMARKS.md, two threads against one). One thread,
+  // calibration and the call that picks each crossbar's kernel (by timing both on the first chunk)
+  // keep chunks of 256.
+  // A layer of few positions (a batch-1 classifier: one; a batch-1 deep convolution: 64) is one
+  // chunk, and there the threads take whole crossbars instead, each writing its own outputs, which
+  // are then added in crossbar order: the same additions in the same order as one thread.
   constexpr int64_t kFewPositions = 64;
-  const bool tile_parallel = !calibrating_ && M_all <= kFewPositions && tiles_.size() > 1 &&
-                             !at::in_parallel_region() && at::get_num_threads() > 1;
+  bool undecided = false;
+  for (const CrossbarTile& t : tiles_) undecided |= kernel_ == SumKernel::kAuto && t.words > 0 && t.kernel == 0;
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  const int64_t chunk_size = calibrating_ || undecided || M_all <= kFewPositions || threads == 1
+                             ? 256
+                             : std::clamp<int64_t>((M_all / (4 * threads) + 15) / 16 * 16, 32, 256);
+  const bool tile_parallel = !calibrating_ && M_all <= kFewPositions && tiles_.size() > 1 && threads > 1;
   // What a run of crossbars reuses from the crossbar before it: lowered float inputs and packed
   // input digits for the same rows.
   struct InputCache {
@@ -438,8 +447,8 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
     std::vector<uint64_t> xbits;
   };
   auto run_chunk = [&](int64_t chunk) {
-    const int64_t m_begin = chunk * kChunk;
-    const int64_t M = std::min(kChunk, M_all - m_begin);
+    const int64_t m_begin = chunk * chunk_size;
+    const int64_t M = std::min(chunk_size, M_all - m_begin);
     torch::Tensor X = need_planes ? X_all.narrow(1, m_begin, M) : torch::Tensor();
     std::vector<uint64_t> row_bits;
     // The chunk's outputs, output-major while the tiles add to them (a position's outputs are
@@ -592,7 +601,8 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       const auto T = static_cast<int64_t>(tiles_.size());
       std::vector<int64_t> offset(tiles_.size() + 1, 0);
       for (size_t i = 0; i < tiles_.size(); ++i) offset[i + 1] = offset[i] + tiles_[i].num_cols() * M;
-      std::vector<double> own(static_cast<size_t>(offset.back()), 0.0);
+      // Not value-initialised: each crossbar's thread clears that crossbar's block before adding.
+      const std::unique_ptr<double[]> own(new double[static_cast<size_t>(offset.back())]);
       const int64_t workers = std::min<int64_t>(at::get_num_threads(), T);
       const int64_t block = std::max<int64_t>(1, T / (workers * 8));
       std::atomic<int64_t> next{0};
@@ -600,29 +610,40 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
         InputCache cache;
         for (int64_t b = next++; b * block < T; b = next++) {
           for (int64_t i = b * block; i < std::min(T, (b + 1) * block); ++i) {
-            run_tile(tiles_[static_cast<size_t>(i)], cache, own.data() + offset[static_cast<size_t>(i)], true);
+            double* dst = own.get() + offset[static_cast<size_t>(i)];
+            std::fill(dst, own.get() + offset[static_cast<size_t>(i) + 1], 0.0);
+            run_tile(tiles_[static_cast<size_t>(i)], cache, dst, true);
           }
         }
       });
-      for (size_t i = 0; i < tiles_.size(); ++i) {
-        const double* o = own.data() + offset[i];
-        const std::vector<int64_t>& cols = tiles_[i].cols;
-        for (int64_t m = 0; m < M; ++m) {
-          for (size_t j = 0; j < cols.size(); ++j) out_t[static_cast<size_t>(cols[j] * M + m)] += o[static_cast<int64_t>(j) * M + m];
+      // Added in crossbar order into each output, the threads splitting the outputs: every output
+      // gets the same additions in the same order as on one thread.
+      at::parallel_for(0, N_, 64, [&](int64_t n0, int64_t n1) {
+        for (size_t i = 0; i < tiles_.size(); ++i) {
+          const double* o = own.get() + offset[i];
+          const std::vector<int64_t>& cols = tiles_[i].cols;
+          for (size_t j = 0; j < cols.size(); ++j) {
+            if (cols[j] < n0 || cols[j] >= n1) continue;
+            double* a = out_t.data() + cols[j] * M;
+            const double* b = o + static_cast<int64_t>(j) * M;
+            for (int64_t m = 0; m < M; ++m) a[m] += b[m];
+          }
         }
-      }
+      });
     }
     double* out_p = out.data_ptr<double>() + m_begin * N_;
-    for (int64_t m = 0; m < M; ++m) {
-      for (int64_t n = 0; n < N_; ++n) out_p[m * N_ + n] = out_t[static_cast<size_t>(n * M + m)];
-    }
+    // Copied out position by position (split between the threads unless the chunks are).
+    auto copy_out = [&](int64_t m0, int64_t m1) {
+      for (int64_t m = m0; m < m1; ++m) {
+        for (int64_t n = 0; n < N_; ++n) out_p[m * N_ + n] = out_t[static_cast<size_t>(n * M + m)];
+      }
+    };
+    at::parallel_for(0, M, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, N_)), copy_out);
   };
-  const int64_t chunks = (M_all + kChunk - 1) / kChunk;
+  const int64_t chunks = (M_all + chunk_size - 1) / chunk_size;
   int64_t first = 0;
   // Calibration updates shared ranges, and kAuto decides every crossbar's kernel on the first chunk:
   // those run one chunk at a time (each chunk still parallel over its positions).
-  bool undecided = false;
-  for (const CrossbarTile& t : tiles_) undecided |= kernel_ == SumKernel::kAuto && t.words > 0 && t.kernel == 0;
   if (undecided && chunks > 0) run_chunk(first++);
   if (calibrating_ || chunks - first <= 1) {
     for (int64_t c = first; c < chunks; ++c) run_chunk(c);

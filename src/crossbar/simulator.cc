@@ -159,6 +159,41 @@ int64_t NetworkSimulator::crossbars() const {
   return n;
 }
 
+torch::Tensor LowerConvRows(const LayerInfo& l, const torch::Tensor& x, int64_t group) {
+  XBAR_CHECK(x.is_cpu() && x.scalar_type() == torch::kFloat32 && x.dim() == 4, "LowerConvRows: CPU float32 [B, C, H, W]");
+  const torch::Tensor xc = x.contiguous();
+  const int64_t B = xc.size(0), C = xc.size(1), H = xc.size(2), W = xc.size(3);
+  const int64_t out_h = l.out_size(H, l.kernel_h), out_w = l.out_size(W, l.kernel_w);
+  const int64_t cin = l.in_channels / l.groups, kh = l.kernel_h, kw = l.kernel_w;
+  const int64_t K = cin * kh * kw, L = out_h * out_w;
+  torch::Tensor rows = torch::empty({B * L, K}, xc.options());
+  const float* xp = xc.data_ptr<float>();
+  float* rp = rows.data_ptr<float>();
+  const int64_t c0 = group * cin, stride = l.stride, pad = l.padding, dil = l.dilation;
+  at::parallel_for(0, B * L, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, K)), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t b = p / L, oh = p % L / out_w, ow = p % out_w;
+      float* row = rp + p * K;
+      for (int64_t c = 0; c < cin; ++c) {
+        const float* plane = xp + (b * C + c0 + c) * H * W;
+        for (int64_t i = 0; i < kh; ++i) {
+          const int64_t h = oh * stride - pad + i * dil;
+          float* dst = row + (c * kh + i) * kw;
+          if (h < 0 || h >= H) {
+            std::fill(dst, dst + kw, 0.0f);
+            continue;
+          }
+          for (int64_t j = 0; j < kw; ++j) {
+            const int64_t w = ow * stride - pad + j * dil;
+            dst[j] = w < 0 || w >= W ? 0.0f : plane[h * W + w];
+          }
+        }
+      }
+    }
+  });
+  return rows;
+}
+
 torch::Tensor QuantizeInputs(const torch::Tensor& x, double scale, bool signed_inputs, int input_bits) {
   const double qmax = signed_inputs ? std::ldexp(1.0, input_bits - 1) - 1 : std::ldexp(1.0, input_bits) - 1;
   const double qmin = signed_inputs ? -qmax - 1 : 0.0;
@@ -399,11 +434,23 @@ torch::Tensor NetworkSimulator::RunLayer(LayerState& s, const LayerInfo& l, cons
   torch::Tensor xin = kernel_ == SumKernel::kTensor ? x.to(torch::kFloat32) : x.to(torch::kCPU, torch::kFloat32);
   const int64_t B = xin.size(0);
   const int64_t G = l.groups;
-  const std::vector<torch::Tensor> cols = lower(xin);
+  // On the CPU a convolution's inputs are quantised before they are lowered (each pixel once, not
+  // once per kernel position; the lowered zeros of the padding are the code of zero) and lowered
+  // by LowerConvRows: the same codes as lowering first.
+  const bool lower_codes = l.kind == LayerKind::kConv2d && xin.is_cpu();
+  std::vector<torch::Tensor> cols;
+  if (lower_codes) {
+    out_h = l.out_size(xin.size(2), l.kernel_h);
+    out_w = l.out_size(xin.size(3), l.kernel_w);
+    const torch::Tensor codes = quantize(xin);
+    for (int64_t g = 0; g < G; ++g) cols.push_back(LowerConvRows(l, codes, g));
+  } else {
+    cols = lower(xin);
+  }
   std::vector<torch::Tensor> outs;
   for (int64_t g = 0; g < G; ++g) {
     CrossbarLayer& layer = *s.groups[static_cast<size_t>(g)];
-    torch::Tensor xq = quantize(cols[static_cast<size_t>(g)]);
+    torch::Tensor xq = lower_codes ? cols[static_cast<size_t>(g)] : quantize(cols[static_cast<size_t>(g)]);
     if (collect_ && g == 0) s.vectors += xq.size(0);
     torch::Tensor yi;
     const bool lossless = mode == SimMode::kReference || layer.lossless();

@@ -1319,6 +1319,50 @@ TEST(Kernels, PortableAndVectorKernelsGiveTheSameBits) {
   }
 }
 
+// The engine's lowering (LowerConvRows: positions split between the threads, written straight into
+// rows) against unfold, transposed and reshaped, the lowering it replaced: the same rows with
+// stride, padding, dilation and groups, at batch 1 and 3, on one and two threads; and quantising
+// before lowering gives the codes of quantising the lowered rows (padding lowers to the code of 0).
+TEST(Network, LoweredRowsEqualUnfoldAtAnyStrideDilationGroupAndThreadCount) {
+  struct Case {
+    int64_t in, k, stride, padding, dilation, groups, h, w;
+  };
+  const std::vector<Case> cases = {{3, 3, 1, 1, 1, 1, 8, 8}, {4, 3, 2, 1, 1, 2, 9, 7}, {6, 1, 2, 0, 1, 1, 7, 7},
+                                   {4, 3, 1, 2, 2, 4, 6, 9}, {2, 5, 3, 2, 1, 1, 11, 10}};
+  for (const Case& c : cases) {
+    LayerInfo l;
+    l.kind = LayerKind::kConv2d;
+    l.in_channels = c.in;
+    l.out_channels = c.groups;
+    l.kernel_h = l.kernel_w = c.k;
+    l.stride = c.stride;
+    l.padding = c.padding;
+    l.dilation = c.dilation;
+    l.groups = c.groups;
+    for (int64_t batch : {1, 3}) {
+      const torch::Tensor x = torch::randn({batch, c.in, c.h, c.w}) * 40;
+      const int64_t cin = c.in / c.groups;
+      for (int64_t g = 0; g < c.groups; ++g) {
+        const torch::Tensor u = torch::nn::functional::unfold(
+            x.narrow(1, g * cin, cin),
+            torch::nn::functional::UnfoldFuncOptions({c.k, c.k}).padding(c.padding).stride(c.stride).dilation(c.dilation));
+        const torch::Tensor want = u.transpose(1, 2).reshape({-1, u.size(1)});
+        for (int threads : {1, 2}) {
+          at::set_num_threads(threads);
+          const torch::Tensor got = LowerConvRows(l, x, g);
+          EXPECT_TRUE(torch::equal(got, want)) << "k " << c.k << " stride " << c.stride << " dilation " << c.dilation
+                                               << " group " << g << " batch " << batch << " threads " << threads;
+          for (bool signed_inputs : {false, true}) {
+            const torch::Tensor codes = LowerConvRows(l, QuantizeInputs(x, 0.5, signed_inputs, 8), g);
+            EXPECT_TRUE(torch::equal(codes, QuantizeInputs(want, 0.5, signed_inputs, 8))) << "signed " << signed_inputs;
+          }
+        }
+      }
+    }
+  }
+  at::set_num_threads(1);
+}
+
 // Issue 15, item 5: the engine as batched tensor ops (SumKernel::kTensor, the kernel a CUDA build
 // runs on the GPU) against the CPU kernels, here on the CPU: the same bits on integer cells (every
 // scheme, FORMS fragments, the unit column, 1- and 2-bit DACs, signed and 12-bit inputs, lossy and

@@ -156,6 +156,11 @@ class NetworkSimulator {
 // Integer input codes of a layer: round(x / scale) clamped to b_in-bit two's complement (signed)
 // or b_in-bit unsigned.
 torch::Tensor QuantizeInputs(const torch::Tensor& x, double scale, bool signed_inputs, int input_bits);
+// A convolution's lowering for one group of a CPU float32 [B, C, H, W] input: rows
+// [B * out_h * out_w, C / groups * kh * kw] in unfold's column order (channel, kernel row, kernel
+// column), zeros outside the image, the positions split between the threads (one pass where
+// unfold, transpose and reshape take two on one thread at batch 1).
+torch::Tensor LowerConvRows(const LayerInfo& l, const torch::Tensor& x, int64_t group);
 // The exact integer result of a conv/linear on integer-valued float tensors (float32 GEMMs while
 // every partial sum stays below 2^24, split inputs or float64 beyond), as float64; `max_x` bounds |xq|.
 torch::Tensor ExactLayer(const LayerInfo& l, const torch::Tensor& xq, const torch::Tensor& w, double max_x);
