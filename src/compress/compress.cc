@@ -853,12 +853,12 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
   // The running statistics training left describe the weights before the projection; evaluated
   // with them, a projected network with batch norm can fall to chance although it still works on
   // batch statistics (VGG-16: 10.00 %, see docs/RESULTS.md).
-  const int64_t recalibrated =
-      RecalibrateBatchNorm(model, data.train, spec.bn_recalibration_images, spec.train.batch_size, o.device);
+  int64_t bn_images = 0;
+  const int64_t recalibrated = RecalibrateBatchNorm(model, data.train, spec.bn_recalibration_images,
+                                                    spec.train.batch_size, o.device, &bn_images);
   if (recalibrated > 0) {
     std::fprintf(stderr, "compress: batch-norm statistics of %lld layers re-estimated on %lld training images\n",
-                 static_cast<long long>(recalibrated),
-                 static_cast<long long>(std::min(spec.bn_recalibration_images, data.train.size())));
+                 static_cast<long long>(recalibrated), static_cast<long long>(bn_images));
   }
   phase("projected");
 

@@ -131,10 +131,14 @@ bool CrossbarLayer::lossless() const {
 torch::Tensor CrossbarLayer::FoldedWeights() const {
   torch::NoGradGuard no_grad;
   if (!chain_.exact()) return {};
+  // Whether every crossbar folds, before the [N, K] float64 result is allocated (a lossy ADC, the
+  // usual case in a fault campaign, answers no for each chip without it).
+  for (const CrossbarTile& t : tiles_) {
+    if (!chain_.adc->Lossless(t)) return {};
+  }
   torch::Tensor w = torch::zeros({N_, K_}, kF64);
   double* wp = w.data_ptr<double>();
   for (const CrossbarTile& t : tiles_) {
-    if (!chain_.adc->Lossless(t)) return {};
     const torch::Tensor reads = t.reads.to(torch::kCPU, torch::kFloat64).contiguous();  // [G, g, NR]
     if (!reads.eq(reads.round()).all().item<bool>()) return {};
     const int64_t G = t.groups, g = t.group_rows, NR = t.read_columns(), C = t.num_cols(), R = t.num_rows();

@@ -180,7 +180,8 @@ EvalResult Evaluate(Model& model, const Dataset& data, int64_t batch_size, torch
 }
 
 int64_t RecalibrateBatchNorm(Model& model, const Dataset& data, int64_t images, int64_t batch_size,
-                             torch::Device device) {
+                             torch::Device device, int64_t* images_used) {
+  if (images_used != nullptr) *images_used = 0;
   const int64_t n = std::min(images, data.size());
   if (n < 2 || batch_size <= 0) return 0;  // training-mode batch norm needs two values per channel
   struct Layer {
@@ -212,6 +213,7 @@ int64_t RecalibrateBatchNorm(Model& model, const Dataset& data, int64_t images, 
     const int64_t end = std::min(n, start + batch_size);
     if (end - start == 1) break;  // a last batch of one image (no variance) is left out
     model.forward(data.images.slice(0, start, end).to(device));
+    if (images_used != nullptr) *images_used = end;
   }
   for (Layer& l : layers) *l.momentum = l.saved;
   model.train(was_training);

@@ -286,7 +286,9 @@ TEST(BatchNorm, RecalibrationEstimatesTheStatisticsOfTheImages) {
   EXPECT_EQ(bn->running_mean[0].item<float>(), 100.0f);
 
   // 12 images asked for 10: batches of 4, 4 and 2.
-  EXPECT_EQ(RecalibrateBatchNorm(*model, data, 10, 4, torch::kCPU), bns);
+  int64_t used = -1;
+  EXPECT_EQ(RecalibrateBatchNorm(*model, data, 10, 4, torch::kCPU, &used), bns);
+  EXPECT_EQ(used, 10);
   EXPECT_FALSE(model->is_training());
   EXPECT_FALSE(bn->is_training());
   ASSERT_TRUE(bn->options.momentum().has_value());
@@ -306,11 +308,13 @@ TEST(BatchNorm, RecalibrationEstimatesTheStatisticsOfTheImages) {
   // 9 images in batches of 4: the last batch, one image, is left out (a linear layer's batch norm
   // in training mode throws on a 1 x C batch), so 9 gives what 8 gives.
   auto other = CreateModel(ModelSpec{"vgg8", 0.25, true, 1, 28, 28, 10});
-  EXPECT_EQ(RecalibrateBatchNorm(*other, data, 9, 4, torch::kCPU), bns);
+  EXPECT_EQ(RecalibrateBatchNorm(*other, data, 9, 4, torch::kCPU, &used), bns);
+  EXPECT_EQ(used, 8) << "the statistics come from 8 of the 9 images";
   const torch::Tensor nine = other->named_buffers()["features.1.running_var"].clone();
   EXPECT_EQ(RecalibrateBatchNorm(*other, data, 8, 4, torch::kCPU), bns);
   EXPECT_TRUE(torch::equal(nine, other->named_buffers()["features.1.running_var"]));
-  EXPECT_EQ(RecalibrateBatchNorm(*other, data, 1, 4, torch::kCPU), 0) << "one image: nothing to estimate";
+  EXPECT_EQ(RecalibrateBatchNorm(*other, data, 1, 4, torch::kCPU, &used), 0) << "one image: nothing to estimate";
+  EXPECT_EQ(used, 0);
   // A model without batch norm: nothing to do.
   auto lenet = CreateModel(ModelSpec{});
   EXPECT_EQ(RecalibrateBatchNorm(*lenet, data, 10, 4, torch::kCPU), 0);

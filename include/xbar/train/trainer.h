@@ -78,9 +78,10 @@ EvalResult Evaluate(Model& model, const Dataset& data, int64_t batch_size, torch
 // over those batches: the batch-norm layers alone run in training mode, without gradients,
 // everything else as in eval mode. After a hard projection the statistics that training left
 // describe other weights. Returns the number of batch-norm layers re-estimated (0 with fewer than
-// two images); the model's mode and each layer's momentum are restored.
+// two images) and, in images_used, how many images the statistics came from; the model's mode and
+// each layer's momentum are restored.
 int64_t RecalibrateBatchNorm(Model& model, const Dataset& data, int64_t images, int64_t batch_size,
-                             torch::Device device);
+                             torch::Device device, int64_t* images_used = nullptr);
 
 // Trains `model` in place and evaluates it on the test split. Throws InterruptedError when a
 // SIGINT/SIGTERM arrives (InstallInterruptHandlers), ConfigError when a checkpoint to resume was
