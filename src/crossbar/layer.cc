@@ -408,16 +408,13 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
     return t.words > 0 && !calibrating_ &&
            (kernel_ == SumKernel::kPacked || (kernel_ == SumKernel::kAuto && t.kernel == 2));
   };
-  bool need_planes = false;
   std::vector<char> row_bits_fit(tiles_.size()), contiguous(tiles_.size()), int_codes(tiles_.size());
   for (size_t i = 0; i < tiles_.size(); ++i) {
     const CrossbarTile& t = tiles_[i];
-    need_planes |= !fused_kernel(t);
     row_bits_fit[i] = static_cast<char>(RowBitsFit(t));
     contiguous[i] = static_cast<char>(t.rows_contiguous);
     int_codes[i] = static_cast<char>(CodesFitInt32(t.adc_code_max, planes.weight));
   }
-  torch::Tensor X_all = need_planes ? chain_.dac->Split(xq, signed_inputs, planes) : torch::Tensor();
   torch::Tensor out = torch::empty({M_all, N_}, kF64);  // every chunk writes all of its rows
   const StageContext ctx = Context();
   const int64_t KW = (K_ + 63) / 64;
@@ -453,7 +450,10 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
   auto run_chunk = [&](int64_t chunk) {
     const int64_t m_begin = chunk * chunk_size;
     const int64_t M = std::min(chunk_size, M_all - m_begin);
-    torch::Tensor X = need_planes ? X_all.narrow(1, m_begin, M) : torch::Tensor();
+    // The chunk's input planes [P, M, K] as floats, made when a crossbar of the chunk first needs
+    // them (the fused crossbars never do): per chunk, so that a large batch does not hold every
+    // plane of every position at once (8-bit inputs: 32 bytes per input).
+    torch::Tensor X;
     std::vector<uint64_t> row_bits;
     // The chunk's outputs, output-major while the tiles add to them (a position's outputs are
     // far apart in `out`; one output's positions are adjacent here), then copied out.
@@ -494,6 +494,7 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       // Lowered float inputs [G, P*M, g] for the float kernel.
       auto lower = [&]() {
         if (cached_rows == nullptr || *cached_rows != t.rows || xg.size(2) != g) {
+          if (!X.defined()) X = chain_.dac->Split(xq.narrow(0, m_begin, M), signed_inputs, planes);
           torch::Tensor xt = X.index_select(2, IndexTensor(t.rows));  // [P, M, R]
           if (G * g != t.num_rows()) xt = torch::constant_pad_nd(xt, {0, G * g - t.num_rows()}, 0);
           xg = xt.reshape({P * M, G, g}).permute({1, 0, 2}).contiguous();  // [G, P*M, g]
@@ -599,9 +600,13 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
     } else {
       // Each crossbar's outputs on their own (offsets into one buffer), crossbars handed out in
       // blocks one at a time (a thread whose core is busy takes fewer), then added in crossbar order.
-      bool may_pack = false;
-      for (const CrossbarTile& t : tiles_) may_pack |= t.words > 0;
+      bool may_pack = false, may_lower = false;
+      for (const CrossbarTile& t : tiles_) {
+        may_pack |= t.words > 0;
+        may_lower |= !fused_kernel(t);
+      }
       if (may_pack) pack_rows();  // shared, read-only below
+      if (may_lower) X = chain_.dac->Split(xq.narrow(0, m_begin, M), signed_inputs, planes);  // likewise
       const auto T = static_cast<int64_t>(tiles_.size());
       std::vector<int64_t> offset(tiles_.size() + 1, 0);
       for (size_t i = 0; i < tiles_.size(); ++i) offset[i + 1] = offset[i] + tiles_[i].num_cols() * M;
