@@ -454,6 +454,9 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
     // them (the fused crossbars never do): per chunk, so that a large batch does not hold every
     // plane of every position at once (8-bit inputs: 32 bytes per input).
     torch::Tensor X;
+    auto chunk_planes = [&]() {
+      if (!X.defined()) X = chain_.dac->Split(xq.narrow(0, m_begin, M), signed_inputs, planes);
+    };
     std::vector<uint64_t> row_bits;
     // The chunk's outputs, output-major while the tiles add to them (a position's outputs are
     // far apart in `out`; one output's positions are adjacent here), then copied out.
@@ -494,7 +497,7 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       // Lowered float inputs [G, P*M, g] for the float kernel.
       auto lower = [&]() {
         if (cached_rows == nullptr || *cached_rows != t.rows || xg.size(2) != g) {
-          if (!X.defined()) X = chain_.dac->Split(xq.narrow(0, m_begin, M), signed_inputs, planes);
+          chunk_planes();
           torch::Tensor xt = X.index_select(2, IndexTensor(t.rows));  // [P, M, R]
           if (G * g != t.num_rows()) xt = torch::constant_pad_nd(xt, {0, G * g - t.num_rows()}, 0);
           xg = xt.reshape({P * M, G, g}).permute({1, 0, 2}).contiguous();  // [G, P*M, g]
@@ -606,7 +609,7 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
         may_lower |= !fused_kernel(t);
       }
       if (may_pack) pack_rows();  // shared, read-only below
-      if (may_lower) X = chain_.dac->Split(xq.narrow(0, m_begin, M), signed_inputs, planes);  // likewise
+      if (may_lower) chunk_planes();  // likewise
       const auto T = static_cast<int64_t>(tiles_.size());
       std::vector<int64_t> offset(tiles_.size() + 1, 0);
       for (size_t i = 0; i < tiles_.size(); ++i) offset[i + 1] = offset[i] + tiles_[i].num_cols() * M;
