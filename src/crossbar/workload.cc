@@ -39,7 +39,9 @@ class ScopedOverride {
 LayerOverride Recorder(Model& model, std::map<std::string, LayerInputs>& in, std::mutex& mu) {
   for (const LayerInfo& l : model.layers()) in[l.name];
   return [&in, &mu](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
-    const double max_abs = x.abs().max().item<double>(), min = x.min().item<double>();
+    // One pass for both extremes (max |x| = max(-min, max)): no |x| tensor is made.
+    const auto [lo, hi] = at::aminmax(x);
+    const double min = lo.item<double>(), max_abs = std::max(-min, hi.item<double>());
     torch::Tensor y = ideal(x);
     const int64_t positions = y.numel() / (y.size(0) * l.out_channels);
     std::lock_guard<std::mutex> lock(mu);
