@@ -788,10 +788,28 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
   const nlohmann::json* remeasure_from = nullptr;
   if (reuse_allocation) {
     saved_allocation = nlohmann::json::parse(ReadFile(alloc_file));
-    CheckFingerprint(saved_allocation.at("fingerprint").get<std::map<std::string, std::string>>(),
-                     AllocationFingerprint(o.fingerprint), alloc_file);
+    // The target only steers the choice: the one-shot losses measured for another target hold.
+    std::map<std::string, std::string> saved_fp =
+        saved_allocation.at("fingerprint").get<std::map<std::string, std::string>>();
+    std::map<std::string, std::string> current_fp = AllocationFingerprint(o.fingerprint);
+    const auto saved_target = saved_fp.find("compress.target_ratio");
+    const auto current_target = current_fp.find("compress.target_ratio");
+    const bool other_target = saved_target != saved_fp.end() && current_target != current_fp.end() &&
+                              saved_target->second != current_target->second;
+    if (other_target) {
+      std::fprintf(stderr,
+                   "compress: %s was allocated for compress.target_ratio = %s; choosing again for %s from its "
+                   "measured sensitivities\n",
+                   alloc_file.c_str(), saved_target->second.c_str(), current_target->second.c_str());
+      saved_fp.erase("compress.target_ratio");
+      current_fp.erase("compress.target_ratio");
+    }
+    CheckFingerprint(saved_fp, current_fp, alloc_file);
     const nlohmann::json& method = saved_allocation.at("allocation").at("method");
-    if (!method.is_string() || method.get<std::string>() != kAllocationMethod) {
+    if (other_target) {
+      reuse_allocation = false;
+      remeasure_from = &saved_allocation.at("allocation");
+    } else if (!method.is_string() || method.get<std::string>() != kAllocationMethod) {
       std::fprintf(stderr,
                    "compress: %s was made by an earlier allocation method; choosing again from its measured "
                    "sensitivities\n",

@@ -344,12 +344,12 @@ TEST(Compress, AllocationIsReusedWhenOnlyLaterPhasesChange) {
   EXPECT_EQ(r.allocation["layers"]["fc1"]["sparsity"].get<double>(), 0.99);
   // A setting the allocation depends on: refused, naming it.
   std::map<std::string, std::string> other = first;
-  other["compress.target_ratio"] = "10";
+  other["seed"] = "1";
   try {
     run("b", true, other);
     ADD_FAILURE() << "expected a ConfigError";
   } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("compress.target_ratio = 12"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("seed = 0"), std::string::npos) << e.what();
   }
   // An allocation of an earlier method: chosen again, from its measured one-shot losses (here made
   // zero for fc1 at every sparsity, which no measurement gives at 0.99: they were used, not
@@ -363,6 +363,25 @@ TEST(Compress, AllocationIsReusedWhenOnlyLaterPhasesChange) {
   EXPECT_NE(again.allocation["method"], "an earlier method");
   EXPECT_GT(again.allocation["layers"]["fc1"]["sparsity"].get<double>(), 0.0) << "free to prune";
   for (const auto& c : again.allocation["layers"]["fc1"]["candidates"]) EXPECT_EQ(c["one_shot_loss"].get<double>(), 0.0);
+  // Another target: chosen again for it from the measured one-shot losses (fc1's again made zero),
+  // and the new choice saved with the new target.
+  MakeDirs(root + "/d");
+  nlohmann::json measured = nlohmann::json::parse(ReadFile(root + "/a/allocation.json"));
+  for (auto& c : measured["allocation"]["layers"]["fc1"]["candidates"]) c["one_shot_loss"] = 0.0;
+  WriteFileAtomic(root + "/d/allocation.json", measured.dump());
+  std::map<std::string, std::string> target = first;
+  target["compress.target_ratio"] = "6";
+  cfg = Config::Parse("compress:\n  target_ratio: 6\n  allocation_images: 100\n  admm_rounds: 0\n  retrain_epochs: 0\n",
+                      "c.yaml");
+  const CompressResult six = run("d", true, target);
+  EXPECT_EQ(six.allocation["target_ratio"].get<double>(), 6.0);
+  EXPECT_GE(six.allocation["ratio_one_shot"].get<double>(), 6.0);
+  EXPECT_LT(six.allocation["ratio_one_shot"].get<double>(), r.allocation["ratio_one_shot"].get<double>())
+      << "a lower target keeps more weights";
+  for (const auto& c : six.allocation["layers"]["fc1"]["candidates"]) EXPECT_EQ(c["one_shot_loss"].get<double>(), 0.0);
+  const nlohmann::json resaved = nlohmann::json::parse(ReadFile(root + "/d/allocation.json"));
+  EXPECT_EQ(resaved["fingerprint"]["compress.target_ratio"], "6");
+  EXPECT_EQ(resaved["allocation"]["target_ratio"].get<double>(), 6.0);
 }
 
 TEST(Compress, AdmmPhaseIsResumedWhenOnlyLaterSettingsChange) {
