@@ -796,15 +796,18 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
     const auto current_target = current_fp.find("compress.target_ratio");
     const bool other_target = saved_target != saved_fp.end() && current_target != current_fp.end() &&
                               saved_target->second != current_target->second;
+    const std::string was = other_target ? saved_target->second : "", now = other_target ? current_target->second : "";
+    if (other_target) {
+      saved_fp.erase("compress.target_ratio");
+      current_fp.erase("compress.target_ratio");
+    }
+    CheckFingerprint(saved_fp, current_fp, alloc_file);  // every other setting as it was measured
     if (other_target) {
       std::fprintf(stderr,
                    "compress: %s was allocated for compress.target_ratio = %s; choosing again for %s from its "
                    "measured sensitivities\n",
-                   alloc_file.c_str(), saved_target->second.c_str(), current_target->second.c_str());
-      saved_fp.erase("compress.target_ratio");
-      current_fp.erase("compress.target_ratio");
+                   alloc_file.c_str(), was.c_str(), now.c_str());
     }
-    CheckFingerprint(saved_fp, current_fp, alloc_file);
     const nlohmann::json& method = saved_allocation.at("allocation").at("method");
     if (other_target) {
       reuse_allocation = false;
