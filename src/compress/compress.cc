@@ -788,37 +788,28 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
   const nlohmann::json* remeasure_from = nullptr;
   if (reuse_allocation) {
     saved_allocation = nlohmann::json::parse(ReadFile(alloc_file));
-    // The target only steers the choice: the one-shot losses measured for another target hold.
-    std::map<std::string, std::string> saved_fp =
-        saved_allocation.at("fingerprint").get<std::map<std::string, std::string>>();
-    std::map<std::string, std::string> current_fp = AllocationFingerprint(o.fingerprint);
-    const auto saved_target = saved_fp.find("compress.target_ratio");
-    const auto current_target = current_fp.find("compress.target_ratio");
-    const bool other_target = saved_target != saved_fp.end() && current_target != current_fp.end() &&
-                              saved_target->second != current_target->second;
-    const std::string was = other_target ? saved_target->second : "", now = other_target ? current_target->second : "";
-    if (other_target) {
-      saved_fp.erase("compress.target_ratio");
-      current_fp.erase("compress.target_ratio");
-    }
-    CheckFingerprint(saved_fp, current_fp, alloc_file);  // every other setting as it was measured
+    const nlohmann::json& saved = saved_allocation.at("allocation");
+    // The target only steers the choice: the one-shot losses measured for another target hold, so
+    // every other setting must be as it was measured.
+    const std::set<std::string> target = {"compress.target_ratio"};
+    CheckFingerprint(Without(saved_allocation.at("fingerprint").get<std::map<std::string, std::string>>(), target, false),
+                     Without(AllocationFingerprint(o.fingerprint), target, false), alloc_file);
+    const bool other_target = saved.contains("target_ratio") && saved.at("target_ratio").get<double>() != spec.target_ratio;
+    const bool other_method = !saved.at("method").is_string() || saved.at("method").get<std::string>() != kAllocationMethod;
     if (other_target) {
       std::fprintf(stderr,
-                   "compress: %s was allocated for compress.target_ratio = %s; choosing again for %s from its "
+                   "compress: %s was allocated for compress.target_ratio = %g; choosing again for %g from its "
                    "measured sensitivities\n",
-                   alloc_file.c_str(), was.c_str(), now.c_str());
-    }
-    const nlohmann::json& method = saved_allocation.at("allocation").at("method");
-    if (other_target) {
-      reuse_allocation = false;
-      remeasure_from = &saved_allocation.at("allocation");
-    } else if (!method.is_string() || method.get<std::string>() != kAllocationMethod) {
+                   alloc_file.c_str(), saved.at("target_ratio").get<double>(), spec.target_ratio);
+    } else if (other_method) {
       std::fprintf(stderr,
                    "compress: %s was made by an earlier allocation method; choosing again from its measured "
                    "sensitivities\n",
                    alloc_file.c_str());
+    }
+    if (other_target || other_method) {
       reuse_allocation = false;
-      remeasure_from = &saved_allocation.at("allocation");
+      remeasure_from = &saved;
     }
   }
   if (reuse_allocation) {
