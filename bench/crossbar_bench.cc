@@ -588,8 +588,10 @@ BENCHMARK(BM_MapResNet18)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)
 // threads: input ranges calibrated on 400 images, then the needed input cycles of every fragment
 // counted from the quantised activations of 200 images (workload.h). Weights are made
 // non-negative so every fragment is single-signed. Images are random (the counts' cost does not
-// depend on their content).
+// depend on their content). Freed memory is kept for reuse, as in every xbar command
+// (KeepFreedMemoryForReuse; see BM_FastPathNetwork): run it with its own --benchmark_filter.
 void BM_ZeroSkipResNet18(benchmark::State& state) {
+  xbar::KeepFreedMemoryForReuse();
   at::set_num_threads(static_cast<int>(state.range(0)));
   torch::manual_seed(0);
   xbar::ModelSpec spec;

@@ -14,6 +14,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin  # mpirun -np N xbar faults: a campaign across processes or machines
   libonnx-dev libprotobuf-dev  # ONNX import and export (model.onnx)
+  libdnnl-dev             # oneDNN headers (LibTorch already runs on its library): exact int8 convolutions
   pybind11-dev python3-dev     # the Python module (import xbar)
   python3-torch           # the Python module's tensors; tests: PyTorch loads our state dicts and we load its
   python3-onnx python3-torchvision python3-pytest  # tests only: real ONNX exports, the pytest suite

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <unordered_set>
 
@@ -267,18 +268,20 @@ torch::Tensor PlanesNeeded(const torch::Tensor& xq, int dac_bits, int64_t P, int
                             : torch::empty({x.size(0), W}, torch::kUInt8);
   const float* xp = x.data_ptr<float>();
   uint8_t* np = need.data_ptr<uint8_t>();
-  uint8_t table[65];  // planes needed per bit length
-  for (int bits = 0; bits <= 64; ++bits) table[bits] = static_cast<uint8_t>((bits + dac_bits - 1) / dac_bits);
   const uint8_t all = static_cast<uint8_t>(P);
-  at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      // Row r of the input is row (r % H) of plane (r / H); padded, it starts `pad` rows and columns in.
-      uint8_t* dst = conv ? np + ((r / H) * (H + 2 * pad) + r % H + pad) * Wp + pad : np + r * W;
-      const float* src = xp + r * W;
-      for (int64_t i = 0; i < W; ++i) {
-        const float v = src[i];
-        dst[i] = v < 0 ? all : table[64 - __builtin_clzll(static_cast<uint64_t>(v) | 1) - (v < 1 ? 1 : 0)];
-      }
+  if (!conv || pad == 0) {  // the same layout in and out: long runs
+    at::parallel_for(0, rows * W, 32768, [&](int64_t i0, int64_t i1) {
+      PlanesOfRow(xp + i0, np + i0, i1 - i0, dac_bits, all);
+    });
+    return need;
+  }
+  // Padded: a plane at a time into a buffer (one long run), then its rows into place.
+  const int64_t planes = x.size(0) * x.size(1), Hp = H + 2 * pad;
+  at::parallel_for(0, planes, 16, [&](int64_t q0, int64_t q1) {
+    std::vector<uint8_t> buf(static_cast<size_t>(H * W));
+    for (int64_t q = q0; q < q1; ++q) {
+      PlanesOfRow(xp + q * H * W, buf.data(), H * W, dac_bits, all);
+      for (int64_t r = 0; r < H; ++r) std::memcpy(np + (q * Hp + r + pad) * Wp + pad, buf.data() + r * W, W);
     }
   });
   return need;

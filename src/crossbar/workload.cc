@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "xbar/core/error.h"
+#include "xbar/crossbar/kernels.h"
 #include "xbar/crossbar/plan.h"
 #include "xbar/crossbar/simulator.h"
 #include "xbar/crossbar/threads.h"
@@ -80,6 +81,13 @@ void ForwardInBatches(Model& model, const torch::Tensor& images, torch::Device d
   });
 }
 
+// acc[t] = max(acc[t], src[t]) for t < n. A function of its own: with the length a local and both
+// pointers restrict-qualified the loop vectorises (inside NeededCycles every byte store could alias
+// the lambda's captures, which the compiler then reloads each iteration).
+void MaxInto(uint8_t* __restrict acc, const uint8_t* __restrict src, const int64_t n) {
+  for (int64_t t = 0; t < n; ++t) acc[t] = std::max(acc[t], src[t]);
+}
+
 }  // namespace
 
 int64_t NeededCycles(const torch::Tensor& need, const LayerInfo& l, int64_t channel0, const std::vector<int64_t>& rows,
@@ -105,28 +113,37 @@ int64_t NeededCycles(const torch::Tensor& need, const LayerInfo& l, int64_t chan
   } else {
     const int64_t C = need.size(1), Hp = need.size(2), Wp = need.size(3);
     const int64_t khw = l.kernel_h * l.kernel_w, s = l.stride;
+    // Stride 1: a window's rows follow each other at the padded row pitch Wp, so the maxima run
+    // over one contiguous span of (out_h - 1) * Wp + out_w bytes per row of the fragment (long
+    // vector loops); the Wp - out_w bytes after each output row are other windows' and not summed.
+    const int64_t pitch = s == 1 ? Wp : out_w, span = s == 1 ? (out_h - 1) * Wp + out_w : out_h * out_w;
     at::parallel_for(0, F, 1, [&](int64_t f0, int64_t f1) {
-      std::vector<uint8_t> acc(static_cast<size_t>(out_h * out_w));
+      std::vector<uint8_t> acc_buf(static_cast<size_t>(out_h * pitch));
+      uint8_t* acc = acc_buf.data();
       for (int64_t f = f0; f < f1; ++f) {
         const int64_t r1 = std::min<int64_t>(static_cast<int64_t>(rows.size()), (f + 1) * m);
         int64_t sum = 0;
         for (int64_t b = 0; b < B; ++b) {
-          std::fill(acc.begin(), acc.end(), 0);
+          std::fill(acc, acc + span, 0);
           for (int64_t r = f * m; r < r1; ++r) {
             const int64_t k = rows[static_cast<size_t>(r)];
             const int64_t c = channel0 + k / khw, i = (k / l.kernel_w) % l.kernel_h, j = k % l.kernel_w;
             const uint8_t* plane = np + ((b * C + c) * Hp + i * l.dilation) * Wp + j * l.dilation;
-            for (int64_t oy = 0; oy < out_h; ++oy) {
-              const uint8_t* src = plane + oy * s * Wp;
-              uint8_t* dst = acc.data() + oy * out_w;
-              if (s == 1) {
-                for (int64_t ox = 0; ox < out_w; ++ox) dst[ox] = std::max(dst[ox], src[ox]);
-              } else {
+            if (s == 1) {
+              MaxInto(acc, plane, span);
+            } else {
+              for (int64_t oy = 0; oy < out_h; ++oy) {
+                const uint8_t* src = plane + oy * s * Wp;
+                uint8_t* dst = acc + oy * out_w;
                 for (int64_t ox = 0; ox < out_w; ++ox) dst[ox] = std::max(dst[ox], src[ox * s]);
               }
             }
           }
-          for (uint8_t v : acc) sum += v;
+          for (int64_t oy = 0; oy < out_h; ++oy) {
+            uint32_t row = 0;
+            for (int64_t ox = 0; ox < out_w; ++ox) row += acc[oy * pitch + ox];
+            sum += row;
+          }
         }
         per_fragment[static_cast<size_t>(f)] = sum;
       }
@@ -174,6 +191,7 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
     std::vector<std::vector<int64_t>> tile_rows;  // per group: every tile's rows, in group order
     std::vector<int64_t> group_tiles;             // tiles per group
     torch::Tensor qweight;                        // quantised weights in the layer's shape (float)
+    torch::Tensor qweight_i8;                     // the same as int8, where they fit (ExactIntConv)
     torch::Tensor bias;                           // or undefined
     double weight_scale = 1.0;
     SkipCounts skip;
@@ -231,16 +249,21 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
     wk.nonzero = w2d.ne(0).sum().item<int64_t>();
     if (sample != nullptr) {
       s.qweight = QuantizeWeights(w2d, s.weight_scale, map.weight_bits).view(w.sizes());
+      if (ExactIntConvAvailable() && s.qweight.numel() > 0 && s.qweight.abs().max().item<float>() <= 127.0f) {
+        s.qweight_i8 = s.qweight.to(torch::kInt8).contiguous();
+      }
       if (auto* b = params.find(l.name + ".bias")) s.bias = b->detach().cpu();
     }
   }
   if (sample != nullptr) {
-    // The ideal crossbar network (quantised inputs and weights, float32 sums): each layer counts its
-    // fragments' needed cycles on its quantised inputs, then computes what a lossless crossbar does.
-    // The sums are exact while they stay below 2^24 (8-bit inputs on small layers); beyond that a
-    // float32 sum rounds, which can move a later layer's quantised input by one step: an exact sum
-    // would cost two to four GEMMs per layer for a statistic that such a step almost never changes
-    // (docs/BENCHMARKS.md measures by how much).
+    // The ideal crossbar network (quantised inputs and weights): each layer counts its fragments'
+    // needed cycles on its quantised inputs, then computes what a lossless crossbar does. On a CPU
+    // with oneDNN's exact int8 kernels (VNNI, AMX) the sums are exact (ExactIntConv: one int8
+    // convolution per input byte, recombined in int64, rounded once to float32), for unsigned inputs
+    // of up to 16 bits and weights of up to 8. Otherwise (signed inputs: a network's first layer, or
+    // no such kernels) they are float32 GEMMs, exact while they stay below 2^24; beyond that a sum
+    // can round, which can move a later layer's quantised input by one step (docs/BENCHMARKS.md
+    // measures by how much).
     std::mutex mu;
     model.eval();
     ScopedOverride count(model, [&](const LayerInfo& l, const torch::Tensor& x, const LayerFn&) {
@@ -278,9 +301,28 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
         s.skip.applied += counts.applied;
         s.skip.needed += counts.needed;
       }
-      const torch::Tensor w = s.qweight.to(x.device());
-      torch::Tensor y = l.kind == LayerKind::kConv2d ? torch::conv2d(xq, w, {}, l.stride, l.padding, l.dilation, l.groups)
-                                                     : torch::mm(xq.reshape({B, -1}), w.t());
+      torch::Tensor y;
+      if (s.qweight_i8.defined() && !in.signed_inputs && xq.device().is_cpu() && map.input_bits <= 16) {
+        IntConvShape c;
+        c.batch = B;
+        c.out_channels = l.out_channels;
+        if (l.kind == LayerKind::kConv2d) {
+          c.in_channels = xq.size(1), c.height = xq.size(2), c.width = xq.size(3);
+          c.kernel_h = l.kernel_h, c.kernel_w = l.kernel_w, c.stride = l.stride, c.padding = l.padding;
+          c.dilation = l.dilation, c.groups = l.groups;
+          y = torch::empty({B, l.out_channels, out_h, out_w});
+        } else {
+          c.in_channels = xq.numel() / B;  // the 1 x 1 case
+          y = torch::empty({B, l.out_channels});
+        }
+        const torch::Tensor xc = xq.contiguous();
+        if (!ExactIntConv(c, xc.data_ptr<float>(), s.qweight_i8.data_ptr<int8_t>(), y.data_ptr<float>())) y = torch::Tensor();
+      }
+      if (!y.defined()) {
+        const torch::Tensor w = s.qweight.to(x.device());
+        y = l.kind == LayerKind::kConv2d ? torch::conv2d(xq, w, {}, l.stride, l.padding, l.dilation, l.groups)
+                                         : torch::mm(xq.reshape({B, -1}), w.t());
+      }
       y.mul_(s.weight_scale * in.scale);
       if (s.bias.defined()) y.add_(l.kind == LayerKind::kConv2d ? s.bias.to(x.device()).view({1, -1, 1, 1}) : s.bias.to(x.device()));
       return y;

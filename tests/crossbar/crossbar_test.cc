@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "xbar/compress/projection.h"
@@ -789,6 +790,112 @@ TEST(Workload, ReadCountsFromUnloweredInputsEqualTheLoweredOnes) {
   }
   EXPECT_GT(skipping, 10) << "the counts must be tested where they skip";
   at::set_num_threads(1);
+}
+
+TEST(Kernels, PlanesNeededIsTheBitLengthInDacSteps) {
+  // PlanesNeeded (a vectorised pass over the float codes) against the definition: all P planes for a
+  // negative code, else ceil(bit length / DAC bits); zero in the padding.
+  auto bit_length = [](int64_t v) {
+    int b = 0;
+    while (v > 0) ++b, v >>= 1;
+    return b;
+  };
+  torch::manual_seed(5);
+  for (int dac : {1, 2, 3, 4, 5, 8}) {
+    for (int64_t pad : {0, 2}) {
+      // Every code 0..2^16 - 1 near a power of two, random ones, and negatives.
+      std::vector<float> codes;
+      for (int b = 0; b <= 16; ++b) {
+        for (int64_t d : {-1, 0, 1}) {
+          const int64_t v = (int64_t{1} << b) + d;
+          if (v >= 0 && v < 65536) codes.push_back(static_cast<float>(v));
+        }
+      }
+      for (int i = 0; i < 200; ++i) codes.push_back(static_cast<float>(torch::randint(0, 65536, {1}).item<int64_t>()));
+      for (float v : {-1.0f, -128.0f, -32768.0f}) codes.push_back(v);
+      const int64_t n = static_cast<int64_t>(codes.size()), W = 9, H = (n + W - 1) / W;
+      codes.resize(static_cast<size_t>(H * W), 0.0f);
+      const torch::Tensor x = torch::from_blob(codes.data(), {1, 1, H, W}).clone();
+      const int64_t P = 17;
+      for (bool conv : {true, false}) {
+        const torch::Tensor need = conv ? PlanesNeeded(x, dac, P, pad) : PlanesNeeded(x.view({H, W}), dac, P, 0);
+        const int64_t p = conv ? pad : 0;
+        ASSERT_EQ(need.size(-1), W + 2 * p);
+        const uint8_t* np = need.data_ptr<uint8_t>();
+        int64_t wrong = 0, padding_wrong = 0;
+        for (int64_t r = 0; r < H + 2 * p; ++r) {
+          for (int64_t c = 0; c < W + 2 * p; ++c) {
+            const uint8_t got = np[r * (W + 2 * p) + c];
+            if (r < p || r >= H + p || c < p || c >= W + p) {
+              padding_wrong += got != 0;
+              continue;
+            }
+            const float v = codes[static_cast<size_t>((r - p) * W + (c - p))];
+            const int want = v < 0 ? static_cast<int>(P) : (bit_length(static_cast<int64_t>(v)) + dac - 1) / dac;
+            wrong += got != want;
+          }
+        }
+        EXPECT_EQ(wrong, 0) << "dac " << dac << " pad " << pad << " conv " << conv;
+        EXPECT_EQ(padding_wrong, 0) << "dac " << dac << " pad " << pad;
+      }
+    }
+  }
+}
+
+TEST(Kernels, ExactIntConvGivesTheExactSumRoundedOnce) {
+  // The counting pass of zero-skipping estimates convolves integer codes of up to 16 bits with
+  // 8-bit weights: sums far past 2^24, where a float32 GEMM rounds. The reference is a float64
+  // convolution (exact: every sum stays below 2^53), rounded once to float32.
+  if (!ExactIntConvAvailable()) GTEST_SKIP() << "no exact int8 kernels on this CPU or build";
+  struct Case {
+    IntConvShape c;
+    int64_t code_max;
+  };
+  auto conv = [](int64_t n, int64_t ch, int64_t hw, int64_t o, int64_t k, int64_t stride, int64_t pad, int64_t dil,
+                 int64_t groups) {
+    IntConvShape c;
+    c.batch = n, c.in_channels = ch, c.height = hw, c.width = hw, c.out_channels = o, c.kernel_h = k, c.kernel_w = k;
+    c.stride = stride, c.padding = pad, c.dilation = dil, c.groups = groups;
+    return c;
+  };
+  const std::vector<Case> cases = {
+      {conv(3, 64, 14, 32, 3, 1, 1, 1, 1), 65535},  // 16-bit codes: two byte passes
+      {conv(2, 32, 9, 48, 3, 2, 1, 1, 1), 65535},   // stride 2, odd size
+      {conv(2, 16, 10, 24, 1, 2, 0, 1, 1), 65535},  // 1 x 1 shortcut
+      {conv(2, 8, 12, 8, 3, 1, 2, 2, 1), 65535},    // dilation 2
+      {conv(2, 16, 8, 32, 3, 1, 1, 1, 4), 65535},   // groups
+      {conv(2, 16, 8, 16, 3, 1, 1, 1, 16), 255},    // depthwise, 8-bit codes: one pass
+      {conv(5, 300, 1, 10, 1, 1, 0, 1, 1), 65535},  // a linear layer
+  };
+  torch::manual_seed(3);
+  for (const Case& k : cases) {
+    const IntConvShape& c = k.c;
+    const torch::Tensor x = torch::randint(0, k.code_max + 1, {c.batch, c.in_channels, c.height, c.width}, torch::kFloat32);
+    const torch::Tensor w =
+        torch::randint(-128, 128, {c.out_channels, c.in_channels / c.groups, c.kernel_h, c.kernel_w}, torch::kFloat32);
+    const torch::Tensor want = torch::conv2d(x.to(torch::kFloat64), w.to(torch::kFloat64), {}, c.stride, c.padding,
+                                             c.dilation, c.groups)
+                                   .to(torch::kFloat32);
+    torch::Tensor y = torch::full_like(want, -1.0f);
+    const torch::Tensor w8 = w.to(torch::kInt8).contiguous();
+    ASSERT_TRUE(ExactIntConv(c, x.data_ptr<float>(), w8.data_ptr<int8_t>(), y.data_ptr<float>()));
+    EXPECT_TRUE(torch::equal(y, want)) << "max difference " << (y - want).abs().max().item<float>() << " on "
+                                       << c.in_channels << " -> " << c.out_channels << ", groups " << c.groups;
+    if (k.code_max == 65535 && c.groups == 1 && c.height > 1) {
+      // What this replaces: the float32 convolution of the same codes rounds.
+      EXPECT_FALSE(torch::equal(torch::conv2d(x, w, {}, c.stride, c.padding, c.dilation, c.groups), want));
+    }
+  }
+  // Not integer codes in [0, 2^16): refused, the output untouched.
+  IntConvShape c = conv(1, 2, 3, 2, 1, 1, 0, 1, 1);
+  const torch::Tensor w8 = torch::ones({2, 2, 1, 1}, torch::kInt8);
+  for (float bad : {0.5f, -1.0f, 65536.0f, std::nanf("")}) {
+    torch::Tensor x = torch::ones({1, 2, 3, 3});
+    x[0][1][2][0] = bad;
+    torch::Tensor y = torch::full({1, 2, 3, 3}, 7.0f);
+    EXPECT_FALSE(ExactIntConv(c, x.data_ptr<float>(), w8.data_ptr<int8_t>(), y.data_ptr<float>())) << bad;
+    EXPECT_TRUE(torch::equal(y, torch::full({1, 2, 3, 3}, 7.0f))) << bad;
+  }
 }
 
 TEST(Workload, ZeroSkippingCountsFromActivationsEqualTheEngines) {

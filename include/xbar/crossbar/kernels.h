@@ -85,10 +85,26 @@ void ConvertPosition(const CrossbarTile& t, int64_t group, const ConvertTables& 
 //   c = (i / plane) % channels the channel of element i ([B, C, H, W]: plane = H·W; [B, N]: plane
 //   1), no bias when it is null; from float32 partial sums, sum = their exact float64 total.
 void QuantizeCodes(const float* x, float* q, int64_t n, float scale, float lo, float hi);
+// PlanesOfRow: dst[i] = the input cycles code x[i] needs on DACs of dac_bits: `all` when negative,
+// else ceil(bit length of floor(x[i]) / dac_bits) (PlanesNeeded, one row at a time).
+void PlanesOfRow(const float* x, uint8_t* dst, int64_t n, int dac_bits, uint8_t all);
 void ScaleSums(const float* const* parts, int64_t num_parts, float* y, int64_t n, double scale, const double* bias,
                int64_t channels, int64_t plane);
 void ScaleSums(const double* sums, float* y, int64_t n, double scale, const double* bias, int64_t channels,
                int64_t plane);
+// Exact integer convolution (kernels/int_conv.cc; a linear layer is the 1 x 1 case of H = W = 1):
+// y [N, O, OH, OW] (float32, contiguous) = the exact sums of the integer codes x (float32 NCHW,
+// every value an integer in [0, 2^16)) times the integer weights w (int8 [O, C/G, KH, KW]), each
+// rounded once to float32. Returns false and leaves y alone where it does not apply: a build or a
+// CPU without oneDNN's exact int8 kernels (VNNI or AMX), a value of x that is not such a code, or
+// a reduction so long that a byte's sum could pass int32. The sums are exact, so the result does
+// not depend on how oneDNN splits the work across threads.
+struct IntConvShape {
+  int64_t batch = 1, in_channels = 1, height = 1, width = 1, out_channels = 1;
+  int64_t kernel_h = 1, kernel_w = 1, stride = 1, padding = 0, dilation = 1, groups = 1;
+};
+bool ExactIntConv(const IntConvShape& shape, const float* x, const int8_t* w, float* y);
+bool ExactIntConvAvailable();
 // The AVX-512 kernels (when the build targets a CPU with them) or the portable ones, which give the
 // same bits; tests switch to the portable ones to compare.
 void SetPortableKernels(bool on);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "xbar/crossbar/kernels.h"
 
@@ -89,6 +90,24 @@ void ScaleSums(const float* const* parts, int64_t num_parts, float* y, int64_t n
 void ScaleSums(const double* sums, float* y, int64_t n, double scale, const double* bias, int64_t channels,
                int64_t plane) {
   ScaleSumsImpl([sums](int64_t i) { return sums[i]; }, y, n, scale, bias, channels, plane);
+}
+
+void PlanesOfRow(const float* __restrict x, uint8_t* __restrict dst, const int64_t n, const int dac_bits,
+                 const uint8_t all) {
+  // Branch-free, so the loop vectorises (with -fno-trapping-math: CMakeLists.txt): for x >= 1 the
+  // bit length of floor(x) is the float's unbiased exponent + 1 (0 below 1), and ceil(b / d) =
+  // floor((b + d - 1 + 0.5) / d) in float32 (exact: b + d stays far below 2^24, and the 0.5 keeps
+  // the product off an integer).
+  const float inv = 1.0f / static_cast<float>(dac_bits);
+  const float add = static_cast<float>(dac_bits - 1) + 0.5f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    int32_t u;
+    std::memcpy(&u, &v, sizeof u);
+    const int32_t bits = v >= 1.0f ? ((u >> 23) & 0xff) - 126 : 0;
+    const int32_t planes = std::min(static_cast<int32_t>((static_cast<float>(bits) + add) * inv), 255);
+    dst[i] = static_cast<uint8_t>(v < 0.0f ? static_cast<int32_t>(all) : planes);
+  }
 }
 
 }  // namespace xbar
