@@ -23,7 +23,11 @@ namespace F = torch::nn::functional;
 enum class Op {
   kConv, kLinear, kMatMul, kGemm, kBatchNorm, kRelu, kClip, kLeakyRelu, kSigmoid, kTanh, kMaxPool, kAvgPool,
   kGlobalAvgPool, kGlobalMaxPool, kAdd, kSub, kMul, kDiv, kConcat, kFlatten, kReshape, kIdentity, kSoftmax,
-  kLogSoftmax, kShape, kGather, kUnsqueeze, kSqueeze, kTranspose, kPad, kCast, kReduceMean, kConstantOfShape, kSlice
+  kLogSoftmax, kShape, kGather, kUnsqueeze, kSqueeze, kTranspose, kPad, kCast, kReduceMean, kConstantOfShape, kSlice,
+  // Activations and element-wise maths of exported CNNs (MobileNetV3's HardSigmoid/HardSwish, GELU
+  // as Erf or Gelu, LayerNorm's Pow and Sqrt, PReLU, ELU, SELU, Softplus/Mish).
+  kHardSigmoid, kHardSwish, kErf, kGelu, kPow, kSqrt, kExp, kLog, kNeg, kAbs, kReciprocal, kPRelu, kElu, kSelu,
+  kSoftplus, kMax, kMin
 };
 
 const std::map<std::string, Op>& OpTable() {
@@ -37,7 +41,10 @@ const std::map<std::string, Op>& OpTable() {
       {"Softmax", Op::kSoftmax}, {"LogSoftmax", Op::kLogSoftmax}, {"Shape", Op::kShape}, {"Gather", Op::kGather},
       {"Unsqueeze", Op::kUnsqueeze}, {"Squeeze", Op::kSqueeze}, {"Transpose", Op::kTranspose}, {"Pad", Op::kPad},
       {"Cast", Op::kCast}, {"ReduceMean", Op::kReduceMean}, {"ConstantOfShape", Op::kConstantOfShape},
-      {"Slice", Op::kSlice}};
+      {"Slice", Op::kSlice}, {"HardSigmoid", Op::kHardSigmoid}, {"HardSwish", Op::kHardSwish}, {"Erf", Op::kErf},
+      {"Gelu", Op::kGelu}, {"Pow", Op::kPow}, {"Sqrt", Op::kSqrt}, {"Exp", Op::kExp}, {"Log", Op::kLog},
+      {"Neg", Op::kNeg}, {"Abs", Op::kAbs}, {"Reciprocal", Op::kReciprocal}, {"PRelu", Op::kPRelu}, {"Elu", Op::kElu},
+      {"Selu", Op::kSelu}, {"Softplus", Op::kSoftplus}, {"Max", Op::kMax}, {"Min", Op::kMin}};
   return t;
 }
 
@@ -230,6 +237,10 @@ struct Node {
   torch::nn::BatchNorm2dImpl* bn = nullptr;
   std::string module;  // the layer / batch-norm path
   bool transposed = false;      // the ONNX weight is [in, out] (MatMul, Gemm transB = 0)
+  // A MatMul over the last axis of an [N, L, C] or [N, H, W, C] tensor (ConvNeXt's and MLP-Mixer's
+  // Linear on channels-last activations): runs as a 1x1 convolution with the channels moved to
+  // axis 1, so every stage sees a convolution with L or H x W positions per image. The rank of x.
+  int64_t channels_last = 0;
   std::vector<int64_t> bias_dims;  // Gemm C's dims as stored
 };
 
@@ -280,6 +291,7 @@ class OnnxModel : public Model {
   torch::Tensor Execute(const torch::Tensor& x, std::vector<std::vector<int64_t>>* shapes);
   torch::Tensor RunNode(const Node& d, std::vector<torch::Tensor>& v);
   void DeriveChannelSpaces(const std::vector<std::vector<int64_t>>& shapes);
+  void ChannelsLastLayers(const std::vector<std::vector<int64_t>>& shapes);
 
   std::string path_;
   onnx::ModelProto proto_;
@@ -298,6 +310,8 @@ class OnnxModel : public Model {
   // Where each layer's / batch norm's tensors enter the graph: (node index, input index).
   std::map<std::string, std::pair<int, int>> refs_;
   std::map<std::string, bool> transposed_;
+  std::set<std::string> channels_last_;  // MatMul layers run as 1x1 convolutions (Node::channels_last)
+  bool channels_last_done_ = false;
   std::map<std::string, std::vector<int64_t>> bias_dims_;
 };
 
@@ -456,6 +470,7 @@ void OnnxModel::Build() {
                             " for one image; xbar needs class scores N x K"));
   }
   info_.num_classes = y.size(1);
+  ChannelsLastLayers(shapes);
   DeriveChannelSpaces(shapes);
 
   // The graph's structure without the initializers' data: which trained weights fit it.
@@ -673,6 +688,24 @@ void OnnxModel::ReadAttributes(const onnx::NodeProto& n, Node& d) {
       d.ints = {AttrInt(n, "transA", 0) != 0 ? 1 : 0, AttrInt(n, "transB", 0) != 0 ? 1 : 0};
       break;
     case Op::kLeakyRelu: d.alpha = AttrFloat(n, "alpha", 0.01); break;
+    case Op::kHardSigmoid:
+      d.alpha = AttrFloat(n, "alpha", 0.2);
+      d.beta = AttrFloat(n, "beta", 0.5);
+      break;
+    case Op::kElu: d.alpha = AttrFloat(n, "alpha", 1.0); break;
+    case Op::kSelu:
+      d.alpha = AttrFloat(n, "alpha", 1.67326319217681884765625);
+      d.beta = AttrFloat(n, "gamma", 1.05070102214813232421875);  // gamma, the output scale
+      break;
+    case Op::kGelu:
+      d.mode = AttrStr(n, "approximate", "none");
+      if (d.mode != "none" && d.mode != "tanh") {
+        throw InputError(StrCat(where, ": approximate '", d.mode, "' is not one of none, tanh"));
+      }
+      break;
+    case Op::kPow: case Op::kPRelu:
+      if (d.in.size() < 2) throw InputError(StrCat(where, ": expected 2 inputs, got ", d.in.size()));
+      break;
     case Op::kClip:
       if (opset_ < 11) {
         d.min = AttrFloat(n, "min", -INFINITY);
@@ -815,6 +848,19 @@ torch::Tensor OnnxModel::RunNode(const Node& d, std::vector<torch::Tensor>& v) {
   const torch::Tensor& x = in(0);
   switch (d.op) {
     case Op::kConv: {
+      if (d.channels_last > 0) {
+        const int64_t c = d.conv->options.in_channels();
+        if (x.dim() != d.channels_last || x.size(-1) != c || (input_ >= 0 && v[static_cast<size_t>(input_)].defined() &&
+                                                             x.size(0) != v[static_cast<size_t>(input_)].size(0))) {
+          throw InputError(StrCat(path_, ": node '", d.name, "' (", d.type, "): input ", IntsText(x.sizes().vec()),
+                                  " is not a rank-", d.channels_last, " tensor of ", c, " features with the images on its first axis"));
+        }
+        // Contiguous both ways, so the float model and the crossbar simulation (whose outputs are
+        // contiguous) hand the ops after the layer the same layout.
+        const torch::Tensor xc = (d.channels_last == 4 ? x.permute({0, 3, 1, 2}) : x.permute({0, 2, 1}).unsqueeze(3)).contiguous();
+        const torch::Tensor y = RunConv(*d.conv, xc);
+        return (d.channels_last == 4 ? y.permute({0, 2, 3, 1}) : y.squeeze(3).permute({0, 2, 1})).contiguous();
+      }
       if (x.dim() != 4 || x.size(1) != d.conv->options.in_channels()) {
         throw InputError(StrCat(path_, ": node '", d.name, "' (Conv): input ", IntsText(x.sizes().vec()),
                                 " does not have ", d.conv->options.in_channels(), " channels"));
@@ -822,6 +868,8 @@ torch::Tensor OnnxModel::RunNode(const Node& d, std::vector<torch::Tensor>& v) {
       return RunConv(*d.conv, d.prepad ? PrePad(d, x, 0.0) : x);
     }
     case Op::kLinear:
+      // Only in the shape pass: ChannelsLastLayers then turns such a MatMul into a 1x1 convolution.
+      if ((x.dim() == 3 || x.dim() == 4) && d.type == "MatMul" && !channels_last_done_) return d.linear->forward(x);
       if (x.dim() != 2) {
         throw InputError(StrCat(path_, ": node '", d.name, "' (", d.type, "): input ", IntsText(x.sizes().vec()),
                                 "; xbar maps matrix products of 2-D inputs [N, features] onto crossbars"));
@@ -845,6 +893,27 @@ torch::Tensor OnnxModel::RunNode(const Node& d, std::vector<torch::Tensor>& v) {
       return torch::clamp(x, lo, hi);
     }
     case Op::kLeakyRelu: return torch::leaky_relu(x, d.alpha);
+    case Op::kHardSigmoid: return torch::clamp(x * d.alpha + d.beta, 0.0, 1.0);
+    case Op::kHardSwish: return torch::hardswish(x);  // x * HardSigmoid(x; 1/6, 1/2), PyTorch's own
+    case Op::kErf: return torch::erf(x);
+    case Op::kGelu: return torch::gelu(x, d.mode);
+    case Op::kPow: return torch::pow(x, in(1)).to(x.scalar_type());
+    case Op::kSqrt: return torch::sqrt(x);
+    case Op::kExp: return torch::exp(x);
+    case Op::kLog: return torch::log(x);
+    case Op::kNeg: return torch::neg(x);
+    case Op::kAbs: return torch::abs(x);
+    case Op::kReciprocal: return torch::reciprocal(x);
+    case Op::kPRelu: return torch::where(x >= 0, x, x * in(1));
+    case Op::kElu: return torch::elu(x, d.alpha);
+    case Op::kSelu: return torch::elu(x, d.alpha, d.beta);
+    case Op::kSoftplus: return torch::softplus(x);
+    case Op::kMax:
+    case Op::kMin: {
+      torch::Tensor y = x;
+      for (size_t i = 1; i < d.in.size(); ++i) y = d.op == Op::kMax ? torch::maximum(y, in(i)) : torch::minimum(y, in(i));
+      return y;
+    }
     case Op::kSigmoid: return torch::sigmoid(x);
     case Op::kTanh: return torch::tanh(x);
     case Op::kMaxPool: {
@@ -1026,6 +1095,41 @@ torch::Tensor OnnxModel::RunNode(const Node& d, std::vector<torch::Tensor>& v) {
 // Residual adds merge spaces (one residual stream = one space with several writers); a concat of
 // spaces is a new space the sources pass into. A value used by any other op "escapes": its space,
 // or every space holding its writers, is left out.
+void OnnxModel::ChannelsLastLayers(const std::vector<std::vector<int64_t>>& shapes) {
+  bool any = false;
+  for (Node& d : nodes_) {
+    if (d.op != Op::kLinear) continue;
+    // The shape pass ran one image: the first axis is the batch where it has size 1 (an attention
+    // block's [L, N, C] does not qualify and is refused here; RunNode checks the batch again).
+    const std::vector<int64_t>& s = shapes[static_cast<size_t>(d.in[0])];
+    if (s.size() <= 2) continue;
+    if ((s.size() != 3 && s.size() != 4) || s[0] != 1) {
+      throw InputError(StrCat(path_, ": node '", d.name, "' (", d.type, "): input ", IntsText(s),
+                              " for one image; xbar maps matrix products of [N, features] inputs, and of [N, L, "
+                              "features] or [N, H, W, features] as 1x1 convolutions, onto crossbars"));
+    }
+    const torch::nn::LinearImpl& lin = *d.linear;
+    const int64_t in_f = lin.options.in_features(), out_f = lin.options.out_features();
+    auto conv = std::make_shared<torch::nn::Conv2dImpl>(torch::nn::Conv2dOptions(in_f, out_f, 1).bias(lin.options.bias()));
+    {
+      torch::NoGradGuard no_grad;
+      conv->weight.copy_(lin.weight.view({out_f, in_f, 1, 1}));
+      if (lin.options.bias()) conv->bias.copy_(lin.bias);
+    }
+    const size_t dot = d.module.rfind('.');
+    torch::nn::Module* parent = dot == std::string::npos ? this : containers_.at(d.module.substr(0, dot)).get();
+    parent->replace_module(dot == std::string::npos ? d.module : d.module.substr(dot + 1), conv);
+    d.channels_last = static_cast<int64_t>(s.size());
+    d.conv = conv.get();
+    d.linear = nullptr;
+    d.op = Op::kConv;
+    channels_last_.insert(d.module);
+    any = true;
+  }
+  channels_last_done_ = true;
+  if (any) FinalizeLayers(order_);
+}
+
 void OnnxModel::DeriveChannelSpaces(const std::vector<std::vector<int64_t>>& shapes) {
   struct Pre {
     std::vector<ChannelSpace::Writer> writers;
@@ -1092,6 +1196,11 @@ void OnnxModel::DeriveChannelSpaces(const std::vector<std::vector<int64_t>>& sha
     switch (d.op) {
       case Op::kConv:
       case Op::kLinear: {
+        if (d.channels_last > 0) {  // channels on the last axis: outside the analysis, in and out
+          escape(x);
+          escaped.insert(d.module);
+          break;
+        }
         const LayerInfo* l = FindLayer(d.module);
         XBAR_CHECK(l != nullptr, "layer ", d.module, " not registered");
         if (vx.kind == Kind::kSpace && l->groups == 1 &&
@@ -1268,7 +1377,14 @@ void OnnxModel::Save(const std::string& path, const std::map<std::string, std::s
   auto put = [&](const std::string& key, const torch::Tensor& t) { tensors.emplace_back(key, t.detach().cpu()); };
   for (const auto& item : named_modules("", false)) {
     const std::string& name = item.key();
-    if (auto* c = item.value()->as<torch::nn::Conv2d>()) {
+    if (auto* c = item.value()->as<torch::nn::Conv2d>(); c && channels_last_.count(name)) {
+      const torch::Tensor w = c->weight.reshape({c->options.out_channels(), c->options.in_channels()});  // [out, in]
+      put(name + ".weight", transposed_.at(name) ? w.t() : w);
+      if (c->options.bias()) {
+        auto dims = bias_dims_.find(name);
+        put(name + ".bias", dims == bias_dims_.end() ? c->bias : c->bias.reshape(dims->second));
+      }
+    } else if (c) {
       put(name + ".weight", c->weight);
       if (c->options.bias()) put(name + ".bias", c->bias);
     } else if (auto* l = item.value()->as<torch::nn::Linear>()) {

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <onnx/onnx_pb.h>
 
+#include <cmath>
 #include <cstdio>
+#include <functional>
 #include <string>
 
 #include "xbar/core/error.h"
@@ -59,6 +61,18 @@ class GraphBuilder {
     a->set_name(name);
     a->set_type(onnx::AttributeProto::INTS);
     for (int64_t x : v) a->add_ints(x);
+  }
+  static void Float(onnx::NodeProto* n, const std::string& name, float v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::FLOAT);
+    a->set_f(v);
+  }
+  static void Str(onnx::NodeProto* n, const std::string& name, const std::string& v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::STRING);
+    a->set_s(v);
   }
   static void Int(onnx::NodeProto* n, const std::string& name, int64_t v) {
     auto* a = n->add_attribute();
@@ -194,19 +208,93 @@ TEST(Onnx, ExportRoundTripKeepsNewWeightsAndMetadata) {
   for (const auto& [name, t] : StateDict(*m)) EXPECT_TRUE(torch::equal(t, back->named_parameters()[name])) << name;
 }
 
+// The activations and element-wise ops of exported CNNs, each against its ONNX definition written
+// out here in double precision (not the LibTorch call the importer makes): x -> Flatten -> [Abs ->]
+// op -> output, on values that straddle zero (and the Hard* ops' kinks).
+TEST(Onnx, ElementwiseOpsFollowTheOnnxDefinitions) {
+  torch::manual_seed(5);
+  const torch::Tensor x = torch::randn({3, 1, 2, 4}) * 3.0;
+  const double k = std::sqrt(2.0 / M_PI);
+  struct Case {
+    std::string op;
+    bool positive;  // Abs before the op (Sqrt, Log, Reciprocal)
+    std::function<void(GraphBuilder&, onnx::NodeProto*)> setup;
+    std::function<double(double, int64_t)> want;  // (value, feature index)
+  };
+  const std::vector<float> slope = {0.1f, -0.2f, 0.3f, 0.0f, 0.5f, 1.5f, 0.25f, 2.0f};
+  auto none = [](GraphBuilder&, onnx::NodeProto*) {};
+  const std::vector<Case> cases = {
+      {"HardSigmoid", false, [](GraphBuilder&, onnx::NodeProto* n) { GraphBuilder::Float(n, "alpha", 0.3f); GraphBuilder::Float(n, "beta", 0.4f); },
+       [](double v, int64_t) { return std::max(0.0, std::min(1.0, 0.3f * v + 0.4f)); }},
+      {"HardSigmoid", false, none, [](double v, int64_t) { return std::max(0.0, std::min(1.0, 0.2f * v + 0.5)); }},
+      {"HardSwish", false, none, [](double v, int64_t) { return v * std::max(0.0, std::min(1.0, v / 6.0 + 0.5)); }},
+      {"Erf", false, none, [](double v, int64_t) { return std::erf(v); }},
+      {"Gelu", false, none, [](double v, int64_t) { return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0))); }},
+      {"Gelu", false, [](GraphBuilder&, onnx::NodeProto* n) { GraphBuilder::Str(n, "approximate", "tanh"); },
+       [k](double v, int64_t) { return 0.5 * v * (1.0 + std::tanh(k * (v + 0.044715 * v * v * v))); }},
+      {"Pow", false, [](GraphBuilder& b, onnx::NodeProto* n) { b.Init("p", torch::tensor(3.0f)); n->add_input("p"); },
+       [](double v, int64_t) { return v * v * v; }},
+      {"Sqrt", true, none, [](double v, int64_t) { return std::sqrt(std::fabs(v)); }},
+      {"Log", true, none, [](double v, int64_t) { return std::log(std::fabs(v)); }},
+      {"Reciprocal", true, none, [](double v, int64_t) { return 1.0 / std::fabs(v); }},
+      {"Exp", false, none, [](double v, int64_t) { return std::exp(v); }},
+      {"Neg", false, none, [](double v, int64_t) { return -v; }},
+      {"PRelu", false, [&slope](GraphBuilder& b, onnx::NodeProto* n) {
+         b.Init("slope", torch::tensor(slope));
+         n->add_input("slope");
+       },
+       [&slope](double v, int64_t f) { return v >= 0 ? v : slope[static_cast<size_t>(f)] * v; }},
+      {"Elu", false, [](GraphBuilder&, onnx::NodeProto* n) { GraphBuilder::Float(n, "alpha", 0.7f); },
+       [](double v, int64_t) { return v > 0 ? v : 0.7f * (std::exp(v) - 1.0); }},
+      {"Selu", false, [](GraphBuilder&, onnx::NodeProto* n) { GraphBuilder::Float(n, "alpha", 1.5f); GraphBuilder::Float(n, "gamma", 1.25f); },
+       [](double v, int64_t) { return 1.25 * (v > 0 ? v : 1.5 * (std::exp(v) - 1.0)); }},
+      {"Softplus", false, none, [](double v, int64_t) { return std::log(std::exp(v) + 1.0); }},
+      {"Max", false, [](GraphBuilder& b, onnx::NodeProto* n) {
+         b.Init("c1", torch::full({8}, 0.5f));
+         b.Init("c2", torch::arange(8).to(torch::kFloat32) - 4.0f);
+         n->add_input("c1");
+         n->add_input("c2");
+       },
+       [](double v, int64_t f) { return std::max({v, 0.5, static_cast<double>(f) - 4.0}); }},
+      {"Min", false, [](GraphBuilder& b, onnx::NodeProto* n) { b.Init("c1", torch::full({8}, 0.5f)); n->add_input("c1"); },
+       [](double v, int64_t) { return std::min(v, 0.5); }},
+  };
+  for (const Case& c : cases) {
+    GraphBuilder b;
+    b.Input("x", {-1, 1, 2, 4});
+    b.Node("Flatten", "/flat", {"x"}, {"f"});
+    if (c.positive) b.Node("Abs", "/abs", {"f"}, {"a"});
+    c.setup(b, b.Node(c.op, "/act/" + c.op, {c.positive ? "a" : "f"}, {"y"}));
+    b.Output("y");
+    auto m = LoadOnnxModel(b.Save("elementwise.onnx"));
+    torch::NoGradGuard ng;
+    const torch::Tensor y = m->forward(x).to(torch::kFloat64);
+    const torch::Tensor xf = x.reshape({3, 8}).to(torch::kFloat64);
+    ASSERT_EQ(y.sizes(), xf.sizes()) << c.op;
+    double worst = 0;
+    for (int64_t i = 0; i < 3; ++i) {
+      for (int64_t f = 0; f < 8; ++f) {
+        const double want = c.want(xf[i][f].item<double>(), f), got = y[i][f].item<double>();
+        worst = std::max(worst, std::fabs(got - want) / std::max(1.0, std::fabs(want)));
+      }
+    }
+    EXPECT_LT(worst, 2e-6) << c.op;
+  }
+}
+
 TEST(Onnx, ErrorsNameTheNodeAndWhatIsExpected) {
   {
     GraphBuilder b;
     b.Input("x", {1, 1, 4, 4});
-    b.Node("Erf", "/act/Erf", {"x"}, {"y"});
+    b.Node("Floor", "/act/Floor", {"x"}, {"y"});
     b.Output("y");
-    const std::string path = b.Save("erf.onnx");
+    const std::string path = b.Save("floor.onnx");
     try {
       LoadOnnxModel(path);
       FAIL() << "expected an InputError";
     } catch (const InputError& e) {
       const std::string msg = e.what();
-      EXPECT_NE(msg.find("node '/act/Erf' (Erf): op Erf is not supported; supported ops: Add, AveragePool"),
+      EXPECT_NE(msg.find("node '/act/Floor' (Floor): op Floor is not supported; supported ops: Abs, Add, AveragePool"),
                 std::string::npos) << msg;
     }
   }
@@ -246,6 +334,26 @@ TEST(Onnx, ErrorsNameTheNodeAndWhatIsExpected) {
       FAIL() << "expected an InputError";
     } catch (const InputError& e) {
       EXPECT_NE(std::string(e.what()).find("tensor 'w' of shape [1048576, 1048576] holds 0 values or bytes"),
+                std::string::npos) << e.what();
+    }
+  }
+  {
+    // A MatMul over the last axis of a tensor whose first axis is not the images (an attention
+    // block's [L, N, C]): not a 1x1 convolution over positions of one image; refused at load.
+    torch::manual_seed(2);
+    GraphBuilder b;
+    b.Input("x", {-1, 1, 4, 4});
+    b.Init("w", torch::randn({4, 3}));
+    GraphBuilder::Ints(b.Node("Transpose", "/t0", {"x"}, {"t"}), "perm", {2, 0, 1, 3});  // [4, N, 1, 4]
+    b.Node("MatMul", "/proj/MatMul", {"t", "w"}, {"p"});
+    GraphBuilder::Ints(b.Node("Transpose", "/t1", {"p"}, {"q"}), "perm", {1, 0, 2, 3});  // [N, 4, 1, 3]
+    b.Node("Flatten", "/flat", {"q"}, {"y"});
+    b.Output("y");
+    try {
+      LoadOnnxModel(b.Save("lnc.onnx"));
+      FAIL() << "expected an InputError";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("node '/proj/MatMul' (MatMul): input [4, 1, 1, 4] for one image; xbar maps"),
                 std::string::npos) << e.what();
     }
   }

@@ -5,6 +5,7 @@ import json
 import os
 
 import onnx
+from onnx import numpy_helper
 import pytest
 import torch
 import torchvision
@@ -126,23 +127,99 @@ def test_op_zoo_forward_and_batch_norm_nodes(tmp):
     assert "bn1.running_mean" in net.state_dict()
 
 
+def test_mobilenet_v3_hard_activations(tmp):
+    """MobileNetV3's HardSigmoid (squeeze-excitation) and HardSwish: opset 13 exports HardSwish as
+    HardSigmoid and Mul, opset 14 as HardSwish."""
+    torch.manual_seed(0)
+    m = torchvision.models.mobilenet_v3_small()
+    for opset, op in ((13, "HardSigmoid"), (14, "HardSwish")):
+        path = tmp / f"mobilenet_v3_small-{opset}.onnx"
+        export(m, torch.randn(1, 3, 224, 224), str(path), opset_version=opset)
+        assert op in {n.op_type for n in onnx.load(str(path)).graph.node}
+        x = torch.randn(2, 3, 224, 224)
+        with torch.no_grad():
+            want = m(x)
+        net = xbar.load(str(path), config=RAW)
+        assert rel_err(net(x), want) < 1e-5, opset
+        assert [l["name"] for l in net.layers] == conv_linear_names(m)
+
+
+class TinyConvNeXt(torch.nn.Module):
+    """ConvNeXt's structure at toy size (torchvision's own CNBlock and LayerNorm2d): depthwise 7x7
+    convs, LayerNorm as ReduceMean/Pow/Sqrt, GELU as Erf, and Linear layers on channels-last tensors."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models.convnext import CNBlock, LayerNorm2d
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 4, stride=4), LayerNorm2d(16))
+        self.blocks = torch.nn.Sequential(CNBlock(16, 0.5, 0.0), CNBlock(16, 0.5, 0.0))
+        self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), LayerNorm2d(16), torch.nn.Flatten(1),
+                                        torch.nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))
+
+
+def test_convnext_linear_on_channels_last_runs_as_1x1_conv(tmp):
+    torch.manual_seed(0)
+    m = TinyConvNeXt().eval()
+    path = tmp / "tiny_convnext.onnx"
+    export(m, torch.randn(1, 3, 32, 32), str(path))
+    assert {"MatMul", "Erf", "Pow", "Sqrt", "Transpose"} <= {n.op_type for n in onnx.load(str(path)).graph.node}
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        want = m(x)
+    net = xbar.load(str(path), config=RAW)
+    assert rel_err(net(x), want) < 1e-5
+    layers = {l["name"]: l for l in net.layers}
+    assert list(layers) == conv_linear_names(m)
+    for b in ("blocks.0.block.3", "blocks.0.block.5", "blocks.1.block.3", "blocks.1.block.5"):
+        # nn.Linear on [N, H, W, C]: a 1x1 convolution over the H x W positions
+        assert layers[b]["kind"] == "conv2d" and layers[b]["kernel"] == (1, 1), layers[b]
+    assert layers["blocks.0.block.3"]["gemm_rows"] == 16 and layers["blocks.0.block.3"]["gemm_cols"] == 64
+    assert layers["head.3"]["kind"] == "linear"
+    # Written back to ONNX in the graph's own layout ([in, out] MatMul weights), and the same network
+    sd = net.state_dict()
+    with torch.no_grad():
+        sd["blocks.1.block.5.weight"].mul_(0.5)
+        m.blocks[1].block[5].weight.mul_(0.5)
+        want = m(x)
+    out = tmp / "tiny_convnext_back.onnx"
+    net.save_onnx(str(out))
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer}
+    assert torch.equal(torch.from_numpy(inits["blocks.1.block.5.weight"].copy()), m.blocks[1].block[5].weight.detach().t())
+    back = xbar.load(str(out), config=RAW)
+    assert rel_err(back(x), want) < 1e-5 and torch.equal(back(x), net(x))
+    # On crossbars: a lossless crossbar is the ideal quantised network, bit for bit
+    lossless = {"dataset": {"normalize": False}, "mapping": {"adc_bits": 0, "weight_bits": 8, "input_bits": 8}}
+    analog = xbar.convert_to_analog(net, config=lossless, calibration=torch.randn(64, 3, 32, 32))
+    exact = analog(x, mode="reference")
+    assert torch.equal(analog(x), exact) and rel_err(exact, want) < 0.2
+    # Priced with H x W = 8 x 8 positions per image for the channels-last layers
+    cfg = tmp / "convnext.yaml"
+    cfg.write_text(f"name: convnext\nmodel:\n  onnx: {path}\n")
+    run_xbar("estimate", "-c", str(cfg), "-o", str(tmp / "est-convnext"))
+    est = {l["name"]: l for l in json.loads((tmp / "est-convnext" / "estimate.json").read_text())["layers"]}
+    assert est["blocks.0.block.3"]["positions"] == 64 and est["head.3"]["positions"] == 1
+
+
 def test_unsupported_op_is_one_line(tmp):
-    class Gelu(torch.nn.Module):
+    class Floor(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.fc = torch.nn.Linear(784, 10)
 
         def forward(self, x):
-            return torch.nn.functional.gelu(self.fc(torch.flatten(x, 1)))
+            return torch.floor(self.fc(torch.flatten(x, 1)))
 
-    path = export(Gelu(), torch.randn(1, 1, 28, 28), str(tmp / "gelu.onnx"))
+    path = export(Floor(), torch.randn(1, 1, 28, 28), str(tmp / "floor.onnx"))
     with pytest.raises(xbar.Error) as e:
         xbar.load(path, config=RAW)
     msg = str(e.value)
-    assert "\n" not in msg and "op Erf is not supported" in msg and "node '" in msg
-    assert "supported ops: Add, AveragePool" in msg and e.value.exit_code == 3
+    assert "\n" not in msg and "op Floor is not supported" in msg and "node '" in msg
+    assert "supported ops: Abs, Add, AveragePool" in msg and e.value.exit_code == 3
     r = run_xbar("inspect", path, check=False)
-    assert r.returncode == 3 and "Erf" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 3 and "Floor" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_resnet18_estimate_and_inspect(tmp):
