@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Which of torchvision's image classifiers xbar imports from ONNX, and how exactly.
 
-Each model (random weights, seed 0) is exported with PyTorch's exporter (opset 13, dynamic batch)
-to DIR/NAME.onnx (kept and reused), loaded with `xbar.load` and run on two random images; the
+Each model (random weights, seed 0) is exported with PyTorch's exporter (opset 13 or --opset,
+dynamic batch) to DIR/NAME[-opsetN].onnx (kept and reused), loaded with `xbar.load` and run on two random images; the
 table gives the layers xbar maps onto crossbars, the largest error relative to PyTorch's output,
 or the one-line error for a graph xbar does not run. docs/MODELS.md holds the result.
 
-  PYTHONPATH=build/python /usr/bin/python3 scripts/onnx-zoo.py [--dir DIR] [NAME ...]
+  PYTHONPATH=build/python /usr/bin/python3 scripts/onnx-zoo.py [--dir DIR] [--opset N] [NAME ...]
 """
 import argparse
 import os
@@ -28,6 +28,7 @@ DEFAULT = ["alexnet", "vgg11_bn", "resnet18", "resnext50_32x4d", "wide_resnet50_
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/tmp/onnx-zoo", help="where the exports go (default /tmp/onnx-zoo)")
+    ap.add_argument("--opset", type=int, default=13, help="ONNX opset of the exports (default 13; PyTorch 1.13: 7-17)")
     ap.add_argument("names", nargs="*", default=DEFAULT, help="torchvision model names")
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
@@ -41,9 +42,9 @@ def main():
         kw = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
         m = getattr(torchvision.models, name)(**kw).eval()
         size = 299 if name == "inception_v3" else 224
-        path = os.path.join(args.dir, f"{name}.onnx")
+        path = os.path.join(args.dir, f"{name}.onnx" if args.opset == 13 else f"{name}-opset{args.opset}.onnx")
         if not os.path.exists(path):
-            torch.onnx.export(m, torch.randn(1, 3, size, size), path, opset_version=13, input_names=["input"],
+            torch.onnx.export(m, torch.randn(1, 3, size, size), path, opset_version=args.opset, input_names=["input"],
                               output_names=["output"], dynamic_axes={"input": {0: "N"}, "output": {0: "N"}})
         ops = len({n.op_type for n in onnx.load(path).graph.node})
         try:

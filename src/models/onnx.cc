@@ -27,7 +27,7 @@ enum class Op {
   // Activations and element-wise maths of exported CNNs (MobileNetV3's HardSigmoid/HardSwish, GELU
   // as Erf or Gelu, LayerNorm's Pow and Sqrt, PReLU, ELU, SELU, Softplus/Mish).
   kHardSigmoid, kHardSwish, kErf, kGelu, kPow, kSqrt, kExp, kLog, kNeg, kAbs, kReciprocal, kPRelu, kElu, kSelu,
-  kSoftplus, kMax, kMin
+  kSoftplus, kMax, kMin, kLayerNorm
 };
 
 const std::map<std::string, Op>& OpTable() {
@@ -44,7 +44,8 @@ const std::map<std::string, Op>& OpTable() {
       {"Slice", Op::kSlice}, {"HardSigmoid", Op::kHardSigmoid}, {"HardSwish", Op::kHardSwish}, {"Erf", Op::kErf},
       {"Gelu", Op::kGelu}, {"Pow", Op::kPow}, {"Sqrt", Op::kSqrt}, {"Exp", Op::kExp}, {"Log", Op::kLog},
       {"Neg", Op::kNeg}, {"Abs", Op::kAbs}, {"Reciprocal", Op::kReciprocal}, {"PRelu", Op::kPRelu}, {"Elu", Op::kElu},
-      {"Selu", Op::kSelu}, {"Softplus", Op::kSoftplus}, {"Max", Op::kMax}, {"Min", Op::kMin}};
+      {"Selu", Op::kSelu}, {"Softplus", Op::kSoftplus}, {"Max", Op::kMax}, {"Min", Op::kMin},
+      {"LayerNormalization", Op::kLayerNorm}};
   return t;
 }
 
@@ -706,6 +707,14 @@ void OnnxModel::ReadAttributes(const onnx::NodeProto& n, Node& d) {
     case Op::kPow: case Op::kPRelu:
       if (d.in.size() < 2) throw InputError(StrCat(where, ": expected 2 inputs, got ", d.in.size()));
       break;
+    case Op::kLayerNorm:  // opset 17; PyTorch exports LayerNorm as it from opset 17 on
+      if (d.in.size() < 2 || d.in[1] < 0) throw InputError(StrCat(where, ": expected inputs X and Scale"));
+      if (d.out.size() > 1 && std::any_of(d.out.begin() + 1, d.out.end(), [](int o) { return o >= 0; })) {
+        throw InputError(StrCat(where, ": the Mean and InvStdDev outputs are not supported"));
+      }
+      d.axis = AttrInt(n, "axis", -1);
+      d.eps = AttrFloat(n, "epsilon", 1e-5);
+      break;
     case Op::kClip:
       if (opset_ < 11) {
         d.min = AttrFloat(n, "min", -INFINITY);
@@ -908,6 +917,19 @@ torch::Tensor OnnxModel::RunNode(const Node& d, std::vector<torch::Tensor>& v) {
     case Op::kElu: return torch::elu(x, d.alpha);
     case Op::kSelu: return torch::elu(x, d.alpha, d.beta);
     case Op::kSoftplus: return torch::softplus(x);
+    case Op::kLayerNorm: {
+      // Normalised over the axes from `axis` on: (x - mean) / sqrt(var + epsilon) * Scale + B.
+      const int64_t axis = norm_axis(d.axis, x.dim());
+      if (axis < 0 || axis >= x.dim()) {
+        throw InputError(StrCat(path_, ": node '", d.name, "' (LayerNormalization): axis ", d.axis, " of a rank-", x.dim(), " input"));
+      }
+      std::vector<int64_t> dims;
+      for (int64_t k = axis; k < x.dim(); ++k) dims.push_back(k);
+      const torch::Tensor mean = x.mean(dims, true);
+      const torch::Tensor var = (x - mean).pow(2).mean(dims, true);
+      torch::Tensor y = (x - mean) / torch::sqrt(var + d.eps) * in(1);
+      return has(2) ? y + in(2) : y;
+    }
     case Op::kMax:
     case Op::kMin: {
       torch::Tensor y = x;

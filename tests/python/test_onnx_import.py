@@ -201,6 +201,11 @@ def test_convnext_linear_on_channels_last_runs_as_1x1_conv(tmp):
     run_xbar("estimate", "-c", str(cfg), "-o", str(tmp / "est-convnext"))
     est = {l["name"]: l for l in json.loads((tmp / "est-convnext" / "estimate.json").read_text())["layers"]}
     assert est["blocks.0.block.3"]["positions"] == 64 and est["head.3"]["positions"] == 1
+    # Opset 17 exports LayerNorm as one LayerNormalization node
+    path17 = tmp / "tiny_convnext-17.onnx"
+    export(m, torch.randn(1, 3, 32, 32), str(path17), opset_version=17)
+    assert "LayerNormalization" in {n.op_type for n in onnx.load(str(path17)).graph.node}
+    assert rel_err(xbar.load(str(path17), config=RAW)(x), want) < 1e-5
 
 
 def test_unsupported_op_is_one_line(tmp):
