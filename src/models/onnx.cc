@@ -1110,13 +1110,8 @@ torch::Tensor OnnxModel::RunNode(const Node& d, std::vector<torch::Tensor>& v) {
   return {};
 }
 
-// Channel spaces from the graph (see onnx.h). Values are tracked as
-//   pre:   a sum of writers' outputs (conv/linear [-> batch norm]) and of earlier spaces, before a ReLU;
-//   space: a ReLU's output, maybe pooled; flat: a space flattened to [N, C*H*W] (readers see H*W rows
-//          per channel).
-// Residual adds merge spaces (one residual stream = one space with several writers); a concat of
-// spaces is a new space the sources pass into. A value used by any other op "escapes": its space,
-// or every space holding its writers, is left out.
+// MatMul layers over the last axis of [N, L, C] / [N, H, W, C] become the 1x1 convolutions they
+// equal (Node::channels_last), once the shape pass has seen their inputs.
 void OnnxModel::ChannelsLastLayers(const std::vector<std::vector<int64_t>>& shapes) {
   bool any = false;
   for (Node& d : nodes_) {
@@ -1152,6 +1147,13 @@ void OnnxModel::ChannelsLastLayers(const std::vector<std::vector<int64_t>>& shap
   if (any) FinalizeLayers(order_);
 }
 
+// Channel spaces from the graph (see onnx.h). Values are tracked as
+//   pre:   a sum of writers' outputs (conv/linear [-> batch norm]) and of earlier spaces, before a ReLU;
+//   space: a ReLU's output, maybe pooled; flat: a space flattened to [N, C*H*W] (readers see H*W rows
+//          per channel).
+// Residual adds merge spaces (one residual stream = one space with several writers); a concat of
+// spaces is a new space the sources pass into. A value used by any other op "escapes": its space,
+// or every space holding its writers, is left out.
 void OnnxModel::DeriveChannelSpaces(const std::vector<std::vector<int64_t>>& shapes) {
   struct Pre {
     std::vector<ChannelSpace::Writer> writers;
