@@ -282,6 +282,55 @@ TEST(Onnx, ElementwiseOpsFollowTheOnnxDefinitions) {
   }
 }
 
+// LayerNormalization (opset 17) over the axes from `axis` on, against its definition in double:
+// a Scale of the normalised shape, no B, a non-default epsilon; the training outputs are refused.
+TEST(Onnx, LayerNormalizationFollowsTheOnnxDefinition) {
+  torch::manual_seed(6);
+  const torch::Tensor x = torch::randn({2, 2, 3, 4}) * 2.0 + 0.5;
+  const torch::Tensor scale = torch::randn({3, 4});
+  {
+    GraphBuilder b;
+    b.Input("x", {-1, 2, 3, 4});
+    b.Init("scale", scale);
+    auto* n = b.Node("LayerNormalization", "/ln", {"x", "scale"}, {"n"});
+    GraphBuilder::Int(n, "axis", 2);
+    GraphBuilder::Float(n, "epsilon", 0.01f);
+    b.Node("Flatten", "/flat", {"n"}, {"y"});
+    b.Output("y");
+    auto m = LoadOnnxModel(b.Save("layernorm.onnx"));
+    torch::NoGradGuard ng;
+    const torch::Tensor y = m->forward(x).to(torch::kFloat64).reshape({2, 2, 12});
+    const torch::Tensor xd = x.to(torch::kFloat64).reshape({2, 2, 12}), sd = scale.to(torch::kFloat64).reshape({12});
+    double worst = 0;
+    for (int64_t i = 0; i < 2; ++i) {
+      for (int64_t c = 0; c < 2; ++c) {
+        double mean = 0, var = 0;
+        for (int64_t k = 0; k < 12; ++k) mean += xd[i][c][k].item<double>() / 12.0;
+        for (int64_t k = 0; k < 12; ++k) var += std::pow(xd[i][c][k].item<double>() - mean, 2) / 12.0;
+        for (int64_t k = 0; k < 12; ++k) {
+          const double want = (xd[i][c][k].item<double>() - mean) / std::sqrt(var + 0.01f) * sd[k].item<double>();
+          worst = std::max(worst, std::fabs(y[i][c][k].item<double>() - want));
+        }
+      }
+    }
+    EXPECT_LT(worst, 1e-5);
+  }
+  {
+    GraphBuilder b;
+    b.Input("x", {-1, 2, 3, 4});
+    b.Init("scale", scale);
+    b.Node("LayerNormalization", "/ln", {"x", "scale"}, {"n", "mean"});
+    b.Node("Flatten", "/flat", {"n"}, {"y"});
+    b.Output("y");
+    try {
+      LoadOnnxModel(b.Save("layernorm-mean.onnx"));
+      FAIL() << "expected an InputError";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("the Mean and InvStdDev outputs are not supported"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(Onnx, ErrorsNameTheNodeAndWhatIsExpected) {
   {
     GraphBuilder b;
