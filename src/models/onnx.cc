@@ -1399,24 +1399,24 @@ void OnnxModel::Save(const std::string& path, const std::map<std::string, std::s
   onnx::GraphProto* g = out.mutable_graph();
   std::vector<std::pair<std::string, torch::Tensor>> tensors;  // key -> value in ONNX layout
   auto put = [&](const std::string& key, const torch::Tensor& t) { tensors.emplace_back(key, t.detach().cpu()); };
+  // A MatMul/Gemm layer's weight [out, in] and bias, in the layout its node reads them.
+  auto put_matmul = [&](const std::string& name, const torch::Tensor& w, const torch::Tensor* bias) {
+    put(name + ".weight", transposed_.at(name) ? w.t() : w);
+    if (bias != nullptr) {
+      auto dims = bias_dims_.find(name);
+      put(name + ".bias", dims == bias_dims_.end() ? *bias : bias->reshape(dims->second));
+    }
+  };
   for (const auto& item : named_modules("", false)) {
     const std::string& name = item.key();
     if (auto* c = item.value()->as<torch::nn::Conv2d>(); c && channels_last_.count(name)) {
-      const torch::Tensor w = c->weight.reshape({c->options.out_channels(), c->options.in_channels()});  // [out, in]
-      put(name + ".weight", transposed_.at(name) ? w.t() : w);
-      if (c->options.bias()) {
-        auto dims = bias_dims_.find(name);
-        put(name + ".bias", dims == bias_dims_.end() ? c->bias : c->bias.reshape(dims->second));
-      }
+      put_matmul(name, c->weight.reshape({c->options.out_channels(), c->options.in_channels()}),
+                 c->options.bias() ? &c->bias : nullptr);
     } else if (c) {
       put(name + ".weight", c->weight);
       if (c->options.bias()) put(name + ".bias", c->bias);
     } else if (auto* l = item.value()->as<torch::nn::Linear>()) {
-      put(name + ".weight", transposed_.at(name) ? l->weight.t() : l->weight);
-      if (l->options.bias()) {
-        auto dims = bias_dims_.find(name);
-        put(name + ".bias", dims == bias_dims_.end() ? l->bias : l->bias.reshape(dims->second));
-      }
+      put_matmul(name, l->weight, l->options.bias() ? &l->bias : nullptr);
     } else if (auto* b = item.value()->as<torch::nn::BatchNorm2d>()) {
       put(name + ".weight", b->weight);
       put(name + ".bias", b->bias);

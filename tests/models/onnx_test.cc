@@ -106,6 +106,16 @@ class GraphBuilder {
   onnx::GraphProto* g_;
 };
 
+// Loading `path` fails with an InputError whose message contains `text`.
+void ExpectLoadError(const std::string& path, const std::string& text) {
+  try {
+    LoadOnnxModel(path);
+    ADD_FAILURE() << "expected an InputError for " << path;
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+  }
+}
+
 // x -> stem conv -> relu -> [block: conv a -> relu -> conv b] + skip -> relu -> concat(with a 1x1 branch
 // -> relu) -> global pool -> flatten -> fc
 std::string ResidualGraph(GraphBuilder& b) {
@@ -322,12 +332,7 @@ TEST(Onnx, LayerNormalizationFollowsTheOnnxDefinition) {
     b.Node("LayerNormalization", "/ln", {"x", "scale"}, {"n", "mean"});
     b.Node("Flatten", "/flat", {"n"}, {"y"});
     b.Output("y");
-    try {
-      LoadOnnxModel(b.Save("layernorm-mean.onnx"));
-      FAIL() << "expected an InputError";
-    } catch (const InputError& e) {
-      EXPECT_NE(std::string(e.what()).find("the Mean and InvStdDev outputs are not supported"), std::string::npos) << e.what();
-    }
+    ExpectLoadError(b.Save("layernorm-mean.onnx"), "the Mean and InvStdDev outputs are not supported");
   }
 }
 
@@ -398,24 +403,10 @@ TEST(Onnx, ErrorsNameTheNodeAndWhatIsExpected) {
     GraphBuilder::Ints(b.Node("Transpose", "/t1", {"p"}, {"q"}), "perm", {1, 0, 2, 3});  // [N, 4, 1, 3]
     b.Node("Flatten", "/flat", {"q"}, {"y"});
     b.Output("y");
-    try {
-      LoadOnnxModel(b.Save("lnc.onnx"));
-      FAIL() << "expected an InputError";
-    } catch (const InputError& e) {
-      EXPECT_NE(std::string(e.what()).find("node '/proj/MatMul' (MatMul): input [4, 1, 1, 4] for one image; xbar maps"),
-                std::string::npos) << e.what();
-    }
+    ExpectLoadError(b.Save("lnc.onnx"), "node '/proj/MatMul' (MatMul): input [4, 1, 1, 4] for one image; xbar maps");
   }
   // An ONNX graph names each value once: a second definition was taken silently (the last
   // initializer of a name won; a node writing an input or initializer shadowed it).
-  auto expect_error = [](const std::string& path, const std::string& text) {
-    try {
-      LoadOnnxModel(path);
-      ADD_FAILURE() << "expected an InputError for " << path;
-    } catch (const InputError& e) {
-      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
-    }
-  };
   {
     GraphBuilder b;
     b.Input("x", {1, 1, 4, 4});
@@ -424,7 +415,7 @@ TEST(Onnx, ErrorsNameTheNodeAndWhatIsExpected) {
     b.Node("Conv", "c", {"x", "w"}, {"y"});
     b.Output("y");
     const std::string path = b.Save("twice-init.onnx");
-    expect_error(path, path + ": initializer 'w' is defined twice");
+    ExpectLoadError(path, path + ": initializer 'w' is defined twice");
   }
   {
     GraphBuilder b;
@@ -433,7 +424,7 @@ TEST(Onnx, ErrorsNameTheNodeAndWhatIsExpected) {
     b.Node("Relu", "r", {"x"}, {"w"});
     b.Node("Conv", "c", {"x", "w"}, {"y"});
     b.Output("y");
-    expect_error(b.Save("shadow-init.onnx"), "node 'r' (Relu): writes 'w', which an earlier node, initializer or input");
+    ExpectLoadError(b.Save("shadow-init.onnx"), "node 'r' (Relu): writes 'w', which an earlier node, initializer or input");
   }
   {
     GraphBuilder b;
@@ -441,7 +432,7 @@ TEST(Onnx, ErrorsNameTheNodeAndWhatIsExpected) {
     b.Node("Relu", "r1", {"x"}, {"y"});
     b.Node("Sigmoid", "r2", {"y"}, {"y"});
     b.Output("y");
-    expect_error(b.Save("twice-output.onnx"), "node 'r2' (Sigmoid): writes 'y'");
+    ExpectLoadError(b.Save("twice-output.onnx"), "node 'r2' (Sigmoid): writes 'y'");
   }
   const std::string junk = JoinPath(::testing::TempDir(), "junk.onnx");
   WriteFileAtomic(junk, "\x08\x07not a protobuf at all \xff\xff\xff");
