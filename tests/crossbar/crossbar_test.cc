@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "xbar/compress/projection.h"
@@ -688,6 +689,47 @@ TEST(CrossbarLayer, FloatConductancesGiveTheSameBitsAtAnyThreadCount) {
     EXPECT_TRUE(torch::equal(one, two)) << N << "x" << K << ", " << M << " positions";
   }
   at::set_num_threads(1);
+}
+
+TEST(Kernels, FloatSumsAddEveryRowInOrder) {
+  // Each sum is acc <- acc + x[r] * w[r][c] for r in order from +0, one rounding per row with FMA (so
+  // an AVX-512 and an AVX2 build give the same bits), two without; skipped all-zero digit rows
+  // change nothing. Shapes that are not whole blocks of positions or vectors of columns; digit rows
+  // that are zero (+0 and -0) in every position, in some, or in one block only; digits 0..3 with
+  // random reads, where a product like 3 * w rounds, so one and two roundings differ.
+  const bool fused = FloatSumsFuseMultiplyAdd();
+  for (const auto& [G, rows, g, NR] : {std::array<int64_t, 4>{2, 13, 37, 21}, {1, 6, 128, 128}, {3, 1, 5, 3},
+                                       {1, 20, 64, 70}}) {
+    torch::manual_seed(static_cast<uint64_t>(rows));
+    torch::Tensor xg = torch::randint(0, 4, {G, rows, g}).to(torch::kFloat32);
+    xg.select(2, g / 2).zero_();
+    if (g > 4) xg.select(2, 3).fill_(-0.0f);
+    if (rows > 6) xg.narrow(1, 0, 6).select(2, g - 1).zero_();
+    const torch::Tensor reads = torch::randn({G, g, NR});
+    const torch::Tensor sums = FloatSums(xg, reads);
+    ASSERT_EQ(sums.sizes(), (std::vector<int64_t>{G, rows, NR}));
+    const auto X = xg.accessor<float, 3>();
+    const auto W = reads.accessor<float, 3>();
+    const auto S = sums.accessor<float, 3>();
+    int64_t differ = 0, differ_other = 0;
+    for (int64_t k = 0; k < G; ++k) {
+      for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t c = 0; c < NR; ++c) {
+          float one = 0.0f, two = 0.0f;
+          for (int64_t r = 0; r < g; ++r) {
+            one = std::fma(X[k][i][r], W[k][r][c], one);
+            volatile float product = X[k][i][r] * W[k][r][c];  // rounded on its own
+            two = two + product;
+          }
+          const float want = fused ? one : two, other = fused ? two : one;
+          differ += std::memcmp(&want, &S[k][i][c], sizeof want) != 0;
+          differ_other += std::memcmp(&other, &S[k][i][c], sizeof other) != 0;
+        }
+      }
+    }
+    EXPECT_EQ(differ, 0) << G << "x" << rows << "x" << g << "x" << NR << (fused ? ", fused" : ", unfused");
+    if (g > 8) EXPECT_GT(differ_other, 0) << "the shape does not tell one rounding from two";
+  }
 }
 
 TEST(Network, CalibratedAdcRangesTakeEffectAndResultsDoNotDependOnBatchOrThreads) {

@@ -55,6 +55,9 @@ torch::Tensor PackedSums(const CrossbarTile& t, const std::vector<uint64_t>& inp
 // Column sums [G, rows, NR] of float reads [G, g, NR] (kernels/float.cc): bmm(xg, reads), each sum
 // in row order, so its bits do not depend on where the row sits or on the thread count.
 torch::Tensor FloatSums(const torch::Tensor& xg, const torch::Tensor& reads);
+// Whether FloatSums adds each row's product with one rounding (a fused multiply-add: builds for
+// AVX-512, or AVX2 with FMA, which then give the same bits) or with two (a portable build).
+bool FloatSumsFuseMultiplyAdd();
 
 // The ADC's tables for one crossbar (stages/adc.cc) and the digital weights of the P input planes.
 struct ConvertTables {

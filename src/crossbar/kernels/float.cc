@@ -5,27 +5,42 @@
 // (another batch size or chunk) or when BLAS splits the GEMM between threads. Here every output is
 // the same sequence of float operations wherever it sits: one vector lane per column, rows padded
 // to whole blocks and columns to whole vectors, so one code path computes them all — an explicit
-// fused multiply-add with AVX-512, else a multiply then an add (this file is compiled without FMA
-// contraction, CMakeLists.txt, so the compiler cannot fuse some and not others). Results are the
-// same at any batch size and thread count. Digit rows that are all zero (most of the high
-// bit-planes) are skipped: acc + 0 * w == acc. 6 rows x 4 vectors of accumulators stay in AVX-512
-// registers: 0.9-1.5x the speed of the OpenBLAS bmm it replaces (docs/BENCHMARKS.md).
+// fused multiply-add where the CPU has one (AVX-512, or AVX2 with FMA), else a multiply then an add
+// (this file is compiled without FMA contraction, CMakeLists.txt, so the compiler cannot fuse some
+// and not others). Results are the same at any batch size and thread count, and the same on an
+// AVX-512 and an AVX2 build: both round each row's product and sum once, in row order. Digit rows
+// that are all zero (most of the high bit-planes) are skipped: acc + 0 * w == acc. The accumulators
+// of 6 rows x kVecs vectors stay in registers (24 of AVX-512's 32, 12 of AVX2's 16): 0.9-1.5x the
+// speed of the OpenBLAS bmm it replaces (docs/BENCHMARKS.md). The vector width follows the ISA the
+// build targets: with 16-lane vectors on an AVX2 build GCC splits every vector in two and the
+// 48 halves spill, 20-30x slower.
 #include <ATen/Parallel.h>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX__) && defined(__FMA__))
 #include <immintrin.h>
 #endif
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "xbar/crossbar/kernels.h"
 
 namespace xbar {
 namespace {
 
-constexpr int64_t kLanes = 16;                                 // floats per vector
-typedef float Vec __attribute__((vector_size(kLanes * 4)));   // AVX-512 with -march=native
-constexpr int64_t kRows = 6;                                   // input rows per block
+#if defined(__AVX512F__)
+constexpr int64_t kLanes = 16;  // floats per vector: one zmm register
+constexpr int kVecs = 4;        // vectors of columns per block
+#elif defined(__AVX__) && defined(__FMA__)
+constexpr int64_t kLanes = 8;   // one ymm register
+constexpr int kVecs = 2;
+#else
+constexpr int64_t kLanes = 4;   // SSE (a build without -march=native): one xmm register
+constexpr int kVecs = 2;
+#endif
+typedef float Vec __attribute__((vector_size(kLanes * 4)));
+constexpr int64_t kRows = 6;  // input rows per block
 
 inline Vec Load(const float* p) {
   Vec v;
@@ -34,21 +49,40 @@ inline Vec Load(const float* p) {
 }
 inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof(v)); }
 
-// acc + d * w, one rounding (FMA) with AVX-512, else two (this file has no FMA contraction): the
-// same in every lane and every code path of one build.
+// acc + d * w, one rounding (FMA) where the ISA has it, else two (this file has no FMA
+// contraction): the same in every lane and every code path of one build.
 inline Vec MulAdd(Vec acc, float d, Vec w) {
 #if defined(__AVX512F__)
   return reinterpret_cast<Vec>(_mm512_fmadd_ps(_mm512_set1_ps(d), reinterpret_cast<__m512>(w), reinterpret_cast<__m512>(acc)));
+#elif defined(__AVX__) && defined(__FMA__)
+  return reinterpret_cast<Vec>(_mm256_fmadd_ps(_mm256_set1_ps(d), reinterpret_cast<__m256>(w), reinterpret_cast<__m256>(acc)));
 #else
   return acc + d * w;
 #endif
 }
 
+// Which of a block's g digit rows hold a non-zero digit (+0 and -0 are zero) in any of its kRows
+// input rows (stride g): one vectorisable pass over the block, reused by every vector of columns.
+inline void NonZeroRows(const float* x, int64_t g, uint8_t* nz) {
+  for (int64_t r = 0; r < g; ++r) {
+    uint32_t bits = 0;
+#pragma GCC unroll 8
+    for (int q = 0; q < kRows; ++q) {
+      uint32_t u;
+      std::memcpy(&u, x + q * g + r, sizeof u);
+      bits |= u << 1;
+    }
+    nz[r] = bits != 0;
+  }
+}
+
 // out[q][v] = sum over r of x[q][r] * w[r][v] for kRows input rows (stride g) and V vectors of
-// columns (w and out: stride NRp floats), rows in order. Loops over q and v are unrolled and the
-// accumulators never have their address taken, so they stay in registers.
+// columns (w and out: stride NRp floats), rows in order; rows whose digits are all zero (nz[r] == 0)
+// skipped: acc + 0 * w == acc. Loops over q and v are unrolled and the accumulators never have
+// their address taken, so they stay in registers; the zero test reads a precomputed byte, so no
+// vector register holds digits (testing them in the loop spilled three accumulators on AVX2).
 template <int V>
-inline void Block(const float* x, int64_t g, const float* w, int64_t NRp, float* out) {
+inline void Block(const float* x, int64_t g, const uint8_t* nz, const float* w, int64_t NRp, float* out) {
   Vec acc[kRows][V];
 #pragma GCC unroll 8
   for (int q = 0; q < kRows; ++q) {
@@ -56,10 +90,7 @@ inline void Block(const float* x, int64_t g, const float* w, int64_t NRp, float*
     for (int v = 0; v < V; ++v) acc[q][v] = Vec{};
   }
   for (int64_t r = 0; r < g; ++r) {
-    bool any = false;
-#pragma GCC unroll 8
-    for (int q = 0; q < kRows; ++q) any |= x[q * g + r] != 0.0f;
-    if (!any) continue;  // all-zero digits: acc + 0 * w == acc
+    if (!nz[r]) continue;
     Vec wv[V];
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) wv[v] = Load(w + r * NRp + v * kLanes);
@@ -79,6 +110,14 @@ inline void Block(const float* x, int64_t g, const float* w, int64_t NRp, float*
 
 }  // namespace
 
+bool FloatSumsFuseMultiplyAdd() {
+#if defined(__AVX512F__) || (defined(__AVX__) && defined(__FMA__))
+  return true;
+#else
+  return false;
+#endif
+}
+
 torch::Tensor FloatSums(const torch::Tensor& xg_in, const torch::Tensor& reads_in) {
   const int64_t G = xg_in.size(0), rows = xg_in.size(1), g = xg_in.size(2), NR = reads_in.size(2);
   const int64_t NRp = (NR + kLanes - 1) / kLanes * kLanes, rows_p = (rows + kRows - 1) / kRows * kRows;
@@ -95,14 +134,16 @@ torch::Tensor FloatSums(const torch::Tensor& xg_in, const torch::Tensor& reads_i
   float* op = out.data_ptr<float>();
   const int64_t blocks = rows_p / kRows, vectors = NRp / kLanes;
   at::parallel_for(0, G * blocks, 4, [&](int64_t b0, int64_t b1) {
+    std::vector<uint8_t> nz(static_cast<size_t>(g));
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t grp = b / blocks, i0 = (b % blocks) * kRows;
       const float* w = rp + grp * g * NRp;
       const float* x = xp + (grp * rows_p + i0) * g;
       float* o = op + (grp * rows_p + i0) * NRp;
+      NonZeroRows(x, g, nz.data());
       int64_t v = 0;
-      for (; v + 4 <= vectors; v += 4) Block<4>(x, g, w + v * kLanes, NRp, o + v * kLanes);
-      for (; v < vectors; ++v) Block<1>(x, g, w + v * kLanes, NRp, o + v * kLanes);
+      for (; v + kVecs <= vectors; v += kVecs) Block<kVecs>(x, g, nz.data(), w + v * kLanes, NRp, o + v * kLanes);
+      for (; v < vectors; ++v) Block<1>(x, g, nz.data(), w + v * kLanes, NRp, o + v * kLanes);
     }
   });
   if (NRp == NR && rows_p == rows) return out;
