@@ -96,18 +96,4 @@ std::vector<int64_t> Rng::Permutation(int64_t n) {
   return p;
 }
 
-uint64_t Mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-double KeyedNormal(uint64_t key) {
-  const uint64_t a = Mix64(key), b = Mix64(key ^ 0xd1b54a32d192ed03ULL);
-  const double u1 = (static_cast<double>(a >> 11) + 0.5) * 0x1.0p-53;  // (0, 1)
-  const double u2 = static_cast<double>(b >> 11) * 0x1.0p-53;
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-}
-
 }  // namespace xbar

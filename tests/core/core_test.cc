@@ -35,6 +35,19 @@ TEST(Rng, KnownValuesPinThePortableAlgorithm) {
   EXPECT_EQ(r.NextU64(), 0x99ec5f36cb75f2b4ULL);
 }
 
+TEST(Rng, KeyedNormalsArePinned) {
+  // Read noise's draws: keys and normals as an independent Python implementation of the same
+  // definitions (rng.h) gives them with the platform's libm. A change here moves every noisy result.
+  EXPECT_EQ(DrawKey(1, 2, 3, 4, 5), 0x5f1b84e4739863c6ULL);
+  EXPECT_EQ(DrawKey(0, 0), 0x854a8914ffcbadecULL);
+  EXPECT_EQ(DrawKeyTail(DrawKeyHead(12345, 7, 100000), 127), 0xb74509865a96905dULL);
+  EXPECT_EQ(DrawKey(12345, 7, 100000, 127), 0xb74509865a96905dULL);
+  EXPECT_EQ(KeyedNormal(0x5f1b84e4739863c6ULL), 0x1.b031bf6a9bc0dp-1);
+  EXPECT_EQ(KeyedNormal(0x854a8914ffcbadecULL), 0x1.4931d1d44c1d7p-1);
+  EXPECT_EQ(KeyedNormal(0xb74509865a96905dULL), 0x1.6b0e92de6d389p-1);
+  EXPECT_EQ(KeyedNormal(DrawKey(0x8000000000000005ULL, 1, 2, 3)), 0x1.cc13a61f5f8bap-4);
+}
+
 TEST(Rng, PermutationIsAPermutationAndUniformIntIsInRange) {
   Rng r(1);
   auto p = r.Permutation(1000);

@@ -61,10 +61,8 @@ class ReadNoise : public ReadStage {
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t gi = i / PM, p = (i / b.positions) % b.planes, mvm = b.first_mvm + i % b.positions;
         float* row = sdp + i * NR;
-        for (int64_t c = 0; c < NR; ++c) {
-          row[c] *= static_cast<float>(KeyedNormal(DrawKey(stream, static_cast<uint64_t>(gi * b.planes + p),
-                                                           static_cast<uint64_t>(mvm), static_cast<uint64_t>(c))));
-        }
+        const uint64_t head = DrawKeyHead(stream, static_cast<uint64_t>(gi * b.planes + p), static_cast<uint64_t>(mvm));
+        for (int64_t c = 0; c < NR; ++c) row[c] *= static_cast<float>(KeyedNormal(DrawKeyTail(head, static_cast<uint64_t>(c))));
       }
     });
     sums = sums + sd;
