@@ -52,6 +52,16 @@ torch::Tensor DacStage::Split(const torch::Tensor& xq, bool signed_inputs, const
       const int shift = planes.shift[static_cast<size_t>(p)];
       const int64_t mask = planes.mask[static_cast<size_t>(p)];
       float* o = dst + p * MK;
+      if (map_.input_bits <= 30) {
+        // int32 lanes: AVX2 converts float <-> int32 in vectors but not float <-> int64 (AVX-512DQ
+        // does), so this loop vectorises on both; the digits are the same integers.
+        const int32_t add = signed_inputs ? static_cast<int32_t>(wrap) : 0, mask32 = static_cast<int32_t>(mask);
+        for (int64_t i = i0; i < i1; ++i) {
+          const auto x = static_cast<int32_t>(xp[i]);
+          o[i] = static_cast<float>(((x + (x < 0 ? add : 0)) >> shift) & mask32);
+        }
+        continue;
+      }
       for (int64_t i = i0; i < i1; ++i) {
         const auto x = static_cast<int64_t>(xp[i]);
         const int64_t u = signed_inputs && x < 0 ? x + wrap : x;
