@@ -12,8 +12,8 @@
 // that are all zero (most of the high bit-planes) are skipped: acc + 0 * w == acc. The accumulators
 // of 6 rows x kVecs vectors stay in registers (24 of AVX-512's 32, 12 of AVX2's 16): 0.9-1.5x the
 // speed of the OpenBLAS bmm it replaces (docs/BENCHMARKS.md). The vector width follows the ISA the
-// build targets: with 16-lane vectors on an AVX2 build GCC splits every vector in two and the
-// 48 halves spill, 20-30x slower.
+// build targets: with 16-lane vectors on an AVX2 build GCC split every vector in two and spilled
+// the 48 halves, 9-20x slower than now (docs/BENCHMARKS.md).
 #include <ATen/Parallel.h>
 #if defined(__AVX512F__) || (defined(__AVX__) && defined(__FMA__))
 #include <immintrin.h>
