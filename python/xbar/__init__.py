@@ -12,8 +12,9 @@ A config is a YAML path or a dict of sections (as in the YAML files; docs/USER_G
 is an ONNX path, a weights file (.safetensors written by xbar), a (zoo name, weights) pair, or a
 torch.nn.Module with an example input, exported to ONNX in memory. Stages run in this process on
 the same C++ code as the xbar command and return their result file as a dict, with "run_dir" added:
-the folder of everything the stage wrote (a new temporary folder unless out= is given). Failures
-raise xbar.Error with .exit_code as the command line's. Tensors cross by DLPack, without copies.
+the folder of everything the stage wrote (a new temporary folder unless out= is given; it stays
+for the caller to read or remove, except after a failure, when nothing in it is a result and it is
+removed). Failures raise xbar.Error with .exit_code as the command line's. Tensors cross by DLPack, without copies.
 """
 import io
 import json
@@ -121,15 +122,20 @@ _RESULT = {"train": "train.json", "eval": "eval.json", "compress": "compress.jso
 def _stage(command, config, model, example_input, out, overrides, weights=None, extra=()):
     folder = os.fspath(out) if out is not None else tempfile.mkdtemp(prefix=f"xbar-{command}-")
     os.makedirs(folder, exist_ok=True)
-    cfg = _config_path(config, folder)
-    sets, weights = _model_args(model, example_input, folder, weights)
-    args = [command, "-c", cfg, "-o", folder]
-    if weights is not None:
-        args += ["--weights", weights]
-    for s in sets + _sets(overrides):
-        args += ["--set", s]
-    args += list(extra)
-    _xbar.run(args)
+    try:
+        cfg = _config_path(config, folder)
+        sets, weights = _model_args(model, example_input, folder, weights)
+        args = [command, "-c", cfg, "-o", folder]
+        if weights is not None:
+            args += ["--weights", weights]
+        for s in sets + _sets(overrides):
+            args += ["--set", s]
+        args += list(extra)
+        _xbar.run(args)
+    except BaseException:
+        if out is None:  # a run folder of our own that holds no result: do not leave it behind
+            shutil.rmtree(folder, True)
+        raise
     with open(os.path.join(folder, _RESULT[command])) as f:
         result = json.load(f)
     result["run_dir"] = folder

@@ -4,6 +4,7 @@ import gzip
 import os
 import struct
 import subprocess
+import tempfile
 
 import numpy as np
 import pytest
@@ -22,6 +23,16 @@ def read_idx(path):
     ndim = magic & 0xFF
     dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_run_folders(tmp_path_factory):
+    """Stages called without out= (as the user guide does) make their run folders under pytest's
+    temporary tree, which pytest prunes, instead of leaving them in /tmp."""
+    before = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tempfile"))
+    yield tempfile.tempdir
+    tempfile.tempdir = before
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
 """A network trained in PyTorch through xbar and back, and the Python module's stages and tensors."""
+import os
+
 import onnx
 import onnx.numpy_helper
 import pytest
@@ -111,13 +113,20 @@ def test_convert_to_analog(trained, fmnist):
     assert not torch.equal(coarse(x), exact) and coarse.crossbars == analog.crossbars
 
 
-def test_errors_are_exceptions_with_exit_codes(tmp_path):
+def test_errors_are_exceptions_with_exit_codes(tmp_path, temporary_run_folders):
+    before = set(os.listdir(temporary_run_folders))
     with pytest.raises(xbar.Error) as e:
         xbar.simulate({"dataset": {"normalize": False}}, model=str(tmp_path / "missing.onnx"))
     assert e.value.exit_code == 3 and "missing.onnx" in str(e.value)
     with pytest.raises(xbar.Error) as e:
         xbar.estimate({"mapping": {"no_such_key": 1}})
     assert e.value.exit_code == 2 and "mapping.no_such_key" in str(e.value)
+    # A failed stage removes the temporary run folder it made (nothing in it is a result) ...
+    assert set(os.listdir(temporary_run_folders)) == before
+    # ... but never a folder the caller named.
+    with pytest.raises(xbar.Error):
+        xbar.estimate({"mapping": {"no_such_key": 1}}, out=tmp_path / "mine")
+    assert (tmp_path / "mine" / "config.yaml").exists()
 
 
 def test_train_fine_tunes_an_onnx_network(trained, tmp_path):
