@@ -728,7 +728,9 @@ TEST(Kernels, FloatSumsAddEveryRowInOrder) {
       }
     }
     EXPECT_EQ(differ, 0) << G << "x" << rows << "x" << g << "x" << NR << (fused ? ", fused" : ", unfused");
-    if (g > 8) EXPECT_GT(differ_other, 0) << "the shape does not tell one rounding from two";
+    if (g > 8) {
+      EXPECT_GT(differ_other, 0) << "the shape does not tell one rounding from two";
+    }
   }
 }
 
@@ -1386,12 +1388,12 @@ TEST(Network, StatisticsFromTheFirstImagesOnly) {
   EXPECT_EQ(sim.stats_images(), 150);
 }
 
-// Issue 15: the AVX-512 kernels (bit-packed inputs cut from whole rows, gathered for compacted
-// rows, or cut at unaligned fragment starts; counts, ADC and shift-and-add in registers) and the
-// portable ones give the same bits, on both sum kernels, lossy and lossless, on every path the
-// engine takes: 64-aligned tiles, unaligned tile starts (100-row arrays), FORMS fragments of 8 and
-// 64 rows, compacted (gathered) rows, the offset scheme's unit column, 1- and 2-bit DACs, signed
-// inputs and 12-bit inputs (the scalar packing path).
+// Issue 15: the AVX-512 (or AVX2) kernels (bit-packed inputs cut from whole rows, gathered for
+// compacted rows, or cut at unaligned fragment starts; counts, ADC and shift-and-add in registers)
+// and the portable ones give the same bits, on both sum kernels, lossy and lossless, on every path
+// the engine takes: 64-aligned tiles, unaligned tile starts (100-row arrays), FORMS fragments of 8
+// and 64 rows, compacted (gathered) rows, the offset scheme's unit column, 1- and 2-bit DACs,
+// signed inputs, 12-bit inputs (the scalar packing path) and plane sums past int32 (in doubles).
 // A kernel-comparison case: 40 x 300 weights (pruned or not; polarised for the polarized scheme)
 // mapped with the given geometry and bits.
 struct KernelRun {
@@ -1423,7 +1425,10 @@ TEST(Kernels, PortableAndVectorKernelsGiveTheSameBits) {
       {kTwoColumn, 128, 128, 8, 1, 1, 8, 5, false, 0},  {kTwoColumn, 100, 96, 8, 2, 2, 8, 6, false, 0},
       {kOffset, 128, 128, 8, 2, 1, 8, 0, true, 0},      {kPolarized, 128, 128, 8, 1, 1, 8, 5, false, 0},
       {kPolarized, 128, 96, 64, 2, 2, 8, 4, true, 0},   {kComplementary, 64, 64, 8, 1, 1, 8, 6, true, 0},
-      {kTwoCrossbar, 128, 128, 8, 2, 1, 12, 7, false, 0}};
+      {kTwoCrossbar, 128, 128, 8, 2, 1, 12, 7, false, 0},
+      // 256 rows of 8-bit cells, 16-bit inputs on an 8-bit DAC, lossless ADC: codes up to
+      // 256 * 255 * 255 on planes weighted 1 and 256 pass int32, so the plane sums run in doubles.
+      {kTwoColumn, 256, 128, 8, 8, 8, 16, 0, false, 0}};
   for (size_t i = 0; i < runs.size(); ++i) {
     const KernelRun& r = runs[i];
     CrossbarLayer layer = KernelRunLayer(r, 70 + i);

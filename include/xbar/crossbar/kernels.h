@@ -112,8 +112,9 @@ struct IntConvShape {
 };
 bool ExactIntConv(const IntConvShape& shape, const float* x, const int8_t* w, float* y);
 bool ExactIntConvAvailable();
-// The AVX-512 kernels (when the build targets a CPU with them) or the portable ones, which give the
-// same bits; tests switch to the portable ones to compare.
+// The vector kernels of kernels/convert.cc (AVX-512 or AVX2 + FMA, when the build targets a CPU
+// with them) or the portable ones, which give the same bits; tests switch to the portable ones to
+// compare.
 void SetPortableKernels(bool on);
 bool PortableKernels();
 

@@ -1,7 +1,8 @@
 // The engine's per-position pass: column sums (counted from packed inputs or read from float sums),
 // ADC conversion and the shift-and-add over input planes, in one go. The AVX-512 version keeps the
-// counts and the plane sums of 64 columns in registers; the portable one does the same arithmetic
-// in the same order, so both give the same bits (tests/crossbar: Kernels.*).
+// counts and the plane sums of 64 columns in registers, the AVX2 one of 16 or 32 columns; the
+// portable one does the same arithmetic in the same order, so all give the same bits
+// (tests/crossbar: Kernels.*).
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -22,11 +23,27 @@
 #else
 #define XBAR_HAVE_AVX512 0
 #endif
+// Without AVX-512 (or without its vpopcntq), an AVX2 + FMA build has the same block kernel in
+// 256-bit registers (ConvertBlockAvx2 below).
+#if !XBAR_HAVE_AVX512 && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define XBAR_HAVE_AVX2_CONVERT 1
+#else
+#define XBAR_HAVE_AVX2_CONVERT 0
+#endif
 
 namespace xbar {
 namespace {
 
 std::atomic<bool> g_portable{false};
+
+// The exponent of a plane weight, a signed power of two: its exponent field, unbiased (std::ilogb
+// without the call).
+inline int PowerOfTwoExponent(double pw) {
+  uint64_t bits;
+  std::memcpy(&bits, &pw, sizeof(bits));
+  return static_cast<int>((bits >> 52) & 0x7FF) - 1023;
+}
 
 void ConvertPortable(const CrossbarTile& t, int64_t group, const ConvertTables& tab, int v, const uint64_t* x,
                      int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, double* S) {
@@ -95,10 +112,7 @@ void ConvertBlock(const CrossbarTile& t, int64_t group, const ConvertTables& tab
   for (int64_t p = 0; p < tab.planes; ++p) {
     const double pw = tab.plane_weight[p];
     const __m512d pwv = _mm512_set1_pd(pw);
-    // pw is a signed power of two: its exponent field, unbiased (std::ilogb without the call).
-    uint64_t pw_bits;
-    std::memcpy(&pw_bits, &pw, sizeof(pw_bits));
-    const __m256i plane_shift = _mm256_set1_epi32(static_cast<int>((pw_bits >> 52) & 0x7FF) - 1023);
+    const __m256i plane_shift = _mm256_set1_epi32(PowerOfTwoExponent(pw));
     const bool negative_plane = pw < 0;
     // Register j's column sums s: ADC, then shift-and-add. min(hi, max(lo, rint(s * inv))): with
     // integer lo and hi, rounding after clipping is the same; std::min/std::max's choice on ties
@@ -196,6 +210,186 @@ void ConvertAll(const CrossbarTile& t, int64_t group, const ConvertTables& tab, 
 }
 #endif
 
+#if XBAR_HAVE_AVX2_CONVERT
+// Byte-wise popcounts of the four 64-bit lanes of v (Popcount4x64 before its per-lane sum): each
+// byte holds 0..8, so up to 31 of them can be added in bytes before one vpsadbw.
+inline __m256i PopcountBytes(__m256i v, __m256i table, __m256i low) {
+  const __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(v, low));
+  const __m256i hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+  return _mm256_add_epi8(lo, hi);
+}
+
+// Columns [c0, c0 + 8 NB) in NB pairs of registers of four 64-bit counts (kMasked: the last block,
+// whose lanes past NR are counted and converted from the padded reads and tables, and not stored).
+// The AVX-512 ConvertBlock's arithmetic in the same order: each count (which fits int32: the
+// caller checks) converted once to float, the ADC's scale, clip and round, the codes summed over
+// input planes as int32 shifts (kInt) or as doubles, scaled once. The counts of one cell plane and
+// input bit are summed in bytes over the row words (at most 31 at a time) before their per-lane sum.
+template <int NB, bool kMasked, bool kInt, bool kHorner>
+void ConvertBlockAvx2(const CrossbarTile& t, int64_t group, const ConvertTables& tab, int v, const uint64_t* x,
+                      int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, int64_t c0, double* S) {
+  const int64_t NR = t.read_columns(), W = t.words;
+  const auto NP = static_cast<int64_t>(t.plane_shift.size());
+  const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
+                                         2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  __m256d acc[2 * NB];
+  __m256i iacc[NB];
+  for (int j = 0; j < NB; ++j) {
+    acc[2 * j] = acc[2 * j + 1] = _mm256_setzero_pd();
+    iacc[j] = _mm256_setzero_si256();
+  }
+  const int64_t rem = NR - c0;  // columns of this block that exist (kMasked: fewer than 8 NB)
+  const float* inv = tab.inv + c0;
+  const float* lo = tab.lo + c0;
+  const float* hi = tab.hi + c0;
+  const uint64_t* packed = x != nullptr ? t.packed.data() + group * NP * W * NR + c0 : nullptr;
+  for (int64_t p = 0; p < tab.planes; ++p) {
+    const double pw = tab.plane_weight[p];
+    const __m256d pwv = _mm256_set1_pd(pw);
+    const __m256i plane_shift = _mm256_set1_epi32(PowerOfTwoExponent(pw));
+    const bool negative_plane = pw < 0;
+    auto convert = [&](int j, __m256 s) {
+      const __m256 y = _mm256_mul_ps(s, _mm256_loadu_ps(inv + 8 * j));
+      const __m256 l = _mm256_loadu_ps(lo + 8 * j);
+      const __m256 h = _mm256_loadu_ps(hi + 8 * j);
+      if (kInt) {
+        const __m256i code = _mm256_sllv_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(y, l), h)), plane_shift);
+        iacc[j] = negative_plane ? _mm256_sub_epi32(iacc[j], code) : _mm256_add_epi32(iacc[j], code);
+      } else {
+        const __m256 r = _mm256_min_ps(_mm256_max_ps(_mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), l), h);
+        acc[2 * j] = _mm256_fmadd_pd(pwv, _mm256_cvtps_pd(_mm256_castps256_ps128(r)), acc[2 * j]);
+        acc[2 * j + 1] = _mm256_fmadd_pd(pwv, _mm256_cvtps_pd(_mm256_extractf128_ps(r, 1)), acc[2 * j + 1]);
+      }
+    };
+    if (x != nullptr) {
+      __m256i cnt[2 * NB];
+      for (int j = 0; j < 2 * NB; ++j) cnt[j] = _mm256_setzero_si256();
+      const uint64_t* xp = x + p * x_stride;
+      if (kHorner) {
+        // One input bit, positive cell planes at shifts 0, 1, ..., NP - 1 and few words: the byte
+        // counts of each plane added to the doubled sums of the planes above it, one vpsadbw at
+        // the end (the caller checks that a byte holds the largest total, 8 W (2^NP - 1)).
+        __m256i bytes[2 * NB];
+        for (int j = 0; j < 2 * NB; ++j) bytes[j] = _mm256_setzero_si256();
+        for (int64_t q = NP - 1; q >= 0; --q) {
+          for (int j = 0; j < 2 * NB; ++j) bytes[j] = _mm256_add_epi8(bytes[j], bytes[j]);
+          for (int64_t w = 0; w < W; ++w) {
+            const uint64_t xw = xp[w];
+            if (xw == 0) continue;
+            const __m256i xb = _mm256_set1_epi64x(static_cast<long long>(xw));
+            const uint64_t* col = packed + (q * W + w) * NR;
+            for (int j = 0; j < 2 * NB; ++j) {
+              const __m256i cells = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 4 * j));
+              bytes[j] = _mm256_add_epi8(bytes[j], PopcountBytes(_mm256_and_si256(xb, cells), table, low));
+            }
+          }
+        }
+        for (int j = 0; j < 2 * NB; ++j) cnt[j] = _mm256_sad_epu8(bytes[j], _mm256_setzero_si256());
+      }
+      for (int64_t q = 0; q < (kHorner ? 0 : NP); ++q) {
+        const bool negative = t.plane_negative[static_cast<size_t>(q)] != 0;
+        for (int64_t k = 0; k < v; ++k) {
+          const __m128i shift = _mm_cvtsi32_si128(t.plane_shift[static_cast<size_t>(q)] + static_cast<int>(k));
+          for (int64_t w0 = 0; w0 < W; w0 += 31) {
+            __m256i bytes[2 * NB];
+            for (int j = 0; j < 2 * NB; ++j) bytes[j] = _mm256_setzero_si256();
+            bool any = false;
+            for (int64_t w = w0; w < std::min(W, w0 + 31); ++w) {
+              const uint64_t xw = xp[k * xk + w];
+              if (xw == 0) continue;
+              any = true;
+              const __m256i xb = _mm256_set1_epi64x(static_cast<long long>(xw));
+              const uint64_t* col = packed + (q * W + w) * NR;
+              for (int j = 0; j < 2 * NB; ++j) {
+                const __m256i cells = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 4 * j));
+                bytes[j] = _mm256_add_epi8(bytes[j], PopcountBytes(_mm256_and_si256(xb, cells), table, low));
+              }
+            }
+            if (!any) continue;
+            for (int j = 0; j < 2 * NB; ++j) {
+              const __m256i n = _mm256_sll_epi64(_mm256_sad_epu8(bytes[j], _mm256_setzero_si256()), shift);
+              cnt[j] = negative ? _mm256_sub_epi64(cnt[j], n) : _mm256_add_epi64(cnt[j], n);
+            }
+          }
+        }
+      }
+      for (int j = 0; j < NB; ++j) {
+        // The low halves of the eight counts (each fits int32: the caller checks), in column order,
+        // converted to float as the int64 -> float conversion of the portable kernel rounds them.
+        const __m256 lows = _mm256_shuffle_ps(_mm256_castsi256_ps(cnt[2 * j]), _mm256_castsi256_ps(cnt[2 * j + 1]),
+                                              _MM_SHUFFLE(2, 0, 2, 0));
+        convert(j, _mm256_cvtepi32_ps(_mm256_permute4x64_epi64(_mm256_castps_si256(lows), _MM_SHUFFLE(3, 1, 2, 0))));
+      }
+    } else {
+      const float* row = sums + p * sum_stride + c0;
+      for (int j = 0; j < NB; ++j) {
+        if (kMasked) {
+          alignas(32) float part[8] = {};
+          for (int64_t c = 0; c < std::min<int64_t>(8, rem - 8 * j); ++c) part[c] = row[8 * j + c];
+          convert(j, _mm256_load_ps(part));
+        } else {
+          convert(j, _mm256_loadu_ps(row + 8 * j));
+        }
+      }
+    }
+  }
+  const double* sc = tab.scale + group * NR + c0;
+  for (int j = 0; j < NB; ++j) {
+    __m256d sum[2];
+    if (kInt) {
+      sum[0] = _mm256_cvtepi32_pd(_mm256_castsi256_si128(iacc[j]));
+      sum[1] = _mm256_cvtepi32_pd(_mm256_extracti128_si256(iacc[j], 1));
+    } else {
+      sum[0] = acc[2 * j];
+      sum[1] = acc[2 * j + 1];
+    }
+    for (int h = 0; h < 2; ++h) {
+      const int64_t first = 8 * j + 4 * h;
+      if (!kMasked || first + 4 <= rem) {
+        _mm256_storeu_pd(S + c0 + first, _mm256_mul_pd(sum[h], _mm256_loadu_pd(sc + first)));
+      } else if (first < rem) {
+        alignas(32) double part[4];
+        _mm256_store_pd(part, sum[h]);
+        for (int64_t c = first; c < rem; ++c) S[c0 + c] = part[c - first] * sc[c];
+      }
+    }
+  }
+}
+
+// Whether every column count of the packed kernel fits int32: |count| <= 64 W (2^v - 1) sum_q 2^shift_q.
+bool CountsFitInt32(const CrossbarTile& t, int v) {
+  double most = 0;
+  for (int shift : t.plane_shift) most += std::ldexp(64.0 * static_cast<double>(t.words), shift);
+  return most * (std::ldexp(1.0, v) - 1.0) < 2147483648.0;
+}
+
+template <bool kInt, bool kHorner>
+void ConvertAllAvx2(const CrossbarTile& t, int64_t group, const ConvertTables& tab, int v, const uint64_t* x,
+                    int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, double* S) {
+  // 8-column groups per block: 32 columns, 8 registers of byte counts with kHorner; else 16
+  // columns, 4 of byte counts and 4 of counts (more would spill).
+  constexpr int kBlock = kHorner ? 4 : 2;
+  const int64_t NR = t.read_columns();
+  int64_t c0 = 0;
+  for (; c0 + 8 * kBlock <= NR; c0 += 8 * kBlock) {
+    ConvertBlockAvx2<kBlock, false, kInt, kHorner>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
+  }
+  if (NR > c0) ConvertBlockAvx2<kBlock, true, kInt, kHorner>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
+}
+
+// Whether ConvertBlockAvx2 can sum a position's counts over cell planes in bytes (kHorner): a
+// 1-bit DAC, positive planes at shifts 0, 1, ..., and 8 W (2^planes - 1) <= 255.
+bool HornerInBytes(const CrossbarTile& t, int v) {
+  const auto NP = static_cast<int64_t>(t.plane_shift.size());
+  if (v != 1 || NP > 7 || 8 * t.words * ((int64_t{1} << NP) - 1) > 255) return false;
+  for (int64_t q = 0; q < NP; ++q) {
+    if (t.plane_shift[static_cast<size_t>(q)] != q || t.plane_negative[static_cast<size_t>(q)] != 0) return false;
+  }
+  return true;
+}
+#endif
+
 }  // namespace
 
 bool CodesFitInt32(float code_max, const std::vector<double>& plane_weight) {
@@ -205,7 +399,7 @@ bool CodesFitInt32(float code_max, const std::vector<double>& plane_weight) {
 }
 
 void SetPortableKernels(bool on) { g_portable.store(on); }
-bool PortableKernels() { return !XBAR_HAVE_AVX512 || g_portable.load(); }
+bool PortableKernels() { return !(XBAR_HAVE_AVX512 || XBAR_HAVE_AVX2_CONVERT) || g_portable.load(); }
 
 void ConvertPosition(const CrossbarTile& t, int64_t group, const ConvertTables& tab, int v, const uint64_t* x,
                      int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, double* S) {
@@ -228,6 +422,19 @@ void ConvertPosition(const CrossbarTile& t, int64_t group, const ConvertTables& 
       if (simple == 1) ConvertAll<false, 1>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
       else if (simple == 2) ConvertAll<false, 2>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
       else ConvertAll<false, 0>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
+    }
+    return;
+  }
+#elif XBAR_HAVE_AVX2_CONVERT
+  // Counts past int32 (tens of thousands of rows with 8-bit cells and DACs) take the portable kernel.
+  if (!g_portable.load(std::memory_order_relaxed) && (x == nullptr || CountsFitInt32(t, v))) {
+    const bool horner = x != nullptr && HornerInBytes(t, v);
+    if (tab.int_codes) {
+      if (horner) ConvertAllAvx2<true, true>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
+      else ConvertAllAvx2<true, false>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
+    } else {
+      if (horner) ConvertAllAvx2<false, true>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
+      else ConvertAllAvx2<false, false>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, S);
     }
     return;
   }
