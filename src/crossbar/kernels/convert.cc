@@ -492,6 +492,48 @@ void PackInputWords(const float* src, const int64_t* idx, int64_t n, const Input
     }
     return;
   }
+#elif XBAR_HAVE_AVX2_CONVERT
+  if (d.wrap <= 256 && !g_portable.load(std::memory_order_relaxed)) {
+    // As above in 256-bit registers: the 64 inputs (gathered, or padded with zeros, into a buffer
+    // first) as bytes u in order, then bit b of every byte moved to its top bit (a 16-bit shift
+    // left by 7 - b: the bits that cross into the next byte never reach its top) and collected by
+    // vpmovmskb, 32 inputs at a time.
+    alignas(32) float buf[64];
+    const float* xs = src;
+    if (idx != nullptr || n < 64) {
+      for (int64_t b = 0; b < n; ++b) buf[b] = idx == nullptr ? src[b] : src[idx[b]];
+      std::fill(buf + n, buf + 64, 0.0f);
+      xs = buf;
+    }
+    const __m256i low_byte = _mm256_set1_epi32(0xFF), wrap = _mm256_set1_epi32(static_cast<int>(d.wrap));
+    __m256i q[8];
+    for (int b = 0; b < 8; ++b) {
+      __m256i x = _mm256_cvttps_epi32(_mm256_loadu_ps(xs + 8 * b));
+      if (d.signed_inputs) x = _mm256_add_epi32(x, _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), x), wrap));
+      q[b] = _mm256_and_si256(x, low_byte);  // the low byte, as the AVX-512 path's truncating vpmovdb
+    }
+    // 32 int32 bytes in order: two unsigned packs interleave 128-bit lanes, one dword permute
+    // restores the order.
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    auto bytes_of = [&](const __m256i* v) {
+      const __m256i bytes = _mm256_packus_epi16(_mm256_packus_epi32(v[0], v[1]), _mm256_packus_epi32(v[2], v[3]));
+      return _mm256_permutevar8x32_epi32(bytes, order);
+    };
+    const __m256i lo = bytes_of(q), hi = bytes_of(q + 4);
+    for (int64_t p = 0; p < d.planes; ++p) {
+      for (int k = 0; k < v; ++k) {
+        const int bit = d.shift[p] + k;
+        uint64_t word = 0;
+        if (((d.mask[p] >> k) & 1) != 0 && bit < 8) {
+          const __m128i up = _mm_cvtsi32_si128(7 - bit);
+          word = static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_sll_epi16(lo, up)))) |
+                 static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_sll_epi16(hi, up)))) << 32;
+        }
+        out[p * p_stride + k * k_stride] = word;
+      }
+    }
+    return;
+  }
 #endif
   for (int64_t p = 0; p < d.planes; ++p) {
     for (int k = 0; k < v; ++k) {
