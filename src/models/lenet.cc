@@ -1,4 +1,5 @@
 // LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling, as in most PyTorch tutorials.
+#include "xbar/models/pool.h"
 #include "zoo_impl.h"
 
 namespace xbar {
@@ -19,8 +20,8 @@ LeNet5::LeNet5(const ModelSpec& s) : Model("lenet5") {
 }
 
 torch::Tensor LeNet5::forward(torch::Tensor x) {
-  x = torch::max_pool2d(torch::relu(RunConv(*conv1, x)), 2);
-  x = torch::max_pool2d(torch::relu(RunConv(*conv2, x)), 2);
+  x = MaxPool2d(torch::relu(RunConv(*conv1, x)), 2);
+  x = MaxPool2d(torch::relu(RunConv(*conv2, x)), 2);
   x = x.flatten(1);
   x = torch::relu(RunLinear(*fc1, x));
   x = torch::relu(RunLinear(*fc2, x));

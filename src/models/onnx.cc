@@ -14,6 +14,7 @@
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
 #include "xbar/core/rng.h"
+#include "xbar/models/pool.h"
 
 namespace xbar {
 namespace {
@@ -941,7 +942,7 @@ torch::Tensor OnnxModel::RunNode(const Node& d, std::vector<torch::Tensor>& v) {
     case Op::kMaxPool: {
       const torch::Tensor xp = d.prepad ? PrePad(d, x, -INFINITY) : x;
       const std::vector<int64_t> pad = d.prepad ? std::vector<int64_t>{0, 0} : std::vector<int64_t>{d.pads[0], d.pads[1]};
-      return torch::max_pool2d(xp, d.kernel, d.strides, pad, d.dilations, d.ceil_mode);
+      return MaxPool2d(xp, d.kernel, d.strides, pad, d.dilations, d.ceil_mode);
     }
     case Op::kAvgPool: {
       const torch::Tensor xp = d.prepad ? PrePad(d, x, 0.0) : x;

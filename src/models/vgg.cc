@@ -1,4 +1,5 @@
 // VGG for small images: DNN+NeuroSim's VGG-8 and kuangliu/pytorch-cifar's VGG-11/16.
+#include "xbar/models/pool.h"
 #include "zoo_impl.h"
 
 namespace xbar {
@@ -65,7 +66,7 @@ torch::Tensor Vgg::forward(torch::Tensor x) {
         x = torch::relu(x);
         break;
       case Op::kPool:
-        x = pools_[step.index]->forward(x);
+        x = MaxPool2d(x, pools_[step.index]->options);
         break;
     }
   }

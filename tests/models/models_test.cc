@@ -1,9 +1,12 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
 #include <set>
 
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
+#include "xbar/models/pool.h"
 #include "xbar/models/state_dict.h"
 #include "xbar/models/zoo.h"
 
@@ -51,6 +54,59 @@ INSTANTIATE_TEST_SUITE_P(Zoo, EveryModel,
                            return std::get<0>(info.param) + "_" + std::to_string(std::get<1>(info.param)) + "x" +
                                   std::to_string(std::get<2>(info.param));
                          });
+
+// MaxPool2d without indices (inference) returns LibTorch's max_pool2d bit for bit: shapes with
+// padding, dilation, ceil_mode (partial last windows), odd sizes, and values that tell orders
+// apart -- NaN, +-0, +-inf and repeated maxima (the bits of +0 and -0 differ) -- on one and two
+// threads; with gradients wanted, and for invalid parameters, it is LibTorch's own call.
+TEST(Models, MaxPoolWithoutIndicesGivesLibTorchsBits) {
+  struct Case {
+    int64_t h, w, kh, kw, sh, sw, ph, pw, dh, dw;
+    bool ceil;
+  };
+  const std::vector<Case> cases = {{28, 28, 2, 2, 2, 2, 0, 0, 1, 1, false}, {10, 10, 2, 2, 2, 2, 0, 0, 1, 1, false},
+                                   {7, 9, 2, 2, 2, 2, 0, 0, 1, 1, true},    {7, 9, 2, 2, 2, 2, 0, 0, 1, 1, false},
+                                   {8, 8, 3, 3, 2, 2, 1, 1, 1, 1, false},   {9, 7, 3, 2, 2, 1, 1, 1, 1, 1, true},
+                                   {11, 12, 3, 3, 1, 2, 1, 0, 2, 2, false}, {6, 5, 5, 4, 3, 3, 2, 2, 1, 1, true},
+                                   {1, 1, 1, 1, 1, 1, 0, 0, 1, 1, false},   {13, 13, 3, 3, 3, 3, 1, 1, 1, 1, true}};
+  const float inf = std::numeric_limits<float>::infinity();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    torch::manual_seed(static_cast<uint64_t>(i));
+    // Small integers (many ties), with NaN, +-0 and +-inf sprinkled in.
+    torch::Tensor x = torch::randint(-3, 3, {3, 4, c.h, c.w}).to(torch::kFloat);
+    const torch::Tensor pick = torch::randint(0, 40, x.sizes());
+    x = torch::where(pick == 0, torch::full_like(x, std::nanf("")), x);
+    x = torch::where(pick == 1, torch::full_like(x, -0.0f), x);
+    x = torch::where(pick == 2, torch::full_like(x, 0.0f), x);
+    x = torch::where(pick == 3, torch::full_like(x, inf), x);
+    x = torch::where(pick == 4, torch::full_like(x, -inf), x);
+    if (i == 0) x = torch::full_like(x, -inf);  // every window -inf
+    for (int threads : {1, 2}) {
+      at::set_num_threads(threads);
+      torch::NoGradGuard no_grad;
+      const torch::Tensor want = torch::max_pool2d(x, {c.kh, c.kw}, {c.sh, c.sw}, {c.ph, c.pw}, {c.dh, c.dw}, c.ceil);
+      const torch::Tensor got = MaxPool2d(x, {c.kh, c.kw}, {c.sh, c.sw}, {c.ph, c.pw}, {c.dh, c.dw}, c.ceil);
+      ASSERT_EQ(got.sizes(), want.sizes()) << "case " << i;
+      // Bitwise: NaN equals NaN, -0 differs from +0.
+      EXPECT_TRUE(torch::equal(got.view(torch::kInt32), want.view(torch::kInt32))) << "case " << i << ", " << threads
+                                                                                   << " threads";
+    }
+  }
+  at::set_num_threads(1);
+  // The zoo's pooling layers, as LeNet-5 and VGG call them.
+  const torch::Tensor x = torch::randn({2, 6, 28, 28});
+  EXPECT_TRUE(torch::equal(MaxPool2d(x, 2), torch::max_pool2d(x, 2)));
+  EXPECT_TRUE(torch::equal(MaxPool2d(x, torch::nn::MaxPool2dOptions(2).stride(2).ceil_mode(true)),
+                           torch::max_pool2d(x, 2, 2, 0, 1, true)));
+  // Gradients still flow (LibTorch's pooling, with its indices).
+  const torch::Tensor leaf = x.clone().requires_grad_(true);
+  MaxPool2d(leaf, 2).sum().backward();
+  EXPECT_EQ(leaf.grad().sum().item<float>(), 2.0f * 6 * 14 * 14);
+  // Invalid parameters: LibTorch's error (padding beyond half the kernel).
+  torch::NoGradGuard no_grad;
+  EXPECT_THROW(MaxPool2d(x, {2, 2}, {2, 2}, {2, 2}, {1, 1}, false), c10::Error);
+}
 
 TEST(Models, LeNet5MatchesTheClassicShapeAndPyTorchNames) {
   auto m = CreateModel(Spec("lenet5", 1, 28));
