@@ -14,7 +14,8 @@ torch.nn.Module with an example input, exported to ONNX in memory. Stages run in
 the same C++ code as the xbar command and return their result file as a dict, with "run_dir" added:
 the folder of everything the stage wrote (a new temporary folder unless out= is given; it stays
 for the caller to read or remove, except after a failure, when nothing in it is a result and it is
-removed). Failures raise xbar.Error with .exit_code as the command line's. Tensors cross by DLPack, without copies.
+removed). Failures raise xbar.Error with .exit_code as the command line's. Tensors cross by
+DLPack, without copies.
 """
 import io
 import json

@@ -257,7 +257,8 @@ void ConvertBlockAvx2(const CrossbarTile& t, int64_t group, const ConvertTables&
         const __m256i code = _mm256_sllv_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(y, l), h)), plane_shift);
         iacc[j] = negative_plane ? _mm256_sub_epi32(iacc[j], code) : _mm256_add_epi32(iacc[j], code);
       } else {
-        const __m256 r = _mm256_min_ps(_mm256_max_ps(_mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), l), h);
+        const __m256 rounded = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m256 r = _mm256_min_ps(_mm256_max_ps(rounded, l), h);
         acc[2 * j] = _mm256_fmadd_pd(pwv, _mm256_cvtps_pd(_mm256_castps256_ps128(r)), acc[2 * j]);
         acc[2 * j + 1] = _mm256_fmadd_pd(pwv, _mm256_cvtps_pd(_mm256_extractf128_ps(r, 1)), acc[2 * j + 1]);
       }
@@ -375,7 +376,9 @@ void ConvertAllAvx2(const CrossbarTile& t, int64_t group, const ConvertTables& t
   for (; c0 + 8 * kBlock <= NR; c0 += 8 * kBlock) {
     ConvertBlockAvx2<kBlock, false, kInt, kHorner>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
   }
-  if (NR > c0) ConvertBlockAvx2<kBlock, true, kInt, kHorner>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
+  if (NR > c0) {
+    ConvertBlockAvx2<kBlock, true, kInt, kHorner>(t, group, tab, v, x, x_stride, xk, sums, sum_stride, c0, S);
+  }
 }
 
 // Whether ConvertBlockAvx2 can sum a position's counts over cell planes in bytes (kHorner): a
@@ -509,7 +512,9 @@ void PackInputWords(const float* src, const int64_t* idx, int64_t n, const Input
     __m256i q[8];
     for (int b = 0; b < 8; ++b) {
       __m256i x = _mm256_cvttps_epi32(_mm256_loadu_ps(xs + 8 * b));
-      if (d.signed_inputs) x = _mm256_add_epi32(x, _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), x), wrap));
+      if (d.signed_inputs) {
+        x = _mm256_add_epi32(x, _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), x), wrap));
+      }
       q[b] = _mm256_and_si256(x, low_byte);  // the low byte, as the AVX-512 path's truncating vpmovdb
     }
     // 32 int32 bytes in order: two unsigned packs interleave 128-bit lanes, one dword permute
