@@ -120,16 +120,27 @@ bool PortableKernels();
 
 // ---- inline definitions ---------------------------------------------------------------------------
 
-#if defined(__AVX2__) && !defined(__AVX512VPOPCNTDQ__)
-// AVX2 has no vector popcount: four 64-bit lanes counted by nibble lookups (vpshufb) summed per
-// lane (vpsadbw), 4 columns per step instead of one scalar popcnt and a memory add per column.
-inline __m256i Popcount4x64(__m256i v) {
-  const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
-                                         2, 3, 2, 3, 3, 4);
-  const __m256i low = _mm256_set1_epi8(0x0f);
+#if defined(__AVX2__)
+// AVX2 has no vector popcount: bytes counted by nibble lookups (vpshufb) in this table, the
+// nibbles picked by the mask below. PopcountBytes4x64: each byte's count (0..8), so up to 31 of
+// them can be added in bytes before one per-lane sum (vpsadbw).
+inline __m256i NibblePopcountTable() {
+  return _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3,
+                          4);
+}
+inline __m256i LowNibbles() { return _mm256_set1_epi8(0x0f); }
+inline __m256i PopcountBytes4x64(__m256i v, __m256i table, __m256i low) {
   const __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(v, low));
   const __m256i hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
-  return _mm256_sad_epu8(_mm256_add_epi8(lo, hi), _mm256_setzero_si256());
+  return _mm256_add_epi8(lo, hi);
+}
+#endif
+
+#if defined(__AVX2__) && !defined(__AVX512VPOPCNTDQ__)
+// Four 64-bit lanes counted, 4 columns per step instead of one scalar popcnt and a memory add per
+// column.
+inline __m256i Popcount4x64(__m256i v) {
+  return _mm256_sad_epu8(PopcountBytes4x64(v, NibblePopcountTable(), LowNibbles()), _mm256_setzero_si256());
 }
 template <bool kSub>
 inline int64_t PopcountAcc4(uint64_t x, const uint64_t* col, int64_t n, int shift, int64_t* acc) {

@@ -211,12 +211,15 @@ void ConvertAll(const CrossbarTile& t, int64_t group, const ConvertTables& tab, 
 #endif
 
 #if XBAR_HAVE_AVX2_CONVERT
-// Byte-wise popcounts of the four 64-bit lanes of v (Popcount4x64 before its per-lane sum): each
-// byte holds 0..8, so up to 31 of them can be added in bytes before one vpsadbw.
-inline __m256i PopcountBytes(__m256i v, __m256i table, __m256i low) {
-  const __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(v, low));
-  const __m256i hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
-  return _mm256_add_epi8(lo, hi);
+// bytes[j] += the byte popcounts (PopcountBytes4x64) of input word xw AND the cells of columns
+// [4 j, 4 j + 4) at col, for the N registers of a block.
+template <int N>
+inline void AddWordCounts(__m256i* bytes, uint64_t xw, const uint64_t* col, __m256i table, __m256i low) {
+  const __m256i xb = _mm256_set1_epi64x(static_cast<long long>(xw));
+  for (int j = 0; j < N; ++j) {
+    const __m256i cells = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 4 * j));
+    bytes[j] = _mm256_add_epi8(bytes[j], PopcountBytes4x64(_mm256_and_si256(xb, cells), table, low));
+  }
 }
 
 // Columns [c0, c0 + 8 NB) in NB pairs of registers of four 64-bit counts (kMasked: the last block,
@@ -230,9 +233,7 @@ void ConvertBlockAvx2(const CrossbarTile& t, int64_t group, const ConvertTables&
                       int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, int64_t c0, double* S) {
   const int64_t NR = t.read_columns(), W = t.words;
   const auto NP = static_cast<int64_t>(t.plane_shift.size());
-  const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
-                                         2, 3, 2, 3, 3, 4);
-  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i table = NibblePopcountTable(), low = LowNibbles();
   __m256d acc[2 * NB];
   __m256i iacc[NB];
   for (int j = 0; j < NB; ++j) {
@@ -276,14 +277,7 @@ void ConvertBlockAvx2(const CrossbarTile& t, int64_t group, const ConvertTables&
         for (int64_t q = NP - 1; q >= 0; --q) {
           for (int j = 0; j < 2 * NB; ++j) bytes[j] = _mm256_add_epi8(bytes[j], bytes[j]);
           for (int64_t w = 0; w < W; ++w) {
-            const uint64_t xw = xp[w];
-            if (xw == 0) continue;
-            const __m256i xb = _mm256_set1_epi64x(static_cast<long long>(xw));
-            const uint64_t* col = packed + (q * W + w) * NR;
-            for (int j = 0; j < 2 * NB; ++j) {
-              const __m256i cells = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 4 * j));
-              bytes[j] = _mm256_add_epi8(bytes[j], PopcountBytes(_mm256_and_si256(xb, cells), table, low));
-            }
+            if (xp[w] != 0) AddWordCounts<2 * NB>(bytes, xp[w], packed + (q * W + w) * NR, table, low);
           }
         }
         for (int j = 0; j < 2 * NB; ++j) cnt[j] = _mm256_sad_epu8(bytes[j], _mm256_setzero_si256());
@@ -300,12 +294,7 @@ void ConvertBlockAvx2(const CrossbarTile& t, int64_t group, const ConvertTables&
               const uint64_t xw = xp[k * xk + w];
               if (xw == 0) continue;
               any = true;
-              const __m256i xb = _mm256_set1_epi64x(static_cast<long long>(xw));
-              const uint64_t* col = packed + (q * W + w) * NR;
-              for (int j = 0; j < 2 * NB; ++j) {
-                const __m256i cells = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 4 * j));
-                bytes[j] = _mm256_add_epi8(bytes[j], PopcountBytes(_mm256_and_si256(xb, cells), table, low));
-              }
+              AddWordCounts<2 * NB>(bytes, xw, packed + (q * W + w) * NR, table, low);
             }
             if (!any) continue;
             for (int j = 0; j < 2 * NB; ++j) {
@@ -358,11 +347,12 @@ void ConvertBlockAvx2(const CrossbarTile& t, int64_t group, const ConvertTables&
   }
 }
 
-// Whether every column count of the packed kernel fits int32: |count| <= 64 W (2^v - 1) sum_q 2^shift_q.
+// Whether every column count of the packed kernel fits int32: |count| <= 64 W (2^v - 1) sum_q 2^shift_q
+// (integer shifts: this runs per position).
 bool CountsFitInt32(const CrossbarTile& t, int v) {
-  double most = 0;
-  for (int shift : t.plane_shift) most += std::ldexp(64.0 * static_cast<double>(t.words), shift);
-  return most * (std::ldexp(1.0, v) - 1.0) < 2147483648.0;
+  int64_t most = 0;
+  for (int shift : t.plane_shift) most += (int64_t{64} * t.words) << shift;
+  return most * ((int64_t{1} << v) - 1) < (int64_t{1} << 31);
 }
 
 template <bool kInt, bool kHorner>
