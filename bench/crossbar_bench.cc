@@ -29,6 +29,7 @@
 #include "xbar/core/platform.h"
 #include "xbar/core/progress.h"
 #include "xbar/crossbar/ir_drop.h"
+#include "xbar/crossbar/kernels.h"
 #include "xbar/crossbar/layer.h"
 #include "xbar/crossbar/plan.h"
 #include "xbar/crossbar/simulator.h"
@@ -619,6 +620,44 @@ void BM_ZeroSkipResNet18(benchmark::State& state) {
 }
 BENCHMARK(BM_ZeroSkipResNet18)->Args({2, 0})->Args({2, 1})->Args({2, 2})->Args({1, 2})->Iterations(2)->Unit(benchmark::kSecond);
 
+// The counting pass's convolutions (issue 10, item 6) on ResNet-18's shapes at 28 x 28, a batch of
+// 50 as NetworkWork runs them, one thread: arg 0 = shape, arg 1 = 0 ExactIntConv (exact sums: oneDNN
+// int8 on VNNI/AMX, else the AVX2 kernel), 1 the AVX2 kernel alone, 2 a float32 torch::conv2d of
+// the same codes (what ran on AVX2 CPUs before; rounds past 2^24). 16-bit codes, 8-bit weights.
+void BM_CountingConv(benchmark::State& state) {
+  struct Shape {
+    int64_t c, hw, o, k, stride;
+  };
+  static const Shape kShapes[] = {
+      {64, 28, 64, 3, 1}, {128, 14, 128, 3, 1}, {256, 7, 256, 3, 1}, {512, 4, 512, 3, 1}, {128, 28, 256, 1, 2}};
+  const Shape& sh = kShapes[state.range(0)];
+  at::set_num_threads(1);
+  torch::manual_seed(0);
+  xbar::IntConvShape c;
+  c.batch = 50, c.in_channels = sh.c, c.height = sh.hw, c.width = sh.hw, c.out_channels = sh.o;
+  c.kernel_h = c.kernel_w = sh.k, c.stride = sh.stride, c.padding = sh.k / 2;
+  const torch::Tensor x = torch::randint(0, 65536, {c.batch, sh.c, sh.hw, sh.hw}, torch::kFloat32);
+  const torch::Tensor w = torch::randint(-127, 128, {sh.o, sh.c, sh.k, sh.k}, torch::kFloat32);
+  const torch::Tensor w8 = w.to(torch::kInt8).contiguous();
+  torch::Tensor y = torch::conv2d(x, w, {}, c.stride, c.padding);
+  for (auto _ : state) {
+    bool ok = true;
+    if (state.range(1) == 0)
+      ok = xbar::ExactIntConv(c, x.data_ptr<float>(), w8.data_ptr<int8_t>(), y.data_ptr<float>());
+    if (state.range(1) == 1)
+      ok = xbar::ExactIntConvAvx2(c, x.data_ptr<float>(), w8.data_ptr<int8_t>(), y.data_ptr<float>());
+    if (state.range(1) == 2) y = torch::conv2d(x, w, {}, c.stride, c.padding);
+    if (!ok) {
+      state.SkipWithError("no exact kernel on this CPU or build");
+      break;
+    }
+    benchmark::DoNotOptimize(y.data_ptr<float>());
+  }
+  const double macs = static_cast<double>(y.numel()) * static_cast<double>(sh.c * sh.k * sh.k);
+  state.counters["GMAC/s"] = benchmark::Counter(macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(state.range(1) == 0 ? "ExactIntConv" : state.range(1) == 1 ? "AVX2 kernel" : "float32 conv2d");
+}
+BENCHMARK(BM_CountingConv)->ArgsProduct({{0, 1, 2, 3, 4}, {0, 1, 2}})->Unit(benchmark::kMillisecond);
 
 // IR drop (issue 10, item 4): effective conductances of one array, fast first-order model vs the
 // exact banded nodal solve; arg 0 = array side, arg 1 = 0 fast / 1 exact. r G_max = 1e-4.

@@ -238,6 +238,11 @@ ExactPlan PlanExactSums(const LayerInfo& l, const torch::Tensor& w, double max_x
   ExactPlan p;
   p.max_x = max_x;
   p.max_w1 = MaxRowL1(w);
+  if (ExactIntSumsAvailable() && w.numel() > 0 && max_x * p.max_w1 >= kExactF32) {  // where ExactPartials may use it
+    const torch::Tensor wc = w.to(torch::kCPU, torch::kFloat32);
+    if (wc.abs().max().item<float>() <= 32767.0f && torch::equal(wc.round(), wc))
+      p.w16 = wc.to(torch::kInt16).contiguous();
+  }
   if (w.numel() == 0 || max_x * p.max_w1 < kExactF32 || l.groups != 1) return p;
   // L1 of every output's weights over the first c input channels: [O, C + 1], exact (integers).
   const torch::Tensor a = w.to(torch::kCPU, torch::kFloat64).abs();
@@ -270,6 +275,37 @@ ExactPlan PlanExactSums(const LayerInfo& l, const torch::Tensor& w, double max_x
 std::vector<torch::Tensor> ExactPartials(const LayerInfo& l, const torch::Tensor& xq, const torch::Tensor& w,
                                          const ExactPlan& plan) {
   const double max_x = plan.max_x, max_w1 = plan.max_w1;
+  // Where one float32 pass is not exact: the integer kernel instead of input-channel chunks (on
+  // AVX2 builds; AVX-512 runs the chunks' float32 16 lanes wide), digits or float64.
+#if defined(__AVX512F__)
+  const bool int_kernel = max_x * max_w1 >= kExactF32 && plan.bounds.empty();
+#else
+  const bool int_kernel = max_x * max_w1 >= kExactF32;
+#endif
+  if (int_kernel && plan.w16.defined() && xq.is_cpu() && xq.scalar_type() == torch::kFloat32) {
+    const int64_t B = xq.size(0);
+    IntConvShape c;
+    c.batch = B;
+    c.out_channels = l.out_channels;
+    torch::Tensor y;
+    if (l.kind == LayerKind::kConv2d) {
+      c.in_channels = xq.size(1), c.height = xq.size(2), c.width = xq.size(3);
+      c.kernel_h = l.kernel_h, c.kernel_w = l.kernel_w, c.stride = l.stride, c.padding = l.padding;
+      c.dilation = l.dilation, c.groups = l.groups;
+      y = torch::empty({B, l.out_channels, l.out_size(xq.size(2), l.kernel_h), l.out_size(xq.size(3), l.kernel_w)},
+                       xq.options().dtype(torch::kFloat64));
+    } else {
+      c.in_channels = xq.numel() / std::max<int64_t>(1, B);  // the 1 x 1 case
+      y = torch::empty({B, l.out_channels}, xq.options().dtype(torch::kFloat64));
+    }
+    const torch::Tensor xc = xq.contiguous();
+    const bool shape_fits = c.groups > 0 && c.in_channels % c.groups == 0 &&
+                            plan.w16.numel() == c.out_channels * (c.in_channels / c.groups) * c.kernel_h * c.kernel_w;
+    if (B > 0 && shape_fits &&
+        ExactIntSums(c, xc.data_ptr<float>(), plan.w16.data_ptr<int16_t>(), y.data_ptr<double>())) {
+      return {y};
+    }
+  }
   if (max_x * max_w1 < kExactF32) return {Apply(l, xq, w)};
   if (!plan.bounds.empty()) {
     std::vector<torch::Tensor> parts;

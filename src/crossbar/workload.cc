@@ -257,13 +257,12 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
   }
   if (sample != nullptr) {
     // The ideal crossbar network (quantised inputs and weights): each layer counts its fragments'
-    // needed cycles on its quantised inputs, then computes what a lossless crossbar does. On a CPU
-    // with oneDNN's exact int8 kernels (VNNI, AMX) the sums are exact (ExactIntConv: one int8
-    // convolution per input byte, recombined in int64, rounded once to float32), for unsigned inputs
-    // of up to 16 bits and weights of up to 8. Otherwise (signed inputs: a network's first layer, or
-    // no such kernels) they are float32 GEMMs, exact while they stay below 2^24; beyond that a sum
-    // can round, which can move a later layer's quantised input by one step (docs/BENCHMARKS.md
-    // measures by how much).
+    // needed cycles on its quantised inputs, then computes what a lossless crossbar does, with exact
+    // integer sums (ExactIntConv: oneDNN's int8 kernels on CPUs with VNNI or AMX, an AVX2 kernel of
+    // our own otherwise) for inputs of up to 16 bits and weights of up to 8, rounded once to
+    // float32 -- the same on every CPU with AVX2. Without AVX2 they are float32 GEMMs, exact while
+    // they stay below 2^24; beyond that a sum can round, which can move a later layer's quantised
+    // input by one step (docs/BENCHMARKS.md measures by how much).
     std::mutex mu;
     model.eval();
     ScopedOverride count(model, [&](const LayerInfo& l, const torch::Tensor& x, const LayerFn&) {
@@ -302,7 +301,7 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
         s.skip.needed += counts.needed;
       }
       torch::Tensor y;
-      if (s.qweight_i8.defined() && !in.signed_inputs && xq.device().is_cpu() && map.input_bits <= 16) {
+      if (s.qweight_i8.defined() && xq.device().is_cpu() && map.input_bits <= 16) {
         IntConvShape c;
         c.batch = B;
         c.out_channels = l.out_channels;

@@ -889,11 +889,13 @@ TEST(Kernels, PlanesNeededIsTheBitLengthInDacSteps) {
 TEST(Kernels, ExactIntConvGivesTheExactSumRoundedOnce) {
   // The counting pass of zero-skipping estimates convolves integer codes of up to 16 bits with
   // 8-bit weights: sums far past 2^24, where a float32 GEMM rounds. The reference is a float64
-  // convolution (exact: every sum stays below 2^53), rounded once to float32.
-  if (!ExactIntConvAvailable()) GTEST_SKIP() << "no exact int8 kernels on this CPU or build";
+  // convolution (exact: every sum stays below 2^53), rounded once to float32. Both kernels are
+  // checked where the CPU has them: ExactIntConv (oneDNN's on VNNI/AMX, else the AVX2 one) and the
+  // AVX2 kernel alone.
+  if (!ExactIntConvAvailable()) GTEST_SKIP() << "no exact integer kernels on this CPU or build";
   struct Case {
     IntConvShape c;
-    int64_t code_max;
+    int64_t code_min, code_max;
   };
   auto conv = [](int64_t n, int64_t ch, int64_t hw, int64_t o, int64_t k, int64_t stride, int64_t pad, int64_t dil,
                  int64_t groups) {
@@ -903,42 +905,123 @@ TEST(Kernels, ExactIntConvGivesTheExactSumRoundedOnce) {
     return c;
   };
   const std::vector<Case> cases = {
-      {conv(3, 64, 14, 32, 3, 1, 1, 1, 1), 65535},  // 16-bit codes: two byte passes
-      {conv(2, 32, 9, 48, 3, 2, 1, 1, 1), 65535},   // stride 2, odd size
-      {conv(2, 16, 10, 24, 1, 2, 0, 1, 1), 65535},  // 1 x 1 shortcut
-      {conv(2, 8, 12, 8, 3, 1, 2, 2, 1), 65535},    // dilation 2
-      {conv(2, 16, 8, 32, 3, 1, 1, 1, 4), 65535},   // groups
-      {conv(2, 16, 8, 16, 3, 1, 1, 1, 16), 255},    // depthwise, 8-bit codes: one pass
-      {conv(5, 300, 1, 10, 1, 1, 0, 1, 1), 65535},  // a linear layer
+      {conv(3, 64, 14, 32, 3, 1, 1, 1, 1), 0, 65535},     // 16-bit codes: two byte passes, 288 weight pairs
+      {conv(2, 32, 9, 48, 3, 2, 1, 1, 1), 0, 65535},      // stride 2, odd size
+      {conv(2, 16, 10, 24, 1, 2, 0, 1, 1), 0, 65535},     // 1 x 1 shortcut
+      {conv(2, 8, 12, 8, 3, 1, 2, 2, 1), 0, 65535},       // dilation 2
+      {conv(2, 16, 8, 32, 3, 1, 1, 1, 4), 0, 65535},      // groups
+      {conv(2, 16, 8, 16, 3, 1, 1, 1, 16), 0, 255},       // depthwise, 8-bit codes: one pass, odd reduction
+      {conv(5, 300, 1, 10, 1, 1, 0, 1, 1), 0, 65535},     // a linear layer
+      {conv(2, 3, 11, 6, 5, 1, 2, 1, 1), -32768, 32767},  // signed 16-bit codes (a first layer), 6 channels
+      {conv(1, 130, 6, 5, 3, 1, 1, 1, 1), -128, 127},     // signed 8-bit, 585 pairs: three int32 runs
+      {conv(3, 7, 13, 9, 3, 2, 0, 1, 1), 0, 32767},       // 15-bit codes (no offset), odd everything
+      {conv(2, 20, 21, 7, 3, 1, 1, 1, 1), 0, 65535},      // rows of 21 at stride 1: runs of 16 read as vectors
   };
   torch::manual_seed(3);
-  for (const Case& k : cases) {
-    const IntConvShape& c = k.c;
-    const torch::Tensor x = torch::randint(0, k.code_max + 1, {c.batch, c.in_channels, c.height, c.width}, torch::kFloat32);
-    const torch::Tensor w =
-        torch::randint(-128, 128, {c.out_channels, c.in_channels / c.groups, c.kernel_h, c.kernel_w}, torch::kFloat32);
+  auto check = [](const IntConvShape& c, const torch::Tensor& x, const torch::Tensor& w, bool avx2_only,
+                  const std::string& what) {
     const torch::Tensor want = torch::conv2d(x.to(torch::kFloat64), w.to(torch::kFloat64), {}, c.stride, c.padding,
                                              c.dilation, c.groups)
                                    .to(torch::kFloat32);
     torch::Tensor y = torch::full_like(want, -1.0f);
     const torch::Tensor w8 = w.to(torch::kInt8).contiguous();
-    ASSERT_TRUE(ExactIntConv(c, x.data_ptr<float>(), w8.data_ptr<int8_t>(), y.data_ptr<float>()));
-    EXPECT_TRUE(torch::equal(y, want)) << "max difference " << (y - want).abs().max().item<float>() << " on "
-                                       << c.in_channels << " -> " << c.out_channels << ", groups " << c.groups;
+    const bool ran = avx2_only ? ExactIntConvAvx2(c, x.data_ptr<float>(), w8.data_ptr<int8_t>(), y.data_ptr<float>())
+                               : ExactIntConv(c, x.data_ptr<float>(), w8.data_ptr<int8_t>(), y.data_ptr<float>());
+    // A build without AVX2 has only oneDNN's path (VNNI/AMX), which takes no signed codes.
+    if (!ran && !ExactIntSumsAvailable()) return;
+    ASSERT_TRUE(ran) << what << (avx2_only ? " (AVX2 kernel)" : "");
+    EXPECT_TRUE(torch::equal(y, want)) << "max difference " << (y - want).abs().max().item<float>() << " on " << what
+                                       << (avx2_only ? " (AVX2 kernel)" : "");
+  };
+  for (const Case& k : cases) {
+    const IntConvShape& c = k.c;
+    const torch::Tensor x =
+        torch::randint(k.code_min, k.code_max + 1, {c.batch, c.in_channels, c.height, c.width}, torch::kFloat32);
+    const torch::Tensor w =
+        torch::randint(-128, 128, {c.out_channels, c.in_channels / c.groups, c.kernel_h, c.kernel_w}, torch::kFloat32);
+    const std::string what =
+        StrCat(c.in_channels, " -> ", c.out_channels, ", groups ", c.groups, ", codes ", k.code_min, "..", k.code_max);
+    for (bool avx2_only : {false, true}) check(c, x, w, avx2_only, what);
     if (k.code_max == 65535 && c.groups == 1 && c.height > 1) {
       // What this replaces: the float32 convolution of the same codes rounds.
-      EXPECT_FALSE(torch::equal(torch::conv2d(x, w, {}, c.stride, c.padding, c.dilation, c.groups), want));
+      EXPECT_FALSE(torch::equal(
+          torch::conv2d(x, w, {}, c.stride, c.padding, c.dilation, c.groups),
+          torch::conv2d(x.to(torch::kFloat64), w.to(torch::kFloat64), {}, c.stride, c.padding, c.dilation, c.groups)
+              .to(torch::kFloat32)));
     }
   }
-  // Not integer codes in [0, 2^16): refused, the output untouched.
+  // The extremes of an int32 run: codes at the ends of their range times weights of -128, over 256
+  // weight pairs (the AVX2 kernel's limit is 255 a run) and 1,500 (an offset of 2^15 makes code 0
+  // the most negative value).
+  for (int64_t channels : {512, 3000}) {
+    for (const auto& [lo, hi] :
+         std::vector<std::pair<float, float>>{{-32768.0f, -32768.0f}, {0.0f, 65535.0f}, {65535.0f, 65535.0f}}) {
+      const IntConvShape c = conv(2, channels, 1, 3, 1, 1, 0, 1, 1);
+      torch::Tensor x = torch::full({2, channels, 1, 1}, lo);
+      x[1][17][0][0] = hi;
+      const torch::Tensor w = torch::full({3, channels, 1, 1}, -128.0f);
+      for (bool avx2_only : {false, true})
+        check(c, x, w, avx2_only, StrCat("extremes ", lo, "/", hi, " over ", channels));
+    }
+  }
+  // The float64 variant with int16 weights (the simulator's fast path): the exact sums themselves,
+  // for weights beyond 8 bits; refused where a pair of products could pass int32.
+  if (ExactIntSumsAvailable()) {
+    struct Wide {
+      IntConvShape c;
+      int64_t code_min, code_max, w_max;
+    };
+    const std::vector<Wide> wide = {
+        {conv(2, 40, 12, 10, 3, 1, 1, 1, 1), 0, 255, 30000},  // 8-bit codes, 16-bit weights
+        {conv(3, 9, 20, 7, 3, 2, 1, 1, 1), -128, 127, 2000},  // signed codes
+        {conv(2, 16, 9, 12, 3, 1, 1, 1, 4), 0, 65535, 100},   // 16-bit codes, groups
+        {conv(4, 700, 1, 5, 1, 1, 0, 1, 1), 0, 4095, 1000},   // a linear layer, short int32 runs
+    };
+    for (const Wide& k : wide) {
+      const IntConvShape& c = k.c;
+      const torch::Tensor x =
+          torch::randint(k.code_min, k.code_max + 1, {c.batch, c.in_channels, c.height, c.width}, torch::kFloat32);
+      const torch::Tensor w = torch::randint(
+          -k.w_max, k.w_max + 1, {c.out_channels, c.in_channels / c.groups, c.kernel_h, c.kernel_w}, torch::kFloat64);
+      const torch::Tensor want = torch::conv2d(x.to(torch::kFloat64), w, {}, c.stride, c.padding, c.dilation, c.groups);
+      torch::Tensor y = torch::full_like(want, -1.0);
+      const torch::Tensor w16 = w.to(torch::kInt16).contiguous();
+      ASSERT_TRUE(ExactIntSums(c, x.data_ptr<float>(), w16.data_ptr<int16_t>(), y.data_ptr<double>()));
+      EXPECT_TRUE(torch::equal(y, want)) << "max difference " << (y - want).abs().max().item<double>() << " on "
+                                         << c.in_channels << " -> " << c.out_channels << ", weights up to " << k.w_max;
+    }
+    {  // Runs shorter than 255 pairs: 350 pairs of 8191 x -1000 would pass int32 in one run.
+      const IntConvShape c = conv(2, 700, 1, 3, 1, 1, 0, 1, 1);
+      const torch::Tensor x = torch::full({2, 700, 1, 1}, 8191.0f);
+      const torch::Tensor w = torch::full({3, 700, 1, 1}, -1000.0, torch::kFloat64);
+      const torch::Tensor want = torch::conv2d(x.to(torch::kFloat64), w);
+      torch::Tensor y = torch::zeros_like(want);
+      const torch::Tensor w16 = w.to(torch::kInt16).contiguous();
+      ASSERT_TRUE(ExactIntSums(c, x.data_ptr<float>(), w16.data_ptr<int16_t>(), y.data_ptr<double>()));
+      EXPECT_TRUE(torch::equal(y, want)) << y.flatten()[0].item<double>() << " vs " << want.flatten()[0].item<double>();
+    }
+    IntConvShape c = conv(1, 2, 3, 2, 1, 1, 0, 1, 1);
+    torch::Tensor x = torch::full({1, 2, 3, 3}, 40000.0f);  // offset codes reach -2^15: 2^15 x 2^15 per product
+    const torch::Tensor w16 = torch::full({2, 2, 1, 1}, -32768, torch::kInt16);
+    torch::Tensor y = torch::full({1, 2, 3, 3}, 7.0, torch::kFloat64);
+    EXPECT_FALSE(ExactIntSums(c, x.data_ptr<float>(), w16.data_ptr<int16_t>(), y.data_ptr<double>()));
+    EXPECT_TRUE(torch::equal(y, torch::full({1, 2, 3, 3}, 7.0, torch::kFloat64)));
+  }
+  // Not integer codes in [0, 2^16) or [-2^15, 2^15): refused, the output untouched.
   IntConvShape c = conv(1, 2, 3, 2, 1, 1, 0, 1, 1);
   const torch::Tensor w8 = torch::ones({2, 2, 1, 1}, torch::kInt8);
-  for (float bad : {0.5f, -1.0f, 65536.0f, std::nanf("")}) {
+  for (const auto& [bad, other] : std::vector<std::pair<float, float>>{
+           {0.5f, 1.0f}, {-32769.0f, 1.0f}, {65536.0f, 1.0f}, {std::nanf(""), 1.0f}, {-1.0f, 32768.0f}}) {
     torch::Tensor x = torch::ones({1, 2, 3, 3});
     x[0][1][2][0] = bad;
-    torch::Tensor y = torch::full({1, 2, 3, 3}, 7.0f);
-    EXPECT_FALSE(ExactIntConv(c, x.data_ptr<float>(), w8.data_ptr<int8_t>(), y.data_ptr<float>())) << bad;
-    EXPECT_TRUE(torch::equal(y, torch::full({1, 2, 3, 3}, 7.0f))) << bad;
+    x[0][0][0][0] = other;
+    for (bool avx2_only : {false, true}) {
+      torch::Tensor y = torch::full({1, 2, 3, 3}, 7.0f);
+      EXPECT_FALSE(avx2_only ? ExactIntConvAvx2(c, x.data_ptr<float>(), w8.data_ptr<int8_t>(), y.data_ptr<float>())
+                             : ExactIntConv(c, x.data_ptr<float>(), w8.data_ptr<int8_t>(), y.data_ptr<float>()))
+          << bad << " with " << other;
+      EXPECT_TRUE(torch::equal(y, torch::full({1, 2, 3, 3}, 7.0f))) << bad;
+    }
   }
 }
 

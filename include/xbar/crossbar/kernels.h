@@ -100,18 +100,27 @@ void ScaleSums(const float* const* parts, int64_t num_parts, float* y, int64_t n
 void ScaleSums(const double* sums, float* y, int64_t n, double scale, const double* bias, int64_t channels,
                int64_t plane);
 // Exact integer convolution (kernels/int_conv.cc; a linear layer is the 1 x 1 case of H = W = 1):
-// y [N, O, OH, OW] (float32, contiguous) = the exact sums of the integer codes x (float32 NCHW,
-// every value an integer in [0, 2^16)) times the integer weights w (int8 [O, C/G, KH, KW]), each
-// rounded once to float32. Returns false and leaves y alone where it does not apply: a build or a
-// CPU without oneDNN's exact int8 kernels (VNNI or AMX), a value of x that is not such a code, or
-// a reduction so long that a byte's sum could pass int32. The sums are exact, so the result does
-// not depend on how oneDNN splits the work across threads.
+// y [N, O, OH, OW] (float32, contiguous) = the exact sums of the integer codes x (float32 NCHW)
+// times the integer weights w (int8 [O, C/G, KH, KW]), each rounded once to float32. x holds
+// integers in [0, 2^16) (unsigned inputs) or in [-2^15, 2^15) (signed inputs). Runs on oneDNN's
+// int8 kernels where they sum exactly (VNNI, AMX; unsigned codes) and otherwise on an AVX2 kernel
+// of its own; both give the same results, which do not depend on how the work is split across
+// threads. Returns false and leaves y alone where it does not apply: a build for a CPU without AVX2
+// (and without those oneDNN kernels), a value of x that is not such a code, or a reduction so long
+// that a sum could pass int32 in oneDNN's kernels. ExactIntConvAvx2 is the AVX2 kernel alone
+// (tests compare the two).
 struct IntConvShape {
   int64_t batch = 1, in_channels = 1, height = 1, width = 1, out_channels = 1;
   int64_t kernel_h = 1, kernel_w = 1, stride = 1, padding = 0, dilation = 1, groups = 1;
 };
 bool ExactIntConv(const IntConvShape& shape, const float* x, const int8_t* w, float* y);
+bool ExactIntConvAvx2(const IntConvShape& shape, const float* x, const int8_t* w, float* y);
 bool ExactIntConvAvailable();
+// The same sums exact in float64, for int16 weights (the AVX2 kernel; the simulator's exact fast
+// path): false where it does not apply -- no AVX2, codes as above not given, or a product pair
+// that could pass int32 (16-bit codes need weights below 2^15 in magnitude).
+bool ExactIntSums(const IntConvShape& shape, const float* x, const int16_t* w, double* y);
+bool ExactIntSumsAvailable();
 // The vector kernels of kernels/convert.cc (AVX-512 or AVX2 + FMA, when the build targets a CPU
 // with them) or the portable ones, which give the same bits; tests switch to the portable ones to
 // compare.

@@ -171,10 +171,14 @@ struct ExactPlan {
   double max_x = -1, max_w1 = 0;     // the input bound planned for; MaxRowL1(w)
   std::vector<int64_t> bounds;       // input-channel chunk boundaries {0, ..., C}, or empty
   std::vector<torch::Tensor> weights;  // the weights of each chunk, contiguous
+  torch::Tensor w16;                   // the weights as int16 on the CPU where they fit (ExactIntSums), or undefined
 };
 ExactPlan PlanExactSums(const LayerInfo& l, const torch::Tensor& w, double max_x);
 // The layer's exact integer sums as partial results to add: float32 tensors each exact (one, or
 // one per chunk), or one float64 tensor. CombinePartials adds them (float64 when more than one).
+// On CPU inputs with plan.w16, where one float32 pass would not be exact, the sums come from the
+// integer kernel (ExactIntSums: one pass, one float64 tensor) instead of input-channel chunks (on
+// AVX2 builds without AVX-512), base-16 digits or float64. Every way gives the same sums.
 std::vector<torch::Tensor> ExactPartials(const LayerInfo& l, const torch::Tensor& xq, const torch::Tensor& w,
                                          const ExactPlan& plan);
 torch::Tensor CombinePartials(const std::vector<torch::Tensor>& parts);
