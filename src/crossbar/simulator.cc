@@ -272,6 +272,22 @@ ExactPlan PlanExactSums(const LayerInfo& l, const torch::Tensor& w, double max_x
   return p;  // digits (or float64)
 }
 
+IntConvShape IntConvShapeOf(const LayerInfo& l, const torch::Tensor& x, std::vector<int64_t>* out_sizes) {
+  IntConvShape c;
+  c.batch = x.size(0);
+  c.out_channels = l.out_channels;
+  if (l.kind == LayerKind::kConv2d) {
+    c.in_channels = x.size(1), c.height = x.size(2), c.width = x.size(3);
+    c.kernel_h = l.kernel_h, c.kernel_w = l.kernel_w, c.stride = l.stride, c.padding = l.padding;
+    c.dilation = l.dilation, c.groups = l.groups;
+    *out_sizes = {c.batch, l.out_channels, l.out_size(c.height, l.kernel_h), l.out_size(c.width, l.kernel_w)};
+  } else {
+    c.in_channels = x.numel() / std::max<int64_t>(1, c.batch);
+    *out_sizes = {c.batch, l.out_channels};
+  }
+  return c;
+}
+
 std::vector<torch::Tensor> ExactPartials(const LayerInfo& l, const torch::Tensor& xq, const torch::Tensor& w,
                                          const ExactPlan& plan) {
   const double max_x = plan.max_x, max_w1 = plan.max_w1;
@@ -283,25 +299,13 @@ std::vector<torch::Tensor> ExactPartials(const LayerInfo& l, const torch::Tensor
   const bool int_kernel = max_x * max_w1 >= kExactF32;
 #endif
   if (int_kernel && plan.w16.defined() && xq.is_cpu() && xq.scalar_type() == torch::kFloat32) {
-    const int64_t B = xq.size(0);
-    IntConvShape c;
-    c.batch = B;
-    c.out_channels = l.out_channels;
-    torch::Tensor y;
-    if (l.kind == LayerKind::kConv2d) {
-      c.in_channels = xq.size(1), c.height = xq.size(2), c.width = xq.size(3);
-      c.kernel_h = l.kernel_h, c.kernel_w = l.kernel_w, c.stride = l.stride, c.padding = l.padding;
-      c.dilation = l.dilation, c.groups = l.groups;
-      y = torch::empty({B, l.out_channels, l.out_size(xq.size(2), l.kernel_h), l.out_size(xq.size(3), l.kernel_w)},
-                       xq.options().dtype(torch::kFloat64));
-    } else {
-      c.in_channels = xq.numel() / std::max<int64_t>(1, B);  // the 1 x 1 case
-      y = torch::empty({B, l.out_channels}, xq.options().dtype(torch::kFloat64));
-    }
+    std::vector<int64_t> sizes;
+    const IntConvShape c = IntConvShapeOf(l, xq, &sizes);
+    torch::Tensor y = torch::empty(sizes, xq.options().dtype(torch::kFloat64));
     const torch::Tensor xc = xq.contiguous();
     const bool shape_fits = c.groups > 0 && c.in_channels % c.groups == 0 &&
                             plan.w16.numel() == c.out_channels * (c.in_channels / c.groups) * c.kernel_h * c.kernel_w;
-    if (B > 0 && shape_fits &&
+    if (c.batch > 0 && shape_fits &&
         ExactIntSums(c, xc.data_ptr<float>(), plan.w16.data_ptr<int16_t>(), y.data_ptr<double>())) {
       return {y};
     }

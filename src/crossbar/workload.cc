@@ -302,18 +302,9 @@ std::vector<hw::LayerWork> NetworkWork(Model& model, const MappingSpec& map, con
       }
       torch::Tensor y;
       if (s.qweight_i8.defined() && xq.device().is_cpu() && map.input_bits <= 16) {
-        IntConvShape c;
-        c.batch = B;
-        c.out_channels = l.out_channels;
-        if (l.kind == LayerKind::kConv2d) {
-          c.in_channels = xq.size(1), c.height = xq.size(2), c.width = xq.size(3);
-          c.kernel_h = l.kernel_h, c.kernel_w = l.kernel_w, c.stride = l.stride, c.padding = l.padding;
-          c.dilation = l.dilation, c.groups = l.groups;
-          y = torch::empty({B, l.out_channels, out_h, out_w});
-        } else {
-          c.in_channels = xq.numel() / B;  // the 1 x 1 case
-          y = torch::empty({B, l.out_channels});
-        }
+        std::vector<int64_t> sizes;
+        const IntConvShape c = IntConvShapeOf(l, xq, &sizes);
+        y = torch::empty(sizes);
         const torch::Tensor xc = xq.contiguous();
         if (!ExactIntConv(c, xc.data_ptr<float>(), s.qweight_i8.data_ptr<int8_t>(), y.data_ptr<float>())) y = torch::Tensor();
       }

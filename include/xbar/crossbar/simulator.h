@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "xbar/crossbar/faults.h"
+#include "xbar/crossbar/kernels.h"
 #include "xbar/crossbar/layer.h"
 #include "xbar/data/dataset.h"
 #include "xbar/models/model.h"
@@ -181,6 +182,9 @@ ExactPlan PlanExactSums(const LayerInfo& l, const torch::Tensor& w, double max_x
 // AVX2 builds without AVX-512), base-16 digits or float64. Every way gives the same sums.
 std::vector<torch::Tensor> ExactPartials(const LayerInfo& l, const torch::Tensor& xq, const torch::Tensor& w,
                                          const ExactPlan& plan);
+// Layer l on input x ([B, C, H, W]; a linear layer's [B, ...] is the 1 x 1 case) as an integer
+// convolution (kernels.h), and the sizes of its output ([B, O, OH, OW] or [B, O]).
+IntConvShape IntConvShapeOf(const LayerInfo& l, const torch::Tensor& x, std::vector<int64_t>* out_sizes);
 torch::Tensor CombinePartials(const std::vector<torch::Tensor>& parts);
 // The largest L1 norm of an output's weights (a row of w viewed as [out, -1]).
 double MaxRowL1(const torch::Tensor& w);

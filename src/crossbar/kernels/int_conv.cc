@@ -241,12 +241,10 @@ inline void MicroTile(const int32_t* __restrict a, const int32_t* __restrict b, 
   }
 }
 
-// Four int64 below 2^51 in magnitude (exactly representable as double) to float32, each rounded
-// once: exact to double through the 2^52 + 2^51 bias, then the one rounding to float.
-inline __m128 Int64ToFloat(__m256i v) {
+// Four int64 below 2^51 in magnitude to float64, exactly: through the 2^52 + 2^51 bias.
+inline __m256d Int64ToDouble(__m256i v) {
   const __m256i bias_i = _mm256_set1_epi64x(0x4338000000000000LL);  // the bits of 2^52 + 2^51
-  const __m256d bias_d = _mm256_castsi256_pd(bias_i);
-  return _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_castsi256_pd(_mm256_add_epi64(v, bias_i)), bias_d));
+  return _mm256_sub_pd(_mm256_castsi256_pd(_mm256_add_epi64(v, bias_i)), _mm256_castsi256_pd(bias_i));
 }
 
 struct AlignedFree {
@@ -261,14 +259,12 @@ std::unique_ptr<T[], AlignedFree> AlignedArray(int64_t n) {  // 64-byte aligned;
 }
 
 // Output writers: float32 (the exact sum rounded once) or float64 (exact: every sum is below 2^51).
-inline void StoreSums(float* out, __m256i lo, __m256i hi) {
-  _mm256_storeu_ps(out, _mm256_set_m128(Int64ToFloat(hi), Int64ToFloat(lo)));
+inline void StoreSums(float* out, __m256i lo, __m256i hi) {  // exact in float64, so rounded once
+  _mm256_storeu_ps(out, _mm256_set_m128(_mm256_cvtpd_ps(Int64ToDouble(hi)), _mm256_cvtpd_ps(Int64ToDouble(lo))));
 }
 inline void StoreSums(double* out, __m256i lo, __m256i hi) {
-  const __m256i bias_i = _mm256_set1_epi64x(0x4338000000000000LL);
-  const __m256d bias_d = _mm256_castsi256_pd(bias_i);
-  _mm256_storeu_pd(out, _mm256_sub_pd(_mm256_castsi256_pd(_mm256_add_epi64(lo, bias_i)), bias_d));
-  _mm256_storeu_pd(out + 4, _mm256_sub_pd(_mm256_castsi256_pd(_mm256_add_epi64(hi, bias_i)), bias_d));
+  _mm256_storeu_pd(out, Int64ToDouble(lo));
+  _mm256_storeu_pd(out + 4, Int64ToDouble(hi));
 }
 
 // y = the exact sums of codes x times weights w (int8 or int16), as float32 (rounded once) or
