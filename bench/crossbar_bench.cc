@@ -244,6 +244,40 @@ void BM_Engine(benchmark::State& state) {
 }
 BENCHMARK(BM_Engine)->ArgsProduct({{0, 1, 2, 3, 4}, {0, 1, 2, 3}, {1, 2}})->Unit(benchmark::kMillisecond);
 
+// FORMS fragments under device variation (float cells): VGG-8 features.3's GEMM (1152 x 128, one
+// image's 1,024 positions) on the forms preset's crossbars -- polarized, 128 x 128, 8-bit
+// weights on 2-bit cells, 16-bit inputs through a 1-bit DAC, 4-bit ADCs per fragment -- with
+// lognormal variation sigma 0.1, one thread. Args: fragment rows (4, 8); 0 = every sum computed
+// (FloatSums, then ConvertPosition), 1 = each fragment's sums and codes looked up by its digit
+// pattern (the same bits).
+void BM_FragmentsUnderVariation(benchmark::State& state) {
+  at::set_num_threads(1);
+  torch::manual_seed(0);
+  const int64_t K = 1152, N = 128, M = 1024;
+  const torch::Tensor w = torch::randn({N, K}).abs();  // one sign: polarised at any fragment size
+  xbar::MappingSpec map = Map(4);
+  map.scheme = &xbar::FindScheme("polarized", "bench");
+  map.fragment_rows = state.range(0);
+  map.input_bits = 16;
+  xbar::DeviceSpec dev;
+  dev.variation_sigma = 0.1;
+  xbar::CrossbarLayer layer("l", w, 0.0, map, dev);
+  layer.Program(nullptr, 1, 0);
+  torch::Tensor x = torch::floor(torch::rand({M, K}) * 65536);
+  x.masked_fill_(torch::rand({M, K}).lt(0.3), 0.0);  // zeros, as after a ReLU
+  xbar::SetPatternSums(state.range(1) == 1);
+  const int64_t built = xbar::PatternTablesBuilt();
+  for (auto _ : state) benchmark::DoNotOptimize(layer.Forward(x, false, 0, nullptr));
+  const bool looked_up = xbar::PatternTablesBuilt() > built;
+  xbar::SetPatternSums(true);
+  if (looked_up != (state.range(1) == 1)) state.SkipWithError("the lookup did not run as asked");
+  const double macs = 2.0 * BitPlaneMacs(layer, M) * static_cast<double>(state.iterations());  // 16 planes
+  state.counters["bitplane_GMAC/s"] = benchmark::Counter(macs / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(std::string("fragments of ") + std::to_string(state.range(0)) +
+                 (state.range(1) == 1 ? ", looked up by pattern" : ", summed"));
+}
+BENCHMARK(BM_FragmentsUnderVariation)->ArgsProduct({{4, 8}, {0, 1}})->Unit(benchmark::kMillisecond);
+
 // The machine's single-core fp32 GEMM rate, as MACs.
 void BM_SgemmPeak(benchmark::State& state) {
   at::set_num_threads(1);

@@ -420,6 +420,7 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
   }
   torch::Tensor out = torch::empty({M_all, N_}, kF64);  // every chunk writes all of its rows
   const StageContext ctx = Context();
+  const bool per_pattern = chain_.per_pattern();
   const int64_t KW = (K_ + 63) / 64;
   // Positions go in chunks small enough for each crossbar's partial sums to stay in cache; chunks
   // are independent (disjoint output rows, read noise keyed by MVM), so they run in parallel and
@@ -516,11 +517,22 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       torch::Tensor sums;
       // A fused crossbar on one 64-aligned run of rows reads the chunk's whole-row packed digits.
       const bool from_row_bits = fused && fits;
+      const bool float_sums = !fused && (!can_pack || kernel_ == SumKernel::kFloat || t.kernel == 1);
+      // Groups of a few rows (FORMS fragments) with no per-read stage: each group's sums looked up
+      // by its digit pattern in a table of every pattern's sums, the same bits as FloatSums
+      // (PatternSums), built once per crossbar and chunk instead of summing for every position and
+      // plane.
+      const bool by_pattern = float_sums && per_pattern && PatternSumsPay(g, v, P, M);
+      thread_local std::vector<float> pattern_sums;
+      thread_local std::vector<int32_t> pattern_codes;
+      const int64_t pattern_stride = PatternSumsStride(NR), patterns = by_pattern ? int64_t{1} << (v * g) : 0;
       if (from_row_bits) {
         pack_rows();
       } else if (fused) {
         pack();
-      } else if (!can_pack || kernel_ == SumKernel::kFloat || t.kernel == 1) {
+      } else if (by_pattern) {
+        // the sums are looked up per position below
+      } else if (float_sums) {
         lower();
         sums = FloatSums(xg, t.reads);
       } else if (kernel_ == SumKernel::kPacked || t.kernel == 2) {
@@ -548,6 +560,24 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       const float* sp = sums.defined() ? sums.data_ptr<float>() : nullptr;
       const ConvertTables tab{t.adc_inv.data(), t.adc_lo.data(), t.adc_hi.data(), planes.weight.data(), P,
                               t.adc_scale.data(), int_codes[ti] != 0};
+      if (by_pattern) {  // every pattern's sums, then their ADC codes
+        pattern_sums.resize(static_cast<size_t>(G * patterns * pattern_stride));
+        pattern_codes.resize(pattern_sums.size());
+        PatternSums(t.reads, v, pattern_sums.data());
+        PatternCodes(pattern_sums.data(), G * patterns, pattern_stride, NR, tab, pattern_codes.data());
+        if (calibrating_) {  // the ADC ranges from how often each group's patterns occur
+          std::vector<int64_t> counts(static_cast<size_t>(G * patterns), 0);
+          std::vector<uint32_t> pattern(static_cast<size_t>(P));
+          for (int64_t m = 0; m < M; ++m) {
+            for (int64_t gi = 0; gi < G; ++gi) {
+              GroupPatterns(x_chunk + m * K_, t, gi, digits, v, pattern.data());
+              for (uint32_t q : pattern) ++counts[static_cast<size_t>(gi * patterns + q)];
+            }
+          }
+          chain_.adc->RecordPatterns(t, pattern_sums.data(), pattern_stride, patterns, counts, ctx);
+        }
+      }
+      const int32_t* codes = pattern_codes.data();
       const int64_t weight_cols = NR - (t.unit.defined() ? 1 : 0);  // the offset scheme's unit column comes last
       // Plane p, bit k of position m on group gi: x(gi, m) + p * x_plane + k * x_bit.
       const int64_t x_bit = from_row_bits ? KW : t.words;
@@ -561,6 +591,7 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
       // number of threads.
       at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
         std::vector<double> acc(static_cast<size_t>(C)), S(static_cast<size_t>(NR));
+        std::vector<uint32_t> pattern(static_cast<size_t>(by_pattern ? P : 0));  // per plane, at one group
         for (int64_t m = m0; m < m1; ++m) {
           std::fill(acc.begin(), acc.end(), 0.0);
           double unit = 0.0;
@@ -570,6 +601,10 @@ torch::Tensor CrossbarLayer::Forward(const torch::Tensor& xq_in, bool signed_inp
               ConvertPosition(t, gi, tab, v, x_base + m * P * v * KW + gi * g / 64, x_plane, x_bit, nullptr, 0, S.data());
             } else if (fused) {
               ConvertPosition(t, gi, tab, v, x_base + i * v * t.words, x_plane, x_bit, nullptr, 0, S.data());
+            } else if (by_pattern) {
+              GroupPatterns(x_chunk + m * K_, t, gi, digits, v, pattern.data());
+              ConvertPatterns(codes + gi * patterns * pattern_stride, pattern_stride, pattern.data(), tab, gi, NR,
+                              S.data());
             } else {
               ConvertPosition(t, gi, tab, v, nullptr, 0, 0, sp + i * NR, M * NR, S.data());
             }

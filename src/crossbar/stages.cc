@@ -39,6 +39,13 @@ bool ReadChain::exact() const {
   return true;
 }
 
+bool ReadChain::per_pattern() const {
+  for (const auto& s : stages) {
+    if (s->PerRead()) return false;
+  }
+  return true;
+}
+
 std::string ReadChain::Names() const {
   std::string out;
   for (const auto& s : stages) out += (out.empty() ? "" : " > ") + std::string(s->Name());

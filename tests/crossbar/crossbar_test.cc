@@ -734,6 +734,119 @@ TEST(Kernels, FloatSumsAddEveryRowInOrder) {
   }
 }
 
+TEST(Kernels, PatternSumsAreTheFloatSumsOfEveryPattern) {
+  // Every digit pattern of a group fed to FloatSums as one input row, against PatternSums' entry for
+  // it: the same bits. Reads of both signs and digits up to 15, so products and sums round; groups
+  // of 1-8 rows, 1- to 4-bit digits, column counts that are not whole vectors.
+  for (const auto& [G, g, NR, v] : {std::array<int64_t, 4>{3, 4, 21, 1},
+                                    {2, 8, 128, 1},
+                                    {1, 4, 9, 2},
+                                    {2, 1, 70, 3},
+                                    {1, 2, 16, 4},
+                                    {2, 3, 5, 2}}) {
+    torch::manual_seed(static_cast<uint64_t>(10 * g + v));
+    const torch::Tensor reads = torch::randn({G, g, NR}) * 3;
+    const int64_t patterns = int64_t{1} << (v * g);
+    const torch::Tensor pat = torch::arange(patterns).view({patterns, 1});
+    const torch::Tensor shift = (torch::arange(g) * v).view({1, g});
+    const torch::Tensor digits = torch::bitwise_and(torch::bitwise_right_shift(pat, shift), (int64_t{1} << v) - 1);
+    const torch::Tensor sums = FloatSums(digits.to(torch::kFloat32).unsqueeze(0).expand({G, patterns, g}), reads);
+    const int64_t stride = PatternSumsStride(NR);
+    ASSERT_GE(stride, NR);
+    std::vector<float> table(static_cast<size_t>(G * patterns * stride), std::nanf(""));
+    const int64_t built = PatternTablesBuilt();
+    PatternSums(reads, static_cast<int>(v), table.data());
+    EXPECT_EQ(PatternTablesBuilt(), built + 1);
+    const auto S = sums.accessor<float, 3>();
+    int64_t differ = 0;
+    for (int64_t k = 0; k < G; ++k) {
+      for (int64_t p = 0; p < patterns; ++p) {
+        for (int64_t c = 0; c < NR; ++c) {
+          const float got = table[static_cast<size_t>((k * patterns + p) * stride + c)];
+          differ += std::memcmp(&got, &S[k][p][c], sizeof got) != 0;
+        }
+      }
+    }
+    EXPECT_EQ(differ, 0) << G << " groups of " << g << " rows, " << NR << " columns, " << v << "-bit digits";
+  }
+}
+
+TEST(CrossbarLayer, PatternLookupGivesTheBitsOfTheFloatKernel) {
+  // Crossbars with float cells (variation, drift, IR drop) whose groups have few rows -- FORMS
+  // fragments of 4 and 8, a 2-bit DAC on fragments of 4, a two-column crossbar of 8 rows -- look
+  // each group's sums and ADC codes up by digit pattern: the same outputs as FloatSums and
+  // ConvertPosition for every position (SetPatternSums(false)), lossy ADC, signed and unsigned
+  // inputs, 1 and 2 threads, many and few positions. Read noise (per read) and groups too large for
+  // a table keep the float kernel.
+  // Calibrated ADC ranges (the largest partial sum, or a percentile of their histogram) recorded
+  // from the looked-up sums: the same ranges.
+  struct Run {
+    const Scheme* scheme;
+    int64_t rows, fragment;
+    int dac_bits;
+    double wire_ohm, noise;
+    bool patterns;      // whether the lookup applies
+    double percentile;  // 0: worst-case ADC ranges, else calibrated
+  };
+  const std::vector<Run> runs = {{kPolarized, 128, 4, 1, 0, 0, true, 0},   {kPolarized, 128, 8, 1, 0, 0, true, 0},
+                                 {kPolarized, 64, 4, 2, 0, 0, true, 0},    {kTwoColumn, 8, 8, 1, 0, 0, true, 0},
+                                 {kPolarized, 128, 4, 1, 2.0, 0, true, 0}, {kPolarized, 128, 4, 1, 0, 0.02, false, 0},
+                                 {kPolarized, 128, 16, 1, 0, 0, false, 0}, {kPolarized, 128, 8, 1, 0, 0, true, 100},
+                                 {kPolarized, 128, 4, 2, 0, 0, true, 100}, {kPolarized, 128, 8, 1, 0, 0, true, 99.5},
+                                 {kPolarized, 128, 4, 2, 0, 0, true, 99}};
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Run& r = runs[i];
+    torch::Tensor w = Weights(40, 300, 90 + i, true);
+    if (r.scheme == kPolarized) {
+      torch::Tensor cm = w.contiguous();
+      ProjectPolarize({cm.data_ptr<float>(), 300, 40}, r.fragment, 64);
+      w = cm;
+    }
+    MappingSpec map = Map(r.scheme, r.rows, 64, 2, r.dac_bits);
+    map.fragment_rows = r.fragment;
+    map.adc_bits = r.percentile > 0 ? 3 : 4;  // calibrated: full scales of several levels per code
+    DeviceSpec dev;
+    dev.variation_sigma = 0.1;
+    dev.drift_nu = 0.05;
+    dev.drift_time = 100;
+    dev.wire_resistance_ohm = r.wire_ohm;
+    dev.read_noise_sigma = r.noise;
+    map.adc_calibrated = r.percentile > 0;
+    map.adc_percentile = r.percentile > 0 ? r.percentile : 100;
+    CrossbarLayer layer("l", w, 0.0, map, dev);
+    layer.Program(nullptr, 7, 0);
+    EXPECT_EQ(layer.packed_tiles(), 0) << "float cells";
+    for (bool signed_inputs : {false, true}) {
+      const torch::Tensor x = Inputs(300, 300, map.input_bits, signed_inputs, 40 + i);
+      auto calibrate = [&] {
+        if (!map.adc_calibrated) return;
+        layer.StartCalibration();
+        layer.Forward(Inputs(400, 300, map.input_bits, signed_inputs, 60 + i), signed_inputs, 3, nullptr);
+        layer.FinishCalibration();
+      };
+      at::set_num_threads(1);
+      SetPatternSums(false);
+      calibrate();
+      const torch::Tensor want = layer.Forward(x, signed_inputs, 3, nullptr);
+      SetPatternSums(true);
+      const int64_t built = PatternTablesBuilt();
+      calibrate();
+      const torch::Tensor one = layer.Forward(x, signed_inputs, 3, nullptr);
+      EXPECT_EQ(PatternTablesBuilt() > built, r.patterns) << "run " << i;
+      at::set_num_threads(2);
+      const torch::Tensor two = layer.Forward(x, signed_inputs, 3, nullptr);
+      const torch::Tensor few = layer.Forward(x.narrow(0, 0, 40), signed_inputs, 3, nullptr);
+      at::set_num_threads(1);
+      const std::string what = StrCat("run ", i, " signed ", signed_inputs);
+      EXPECT_TRUE(torch::equal(want, one)) << what << " max diff " << (want - one).abs().max().item<double>();
+      EXPECT_TRUE(torch::equal(want, two)) << what << ", two threads";
+      EXPECT_TRUE(torch::equal(want.narrow(0, 0, 40), few)) << what << ", 40 positions";
+      EXPECT_GT(want.abs().sum().item<double>(), 0) << what;
+    }
+  }
+  SetPatternSums(true);
+}
+
 TEST(Network, CalibratedAdcRangesTakeEffectAndResultsDoNotDependOnBatchOrThreads) {
   if (!FileExists(std::string(kFashionMnistPath) + "/t10k-images-idx3-ubyte.gz")) GTEST_SKIP();
   DatasetSpec d;

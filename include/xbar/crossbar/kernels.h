@@ -62,6 +62,27 @@ torch::Tensor FloatSums(const torch::Tensor& xg, const torch::Tensor& reads);
 // Whether FloatSums adds each row's product with one rounding (a fused multiply-add: builds for
 // AVX-512, or AVX2 with FMA, which then give the same bits) or with two (a portable build).
 bool FloatSumsFuseMultiplyAdd();
+// Where a group has few rows (FORMS fragments: g = 4 or 8 with a 1-bit DAC), a column sum depends
+// only on the group's digit pattern, so the engine looks the sums up instead of computing them for
+// every position and input plane (layer.cc). PatternSums fills table [G][2^(v g)][stride] (stride
+// = PatternSumsStride(NR), the columns past NR zero) from float reads [G, g, NR]: entry (group,
+// pattern) is the sum FloatSums gives for digits d_r = (pattern >> (v r)) & (2^v - 1) — rows in
+// order from +0, zero digits skipped, one rounding per row with FMA — so the same bits. Built
+// row by row: each entry is one multiply-add on the entry of its lower rows.
+int64_t PatternSumsStride(int64_t NR);
+void PatternSums(const torch::Tensor& reads, int v, float* table);
+// Whether a group of g rows with v-bit digits, read for M positions on P input planes, is looked
+// up by pattern: at most 2^8 patterns, and fewer than half the sums the positions need (M P g
+// products per column against one per pattern).
+bool PatternSumsPay(int64_t g, int v, int64_t P, int64_t M);
+// Tests and benchmarks switch the lookup off to compare; PatternTablesBuilt counts the tables
+// PatternSums has filled in this process.
+void SetPatternSums(bool on);
+int64_t PatternTablesBuilt();
+// The pattern of each input plane's digits at one group's rows for one position (inputs x at
+// tile.rows; rows past the tile's last are zero digits): patterns[p] = sum_r d_pr << (v r).
+void GroupPatterns(const float* x, const CrossbarTile& t, int64_t group, const InputDigits& d, int v,
+                   uint32_t* patterns);
 
 // The ADC's tables for one crossbar (stages/adc.cc) and the digital weights of the P input planes.
 struct ConvertTables {
@@ -85,6 +106,15 @@ bool CodesFitInt32(float code_max, const std::vector<double>& plane_weight);
 // weights), then one rounding for the scale.
 void ConvertPosition(const CrossbarTile& t, int64_t group, const ConvertTables& tab, int v, const uint64_t* x,
                      int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, double* S);
+// The ADC's code of every entry of a PatternSums table (kernels/convert.cc), as ConvertPosition
+// converts a sum: min(hi[c], max(lo[c], rint(sum * inv[c]))), in int32 (same layout and stride).
+void PatternCodes(const float* sums, int64_t entries, int64_t stride, int64_t NR, const ConvertTables& tab,
+                  int32_t* codes);
+// One position on one group from its planes' patterns and the group's codes (codes + pattern *
+// stride): S[c] = scale[group, c] * sum_p plane_weight[p] * code(pattern[p], c), what
+// ConvertPosition gives for the same sums (the sum over planes is exact in both).
+void ConvertPatterns(const int32_t* codes, int64_t stride, const uint32_t* patterns, const ConvertTables& tab,
+                     int64_t group, int64_t NR, double* S);
 // The exact fast path's elementwise passes (kernels/fast_path.cc), one pass each over contiguous
 // CPU data, with the same bits as the tensor ops they replace:
 //   QuantizeCodes: q = min(hi, max(lo, round_half_even(x / scale))) in float32 (NaN stays NaN);

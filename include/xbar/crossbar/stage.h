@@ -94,6 +94,10 @@ class ReadStage {
   // False when the sums it leaves are not the exact integer column sums (read noise, IR drop): the
   // engine then runs neither its packed kernel nor the exact fast path.
   virtual bool Exact() const { return true; }
+  // True when Apply changes the sums of each read (read noise). Otherwise a column sum depends only
+  // on the input digits at its group's rows, and the engine may look it up by their pattern
+  // (PatternSums, kernels.h) instead of computing it.
+  virtual bool PerRead() const { return false; }
 };
 
 // ---- the two read stages the engine talks to directly ------------------------------------------
@@ -132,6 +136,10 @@ class AdcStage : public ReadStage {
   // Calibration: ranges from the column sums Record sees between Start and Finish.
   void StartCalibration(CrossbarTile& tile, const StageContext& ctx) const;
   void Record(CrossbarTile& tile, const torch::Tensor& sums, const StageContext& ctx) const;
+  // The same as Record on sums where entry (group, pattern) of a PatternSums table (kernels.h;
+  // sums + (group * patterns + pattern) * stride) occurs counts[group * patterns + pattern] times.
+  void RecordPatterns(CrossbarTile& tile, const float* sums, int64_t stride, int64_t patterns,
+                      const std::vector<int64_t>& counts, const StageContext& ctx) const;
   void FinishCalibration(CrossbarTile& tile, const StageContext& ctx) const;
   // True when every read of the tile converts integer sums exactly (LSB of one level).
   bool Lossless(const CrossbarTile& tile) const;
@@ -148,6 +156,8 @@ struct ReadChain {
   const AdcStage* adc = nullptr;
   // True when no analog stage changes the integer sums.
   bool exact() const;
+  // True when no stage changes the sums of each read (ReadStage::PerRead).
+  bool per_pattern() const;
   // Stage names in order, e.g. "dac > ir-drop > read-noise > adc".
   std::string Names() const;
 };

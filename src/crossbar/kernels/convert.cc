@@ -444,6 +444,69 @@ inline uint64_t DigitBit(float xf, const InputDigits& d, int64_t p, int k) {
   return static_cast<uint64_t>((((u >> d.shift[p]) & d.mask[p]) >> k) & 1);
 }
 
+}  // namespace
+
+void PatternCodes(const float* sums, int64_t entries, int64_t stride, int64_t NR, const ConvertTables& tab,
+                  int32_t* codes) {
+  for (int64_t e = 0; e < entries; ++e) {
+    const float* s = sums + e * stride;
+    int32_t* out = codes + e * stride;
+    for (int64_t c = 0; c < NR; ++c) {
+      out[c] = static_cast<int32_t>(std::min(tab.hi[c], std::max(tab.lo[c], std::nearbyint(s[c] * tab.inv[c]))));
+    }
+  }
+}
+
+void ConvertPatterns(const int32_t* codes, int64_t stride, const uint32_t* patterns, const ConvertTables& tab,
+                     int64_t group, int64_t NR, double* S) {
+  const double* sc = tab.scale + group * NR;
+  if (tab.int_codes) {
+    // Every partial sum fits int32 (CodesFitInt32): plane weights are signed powers of two, so each
+    // plane adds or subtracts its codes shifted; exact, so in any order.
+    thread_local std::vector<int32_t> acc_buf;
+    acc_buf.assign(static_cast<size_t>(NR), 0);
+    int32_t* __restrict acc = acc_buf.data();
+    for (int64_t p = 0; p < tab.planes; ++p) {
+      const double pw = tab.plane_weight[p];
+      const int e = PowerOfTwoExponent(pw);
+      const int32_t* __restrict row = codes + static_cast<int64_t>(patterns[p]) * stride;
+      if (pw < 0) {
+        for (int64_t c = 0; c < NR; ++c) acc[c] -= static_cast<int32_t>(static_cast<uint32_t>(row[c]) << e);
+      } else {
+        for (int64_t c = 0; c < NR; ++c) acc[c] += static_cast<int32_t>(static_cast<uint32_t>(row[c]) << e);
+      }
+    }
+    for (int64_t c = 0; c < NR; ++c) S[c] = static_cast<double>(acc[c]) * sc[c];
+    return;
+  }
+  // Otherwise in double, exact as in ConvertPosition (integer codes times powers of two).
+  std::fill(S, S + NR, 0.0);
+  for (int64_t p = 0; p < tab.planes; ++p) {
+    const double pw = tab.plane_weight[p];
+    const int32_t* row = codes + static_cast<int64_t>(patterns[p]) * stride;
+    for (int64_t c = 0; c < NR; ++c) S[c] += pw * static_cast<double>(row[c]);
+  }
+  for (int64_t c = 0; c < NR; ++c) S[c] *= sc[c];
+}
+
+void GroupPatterns(const float* x, const CrossbarTile& t, int64_t group, const InputDigits& d, int v,
+                   uint32_t* patterns) {
+  const int64_t r0 = group * t.group_rows, r1 = std::min(t.num_rows(), r0 + t.group_rows);
+  const int64_t digit_mask = (int64_t{1} << v) - 1;
+  std::fill(patterns, patterns + d.planes, 0u);
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto xi = static_cast<int64_t>(x[t.rows[static_cast<size_t>(r)]]);
+    if (xi == 0) continue;  // every digit zero
+    const int64_t u = d.signed_inputs && xi < 0 ? xi + d.wrap : xi;
+    const int at = static_cast<int>(v * (r - r0));
+    for (int64_t p = 0; p < d.planes; ++p) {
+      patterns[p] |= static_cast<uint32_t>(((u >> d.shift[p]) & d.mask[p] & digit_mask) << at);
+    }
+  }
+}
+
+namespace {
+
 // The words of n (<= 64) inputs, at src (contiguous) or src[idx[b]]: bit b of plane p's bit k
 // at out[p * p_stride + k * k_stride].
 void PackInputWords(const float* src, const int64_t* idx, int64_t n, const InputDigits& d, int v, uint64_t* out,

@@ -20,6 +20,7 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -148,6 +149,50 @@ torch::Tensor FloatSums(const torch::Tensor& xg_in, const torch::Tensor& reads_i
   });
   if (NRp == NR && rows_p == rows) return out;
   return out.narrow(1, 0, rows).narrow(2, 0, NR).contiguous();
+}
+
+namespace {
+std::atomic<bool> g_patterns{true};
+std::atomic<int64_t> g_tables{0};
+}  // namespace
+
+void SetPatternSums(bool on) { g_patterns.store(on); }
+int64_t PatternTablesBuilt() { return g_tables.load(); }
+
+bool PatternSumsPay(int64_t g, int v, int64_t P, int64_t M) {
+  if (!g_patterns.load(std::memory_order_relaxed) || g <= 0 || v * g > 8) return false;
+  return 2 * (int64_t{1} << (v * g)) <= P * M * g;
+}
+
+int64_t PatternSumsStride(int64_t NR) { return (NR + kLanes - 1) / kLanes * kLanes; }
+
+void PatternSums(const torch::Tensor& reads_in, int v, float* table) {
+  const int64_t G = reads_in.size(0), g = reads_in.size(1), NR = reads_in.size(2);
+  const int64_t NRp = PatternSumsStride(NR), patterns = int64_t{1} << (v * g);
+  const int64_t digit_mask = (int64_t{1} << v) - 1;
+  // The reads with their columns padded to whole vectors (zeros), so every row is whole vectors.
+  torch::Tensor reads = reads_in.to(torch::kFloat32);
+  if (NRp != NR) reads = torch::constant_pad_nd(reads, {0, NRp - NR}, 0);
+  reads = reads.contiguous();
+  const float* rp = reads.data_ptr<float>();
+  const int64_t vectors = NRp / kLanes;
+  for (int64_t grp = 0; grp < G; ++grp) {
+    float* t = table + grp * patterns * NRp;
+    std::fill(t, t + NRp, 0.0f);  // no non-zero digit: FloatSums' +0 start
+    for (int64_t pat = 1; pat < patterns; ++pat) {
+      // The last row FloatSums adds for this pattern (its highest non-zero digit) on top of the sum
+      // of the rows before it, an earlier entry: the same operations in the same order.
+      const int top = (63 - __builtin_clzll(static_cast<uint64_t>(pat))) / v;
+      const auto d = static_cast<float>((pat >> (v * top)) & digit_mask);
+      const float* before = table + (grp * patterns + (pat & ((int64_t{1} << (v * top)) - 1))) * NRp;
+      const float* w = rp + (grp * g + top) * NRp;
+      float* out = t + pat * NRp;
+      for (int64_t j = 0; j < vectors; ++j) {
+        Store(out + j * kLanes, MulAdd(Load(before + j * kLanes), d, Load(w + j * kLanes)));
+      }
+    }
+  }
+  g_tables.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace xbar

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "xbar/core/error.h"
 #include "xbar/crossbar/stage.h"
 
 namespace xbar {
@@ -79,31 +80,61 @@ void AdcStage::StartCalibration(CrossbarTile& t, const StageContext& ctx) const 
   t.calib_hist.assign(ctx.map.adc_percentile < 100 ? ctx.reads.size() * kCalibrationBins : 0, 0);
 }
 
-void AdcStage::Record(CrossbarTile& t, const torch::Tensor& sums, const StageContext& ctx) const {
-  // sums: [G, rows, NR]. The largest |partial sum| per read column, and with a percentile below
-  // 100 a histogram of |partial sums| per read over [0, worst-case full scale] (larger ones, which
-  // variation can produce, count in the last bin).
-  torch::Tensor a = sums.abs();
-  t.calib = torch::maximum(t.calib, a.amax({0, 1}));
-  if (t.calib_hist.empty()) return;
-  const int64_t NR = a.size(2), rows = a.size(0) * a.size(1), C = t.num_cols();
-  torch::Tensor flat = a.reshape({rows, NR}).contiguous();
-  const float* ap = flat.data_ptr<float>();
+namespace {
+
+// Adds |sums| of rows [n][stride] to each read's histogram over [0, worst-case full scale] (larger
+// ones, which variation can produce, count in the last bin): row i counted counts[i] times (once
+// without counts).
+void AddToHistograms(CrossbarTile& t, const float* sums, int64_t n, int64_t stride, const int64_t* counts,
+                     const StageContext& ctx) {
+  constexpr int64_t kBins = AdcStage::kCalibrationBins;
+  const int64_t C = t.num_cols();
   const double* wf = t.worst_fs.data_ptr<double>();
   int64_t col = 0;
   for (size_t ri = 0; ri < ctx.reads.size(); ++ri) {
     const int64_t width = ctx.reads[ri].Width(C);
-    int64_t* hist = t.calib_hist.data() + ri * kCalibrationBins;
-    const double scale = static_cast<double>(kCalibrationBins) / std::max(wf[col], 1.0);
-    for (int64_t i = 0; i < rows; ++i) {
-      const float* row = ap + i * NR + col;
+    int64_t* hist = t.calib_hist.data() + ri * kBins;
+    const double scale = static_cast<double>(kBins) / std::max(wf[col], 1.0);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t count = counts == nullptr ? 1 : counts[i];
+      if (count == 0) continue;
+      const float* row = sums + i * stride + col;
       for (int64_t j = 0; j < width; ++j) {
-        const auto b = static_cast<int64_t>(static_cast<double>(row[j]) * scale);
-        ++hist[std::min<int64_t>(b, kCalibrationBins - 1)];
+        const auto b = static_cast<int64_t>(static_cast<double>(std::fabs(row[j])) * scale);
+        hist[std::min<int64_t>(b, kBins - 1)] += count;
       }
     }
     col += width;
   }
+}
+
+}  // namespace
+
+void AdcStage::Record(CrossbarTile& t, const torch::Tensor& sums, const StageContext& ctx) const {
+  // sums: [G, rows, NR]. The largest |partial sum| per read column, and with a percentile below
+  // 100 a histogram of |partial sums| per read.
+  torch::Tensor a = sums.abs();
+  t.calib = torch::maximum(t.calib, a.amax({0, 1}));
+  if (t.calib_hist.empty()) return;
+  const int64_t NR = a.size(2), rows = a.size(0) * a.size(1);
+  torch::Tensor flat = a.reshape({rows, NR}).contiguous();
+  AddToHistograms(t, flat.data_ptr<float>(), rows, NR, nullptr, ctx);
+}
+
+void AdcStage::RecordPatterns(CrossbarTile& t, const float* sums, int64_t stride, int64_t patterns,
+                              const std::vector<int64_t>& counts, const StageContext& ctx) const {
+  const int64_t NR = t.read_columns();
+  XBAR_CHECK(static_cast<int64_t>(counts.size()) == t.groups * patterns, "pattern counts");
+  torch::Tensor most = torch::zeros({NR}, torch::kFloat32);
+  float* mp = most.data_ptr<float>();
+  for (size_t e = 0; e < counts.size(); ++e) {
+    if (counts[e] == 0) continue;
+    const float* row = sums + static_cast<int64_t>(e) * stride;
+    for (int64_t c = 0; c < NR; ++c) mp[c] = std::max(mp[c], std::fabs(row[c]));
+  }
+  t.calib = torch::maximum(t.calib, most);
+  if (t.calib_hist.empty()) return;
+  AddToHistograms(t, sums, static_cast<int64_t>(counts.size()), stride, counts.data(), ctx);
 }
 
 void AdcStage::FinishCalibration(CrossbarTile& t, const StageContext& ctx) const {

@@ -18,6 +18,7 @@ class ReadNoise : public ReadStage {
   explicit ReadNoise(double sigma) : sigma_(sigma) {}
   const char* Name() const override { return "read-noise"; }
   bool Exact() const override { return false; }
+  bool PerRead() const override { return true; }
 
   void Prepare(CrossbarTile& t, const TileCells& cells, const StageContext& ctx) const override {
     const double s2 = sigma_ * sigma_;
