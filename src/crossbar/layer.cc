@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <unordered_set>
 
@@ -65,30 +66,47 @@ void CrossbarLayer::Program(FaultInjector* faults, uint64_t seed, int64_t first_
   current_nominal_ = current_effective_ = 0;
   changed_ = false;
   const StageContext ctx = Context(faults, seed, input_moments);
-  int64_t crossbar = first_crossbar;
+  // Every draw is keyed by its crossbar or tile, so the tiles are programmed in parallel; what they
+  // report is summed in tile order afterwards, and the first failing tile's error is thrown, as on
+  // one thread.
+  const auto T = static_cast<int64_t>(tiles_.size());
+  std::vector<TileCells> report(tiles_.size());
+  std::vector<std::exception_ptr> error(tiles_.size());
+  at::parallel_for(0, T, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t ti = t0; ti < t1; ++ti) {
+      try {
+        CrossbarTile& t = tiles_[static_cast<size_t>(ti)];
+        TileCells& cells = report[static_cast<size_t>(ti)];
+        cells.source = &t;
+        cells.tile = ti;
+        cells.first_crossbar = first_crossbar + ti * map_.scheme->ArraysPerTile();
+        for (const auto& stage : weight_stages_) stage->Apply(cells, ctx);
+        for (const auto& stage : chain_.stages) stage->Program(cells, ctx);
+        t.reads = AssembleReads(t, reads_, cells.read_levels.defined() ? cells.read_levels : cells.levels,
+                                cells.read_levels.defined() ? cells.read_unit : cells.unit, map_.slices());
+        t.noise_var = torch::Tensor();
+        for (const auto& stage : chain_.stages) stage->Prepare(t, cells, ctx);
+        t.words = -1;  // packed on the first Forward that needs it
+        t.placement = std::move(cells.placement);
+        cells.levels = cells.unit = cells.read_levels = cells.read_unit = torch::Tensor();  // only the counts stay
+      } catch (...) {
+        error[static_cast<size_t>(ti)] = std::current_exception();
+      }
+    }
+  });
+  for (const std::exception_ptr& e : error) {
+    if (e) std::rethrow_exception(e);
+  }
   for (size_t ti = 0; ti < tiles_.size(); ++ti) {
-    CrossbarTile& t = tiles_[ti];
-    TileCells cells;
-    cells.source = &t;
-    cells.tile = static_cast<int64_t>(ti);
-    cells.first_crossbar = crossbar;
-    for (const auto& stage : weight_stages_) stage->Apply(cells, ctx);
-    for (const auto& stage : chain_.stages) stage->Program(cells, ctx);
-    t.reads = AssembleReads(t, reads_, cells.read_levels.defined() ? cells.read_levels : cells.levels,
-                            cells.read_levels.defined() ? cells.read_unit : cells.unit, map_.slices());
-    t.noise_var = torch::Tensor();
-    for (const auto& stage : chain_.stages) stage->Prepare(t, cells, ctx);
-    t.words = -1;  // packed on the first Forward that needs it
+    const TileCells& cells = report[ti];
     sa0_ += cells.sa0;
     sa1_ += cells.sa1;
-    t.placement = std::move(cells.placement);
     placement_seconds_ += cells.placement_seconds;
-    harm_before_ += t.placement.cost_before;
-    harm_after_ += t.placement.cost_after;
+    harm_before_ += tiles_[ti].placement.cost_before;
+    harm_after_ += tiles_[ti].placement.cost_after;
     current_nominal_ += cells.current_nominal;
     current_effective_ += cells.current_effective;
     changed_ = changed_ || cells.changed;
-    crossbar += map_.scheme->ArraysPerTile();
   }
 }
 

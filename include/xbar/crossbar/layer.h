@@ -149,7 +149,9 @@ class CrossbarLayer {
   // A faulty chip then runs at fast-path speed (issue 11, fast samples).
   torch::Tensor FoldedWeights() const;
   // The last programming's placement: per tile (empty: the mapping's order) with the tile's GEMM
-  // rows and columns, and over the layer the seconds it took and the harm before and after.
+  // rows and columns, and over the layer the seconds it took (summed over the tiles, which are
+  // programmed in parallel: more than the wall time on several threads) and the harm before and
+  // after.
   const TilePlacement& placement(int64_t tile) const { return tiles_[static_cast<size_t>(tile)].placement; }
   const std::vector<int64_t>& tile_rows(int64_t tile) const { return tiles_[static_cast<size_t>(tile)].rows; }
   const std::vector<int64_t>& tile_cols(int64_t tile) const { return tiles_[static_cast<size_t>(tile)].cols; }
