@@ -67,8 +67,9 @@ bool FloatSumsFuseMultiplyAdd();
 // every position and input plane (layer.cc). PatternSums fills table [G][2^(v g)][stride] (stride
 // = PatternSumsStride(NR), the columns past NR zero) from float reads [G, g, NR]: entry (group,
 // pattern) is the sum FloatSums gives for digits d_r = (pattern >> (v r)) & (2^v - 1) — rows in
-// order from +0, zero digits skipped, one rounding per row with FMA — so the same bits. Built
-// row by row: each entry is one multiply-add on the entry of its lower rows.
+// order from +0, zero digits skipped, each row's product added as FloatSums adds it (one rounding
+// with FMA, two without) — so the same bits on every build. Built row by row: each entry is one
+// multiply-add on the entry of its lower rows.
 int64_t PatternSumsStride(int64_t NR);
 void PatternSums(const torch::Tensor& reads, int v, float* table);
 // Whether a group of g rows with v-bit digits, read for M positions on P input planes, is looked
