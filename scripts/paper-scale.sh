@@ -9,14 +9,21 @@
 # Environment: PARTS which of ISLPED'19 and FORMS to run after training (default "islped19 forms";
 # e.g. PARTS=forms to give a session's time to FORMS), XBAR (default build/xbar), PROCS training processes (1: one process of the config's
 # threads; N > 1: N data-parallel processes of one thread each), THREADS for compression, estimates
-# and simulation (2), MASTER_PORT (29500), IMAGES test images for the variation runs (500).
+# and simulation (2), MASTER_PORT (29500), IMAGES test images for the variation runs (500),
+# FRAGMENTS the FORMS fragment sizes m to compress and price (default "8"; FORMS used "4 8 16"),
+# SET extra settings for every command, KEY=VALUE separated by spaces (e.g. SET=train.precision=fp32
+# to train in fp32 where the configs' train.precision auto would pick bf16; a run resumed with
+# --resume must keep the SET it started with: the checkpoint's fingerprint checks it).
 #
 # Steps, each logged with its time and exit status:
-#   1. train <net>-proxy (configs/examples/<net>-proxy.yaml), bfloat16 autocast, in PROCS processes
+#   1. train <net>-proxy (configs/examples/<net>-proxy.yaml; bfloat16 autocast on CPUs with AVX512-BF16,
+#      else fp32), in PROCS processes
 #   2. ISLPED'19: compress <net>-islped19, estimate the dense (8- and 16-bit) and the compressed model on islped19
-#   3. FORMS: compress <net>-forms, estimate it on forms and on isaac, each layer once and replicated
-#   4. FORMS' variation claim: simulate the dense model on isaac and the FORMS model on forms with
-#      device.variation_sigma 0 and 0.1
+#   3. FORMS, for each m in FRAGMENTS: compress <net>-forms (m = 8) or <net>-forms-m<m> polarised at m,
+#      estimate it on forms (fragments of m) and on isaac, each layer once and replicated
+#   4. FORMS' variation claim: simulate the dense model on isaac with device.variation_sigma 0 and 0.1,
+#      and each FORMS model on forms with 0 and 0.1, with the preset's worst-case ADC range and with
+#      mapping.adc_range calibrated
 set -euo pipefail
 net=${1:?usage: scripts/paper-scale.sh vgg16|resnet18 [OUT]}
 out=${2:-runs}
@@ -31,6 +38,14 @@ procs=${PROCS:-1}
 threads=${THREADS:-2}
 port=${MASTER_PORT:-29500}
 images=${IMAGES:-500}
+fragments=${FRAGMENTS:-8}
+sets=()
+for kv in ${SET:-}; do
+  case "$kv" in *=*) sets+=(--set "$kv") ;; *) echo "paper-scale.sh: SET: expected KEY=VALUE, got '$kv'" >&2; exit 2 ;; esac
+done
+for m in $fragments; do
+  case "$m" in 4 | 8 | 16) ;; *) echo "paper-scale.sh: FRAGMENTS: expected 4, 8 and/or 16, got '$m'" >&2; exit 2 ;; esac
+done
 cfg=configs/examples
 mkdir -p "$out"
 
@@ -55,11 +70,11 @@ train() {
   local pids=() r
   mkdir -p "$train_dir"
   if ((procs == 1)); then
-    "$xbar" train -c "$cfg/$net-proxy.yaml" --resume -o "$train_dir" > "$train_dir/rank0.log" 2>&1
+    "$xbar" train "${sets[@]}" -c "$cfg/$net-proxy.yaml" --resume -o "$train_dir" > "$train_dir/rank0.log" 2>&1
     return
   fi
   for ((r = procs - 1; r >= 0; r--)); do
-    RANK=$r WORLD_SIZE=$procs MASTER_PORT=$port "$xbar" train -c "$cfg/$net-proxy.yaml" --resume -o "$train_dir" \
+    RANK=$r WORLD_SIZE=$procs MASTER_PORT=$port "$xbar" train "${sets[@]}" -c "$cfg/$net-proxy.yaml" --resume -o "$train_dir" \
       --set threads=1 \
       > "$train_dir/rank$r.log" 2>&1 &
     pids+=($!)
@@ -71,37 +86,50 @@ dense=$train_dir/model.safetensors
 
 isl=$out/$net-islped19
 if [[ "$parts" == *" islped19 "* ]]; then
-step "$isl/compress.json" "$xbar" compress -c "$cfg/$net-islped19.yaml" --weights "$dense" -o "$isl" --resume \
+step "$isl/compress.json" "$xbar" compress "${sets[@]}" -c "$cfg/$net-islped19.yaml" --weights "$dense" -o "$isl" --resume \
   --set threads="$threads"
-step "$isl-estimate-dense/estimate.json" "$xbar" estimate -c "$cfg/$net-islped19.yaml" --weights "$dense" \
+step "$isl-estimate-dense/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-islped19.yaml" --weights "$dense" \
   -o "$isl-estimate-dense" --set threads="$threads"
 # The original stored at 16 bits (what the paper's reductions imply, docs/RESULTS.md).
-step "$isl-estimate-dense16/estimate.json" "$xbar" estimate -c "$cfg/$net-islped19.yaml" --weights "$dense" \
+step "$isl-estimate-dense16/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-islped19.yaml" --weights "$dense" \
   -o "$isl-estimate-dense16" --set mapping.weight_bits=16 --set threads="$threads"
-step "$isl-estimate/estimate.json" "$xbar" estimate -c "$cfg/$net-islped19.yaml" --weights "$isl/model.safetensors" \
+step "$isl-estimate/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-islped19.yaml" --weights "$isl/model.safetensors" \
   -o "$isl-estimate" --set threads="$threads"
 fi
 
-forms=$out/$net-forms
 if [[ "$parts" != *" forms "* ]]; then
   log "$net: done (PARTS=$parts)"
   exit 0
 fi
-step "$forms/compress.json" "$xbar" compress -c "$cfg/$net-forms.yaml" --weights "$dense" -o "$forms" --resume \
-  --set threads="$threads"
-for preset in forms isaac; do
-  step "$forms-estimate-$preset/estimate.json" "$xbar" estimate -c "$cfg/$net-forms.yaml" \
-    --weights "$forms/model.safetensors" --preset "$preset" -o "$forms-estimate-$preset" --set threads="$threads"
-  step "$forms-estimate-$preset-replicated/estimate.json" "$xbar" estimate -c "$cfg/$net-forms.yaml" \
-    --weights "$forms/model.safetensors" --preset "$preset" --set arch.replicate=true \
-    -o "$forms-estimate-$preset-replicated" --set threads="$threads"
-done
 for sigma in 0 0.1; do
-  step "$forms-variation-dense-$sigma/simulate.json" "$xbar" simulate -c "$cfg/$net-forms.yaml" --weights "$dense" \
-    --set arch.preset=isaac --set device.variation_sigma="$sigma" --set dataset.test_subset="$images" \
-    -o "$forms-variation-dense-$sigma" --set threads="$threads"
-  step "$forms-variation-forms-$sigma/simulate.json" "$xbar" simulate -c "$cfg/$net-forms.yaml" \
-    --weights "$forms/model.safetensors" --set device.variation_sigma="$sigma" --set dataset.test_subset="$images" \
-    -o "$forms-variation-forms-$sigma" --set threads="$threads"
+  step "$out/$net-forms-variation-dense-$sigma/simulate.json" "$xbar" simulate "${sets[@]}" -c "$cfg/$net-forms.yaml" \
+    --weights "$dense" --set arch.preset=isaac --set device.variation_sigma="$sigma" --set dataset.test_subset="$images" \
+    -o "$out/$net-forms-variation-dense-$sigma" --set threads="$threads"
+done
+for m in $fragments; do
+  forms=$out/$net-forms
+  [ "$m" = 8 ] || forms=$out/$net-forms-m$m
+  frag=(--set mapping.fragment_rows="$m")
+  step "$forms/compress.json" "$xbar" compress "${sets[@]}" -c "$cfg/$net-forms.yaml" --weights "$dense" -o "$forms" \
+    --resume --set compress.polarize_fragment="$m" "${frag[@]}" --set threads="$threads"
+  for preset in forms isaac; do
+    pf=()
+    [ "$preset" = forms ] && pf=("${frag[@]}")
+    step "$forms-estimate-$preset/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-forms.yaml" \
+      --weights "$forms/model.safetensors" --preset "$preset" "${pf[@]}" -o "$forms-estimate-$preset" \
+      --set threads="$threads"
+    step "$forms-estimate-$preset-replicated/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-forms.yaml" \
+      --weights "$forms/model.safetensors" --preset "$preset" "${pf[@]}" --set arch.replicate=true \
+      -o "$forms-estimate-$preset-replicated" --set threads="$threads"
+  done
+  for sigma in 0 0.1; do
+    for range in worst-case calibrated; do
+      dir=$forms-variation-forms-$sigma
+      [ "$range" = worst-case ] || dir=$dir-$range
+      step "$dir/simulate.json" "$xbar" simulate "${sets[@]}" -c "$cfg/$net-forms.yaml" \
+        --weights "$forms/model.safetensors" "${frag[@]}" --set mapping.adc_range="$range" \
+        --set device.variation_sigma="$sigma" --set dataset.test_subset="$images" -o "$dir" --set threads="$threads"
+    done
+  done
 done
 log "all steps of $net done"

@@ -64,7 +64,8 @@ void RegisterKeys(CLI::App& app) {
       std::fputs(KeysMarkdown().c_str(), stdout);
       return;
     }
-    const Config cfg = Config::Load(args->config, args->sets);
+    Config cfg = Config::Load(args->config, args->sets);
+    ResolveAutoPrecision(cfg, cfg.Str("torch_device").rfind("cuda", 0) != 0);
     CheckExperiment(cfg);
     std::fputs(cfg.ToYaml().c_str(), stdout);
   });

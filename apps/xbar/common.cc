@@ -12,6 +12,7 @@
 #include "xbar/core/safetensors.h"
 #include "xbar/models/onnx.h"
 #include "xbar/models/state_dict.h"
+#include "xbar/train/optimizer.h"
 
 namespace xbar::app {
 
@@ -50,6 +51,8 @@ void SetupOneRank(RunContext& ctx, const std::string& config_path, const std::ve
     throw ConfigError(StrCat(cfg.Where("torch_device"), ": torch_device: '", dev,
                              "' requested but this LibTorch build sees no CUDA device"));
   }
+
+  ResolveAutoPrecision(cfg, ctx.device.is_cpu());
 
   ctx.run_dir = !out_dir.empty() ? out_dir : (default_run_dir ? JoinPath("runs", cfg.Str("name")) : "");
   if (!ctx.run_dir.empty() && dist::Rank() == 0) {

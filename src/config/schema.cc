@@ -86,10 +86,12 @@ std::vector<KeySpec> BuildSchema() {
       Float("train.gamma", "0.1", 0, 1, true, false, "step schedule: lr factor"),
       Int("train.warmup_epochs", "0", 0, 100000, "linear lr warm-up epochs before the schedule"),
       Int("train.eval_batch_size", "1000", 1, 65536, "batch size for evaluation"),
-      Enum("train.precision", "fp32", {"fp32", "bf16"},
+      Enum("train.precision", "fp32", {"fp32", "bf16", "auto"},
            "arithmetic of training's forward and backward passes (train and compress): bf16 = autocast, "
            "convolutions and matrix products in bfloat16 over fp32 weights, ~2x faster on CPUs with "
-           "AVX512-BF16/AMX; evaluation and every reported accuracy stay fp32"),
+           "AVX512-BF16/AMX (emulated, and many times slower, on CPUs without); auto = bf16 on a CPU with "
+           "AVX512-BF16, else fp32 (config.resolved.yaml records which); evaluation and every reported "
+           "accuracy stay fp32"),
       Float("train.log_interval", "10", 0, 86400, false, false,
             "seconds between progress lines (train, simulate) when stderr is not a terminal"),
       // ---- compress -------------------------------------------------------------------------

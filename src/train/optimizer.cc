@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "xbar/core/error.h"
+#include "xbar/core/platform.h"
 #include "xbar/models/state_dict.h"
 
 namespace xbar {
@@ -32,6 +33,24 @@ TrainSpec TrainSpec::FromConfig(const Config& cfg) {
                              "train.momentum > 0"));
   }
   return s;
+}
+
+std::string ResolvePrecision(const std::string& precision, bool cpu, std::string* why) {
+  if (precision != "auto") return precision;
+  const bool bf16 = cpu && CpuHasNativeBf16();
+  if (why != nullptr) {
+    *why = bf16  ? "this CPU has AVX512-BF16"
+           : cpu ? "this CPU has no AVX512-BF16 (bfloat16 would be emulated)"
+                 : "fp32 on CUDA devices";
+  }
+  return bf16 ? "bf16" : "fp32";
+}
+
+void ResolveAutoPrecision(Config& cfg, bool cpu) {
+  if (cfg.Str("train.precision") != "auto") return;
+  std::string why;
+  const std::string p = ResolvePrecision("auto", cpu, &why);
+  cfg.Set("train.precision", p, StrCat("auto (", cfg.Where("train.precision"), "): ", why));
 }
 
 double LearningRate(const TrainSpec& s, int64_t epoch) {

@@ -251,14 +251,26 @@ TrainResult Train(Model& model, const DataBundle& data, const TrainSpec& spec, c
     dp->Broadcast(state);
   }
   const int64_t n = data.train.size();
-  const bool bf16 = spec.precision == "bf16";
-  if (!bf16 && spec.precision != "fp32") {
-    throw ConfigError(StrCat("train.precision: expected fp32 or bf16, got '", spec.precision, "'"));
+  const std::string precision = ResolvePrecision(spec.precision, options.device.is_cpu());
+  const bool bf16 = precision == "bf16";
+  if (!bf16 && precision != "fp32") {
+    throw ConfigError(StrCat("train.precision: expected fp32, bf16 or auto, got '", spec.precision, "'"));
+  }
+  if (several) {
+    // Processes on different machines may resolve auto differently: one precision for all, or none.
+    const torch::Tensor count = torch::full({1}, bf16 ? 1.0 : 0.0, torch::TensorOptions().dtype(torch::kFloat64));
+    dp->AllReduceSum({count});
+    const auto on_bf16 = static_cast<int64_t>(count.item<double>());
+    if (on_bf16 != 0 && on_bf16 != dp->world()) {
+      throw ConfigError(StrCat("train.precision: ", on_bf16, " of ", dp->world(), " processes train in bf16, ",
+                               "the others in fp32 (auto resolves per machine); set train.precision to fp32 or bf16"));
+    }
   }
   static std::atomic<bool> warned{false};  // once per process (compress trains in several phases)
   if (bf16 && options.device.is_cpu() && !CpuHasNativeBf16() && dp->leader() && !warned.exchange(true)) {
-    std::fprintf(stderr, "warning: train.precision bf16: this CPU has no AVX512-BF16, so bfloat16 is emulated and "
-                         "training is likely slower than with fp32\n");
+    std::fprintf(stderr,
+                 "warning: train.precision bf16: this CPU has no AVX512-BF16, so bfloat16 is emulated and "
+                 "training is many times slower than with fp32 (train.precision auto picks fp32 here)\n");
   }
   const auto t_start = std::chrono::steady_clock::now();
   for (int64_t epoch = result.resumed_from_epoch; epoch < spec.epochs; ++epoch) {

@@ -62,6 +62,8 @@ for f in "$ROOT"/configs/*.yaml "$ROOT"/configs/examples/*.yaml; do
 done
 expect 0 "keys -c with --set" "$XBAR" keys -c "$CFG" --set train.precision=bf16
 contains "$T/out" 'precision: "bf16"  # --set train.precision=bf16' "keys -c prints the resolved value and where it came from"
+expect 0 "keys -c with train.precision auto" "$XBAR" keys -c "$CFG" --set train.precision=auto
+contains "$T/out" '# auto (--set train.precision=auto): this CPU has' "keys -c resolves train.precision auto and says why"
 contains "$T/out" 'nesterov: false  # default' "keys -c prints defaults as such"
 expect 2 "keys -c: a check across keys" "$XBAR" keys -c "$CFG" --set train.warmup_epochs=50
 contains "$T/err" "train.warmup_epochs: expected fewer than train.epochs" "keys -c names the key at fault"

@@ -104,6 +104,25 @@ else
   bad "compress in 2 processes: $(tail -2 "$T/c2.err")"
 fi
 
+# Processes that train in different precisions (train.precision auto resolves per machine; here set
+# explicitly per rank): every process stops with one error, exit 2, before the first batch.
+PORT=$((PORT + 1))
+SMALL_TR=(--set dataset.train_subset=500 --set train.epochs=1)
+RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$PORT timeout 300 "$XBAR" train -c "$CFG" -o "$T/split" \
+  "${COMMON[@]}" "${SMALL_TR[@]}" --set train.precision=bf16 >/dev/null 2>"$T/split1.err" &
+P1=$!
+RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$PORT timeout 300 "$XBAR" train -c "$CFG" -o "$T/split" \
+  "${COMMON[@]}" "${SMALL_TR[@]}" --set train.precision=fp32 >/dev/null 2>"$T/split0.err"
+rc0=$?
+wait $P1
+rc1=$?
+if [ $rc0 -eq 2 ] && [ $rc1 -eq 2 ] && grep -q "1 of 2 processes train in bf16" "$T/split0.err" &&
+   grep -q "1 of 2 processes train in bf16" "$T/split1.err" && [ ! -e "$T/split/train.json" ]; then
+  ok "processes in different precisions: both exit 2 with one error, no train.json"
+else
+  bad "split precision: exit $rc0 / $rc1: $(tail -1 "$T/split0.err") / $(tail -1 "$T/split1.err")"
+fi
+
 # Bad variables: one line, exit 2, nothing started.
 out=$(WORLD_SIZE=2 "$XBAR" train -c "$CFG" -o "$T/bad" 2>&1)
 rc=$?

@@ -771,9 +771,57 @@ TEST(Kernels, PatternSumsAreTheFloatSumsOfEveryPattern) {
   }
 }
 
+TEST(Kernels, PatternCodesConvertAsTheirSums) {
+  // A table of sums turned into ADC codes, then one position's planes looked up: S[c] = scale[c] *
+  // sum_p weight_p * code, computed here in double from the same sums (exact: integer codes times
+  // powers of two). Columns that are not whole blocks (37: blocks of 32 and of 4), 16 planes, the top
+  // one negative (signed inputs), a 4-bit, a signed 10-bit and a 17-bit ADC (whose sums pass int32:
+  // the double path).
+  const int64_t NR = 37, entries = 64, P = 16, stride = PatternSumsStride(NR);
+  std::vector<double> weight(static_cast<size_t>(P));
+  for (int64_t p = 0; p < P; ++p)
+    weight[static_cast<size_t>(p)] = p == P - 1 ? -std::ldexp(1.0, p) : std::ldexp(1.0, p);
+  for (const auto& [lo_code, hi_code] : {std::pair<float, float>{0, 15}, {-512, 511}, {0, 131071}}) {
+    torch::manual_seed(static_cast<uint64_t>(hi_code));
+    const torch::Tensor sums = torch::randn({entries, stride}) * (hi_code / 2) + hi_code / 4;
+    std::vector<float> inv(static_cast<size_t>(NR)), lo(static_cast<size_t>(NR), lo_code),
+        hi(static_cast<size_t>(NR), hi_code);
+    std::vector<double> scale(static_cast<size_t>(NR));
+    for (int64_t c = 0; c < NR; ++c) {
+      inv[static_cast<size_t>(c)] = 0.5f + 0.125f * static_cast<float>(c % 7);
+      scale[static_cast<size_t>(c)] = 1e-3 * static_cast<double>(c + 1);
+    }
+    const bool int_codes = CodesFitInt32(hi_code, weight);
+    EXPECT_EQ(int_codes, hi_code < 1000);
+    const ConvertTables tab{inv.data(), lo.data(), hi.data(), weight.data(), P, scale.data(), int_codes};
+    std::vector<int32_t> codes(static_cast<size_t>(entries * stride), -1);
+    PatternCodes(sums.data_ptr<float>(), entries, stride, NR, tab, codes.data());
+    const auto sa = sums.accessor<float, 2>();
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<uint32_t> patterns(static_cast<size_t>(P));
+      for (int64_t p = 0; p < P; ++p)
+        patterns[static_cast<size_t>(p)] = static_cast<uint32_t>((trial * 37 + p * 11) % entries);
+      std::vector<double> S(static_cast<size_t>(NR), std::nan(""));
+      ConvertPatterns(codes.data(), stride, patterns.data(), tab, 0, NR, S.data());
+      for (int64_t c = 0; c < NR; ++c) {
+        double want = 0;
+        for (int64_t p = 0; p < P; ++p) {
+          const float sum = sa[patterns[static_cast<size_t>(p)]][c];
+          const float code = std::min(hi_code, std::max(lo_code, std::nearbyint(sum * inv[static_cast<size_t>(c)])));
+          want += weight[static_cast<size_t>(p)] * static_cast<double>(code);
+        }
+        want *= scale[static_cast<size_t>(c)];
+        ASSERT_EQ(S[static_cast<size_t>(c)], want)
+            << "codes up to " << hi_code << ", trial " << trial << ", column " << c;
+      }
+    }
+  }
+}
+
 TEST(CrossbarLayer, PatternLookupGivesTheBitsOfTheFloatKernel) {
   // Crossbars with float cells (variation, drift, IR drop) whose groups have few rows -- FORMS
-  // fragments of 4 and 8, a 2-bit DAC on fragments of 4, a two-column crossbar of 8 rows -- look
+  // fragments of 4 and 8 (of 8-bit cells with an 11-bit ADC too: codes up to 2,040), a 2-bit DAC on
+  // fragments of 4 (of 4-bit cells too), a two-column crossbar of 8 rows -- look
   // each group's sums and ADC codes up by digit pattern: the same outputs as FloatSums and
   // ConvertPosition for every position (SetPatternSums(false)), lossy ADC, signed and unsigned
   // inputs, 1 and 2 threads, many and few positions. Read noise (per read) and groups too large for
@@ -787,13 +835,17 @@ TEST(CrossbarLayer, PatternLookupGivesTheBitsOfTheFloatKernel) {
     double wire_ohm, noise;
     bool patterns;      // whether the lookup applies
     double percentile;  // 0: worst-case ADC ranges, else calibrated
+    int adc_bits = 0;   // 0: 3 calibrated, 4 worst-case
+    int cell_bits = 2;  // 8 on fragments of 8 with an 11-bit ADC: codes up to 2,040
   };
-  const std::vector<Run> runs = {{kPolarized, 128, 4, 1, 0, 0, true, 0},   {kPolarized, 128, 8, 1, 0, 0, true, 0},
-                                 {kPolarized, 64, 4, 2, 0, 0, true, 0},    {kTwoColumn, 8, 8, 1, 0, 0, true, 0},
-                                 {kPolarized, 128, 4, 1, 2.0, 0, true, 0}, {kPolarized, 128, 4, 1, 0, 0.02, false, 0},
-                                 {kPolarized, 128, 16, 1, 0, 0, false, 0}, {kPolarized, 128, 8, 1, 0, 0, true, 100},
-                                 {kPolarized, 128, 4, 2, 0, 0, true, 100}, {kPolarized, 128, 8, 1, 0, 0, true, 99.5},
-                                 {kPolarized, 128, 4, 2, 0, 0, true, 99}};
+  const std::vector<Run> runs = {
+      {kPolarized, 128, 4, 1, 0, 0, true, 0},      {kPolarized, 128, 8, 1, 0, 0, true, 0},
+      {kPolarized, 64, 4, 2, 0, 0, true, 0},       {kTwoColumn, 8, 8, 1, 0, 0, true, 0},
+      {kPolarized, 128, 4, 1, 2.0, 0, true, 0},    {kPolarized, 128, 4, 1, 0, 0.02, false, 0},
+      {kPolarized, 128, 16, 1, 0, 0, false, 0},    {kPolarized, 128, 8, 1, 0, 0, true, 100},
+      {kPolarized, 128, 4, 2, 0, 0, true, 100},    {kPolarized, 128, 8, 1, 0, 0, true, 99.5},
+      {kPolarized, 128, 4, 2, 0, 0, true, 99},     {kPolarized, 128, 8, 1, 0, 0, true, 0, 11, 8},
+      {kPolarized, 128, 4, 2, 0, 0, true, 0, 6, 4}};
   for (size_t i = 0; i < runs.size(); ++i) {
     const Run& r = runs[i];
     torch::Tensor w = Weights(40, 300, 90 + i, true);
@@ -802,9 +854,9 @@ TEST(CrossbarLayer, PatternLookupGivesTheBitsOfTheFloatKernel) {
       ProjectPolarize({cm.data_ptr<float>(), 300, 40}, r.fragment, 64);
       w = cm;
     }
-    MappingSpec map = Map(r.scheme, r.rows, 64, 2, r.dac_bits);
+    MappingSpec map = Map(r.scheme, r.rows, 64, r.cell_bits, r.dac_bits);
     map.fragment_rows = r.fragment;
-    map.adc_bits = r.percentile > 0 ? 3 : 4;  // calibrated: full scales of several levels per code
+    map.adc_bits = r.adc_bits > 0 ? r.adc_bits : r.percentile > 0 ? 3 : 4;  // calibrated: several levels per code
     DeviceSpec dev;
     dev.variation_sigma = 0.1;
     dev.drift_nu = 0.05;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <csignal>
 
+#include "xbar/config/config.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
 #include "xbar/core/platform.h"
@@ -143,6 +144,28 @@ class FashionTraining : public ::testing::Test {
   DataBundle data_;
   TrainSpec spec_;
 };
+
+TEST(Schedule, AutoPrecisionIsBf16OnlyWhereItIsNative) {
+  // auto: bf16 on a CPU with AVX512-BF16 (emulated elsewhere, 25x slower than fp32 on an AVX2 Zen 3,
+  // docs/BENCHMARKS.md), fp32 on CPUs without it and on CUDA devices; explicit values stay.
+  const std::string native = CpuHasNativeBf16() ? "bf16" : "fp32";
+  std::string why;
+  EXPECT_EQ(ResolvePrecision("auto", true, &why), native);
+  EXPECT_NE(why.find(CpuHasNativeBf16() ? "has AVX512-BF16" : "has no AVX512-BF16"), std::string::npos) << why;
+  EXPECT_EQ(ResolvePrecision("auto", false, &why), "fp32");
+  EXPECT_EQ(ResolvePrecision("fp32", true), "fp32");
+  EXPECT_EQ(ResolvePrecision("bf16", true), "bf16");
+  // In a config: the resolved value replaces auto, and its source says why (config.resolved.yaml).
+  Config cfg = Config::Parse("train:\n  precision: auto\n", "exp.yaml");
+  ResolveAutoPrecision(cfg, true);
+  EXPECT_EQ(cfg.Str("train.precision"), native);
+  EXPECT_EQ(cfg.Where("train.precision").rfind("auto (exp.yaml:2): this CPU has", 0), 0u)
+      << cfg.Where("train.precision");
+  Config fixed = Config::Parse("train:\n  precision: bf16\n", "exp.yaml");
+  ResolveAutoPrecision(fixed, false);
+  EXPECT_EQ(fixed.Str("train.precision"), "bf16");
+  EXPECT_EQ(fixed.Where("train.precision"), "exp.yaml:2");
+}
 
 TEST_F(FashionTraining, ShortSeededRunClearlyBeatsChance) {
   auto m = Lenet();

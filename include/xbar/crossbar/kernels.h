@@ -108,7 +108,8 @@ bool CodesFitInt32(float code_max, const std::vector<double>& plane_weight);
 void ConvertPosition(const CrossbarTile& t, int64_t group, const ConvertTables& tab, int v, const uint64_t* x,
                      int64_t x_stride, int64_t xk, const float* sums, int64_t sum_stride, double* S);
 // The ADC's code of every entry of a PatternSums table (kernels/convert.cc), as ConvertPosition
-// converts a sum: min(hi[c], max(lo[c], rint(sum * inv[c]))), in int32 (same layout and stride).
+// converts a sum: min(hi[c], max(lo[c], rint(sum * inv[c]))), in int32 (same layout and stride; the
+// columns past NR zero).
 void PatternCodes(const float* sums, int64_t entries, int64_t stride, int64_t NR, const ConvertTables& tab,
                   int32_t* codes);
 // One position on one group from its planes' patterns and the group's codes (codes + pattern *

@@ -43,6 +43,14 @@ struct TrainSpec {
   static TrainSpec FromConfig(const Config& cfg);
 };
 
+// train.precision as it runs: "auto" is "bf16" where bfloat16 is native -- a CPU with AVX512-BF16
+// (`cpu`) -- and "fp32" elsewhere (CPUs without it, where bfloat16 is emulated, and CUDA devices);
+// "fp32" and "bf16" stay. `why`, when given, says which rule chose.
+std::string ResolvePrecision(const std::string& precision, bool cpu, std::string* why = nullptr);
+// Replaces train.precision: auto in `cfg` by what it resolves to, its source saying why (so
+// config.resolved.yaml and checkpoint fingerprints hold the precision that ran).
+void ResolveAutoPrecision(Config& cfg, bool cpu);
+
 // Learning rate for (0-based) epoch: linear warm-up, then the schedule over the remaining epochs.
 double LearningRate(const TrainSpec& spec, int64_t epoch);
 

@@ -454,29 +454,60 @@ void PatternCodes(const float* sums, int64_t entries, int64_t stride, int64_t NR
     for (int64_t c = 0; c < NR; ++c) {
       out[c] = static_cast<int32_t>(std::min(tab.hi[c], std::max(tab.lo[c], std::nearbyint(s[c] * tab.inv[c]))));
     }
+    std::fill(out + NR, out + stride, 0);
   }
 }
+
+namespace {
+
+// acc[u] += sign_p * (code(pattern_p, c0 + u) << e_p) over the planes, for the columns c0 ..
+// c0 + kBlock: the sums stay in registers across the planes (one load per code, no store).
+template <int64_t kBlock>
+inline void PatternBlock(const int32_t* const* rows, const int* shift, const bool* negative, int64_t planes, int64_t c0,
+                         int32_t* __restrict out) {
+  int32_t acc[kBlock] = {};
+  for (int64_t p = 0; p < planes; ++p) {
+    const int32_t* __restrict r = rows[p] + c0;
+    const int e = shift[p];
+    if (negative[p]) {
+      for (int64_t u = 0; u < kBlock; ++u) acc[u] -= static_cast<int32_t>(static_cast<uint32_t>(r[u]) << e);
+    } else {
+      for (int64_t u = 0; u < kBlock; ++u) acc[u] += static_cast<int32_t>(static_cast<uint32_t>(r[u]) << e);
+    }
+  }
+  for (int64_t u = 0; u < kBlock; ++u) out[u] = acc[u];
+}
+
+}  // namespace
 
 void ConvertPatterns(const int32_t* codes, int64_t stride, const uint32_t* patterns, const ConvertTables& tab,
                      int64_t group, int64_t NR, double* S) {
   const double* sc = tab.scale + group * NR;
-  if (tab.int_codes) {
+  constexpr int64_t kMaxPlanes = 64;
+  if (tab.int_codes && tab.planes <= kMaxPlanes) {
     // Every partial sum fits int32 (CodesFitInt32): plane weights are signed powers of two, so each
-    // plane adds or subtracts its codes shifted; exact, so in any order.
-    thread_local std::vector<int32_t> acc_buf;
-    acc_buf.assign(static_cast<size_t>(NR), 0);
-    int32_t* __restrict acc = acc_buf.data();
+    // plane adds or subtracts its codes shifted; exact, so in any order. Blocks of 32 columns, then
+    // of 4 (the stride is whole vectors of at least 4 floats; PatternCodes zeroes the columns past NR).
+    const int32_t* rows[kMaxPlanes];
+    int shift[kMaxPlanes];
+    bool negative[kMaxPlanes];
     for (int64_t p = 0; p < tab.planes; ++p) {
-      const double pw = tab.plane_weight[p];
-      const int e = PowerOfTwoExponent(pw);
-      const int32_t* __restrict row = codes + static_cast<int64_t>(patterns[p]) * stride;
-      if (pw < 0) {
-        for (int64_t c = 0; c < NR; ++c) acc[c] -= static_cast<int32_t>(static_cast<uint32_t>(row[c]) << e);
-      } else {
-        for (int64_t c = 0; c < NR; ++c) acc[c] += static_cast<int32_t>(static_cast<uint32_t>(row[c]) << e);
-      }
+      rows[p] = codes + static_cast<int64_t>(patterns[p]) * stride;
+      shift[p] = PowerOfTwoExponent(tab.plane_weight[p]);
+      negative[p] = tab.plane_weight[p] < 0;
     }
-    for (int64_t c = 0; c < NR; ++c) S[c] = static_cast<double>(acc[c]) * sc[c];
+    int32_t block[32];
+    int64_t c0 = 0;
+    for (; c0 + 32 <= stride && c0 < NR; c0 += 32) {
+      PatternBlock<32>(rows, shift, negative, tab.planes, c0, block);
+      const int64_t n = std::min<int64_t>(32, NR - c0);
+      for (int64_t u = 0; u < n; ++u) S[c0 + u] = static_cast<double>(block[u]) * sc[c0 + u];
+    }
+    for (; c0 < NR; c0 += 4) {
+      PatternBlock<4>(rows, shift, negative, tab.planes, c0, block);
+      const int64_t n = std::min<int64_t>(4, NR - c0);
+      for (int64_t u = 0; u < n; ++u) S[c0 + u] = static_cast<double>(block[u]) * sc[c0 + u];
+    }
     return;
   }
   // Otherwise in double, exact as in ConvertPosition (integer codes times powers of two).
