@@ -13,12 +13,18 @@
 # FRAGMENTS the FORMS fragment sizes m to compress and price (default "8"; FORMS used "4 8 16"),
 # SET extra settings for every command, KEY=VALUE separated by spaces (e.g. SET=train.precision=fp32
 # to train in fp32 where the configs' train.precision auto would pick bf16; a run resumed with
-# --resume must keep the SET it started with: the checkpoint's fingerprint checks it).
+# --resume must keep the SET it started with: the checkpoint's fingerprint checks it),
+# ISLPED_SET compress.* settings for the ISLPED'19 compression alone (e.g. "compress.target_ratio=60
+# compress.retrain_epochs=18"; the chip, and so the dense estimates, stay the config's): the run then
+# goes to <net>-islped19-<key><value>... (keys without "compress."), and starts from a copy of
+# <net>-islped19/allocation.json when that exists and it has none (the one-shot sensitivities
+# measured there are reused; compress checks that every setting they depend on is the same).
 #
 # Steps, each logged with its time and exit status:
 #   1. train <net>-proxy (configs/examples/<net>-proxy.yaml; bfloat16 autocast on CPUs with AVX512-BF16,
 #      else fp32), in PROCS processes
-#   2. ISLPED'19: compress <net>-islped19, estimate the dense (8- and 16-bit) and the compressed model on islped19
+#   2. ISLPED'19: compress <net>-islped19 (or <net>-islped19-<ISLPED_SET>), estimate the dense (8- and
+#      16-bit) and the compressed model on islped19
 #   3. FORMS, for each m in FRAGMENTS: compress <net>-forms (m = 8) or <net>-forms-m<m> polarised at m,
 #      estimate it on forms (fragments of m) and on isaac, each layer once and replicated
 #   4. FORMS' variation claim: simulate the dense model on isaac with device.variation_sigma 0 and 0.1,
@@ -42,6 +48,17 @@ fragments=${FRAGMENTS:-8}
 sets=()
 for kv in ${SET:-}; do
   case "$kv" in *=*) sets+=(--set "$kv") ;; *) echo "paper-scale.sh: SET: expected KEY=VALUE, got '$kv'" >&2; exit 2 ;; esac
+done
+isl_sets=()
+isl_suffix=
+for kv in ${ISLPED_SET:-}; do
+  case "$kv" in
+    compress.?*=?*) isl_sets+=(--set "$kv") ;;
+    *) echo "paper-scale.sh: ISLPED_SET: expected compress.KEY=VALUE, got '$kv'" >&2; exit 2 ;;
+  esac
+  k=${kv%%=*}
+  v=${kv#*=}
+  isl_suffix+=-${k##*.}${v//[^A-Za-z0-9.]/_}
 done
 for m in $fragments; do
   case "$m" in 4 | 8 | 16) ;; *) echo "paper-scale.sh: FRAGMENTS: expected 4, 8 and/or 16, got '$m'" >&2; exit 2 ;; esac
@@ -84,15 +101,22 @@ train() {
 step "$train_dir/train.json" train
 dense=$train_dir/model.safetensors
 
-isl=$out/$net-islped19
+isl0=$out/$net-islped19  # the run of the config as it is; the dense estimates
+isl=$isl0$isl_suffix
 if [[ "$parts" == *" islped19 "* ]]; then
+base_alloc=$isl0/allocation.json
+if [ -n "$isl_suffix" ] && [ -f "$base_alloc" ] && [ ! -f "$isl/allocation.json" ]; then
+  mkdir -p "$isl"
+  cp "$base_alloc" "$isl/allocation.json"
+  log "seeded $isl/allocation.json from $base_alloc"
+fi
 step "$isl/compress.json" "$xbar" compress "${sets[@]}" -c "$cfg/$net-islped19.yaml" --weights "$dense" -o "$isl" --resume \
-  --set threads="$threads"
-step "$isl-estimate-dense/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-islped19.yaml" --weights "$dense" \
-  -o "$isl-estimate-dense" --set threads="$threads"
+  "${isl_sets[@]}" --set threads="$threads"
+step "$isl0-estimate-dense/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-islped19.yaml" --weights "$dense" \
+  -o "$isl0-estimate-dense" --set threads="$threads"
 # The original stored at 16 bits (what the paper's reductions imply, docs/RESULTS.md).
-step "$isl-estimate-dense16/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-islped19.yaml" --weights "$dense" \
-  -o "$isl-estimate-dense16" --set mapping.weight_bits=16 --set threads="$threads"
+step "$isl0-estimate-dense16/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-islped19.yaml" --weights "$dense" \
+  -o "$isl0-estimate-dense16" --set mapping.weight_bits=16 --set threads="$threads"
 step "$isl-estimate/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-islped19.yaml" --weights "$isl/model.safetensors" \
   -o "$isl-estimate" --set threads="$threads"
 fi
