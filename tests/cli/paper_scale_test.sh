@@ -8,7 +8,8 @@ set -u
 SRC=${1:?usage: paper_scale_test.sh PROJECT_SOURCE_DIR}
 . "$(dirname "$0")/harness.sh"
 cd "$SRC" || exit 1
-ps() { XBAR=echo bash scripts/paper-scale.sh "$@"; }
+unset PARTS XBAR PROCS THREADS MASTER_PORT IMAGES FRAGMENTS SET ISLPED_SET  # only what each case sets
+dry() { XBAR=echo bash scripts/paper-scale.sh "$@"; }
 
 # Bad arguments: exit 2, one line naming the variable and the value.
 check_bad() {
@@ -39,7 +40,7 @@ check_bad "ISLPED_SET without a value" "ISLPED_SET: expected compress.KEY=VALUE,
 # FORMS at m = 4 and 8: the m = 8 run keeps its old name, m = 4 gets its own; estimates on forms
 # with the run's fragments, on isaac without; the variation runs with both ADC ranges.
 out=$T/f
-log=$(PARTS=forms FRAGMENTS="8 4" ps vgg16 "$out" 2>&1)
+log=$(PARTS=forms FRAGMENTS="8 4" dry vgg16 "$out" 2>&1)
 rc=$?
 [ $rc -eq 0 ] && ok "forms dry run exit 0" || bad "forms dry run rc $rc: $log"
 has() { grep -qF -- "$2" <<<"$log" && ok "$1" || bad "$1: no '$2' in the dry run"; }
@@ -56,7 +57,7 @@ hasnt "no ISLPED'19 step with PARTS=forms" "islped19"
 
 # A finished step is skipped.
 mkdir -p "$out/vgg16-forms-m4" && echo '{}' >"$out/vgg16-forms-m4/compress.json"
-log=$(PARTS=forms FRAGMENTS="4" ps vgg16 "$out" 2>&1)
+log=$(PARTS=forms FRAGMENTS="4" dry vgg16 "$out" 2>&1)
 has "finished compression skipped" "done before: $out/vgg16-forms-m4/compress.json"
 hasnt "finished compression not run again" "-o $out/vgg16-forms-m4 --resume"
 
@@ -64,7 +65,7 @@ hasnt "finished compression not run again" "-o $out/vgg16-forms-m4 --resume"
 # the base run's (the chip is the config's).
 out=$T/i
 mkdir -p "$out/resnet18-islped19" && echo '{"allocation": 1}' >"$out/resnet18-islped19/allocation.json"
-log=$(PARTS=islped19 ISLPED_SET="compress.target_ratio=60 compress.retrain_epochs=18" ps resnet18 "$out" 2>&1)
+log=$(PARTS=islped19 ISLPED_SET="compress.target_ratio=60 compress.retrain_epochs=18" dry resnet18 "$out" 2>&1)
 rc=$?
 [ $rc -eq 0 ] && ok "ISLPED_SET dry run exit 0" || bad "ISLPED_SET dry run rc $rc: $log"
 run=$out/resnet18-islped19-target_ratio60-retrain_epochs18
@@ -74,7 +75,7 @@ has "compressed estimate of the ISLPED_SET run" "--weights $run/model.safetensor
 cmp -s "$out/resnet18-islped19/allocation.json" "$run/allocation.json" && ok "allocation seeded from the base run" ||
   bad "allocation not seeded"
 echo '{"allocation": 2}' >"$run/allocation.json"
-log=$(PARTS=islped19 ISLPED_SET="compress.target_ratio=60 compress.retrain_epochs=18" ps resnet18 "$out" 2>&1)
+log=$(PARTS=islped19 ISLPED_SET="compress.target_ratio=60 compress.retrain_epochs=18" dry resnet18 "$out" 2>&1)
 grep -q '"allocation": 2' "$run/allocation.json" && ok "an allocation already there is kept" || bad "allocation overwritten"
 hasnt "no seeding when the run has an allocation" "seeded"
 
