@@ -82,18 +82,18 @@ step() {
   log "exit 0 after $(($(date +%s) - t0)) s: $marker"
 }
 
-train_dir=$out/$net-proxy
+train_dir=$out/$net-proxy  # rank<r>.log: appended to, so a resumed training keeps the earlier epochs' lines
 train() {
   local pids=() r
   mkdir -p "$train_dir"
   if ((procs == 1)); then
-    "$xbar" train "${sets[@]}" -c "$cfg/$net-proxy.yaml" --resume -o "$train_dir" > "$train_dir/rank0.log" 2>&1
+    "$xbar" train "${sets[@]}" -c "$cfg/$net-proxy.yaml" --resume -o "$train_dir" >> "$train_dir/rank0.log" 2>&1
     return
   fi
   for ((r = procs - 1; r >= 0; r--)); do
     RANK=$r WORLD_SIZE=$procs MASTER_PORT=$port "$xbar" train "${sets[@]}" -c "$cfg/$net-proxy.yaml" --resume -o "$train_dir" \
       --set threads=1 \
-      > "$train_dir/rank$r.log" 2>&1 &
+      >> "$train_dir/rank$r.log" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done  # set -e: a failing rank stops the script

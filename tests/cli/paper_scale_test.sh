@@ -60,6 +60,8 @@ mkdir -p "$out/vgg16-forms-m4" && echo '{}' >"$out/vgg16-forms-m4/compress.json"
 log=$(PARTS=forms FRAGMENTS="4" dry vgg16 "$out" 2>&1)
 has "finished compression skipped" "done before: $out/vgg16-forms-m4/compress.json"
 hasnt "finished compression not run again" "-o $out/vgg16-forms-m4 --resume"
+[ "$(grep -c . "$out/vgg16-proxy/rank0.log")" -eq 2 ] && ok "a resumed training appends to rank0.log" ||
+  bad "rank0.log after two invocations: '$(cat "$out/vgg16-proxy/rank0.log")'"
 
 # ISLPED_SET: its own run directory, seeded from the base run's allocation; the dense estimates stay
 # the base run's (the chip is the config's).
