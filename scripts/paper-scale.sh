@@ -26,7 +26,8 @@
 #   2. ISLPED'19: compress <net>-islped19 (or <net>-islped19-<ISLPED_SET>), estimate the dense (8- and
 #      16-bit) and the compressed model on islped19
 #   3. FORMS, for each m in FRAGMENTS: compress <net>-forms (m = 8) or <net>-forms-m<m> polarised at m,
-#      estimate it on forms (fragments of m) and on isaac, each layer once and replicated
+#      estimate it on forms (fragments of m) and on isaac, each layer once and replicated, and on forms
+#      with each smaller fragment size s (4, 8) it is also polarised at (<...>-estimate-forms-m<s>)
 #   4. FORMS' variation claim: simulate the dense model on isaac with device.variation_sigma 0 and 0.1,
 #      and each FORMS model on forms with 0 and 0.1, with the preset's worst-case ADC range and with
 #      mapping.adc_range calibrated
@@ -145,6 +146,18 @@ for m in $fragments; do
     step "$forms-estimate-$preset-replicated/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-forms.yaml" \
       --weights "$forms/model.safetensors" --preset "$preset" "${pf[@]}" --set arch.replicate=true \
       -o "$forms-estimate-$preset-replicated" --set threads="$threads"
+  done
+  # Polarised at m, the network is also polarised at every smaller size here (4 and 8 divide m, and
+  # each part of a single-signed fragment is single-signed): priced on forms at those sizes too.
+  for s in 4 8; do
+    ((s < m)) || continue
+    for rep in "" -replicated; do
+      ra=()
+      [ -n "$rep" ] && ra=(--set arch.replicate=true)
+      step "$forms-estimate-forms-m$s$rep/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-forms.yaml" \
+        --weights "$forms/model.safetensors" --preset forms --set mapping.fragment_rows="$s" "${ra[@]}" \
+        -o "$forms-estimate-forms-m$s$rep" --set threads="$threads"
+    done
   done
   for sigma in 0 0.1; do
     for range in worst-case calibrated; do

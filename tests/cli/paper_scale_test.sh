@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/paper-scale.sh as a dry run (XBAR=echo: every xbar command is printed, nothing runs):
-# the steps it takes and where their results go, that a finished step is skipped, how ISLPED_SET
+# the steps it takes and where their results go (a FORMS network priced at each fragment size it is
+# polarised at), that a finished step is skipped, how ISLPED_SET
 # names its run and seeds it from the base run's allocation, and a one-line error (exit 2) for
 # every bad argument.
 #   paper_scale_test.sh PROJECT_SOURCE_DIR
@@ -54,6 +55,17 @@ has "m = 4 priced on isaac" "--weights $out/vgg16-forms-m4/model.safetensors --p
 has "calibrated variation run" "--set mapping.adc_range=calibrated --set device.variation_sigma=0.1 --set dataset.test_subset=500 -o $out/vgg16-forms-m4-variation-forms-0.1-calibrated"
 has "dense on isaac under variation" "--set arch.preset=isaac --set device.variation_sigma=0.1"
 hasnt "no ISLPED'19 step with PARTS=forms" "islped19"
+has "m = 8 also priced with fragments of 4" \
+  "--weights $out/vgg16-forms/model.safetensors --preset forms --set mapping.fragment_rows=4 -o $out/vgg16-forms-estimate-forms-m4 "
+has "m = 8 with fragments of 4, replicated" \
+  "--set mapping.fragment_rows=4 --set arch.replicate=true -o $out/vgg16-forms-estimate-forms-m4-replicated "
+hasnt "m = 4 priced at no smaller size" "vgg16-forms-m4-estimate-forms-m"
+hasnt "m = 8 not priced at its own size twice" "vgg16-forms-estimate-forms-m8"
+log16=$(PARTS=forms FRAGMENTS=16 dry resnet18 "$T/f16" 2>&1)
+for s in 4 8; do
+  grep -qF -- "--weights $T/f16/resnet18-forms-m16/model.safetensors --preset forms --set mapping.fragment_rows=$s -o $T/f16/resnet18-forms-m16-estimate-forms-m$s " <<<"$log16" &&
+    ok "m = 16 also priced with fragments of $s" || bad "m = 16 not priced with fragments of $s"
+done
 
 # A finished step is skipped.
 mkdir -p "$out/vgg16-forms-m4" && echo '{}' >"$out/vgg16-forms-m4/compress.json"
