@@ -12,6 +12,8 @@
 #include "xbar/compress/postprocess.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
+#include "xbar/core/platform.h"
+#include "xbar/core/progress.h"
 #include "xbar/crossbar/plan.h"
 #include "xbar/models/state_dict.h"
 #include "xbar/train/trainer.h"
@@ -396,10 +398,15 @@ constexpr const char* kAllocationMethod =
 // included) and the validation accuracy measured; then, from all-dense, the move (a layer to a
 // higher candidate) that saves the most weights (or crossbars) per point of measured loss is taken
 // until the total meets the target. Returns the allocation for compress.json.
-// `measured`: an earlier allocation of the same settings (allocation.json's "allocation"), whose
-// one-shot losses are taken instead of measured again where it has them.
+// `measured`: an earlier allocation of the same settings (allocation.json's "allocation"), or the
+// one-shot losses an interrupted allocation had measured, which are taken instead of measured again
+// where it has them. `save_partial` receives the losses measured so far after every evaluation (for
+// allocation.partial.json) and returns the file it wrote them to, or "". Interruptible (SIGINT,
+// SIGTERM) between evaluations.
 nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSpec& spec, torch::Device device,
-                                const nlohmann::json* measured = nullptr) {
+                                const nlohmann::json* measured,
+                                const std::function<std::string(const nlohmann::json&)>& save_partial,
+                                const std::function<void(int64_t)>& on_evaluation) {
   static const std::vector<double> kRatios = {0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99};
   torch::NoGradGuard no_grad;
   const Dataset& pool = data.val.size() > 0 ? data.val : data.test;
@@ -485,6 +492,19 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
     double loss;
   };
   std::map<std::string, std::vector<Option>> options;
+  // The one-shot losses known so far, in allocation.json's form: what --resume continues from.
+  auto partial = [&] {
+    nlohmann::json layers = nlohmann::json::object();
+    for (const auto& [name, opts] : options) {
+      nlohmann::json table = nlohmann::json::array();
+      for (const Option& o : opts) table.push_back({{"sparsity", o.ratio}, {"one_shot_loss", o.loss}});
+      layers[name] = {{"candidates", table}};
+    }
+    return nlohmann::json{{"partial", true}, {"images", n}, {"accuracy_before", base}, {"layers", layers}};
+  };
+  const int64_t evaluations = static_cast<int64_t>(free.size() * kRatios.size());
+  int64_t considered = 0, measured_here = 0;
+  Progress bar("allocate", evaluations, stderr, -1, spec.train.log_interval_s);
   int64_t dense = 0, fixed = 0;
   for (const LayerInfo& l : model.layers()) {
     torch::Tensor w = model.LayerWeight(l.name);
@@ -506,7 +526,15 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
       double loss = measured_loss(l.name, c.sparsity);
       torch::Tensor projected;  // evaluated, and for a crossbar target also the weights counted
       if (std::isnan(loss) || crossbars) projected = ProjectTensor(w0, c, &s);
-      if (std::isnan(loss)) {
+      const bool measure = std::isnan(loss);
+      if (measure) {
+        if (InterruptRequested()) {
+          const std::string file = save_partial ? save_partial(partial()) : "";
+          throw InterruptedError(
+              StrCat("interrupted during the compress.target_ratio allocation after ", considered, " of ", evaluations,
+                     " one-shot evaluations; ",
+                     file.empty() ? "nothing was written" : StrCat(file, " keeps them: continue with --resume")));
+        }
         w.copy_(projected);
         loss = base - Evaluate(model, eval_set, spec.train.eval_batch_size, device).accuracy;
         w.copy_(w0);
@@ -514,8 +542,16 @@ nlohmann::json AllocateSparsity(Model& model, const DataBundle& data, CompressSp
       const torch::Tensor counted = counted_weights(l, w0, &c, &s, projected);
       options[l.name].push_back({c.sparsity, cost_of(l, counted, s), loss});
       if (paths) remember({l.name, k}, counted, s);
+      ++considered;
+      if (measure) {
+        ++measured_here;
+        if (save_partial) save_partial(partial());
+        if (on_evaluation) on_evaluation(measured_here);
+      }
+      bar.Update(considered, StrCat(l.name, " at ", c.sparsity, ": one-shot loss ", Percent(loss)));
     }
   }
+  bar.Finish(StrCat(measured_here, " measured, ", considered - measured_here, " reused"));
   const double budget = static_cast<double>(dense) / spec.target_ratio;
   std::map<std::string, size_t> at;  // chosen option per layer
   int64_t total = fixed;             // the sum of the layers' costs
@@ -816,9 +852,40 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
     result.allocation = saved_allocation.at("allocation");
     for (const auto& [name, l] : result.allocation.at("layers").items()) spec.layers[name].sparsity = l.at("sparsity");
   } else if (spec.target_ratio > 0) {
-    result.allocation = AllocateSparsity(model, data, spec, o.device, remeasure_from);
+    // An interrupted allocation's one-shot losses (allocation.partial.json), written after every
+    // evaluation, so that --resume continues where it stopped, even after SIGKILL.
+    const std::string partial_file = alloc_file.empty() ? "" : JoinPath(o.run_dir, "allocation.partial.json");
+    nlohmann::json continued;
+    if (o.resume && !partial_file.empty() && FileExists(partial_file)) {
+      nlohmann::json saved = nlohmann::json::parse(ReadFile(partial_file));
+      const std::set<std::string> target = {"compress.target_ratio"};
+      CheckFingerprint(Without(saved.at("fingerprint").get<std::map<std::string, std::string>>(), target, false),
+                       Without(AllocationFingerprint(o.fingerprint), target, false), partial_file);
+      continued = saved.at("allocation");
+      int64_t known = 0;
+      for (const auto& [name, l] : continued.at("layers").items()) {
+        known += static_cast<int64_t>(l.at("candidates").size());
+      }
+      // An earlier allocation's losses on the same images fill in the layers the partial run had not reached.
+      if (remeasure_from != nullptr && remeasure_from->value("images", -1) == continued.value("images", -2)) {
+        for (const auto& [name, l] : remeasure_from->at("layers").items()) {
+          if (!continued["layers"].contains(name)) continued["layers"][name] = l;
+        }
+      }
+      std::fprintf(stderr, "compress: continuing the allocation from the %lld one-shot evaluations in %s\n",
+                   static_cast<long long>(known), partial_file.c_str());
+      remeasure_from = &continued;
+    }
+    auto save_partial = [&](const nlohmann::json& losses) -> std::string {
+      if (partial_file.empty() || !leader) return "";
+      WriteFileAtomic(partial_file, nlohmann::json({{"allocation", losses}, {"fingerprint", o.fingerprint}}).dump(2));
+      return partial_file;
+    };
+    result.allocation =
+        AllocateSparsity(model, data, spec, o.device, remeasure_from, save_partial, o.on_allocation_evaluation);
     if (!alloc_file.empty() && leader) {
       WriteFileAtomic(alloc_file, nlohmann::json({{"allocation", result.allocation}, {"fingerprint", o.fingerprint}}).dump(2));
+      std::remove(partial_file.c_str());
     }
   }
 

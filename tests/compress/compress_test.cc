@@ -2,10 +2,16 @@
 // architecture), config validation, and a short end-to-end run whose constraints must hold.
 #include <gtest/gtest.h>
 
+#include <csignal>
+#include <filesystem>
+#include <functional>
+#include <set>
+
 #include "xbar/compress/compress.h"
 #include "xbar/compress/postprocess.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
+#include "xbar/core/platform.h"
 #include "xbar/models/state_dict.h"
 #include "xbar/models/zoo.h"
 
@@ -382,6 +388,81 @@ TEST(Compress, AllocationIsReusedWhenOnlyLaterPhasesChange) {
   const nlohmann::json resaved = nlohmann::json::parse(ReadFile(root + "/d/allocation.json"));
   EXPECT_EQ(resaved["fingerprint"]["compress.target_ratio"], "6");
   EXPECT_EQ(resaved["allocation"]["target_ratio"].get<double>(), 6.0);
+}
+
+// SIGINT during the compress.target_ratio allocation: InterruptedError at the next evaluation; the
+// one-shot losses measured so far stay in allocation.partial.json, and --resume measures only the
+// rest and chooses what an uninterrupted run chooses.
+TEST(Compress, InterruptedAllocationContinuesWithResume) {
+  if (!FileExists(std::string(kFashionMnistPath) + "/train-images-idx3-ubyte.gz")) GTEST_SKIP();
+  const DataBundle data = FashionSubset(200);
+  const std::string root = ::testing::TempDir() + "/alloc_interrupt";
+  std::filesystem::remove_all(root);  // a run directory of an earlier test run would be resumed
+  MakeDirs(root + "/whole");
+  MakeDirs(root + "/cut");
+  const Config cfg = Config::Parse(
+      "compress:\n  target_ratio: 12\n  allocation_images: 100\n  admm_rounds: 0\n  retrain_epochs: 0\n", "c.yaml");
+  const std::map<std::string, std::string> fp = {{"seed", "0"}, {"compress.target_ratio", "12"}};
+  // A trained network, so that the one-shot losses differ from layer to layer and sparsity to sparsity.
+  const std::string weights = root + "/trained.safetensors";
+  {
+    auto m = SeededLeNet();
+    TrainSpec ts;
+    ts.epochs = 1;
+    Train(*m, data, ts, {});
+    SaveModel(weights, *m, {});
+  }
+  auto run = [&](const std::string& dir, bool resume, std::function<void(int64_t)> hook) {
+    auto m = SeededLeNet();
+    LoadStateDict(*m, ReadSafeTensors(weights), weights);
+    CompressSpec spec = CompressSpec::FromConfig(cfg, *m);
+    CompressOptions o;
+    o.run_dir = root + "/" + dir;
+    o.resume = resume;
+    o.fingerprint = fp;
+    o.on_allocation_evaluation = std::move(hook);
+    return Compress(*m, data, spec, o);
+  };
+  int64_t whole = 0;
+  const CompressResult reference = run("whole", false, [&](int64_t k) { whole = k; });
+  EXPECT_EQ(whole, 5 * 13) << "every free layer at every candidate sparsity";
+  EXPECT_FALSE(FileExists(root + "/whole/allocation.partial.json")) << "removed once allocation.json is written";
+  std::set<double> losses;
+  for (const auto& [name, l] : reference.allocation["layers"].items()) {
+    for (const auto& c : l["candidates"]) losses.insert(c["one_shot_loss"].get<double>());
+  }
+  ASSERT_GT(losses.size(), 10u) << "the comparison below needs losses that tell the layers apart";
+
+  InstallInterruptHandlers();
+  const int64_t cut = 17;  // two layers and a part of the third
+  try {
+    run("cut", false, [&](int64_t k) {
+      if (k == 5) {  // written after every evaluation, so that a killed run keeps them too
+        const nlohmann::json p = nlohmann::json::parse(ReadFile(root + "/cut/allocation.partial.json"));
+        EXPECT_EQ(p["allocation"]["layers"]["conv1"]["candidates"].size(), 5u);
+      }
+      if (k == cut) std::raise(SIGINT);
+    });
+    ADD_FAILURE() << "expected an InterruptedError";
+  } catch (const InterruptedError& e) {
+    EXPECT_NE(std::string(e.what()).find("after 17 of 65 one-shot evaluations; " + root +
+                                         "/cut/allocation.partial.json keeps them: continue with --resume"),
+              std::string::npos)
+        << e.what();
+  }
+  ClearInterruptForTesting();
+  EXPECT_FALSE(FileExists(root + "/cut/allocation.json"));
+  const nlohmann::json partial = nlohmann::json::parse(ReadFile(root + "/cut/allocation.partial.json"));
+  int64_t kept = 0;
+  for (const auto& [name, l] : partial["allocation"]["layers"].items()) kept += l["candidates"].size();
+  EXPECT_EQ(kept, cut);
+
+  int64_t rest = 0;
+  const CompressResult resumed = run("cut", true, [&](int64_t k) { rest = k; });
+  EXPECT_EQ(rest, 5 * 13 - cut) << "only the evaluations the interrupted run had not made";
+  EXPECT_EQ(resumed.allocation, reference.allocation) << "the same losses, the same choice";
+  EXPECT_TRUE(FileExists(root + "/cut/allocation.json"));
+  EXPECT_FALSE(FileExists(root + "/cut/allocation.partial.json"));
 }
 
 TEST(Compress, AdmmPhaseIsResumedWhenOnlyLaterSettingsChange) {

@@ -15,6 +15,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -100,6 +101,9 @@ struct CompressOptions {
   // Several processes (data_parallel.h): every training phase splits its batches, ADMM's Z/U steps
   // run on identical weights in every process, rank 0 writes the phase files. nullptr = one process.
   std::shared_ptr<DataParallel> data_parallel;
+  // Called after each one-shot evaluation the compress.target_ratio allocation measures, with how
+  // many it has measured in this call (tests interrupt the allocation there).
+  std::function<void(int64_t)> on_allocation_evaluation;
 };
 
 CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec& spec, const CompressOptions& options);
