@@ -137,26 +137,23 @@ for m in $fragments; do
   frag=(--set mapping.fragment_rows="$m")
   step "$forms/compress.json" "$xbar" compress "${sets[@]}" -c "$cfg/$net-forms.yaml" --weights "$dense" -o "$forms" \
     --resume --set compress.polarize_fragment="$m" "${frag[@]}" --set threads="$threads"
-  for preset in forms isaac; do
-    pf=()
-    [ "$preset" = forms ] && pf=("${frag[@]}")
-    step "$forms-estimate-$preset/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-forms.yaml" \
-      --weights "$forms/model.safetensors" --preset "$preset" "${pf[@]}" -o "$forms-estimate-$preset" \
-      --set threads="$threads"
-    step "$forms-estimate-$preset-replicated/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-forms.yaml" \
-      --weights "$forms/model.safetensors" --preset "$preset" "${pf[@]}" --set arch.replicate=true \
-      -o "$forms-estimate-$preset-replicated" --set threads="$threads"
-  done
-  # Polarised at m, the network is also polarised at every smaller size here (4 and 8 divide m, and
-  # each part of a single-signed fragment is single-signed): priced on forms at those sizes too.
+  # Priced as NAME PRESET FRAGMENT_ROWS (- = the preset's): on forms with fragments of m, on isaac,
+  # and on forms with each smaller size it is also polarised at (4 and 8 divide m, and each part of
+  # a single-signed fragment is single-signed); each layer once and replicated.
+  prices=("forms forms $m" "isaac isaac -")
   for s in 4 8; do
-    ((s < m)) || continue
+    ((s < m)) && prices+=("forms-m$s forms $s")
+  done
+  for p in "${prices[@]}"; do
+    read -r name preset rows <<<"$p"
+    pf=()
+    [ "$rows" = - ] || pf=(--set mapping.fragment_rows="$rows")
     for rep in "" -replicated; do
       ra=()
       [ -n "$rep" ] && ra=(--set arch.replicate=true)
-      step "$forms-estimate-forms-m$s$rep/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-forms.yaml" \
-        --weights "$forms/model.safetensors" --preset forms --set mapping.fragment_rows="$s" "${ra[@]}" \
-        -o "$forms-estimate-forms-m$s$rep" --set threads="$threads"
+      step "$forms-estimate-$name$rep/estimate.json" "$xbar" estimate "${sets[@]}" -c "$cfg/$net-forms.yaml" \
+        --weights "$forms/model.safetensors" --preset "$preset" "${pf[@]}" "${ra[@]}" -o "$forms-estimate-$name$rep" \
+        --set threads="$threads"
     done
   done
   for sigma in 0 0.1; do
