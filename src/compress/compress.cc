@@ -775,6 +775,16 @@ std::map<std::string, std::string> AllocationFingerprint(const std::map<std::str
   return Without(fp, after, true);
 }
 
+// Refuses one-shot losses (allocation.json or allocation.partial.json, `saved`) measured under other
+// settings than `fingerprint`'s. The target only steers the choice: the losses measured for another
+// target hold, so every other setting must be as it was measured.
+void CheckOneShotFingerprint(const nlohmann::json& saved, const std::map<std::string, std::string>& fingerprint,
+                             const std::string& file) {
+  const std::set<std::string> target = {"compress.target_ratio"};
+  CheckFingerprint(Without(saved.at("fingerprint").get<std::map<std::string, std::string>>(), target, false),
+                   Without(AllocationFingerprint(fingerprint), target, false), file);
+}
+
 // The keys the ADMM phase's checkpoints depend on: everything but the settings that act after it,
 // so that a run which retunes retraining, purification or the batch-norm re-estimation (or was
 // checkpointed before such a key existed) continues from the ADMM it already trained.
@@ -825,11 +835,7 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
   if (reuse_allocation) {
     saved_allocation = nlohmann::json::parse(ReadFile(alloc_file));
     const nlohmann::json& saved = saved_allocation.at("allocation");
-    // The target only steers the choice: the one-shot losses measured for another target hold, so
-    // every other setting must be as it was measured.
-    const std::set<std::string> target = {"compress.target_ratio"};
-    CheckFingerprint(Without(saved_allocation.at("fingerprint").get<std::map<std::string, std::string>>(), target, false),
-                     Without(AllocationFingerprint(o.fingerprint), target, false), alloc_file);
+    CheckOneShotFingerprint(saved_allocation, o.fingerprint, alloc_file);
     const bool other_target = saved.contains("target_ratio") && saved.at("target_ratio").get<double>() != spec.target_ratio;
     const bool other_method = !saved.at("method").is_string() || saved.at("method").get<std::string>() != kAllocationMethod;
     if (other_target) {
@@ -858,9 +864,7 @@ CompressResult Compress(Model& model, const DataBundle& data, const CompressSpec
     nlohmann::json continued;
     if (o.resume && !partial_file.empty() && FileExists(partial_file)) {
       nlohmann::json saved = nlohmann::json::parse(ReadFile(partial_file));
-      const std::set<std::string> target = {"compress.target_ratio"};
-      CheckFingerprint(Without(saved.at("fingerprint").get<std::map<std::string, std::string>>(), target, false),
-                       Without(AllocationFingerprint(o.fingerprint), target, false), partial_file);
+      CheckOneShotFingerprint(saved, o.fingerprint, partial_file);
       continued = saved.at("allocation");
       int64_t known = 0;
       for (const auto& [name, l] : continued.at("layers").items()) {
