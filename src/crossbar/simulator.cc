@@ -562,16 +562,31 @@ void NetworkSimulator::CalibrateAdc() {
   model_.SetLayerOverride([&](const LayerInfo& l, const torch::Tensor& x, const LayerFn& ideal) {
     return RunLayer(*by_name.at(l.name), l, x, ideal, SimMode::kCrossbar);
   });
-  const int64_t n = calibration_images_.size(0);
-  for (int64_t start = 0; start < n; start += kCalibrationBatch) {
-    image_offset_ = start;
-    model_.forward(calibration_images_.slice(0, start, std::min(n, start + kCalibrationBatch)).to(calibration_device_));
-  }
-  image_offset_ = 0;
+  ForwardCalibrationImages("calibrate ADC ranges", "the ADC calibration (mapping.adc_range: calibrated)");
   model_.SetLayerOverride(nullptr);
   for (auto& s : layers_) {
     for (auto& g : s->groups) g->FinishCalibration();
   }
+}
+
+void NetworkSimulator::ForwardCalibrationImages(const std::string& what, const std::string& stage) {
+  const int64_t n = calibration_images_.size(0);
+  const int64_t batches = (n + kCalibrationBatch - 1) / kCalibrationBatch;
+  Progress bar(what, std::max<int64_t>(batches, 1), stderr, -1, progress_interval_s_);
+  for (int64_t b = 0; b < batches; ++b) {
+    const int64_t start = b * kCalibrationBatch;
+    if (InterruptRequested()) {
+      image_offset_ = 0;
+      model_.SetLayerOverride(nullptr);
+      throw InterruptedError(StrCat("interrupted during ", stage, " after ", start, " of ", n,
+                                    " calibration images; nothing was written"));
+    }
+    image_offset_ = start;
+    model_.forward(calibration_images_.slice(0, start, std::min(n, start + kCalibrationBatch)).to(calibration_device_));
+    if (!quiet_ && (bar.Due() || b + 1 == batches)) bar.Update(b + 1);
+  }
+  image_offset_ = 0;
+  if (!quiet_ && batches > 0) bar.Finish();
 }
 
 void NetworkSimulator::ComputeInputMoments() {
@@ -598,10 +613,7 @@ void NetworkSimulator::ComputeInputMoments() {
     }
     return ideal(x);
   });
-  const int64_t n = calibration_images_.size(0);
-  for (int64_t start = 0; start < n; start += kCalibrationBatch) {
-    model_.forward(calibration_images_.slice(0, start, std::min(n, start + kCalibrationBatch)).to(calibration_device_));
-  }
+  ForwardCalibrationImages("placement: input moments", "the fault-map-aware placement's input moments");
   model_.SetLayerOverride(nullptr);
   for (auto& s : layers_) {
     const double v = static_cast<double>(std::max<int64_t>(1, vectors[s->info.name]));

@@ -3,12 +3,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <numeric>
 
 #include "xbar/compress/projection.h"
 #include "xbar/core/error.h"
 #include "xbar/core/fs.h"
+#include "xbar/core/platform.h"
 #include "xbar/crossbar/campaign.h"
 #include "xbar/crossbar/faults.h"
 #include "xbar/crossbar/ir_drop.h"
@@ -899,12 +901,17 @@ TEST(CrossbarLayer, PatternLookupGivesTheBitsOfTheFloatKernel) {
   SetPatternSums(true);
 }
 
+// The first `train` training and `test` test images of Fashion-MNIST (callers skip without it).
+DataBundle SmallFashionMnist(int64_t train, int64_t test) {
+  DatasetSpec d;
+  d.train_subset = train;
+  d.test_subset = test;
+  return LoadData(d, 0);
+}
+
 TEST(Network, CalibratedAdcRangesTakeEffectAndResultsDoNotDependOnBatchOrThreads) {
   if (!FileExists(std::string(kFashionMnistPath) + "/t10k-images-idx3-ubyte.gz")) GTEST_SKIP();
-  DatasetSpec d;
-  d.train_subset = 200;
-  d.test_subset = 40;
-  DataBundle data = LoadData(d, 0);
+  DataBundle data = SmallFashionMnist(200, 40);
   torch::manual_seed(0);
   auto m = CreateModel(ModelSpec{});
   auto run = [&](bool calibrated, double percentile, double noise, int64_t batch, int threads) {
@@ -943,6 +950,43 @@ TEST(Network, CalibratedAdcRangesTakeEffectAndResultsDoNotDependOnBatchOrThreads
     EXPECT_EQ(a.second[i].adc_conversions, b.second[i].adc_conversions) << a.second[i].name;
   }
   at::set_num_threads(1);
+}
+
+// The ADC calibration runs every calibration image through the programmed crossbars (minutes on a
+// ResNet-18): SIGINT/SIGTERM stop it between batches with InterruptedError (exit 4), naming the
+// stage, and leave a simulator that programs and evaluates as one never interrupted.
+TEST(Network, AdcCalibrationStopsOnInterrupt) {
+  if (!FileExists(std::string(kFashionMnistPath) + "/t10k-images-idx3-ubyte.gz")) GTEST_SKIP();
+  DataBundle data = SmallFashionMnist(200, 20);
+  torch::manual_seed(0);
+  auto m = CreateModel(ModelSpec{});
+  MappingSpec map = Map(kTwoColumn, 128, 128, 2, 1);
+  map.weight_bits = 8;
+  map.adc_bits = 5;
+  map.adc_calibrated = true;
+  map.calibration_images = 120;
+  NetworkSimulator sim(*m, map, DeviceSpec{});
+  sim.SetQuiet(true);
+  sim.Calibrate(data.train, 20, torch::kCPU);
+  InstallInterruptHandlers();  // SIGINT now sets a flag instead of killing the process
+  std::raise(SIGINT);
+  try {
+    sim.Program(FaultSpec{}, 3);
+    ADD_FAILURE() << "expected an InterruptedError";
+  } catch (const InterruptedError& e) {
+    EXPECT_NE(std::string(e.what()).find("during the ADC calibration"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("after 0 of 120 calibration images"), std::string::npos) << e.what();
+  }
+  ClearInterruptForTesting();
+  sim.Program(FaultSpec{}, 3);
+  const EvalResult after = sim.Evaluate(data.test, SimMode::kCrossbar, 10, torch::kCPU);
+  NetworkSimulator fresh(*m, map, DeviceSpec{});
+  fresh.SetQuiet(true);
+  fresh.Calibrate(data.train, 20, torch::kCPU);
+  fresh.Program(FaultSpec{}, 3);
+  const EvalResult clean = fresh.Evaluate(data.test, SimMode::kCrossbar, 10, torch::kCPU);
+  EXPECT_EQ(after.loss, clean.loss);
+  EXPECT_EQ(after.accuracy, clean.accuracy);
 }
 
 TEST(Workload, ReadCountsFromUnloweredInputsEqualTheLoweredOnes) {

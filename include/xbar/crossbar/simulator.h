@@ -131,6 +131,10 @@ class NetworkSimulator {
   // thread count.
   torch::Tensor FloatReference(const LayerState& s, const LayerInfo& l, const torch::Tensor& x) const;
   void CalibrateAdc();
+  // Runs the calibration images through the model (under the layer override the caller set) in
+  // batches of kCalibrationBatch, with a progress line labelled `what` unless quiet; on SIGINT or
+  // SIGTERM it clears the override and throws InterruptedError between batches, naming `stage`.
+  void ForwardCalibrationImages(const std::string& what, const std::string& stage);
   // On a CUDA device: exact float32 products (no TF32) and the tensor engine unless a kernel was set.
   void UseDevice(torch::Device device);
   void ComputeInputMoments();
