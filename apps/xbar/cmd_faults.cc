@@ -320,12 +320,12 @@ void RunFaults(const FaultsArgs& args) {
               f.seed = DeriveSeed(ctx.seed, StrCat("faults/", content[wi], "/", scheme, "/", rate_axis ? "" : axis + "=", vtext),
                                   static_cast<uint64_t>(k));
               const auto chip_start = std::chrono::steady_clock::now();
-              sim.Program(f, f.seed);
-              if (placed) {
-                placement_s += sim.placement_seconds();
-                ++placed_chips;
-              }
-              try {
+              try {  // programming calibrates calibrated ADC ranges, which stops on SIGINT too
+                sim.Program(f, f.seed);
+                if (placed) {
+                  placement_s += sim.placement_seconds();
+                  ++placed_chips;
+                }
                 mine.push_back(sim.Evaluate(m.data.test, SimMode::kCrossbar, batch, ctx.device).accuracy);
               } catch (const InterruptedError&) {
                 throw interrupted();
