@@ -613,7 +613,12 @@ void NetworkSimulator::ComputeInputMoments() {
     }
     return ideal(x);
   });
-  ForwardCalibrationImages("placement: input moments", "the fault-map-aware placement's input moments");
+  try {
+    ForwardCalibrationImages("placement: input moments", "the fault-map-aware placement's input moments");
+  } catch (const InterruptedError&) {
+    for (auto& s : layers_) s->moments.clear();  // partial sums: measured again by the next Program
+    throw;
+  }
   model_.SetLayerOverride(nullptr);
   for (auto& s : layers_) {
     const double v = static_cast<double>(std::max<int64_t>(1, vectors[s->info.name]));
